@@ -1,0 +1,32 @@
+//! dispatch: a SOCKS proxy that spreads outgoing connections over several
+//! local addresses (network links) by smooth weighted round robin.
+//!
+//! The modules, from the wire inwards:
+//!
+//! | module      | owns                                                          | I/O? |
+//! |-------------|---------------------------------------------------------------|------|
+//! | `socks`     | SOCKS5/4/4a messages: parse requests, emit replies            | no   |
+//! | `ring`      | fixed-capacity byte ring and the free list rings come from    | no   |
+//! | `wrr`       | smooth weighted round robin, one selector per address family  | no   |
+//! | `conn`      | one client connection's state machine and its relay           | sockets given to it |
+//! | `reactor`   | the mio event loop: accept, route events, deadlines, DNS      | yes  |
+//! | `dns`       | the resolver thread pool that wakes the reactor               | yes  |
+//! | `net`       | outgoing sockets: bind to a local address, connect, errors    | yes  |
+//! | `sys`       | the few platform-specific calls, behind `cfg`                 | yes  |
+//! | `iface`     | interface discovery and the `dispatch list` table             | yes  |
+//! | `cli`       | command-line syntax (clap)                                    | no   |
+//! | `config`    | command line -> validated configuration (checks the system)   | yes  |
+//! | `logging`   | log to stdout (`-d`) or to a size-capped file                 | yes  |
+
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod dns;
+pub mod iface;
+pub mod logging;
+pub mod net;
+pub mod reactor;
+pub mod ring;
+pub mod socks;
+pub mod sys;
+pub mod wrr;

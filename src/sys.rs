@@ -1,0 +1,96 @@
+//! The few calls that differ between platforms. Everything behind `cfg` lives here.
+
+use std::io;
+
+/// Raises the soft limit on open files to the hard limit, so thousands of
+/// peer connections fit. Returns the limit now in force (`None` where the
+/// platform has no such limit).
+#[cfg(unix)]
+pub fn raise_nofile_limit() -> io::Result<Option<u64>> {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut target = lim.rlim_max;
+        // macOS refuses RLIM_INFINITY for the soft limit; OPEN_MAX is its ceiling.
+        #[cfg(target_os = "macos")]
+        {
+            target = target.min(libc::OPEN_MAX as libc::rlim_t);
+        }
+        if lim.rlim_cur < target {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = target;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                lim.rlim_cur = old;
+            }
+        }
+        Ok(Some(lim.rlim_cur as u64))
+    }
+}
+
+#[cfg(not(unix))]
+pub fn raise_nofile_limit() -> io::Result<Option<u64>> {
+    Ok(None)
+}
+
+/// Linux: let `bind(ip, 0)` defer choosing the port to `connect`, so the
+/// 4-tuple (not the port alone) must be unique and thousands of outgoing
+/// connections from one address do not exhaust the ephemeral range.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn set_bind_address_no_port(sock: &socket2::Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid fd, a c_int option value and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn set_bind_address_no_port(_sock: &socket2::Socket) -> io::Result<()> {
+    Ok(())
+}
+
+/// A non-blocking `connect` that has started but not finished.
+pub fn is_in_progress(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        err.raw_os_error() == Some(libc::EINPROGRESS) || err.kind() == io::ErrorKind::WouldBlock
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows reports WSAEWOULDBLOCK for a pending connect.
+        err.kind() == io::ErrorKind::WouldBlock
+    }
+}
+
+/// The process (or system) has no file descriptors left.
+pub fn is_out_of_fds(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(err.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+    }
+    #[cfg(windows)]
+    {
+        // WSAEMFILE
+        err.raw_os_error() == Some(10024)
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = err;
+        false
+    }
+}
