@@ -1,1 +1,240 @@
-//! (being written)
+//! Command-line syntax: what the user typed, parsed and type-checked, with no
+//! look at the system. [`crate::config`] turns [`StartArgs`] into a
+//! validated configuration.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A SOCKS proxy that spreads outgoing connections over the machine's
+/// network interfaces by weighted round robin.
+#[derive(Debug, Parser)]
+#[command(name = "dispatch", version, about, arg_required_else_help = true)]
+pub struct Cli {
+    /// Write debug logs to stdout instead of the log file
+    #[arg(short, long, global = true)]
+    pub debug: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List all available network interfaces
+    List,
+    /// Start the SOCKS proxy server
+    Start(StartArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// The IP to accept connections on
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+
+    /// The port to listen on (0 means any free port)
+    #[arg(long, default_value_t = 1080)]
+    pub port: u16,
+
+    /// How long a client may take to send its SOCKS request, in seconds
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub handshake_timeout: Duration,
+
+    /// How long to wait for an outgoing connection, in seconds
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
+
+    /// Network interface IP addresses (or interface names) to dispatch to, as
+    /// <address>[/priority] [default: every usable address]
+    #[arg(value_name = "ADDRESS")]
+    pub addresses: Vec<WeightedAddr>,
+}
+
+/// A positive duration in seconds, fractions allowed (`0.5`).
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration; give a positive number of seconds, as in 2.5");
+    let secs: f64 = s.trim().parse().map_err(|_| bad())?;
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(bad()),
+    }
+}
+
+/// What an `ADDRESS` names before it is checked against the system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrSpec {
+    Ip(IpAddr),
+    /// An interface name (or a typo: only [`crate::config`] can tell).
+    Name(String),
+}
+
+impl fmt::Display for AddrSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddrSpec::Ip(ip) => ip.fmt(f),
+            AddrSpec::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// `ADDRESS[/WEIGHT]`: an IP or interface name, and its share of connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedAddr {
+    pub addr: AddrSpec,
+    pub weight: NonZeroU32,
+}
+
+impl FromStr for WeightedAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        // The last '/': an IPv6 address has none, a weight cannot have one.
+        let (addr, weight) = match s.rsplit_once('/') {
+            Some((addr, weight)) => (addr, Some(weight)),
+            None => (s, None),
+        };
+        let weight = match weight {
+            None => NonZeroU32::MIN,
+            Some(w) => w.parse().map_err(|_| {
+                format!(
+                    "bad weight {w:?}: weight must be a positive whole number, as in 10.0.0.1/3"
+                )
+            })?,
+        };
+        if addr.is_empty() {
+            return Err("missing address before the weight, as in 10.0.0.1/3".to_string());
+        }
+        let addr = match addr.parse() {
+            Ok(ip) => AddrSpec::Ip(ip),
+            Err(_) => AddrSpec::Name(addr.to_string()),
+        };
+        Ok(WeightedAddr { addr, weight })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn weighted(s: &str) -> Result<(AddrSpec, u32), String> {
+        s.parse::<WeightedAddr>().map(|w| (w.addr, w.weight.get()))
+    }
+
+    fn ip(s: &str) -> AddrSpec {
+        AddrSpec::Ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn weight_defaults_to_one() {
+        assert_eq!(weighted("10.0.0.1"), Ok((ip("10.0.0.1"), 1)));
+        assert_eq!(weighted("::1"), Ok((ip("::1"), 1)));
+        assert_eq!(weighted("eth0"), Ok((AddrSpec::Name("eth0".into()), 1)));
+    }
+
+    #[test]
+    fn weight_after_last_slash() {
+        assert_eq!(weighted("10.0.0.1/3"), Ok((ip("10.0.0.1"), 3)));
+        assert_eq!(weighted("fe80::1:2/7"), Ok((ip("fe80::1:2"), 7)));
+        assert_eq!(weighted("wlan0/2"), Ok((AddrSpec::Name("wlan0".into()), 2)));
+        assert_eq!(weighted("a/b/4"), Ok((AddrSpec::Name("a/b".into()), 4)));
+    }
+
+    #[test]
+    fn bad_weights_say_what_to_do() {
+        for s in [
+            "10.0.0.1/0",
+            "10.0.0.1/x",
+            "10.0.0.1/",
+            "10.0.0.1/-1",
+            "eth0/1.5",
+        ] {
+            let err = weighted(s).unwrap_err();
+            assert!(err.contains("positive whole number"), "{s}: {err}");
+        }
+        assert!(weighted("/3").is_err());
+        assert!(weighted("").is_err());
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_secs("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        for s in ["0", "-1", "abc", "", "NaN", "inf", "1e300"] {
+            assert!(parse_secs(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn start_defaults() {
+        let cli = Cli::try_parse_from(["dispatch", "start"]).unwrap();
+        assert!(!cli.debug);
+        let Command::Start(args) = cli.command else {
+            panic!("not start")
+        };
+        assert_eq!(args.ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(args.port, 1080);
+        assert_eq!(args.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(args.connect_timeout, Duration::from_secs(10));
+        assert!(args.addresses.is_empty());
+    }
+
+    #[test]
+    fn start_with_everything() {
+        let cli = Cli::try_parse_from([
+            "dispatch",
+            "start",
+            "--ip",
+            "::1",
+            "--port",
+            "0",
+            "--handshake-timeout",
+            "0.25",
+            "--connect-timeout",
+            "3",
+            "127.0.0.2/2",
+            "eth0",
+            "-d",
+        ])
+        .unwrap();
+        assert!(cli.debug);
+        let Command::Start(args) = cli.command else {
+            panic!("not start")
+        };
+        assert_eq!(args.port, 0);
+        assert_eq!(args.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(args.connect_timeout, Duration::from_secs(3));
+        assert_eq!(args.addresses.len(), 2);
+        assert_eq!(args.addresses[0].weight.get(), 2);
+    }
+
+    #[test]
+    fn debug_before_subcommand() {
+        let cli = Cli::try_parse_from(["dispatch", "--debug", "list"]).unwrap();
+        assert!(cli.debug);
+        assert!(matches!(cli.command, Command::List));
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        for argv in [
+            &["dispatch", "start", "10.0.0.1/0"][..],
+            &["dispatch", "start", "--port", "70000"],
+            &["dispatch", "start", "--connect-timeout", "0"],
+            &["dispatch", "frobnicate"],
+        ] {
+            let err = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{argv:?}");
+        }
+    }
+}
