@@ -1,9 +1,14 @@
 //! Turns the command line into a validated [`Config`]: interface names are
 //! resolved, addresses are test-bound, duplicates refused.
 
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::num::NonZeroU32;
 use std::time::Duration;
+
+use crate::cli::{AddrSpec, StartArgs};
+use crate::iface::Interface;
 
 /// One local address outgoing connections may leave from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,4 +26,334 @@ pub struct Config {
     pub targets: Vec<Target>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+}
+
+/// Why the command line does not make a usable configuration.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// An IP that is not assigned to this machine.
+    NotLocal(IpAddr),
+    /// An IP the test bind refused for another reason.
+    Unbindable(IpAddr, io::Error),
+    /// Neither an IP nor the name of an interface.
+    Unknown {
+        name: String,
+        interfaces: Vec<String>,
+    },
+    /// An interface with nothing to dispatch from.
+    NoUsableAddress(String),
+    /// The same address reached twice.
+    Duplicate(IpAddr),
+    /// No address given, and no interface has a usable one.
+    NothingUsable,
+}
+
+const SEE_LIST: &str = "`dispatch list` shows the ones you can use";
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::NotLocal(ip) => write!(f, "{ip} is not an address of this machine; {SEE_LIST}"),
+            ConfigError::Unbindable(ip, err) => {
+                write!(f, "cannot send from {ip}: {err}; {SEE_LIST}")
+            }
+            ConfigError::Unknown { name, interfaces } => write!(
+                f,
+                "{name:?} is neither an IP address nor an interface; give an IP or one of: {}",
+                interfaces.join(", ")
+            ),
+            ConfigError::NoUsableAddress(name) => write!(
+                f,
+                "interface {name} has no usable address (only loopback, link-local or none); \
+                 give another interface or an IP; {SEE_LIST}"
+            ),
+            ConfigError::Duplicate(ip) => write!(
+                f,
+                "{ip} is given more than once (directly or through its interface name); give each address once"
+            ),
+            ConfigError::NothingUsable => write!(
+                f,
+                "no interface has a usable address; pass the addresses to dispatch to explicitly, \
+                 as in `dispatch start 127.0.0.1`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Checks that outgoing sockets can be bound to `ip`, by binding one to a free port.
+pub fn test_bind(ip: IpAddr) -> io::Result<()> {
+    TcpListener::bind(SocketAddr::new(ip, 0)).map(drop)
+}
+
+/// Builds the configuration for `dispatch start`. `ifaces` is the machine's
+/// interface list ([`crate::iface::discover`]); `bind` checks an explicitly
+/// given IP (normally [`test_bind`]).
+pub fn build(
+    args: &StartArgs,
+    ifaces: &[Interface],
+    bind: impl Fn(IpAddr) -> io::Result<()>,
+) -> Result<Config, ConfigError> {
+    let targets = if args.addresses.is_empty() {
+        every_usable(ifaces)?
+    } else {
+        let mut targets: Vec<Target> = Vec::new();
+        for wa in &args.addresses {
+            for target in resolve(&wa.addr, wa.weight, ifaces, &bind)? {
+                if targets.iter().any(|t| t.ip == target.ip) {
+                    return Err(ConfigError::Duplicate(target.ip));
+                }
+                targets.push(target);
+            }
+        }
+        targets
+    };
+    Ok(Config {
+        listen: SocketAddr::new(args.ip, args.port),
+        targets,
+        handshake_timeout: args.handshake_timeout,
+        connect_timeout: args.connect_timeout,
+    })
+}
+
+/// The targets one `ADDRESS` stands for.
+fn resolve(
+    spec: &AddrSpec,
+    weight: NonZeroU32,
+    ifaces: &[Interface],
+    bind: &impl Fn(IpAddr) -> io::Result<()>,
+) -> Result<Vec<Target>, ConfigError> {
+    match spec {
+        AddrSpec::Ip(ip) => {
+            bind(*ip).map_err(|err| match err.kind() {
+                io::ErrorKind::AddrNotAvailable => ConfigError::NotLocal(*ip),
+                _ => ConfigError::Unbindable(*ip, err),
+            })?;
+            let iface = ifaces
+                .iter()
+                .find(|i| i.addrs.contains(ip))
+                .map(|i| i.name.clone());
+            Ok(vec![Target {
+                ip: *ip,
+                weight,
+                iface,
+            }])
+        }
+        AddrSpec::Name(name) => {
+            let Some(iface) = ifaces.iter().find(|i| &i.name == name) else {
+                return Err(ConfigError::Unknown {
+                    name: name.clone(),
+                    interfaces: ifaces.iter().map(|i| i.name.clone()).collect(),
+                });
+            };
+            let targets = targets_of(iface, weight);
+            if targets.is_empty() {
+                return Err(ConfigError::NoUsableAddress(name.clone()));
+            }
+            Ok(targets)
+        }
+    }
+}
+
+fn targets_of(iface: &Interface, weight: NonZeroU32) -> Vec<Target> {
+    iface
+        .usable_addrs()
+        .map(|ip| Target {
+            ip,
+            weight,
+            iface: Some(iface.name.clone()),
+        })
+        .collect()
+}
+
+/// The default when no `ADDRESS` is given: every usable address, weight 1.
+fn every_usable(ifaces: &[Interface]) -> Result<Vec<Target>, ConfigError> {
+    let mut targets: Vec<Target> = Vec::new();
+    for iface in ifaces {
+        for t in targets_of(iface, NonZeroU32::MIN) {
+            // Merged interfaces never share an address, but a bridge and its
+            // port may; one target per address.
+            if !targets.iter().any(|seen| seen.ip == t.ip) {
+                targets.push(t);
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Err(ConfigError::NothingUsable);
+    }
+    Ok(targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::WeightedAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn machine() -> Vec<Interface> {
+        let iface = |name: &str, addrs: &[&str]| Interface {
+            name: name.into(),
+            addrs: addrs.iter().map(|a| ip(a)).collect(),
+        };
+        vec![
+            iface("lo", &["127.0.0.1", "::1"]),
+            iface("eth0", &["192.168.1.5", "fe80::1", "2001:db8::5"]),
+            iface("wlan0", &["10.0.0.7"]),
+            iface("tun0", &["fe80::9"]),
+        ]
+    }
+
+    /// Binds whatever the machine above has, plus all of 127/8.
+    fn fake_bind(ip: IpAddr) -> io::Result<()> {
+        let local = machine().iter().any(|i| i.addrs.contains(&ip));
+        if local || ip.is_loopback() {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::AddrNotAvailable.into())
+        }
+    }
+
+    fn args(addresses: &[&str]) -> StartArgs {
+        StartArgs {
+            ip: ip("127.0.0.1"),
+            port: 0,
+            handshake_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(3),
+            addresses: addresses
+                .iter()
+                .map(|a| a.parse::<WeightedAddr>().unwrap())
+                .collect(),
+        }
+    }
+
+    fn build_from(addresses: &[&str]) -> Result<Config, ConfigError> {
+        build(&args(addresses), &machine(), fake_bind)
+    }
+
+    fn target(addr: &str, weight: u32, iface: Option<&str>) -> Target {
+        Target {
+            ip: ip(addr),
+            weight: NonZeroU32::new(weight).unwrap(),
+            iface: iface.map(String::from),
+        }
+    }
+
+    #[test]
+    fn copies_the_plain_fields() {
+        let config = build_from(&["127.0.0.1"]).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.handshake_timeout, Duration::from_millis(500));
+        assert_eq!(config.connect_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn ips_keep_their_weight_and_find_their_interface() {
+        let config = build_from(&["192.168.1.5/3", "127.0.0.2", "::1/2"]).unwrap();
+        assert_eq!(
+            config.targets,
+            vec![
+                target("192.168.1.5", 3, Some("eth0")),
+                target("127.0.0.2", 1, None),
+                target("::1", 2, Some("lo")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_name_stands_for_its_usable_addresses() {
+        let config = build_from(&["eth0/4", "wlan0"]).unwrap();
+        assert_eq!(
+            config.targets,
+            vec![
+                target("192.168.1.5", 4, Some("eth0")),
+                target("2001:db8::5", 4, Some("eth0")),
+                target("10.0.0.7", 1, Some("wlan0")),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_address_means_every_usable_one() {
+        let config = build_from(&[]).unwrap();
+        let ips: Vec<_> = config.targets.iter().map(|t| t.ip).collect();
+        assert_eq!(
+            ips,
+            vec![ip("192.168.1.5"), ip("2001:db8::5"), ip("10.0.0.7")]
+        );
+        assert!(config.targets.iter().all(|t| t.weight.get() == 1));
+    }
+
+    #[test]
+    fn nothing_usable_says_to_pass_addresses() {
+        let only_lo = &machine()[..1];
+        let err = build(&args(&[]), only_lo, fake_bind).unwrap_err();
+        assert!(matches!(err, ConfigError::NothingUsable));
+        assert!(err.to_string().contains("explicitly"));
+    }
+
+    #[test]
+    fn foreign_ip_is_refused() {
+        let err = build_from(&["10.9.9.9"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "10.9.9.9 is not an address of this machine; `dispatch list` shows the ones you can use"
+        );
+    }
+
+    #[test]
+    fn other_bind_failures_are_reported() {
+        let denied = |_| Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        let err = build(&args(&["192.168.1.5"]), &machine(), denied).unwrap_err();
+        assert!(matches!(err, ConfigError::Unbindable(..)), "{err}");
+    }
+
+    #[test]
+    fn unknown_name_lists_interfaces() {
+        let err = build_from(&["eht0"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("\"eht0\""), "{msg}");
+        assert!(msg.contains("lo, eth0, wlan0, tun0"), "{msg}");
+    }
+
+    #[test]
+    fn interface_without_usable_address() {
+        for name in ["tun0", "lo"] {
+            let err = build_from(&[name]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::NoUsableAddress(n) if n == name),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        for addresses in [
+            &["10.0.0.7", "10.0.0.7/2"][..],
+            &["wlan0", "10.0.0.7"],
+            &["2001:db8::5", "eth0"],
+        ] {
+            let err = build_from(addresses).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Duplicate(_)),
+                "{addresses:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn test_bind_on_loopback() {
+        assert!(test_bind(ip("127.0.0.1")).is_ok());
+        let foreign = ip("203.0.113.77");
+        let ifaces = crate::iface::discover().unwrap();
+        if ifaces.iter().any(|i| i.addrs.contains(&foreign)) {
+            return; // a documentation address really assigned here: nothing to test
+        }
+        let err = test_bind(foreign).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable);
+    }
 }
