@@ -1,0 +1,157 @@
+//! Reply codes that need a network the test controls: each test makes its own
+//! network namespace (root only), runs the proxy inside it with
+//! `ip netns exec`, and runs a small SOCKS5 client (python3) inside it too.
+//! Nothing can leave a namespace: its only links are `lo` and, where needed,
+//! a veth pair whose both ends are inside the same namespace.
+
+mod common;
+
+use common::*;
+
+/// Runs the client and checks REP; after an error the proxy must close.
+fn expect(ns: &Netns, proxy: &Proxy, atyp: &str, dst: &str, port: u16, want: u8) -> NsReply {
+    let r = ns_socks5(ns, proxy.addr, atyp, dst, port);
+    assert_eq!(
+        r.rep(),
+        want,
+        "CONNECT {dst}:{port} in {}: expected REP {want:#04x}, got {:02x?}\n--- proxy stdout (tail):\n{}",
+        ns.name,
+        r.raw,
+        tail(&proxy.stdout(), 20)
+    );
+    if want != rep::SUCCEEDED {
+        assert!(
+            r.closed,
+            "proxy did not close after error reply {want:#04x}"
+        );
+    }
+    r
+}
+
+/// veth pair v0/v1, both ends in `ns` and up, 192.0.2.1/24 on v0. Nobody
+/// has 192.0.2.2, so ARP for it is never answered.
+fn add_silent_link(ns: &Netns) {
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "v0"]);
+    ns.ip(&["link", "set", "v0", "up"]);
+    ns.ip(&["link", "set", "v1", "up"]);
+}
+
+#[test]
+fn netns_network_unreachable() {
+    if !require_root("netns_network_unreachable") {
+        return;
+    }
+    let ns = Netns::new("nu");
+    let proxy = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
+    // Sanity check of the harness: the proxy can reach itself.
+    let ok = expect(
+        &ns,
+        &proxy,
+        "4",
+        "127.0.0.1",
+        proxy.addr.port(),
+        rep::SUCCEEDED,
+    );
+    assert_eq!(ok.raw[3], 0x01);
+    // Only lo exists: no route to 10.255.255.1 -> ENETUNREACH.
+    expect(
+        &ns,
+        &proxy,
+        "4",
+        "10.255.255.1",
+        80,
+        rep::NETWORK_UNREACHABLE,
+    );
+    proxy.finish();
+}
+
+#[test]
+fn netns_host_unreachable_route() {
+    if !require_root("netns_host_unreachable_route") {
+        return;
+    }
+    let ns = Netns::new("hu");
+    ns.ip(&["route", "add", "unreachable", "198.51.100.0/24"]);
+    let proxy = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
+    // connect() fails at once with EHOSTUNREACH.
+    expect(&ns, &proxy, "4", "198.51.100.7", 80, rep::HOST_UNREACHABLE);
+    proxy.finish();
+}
+
+#[test]
+fn netns_host_unreachable_after_arp_failure() {
+    if !require_root("netns_host_unreachable_after_arp_failure") {
+        return;
+    }
+    let ns = Netns::new("ha");
+    add_silent_link(&ns);
+    let proxy = Proxy::start_in_netns(&ns, &["--connect-timeout", "10", "192.0.2.1"]);
+    // The connect is in progress until ARP gives up (~3 s); the error then
+    // comes asynchronously (SO_ERROR = EHOSTUNREACH).
+    let r = expect(&ns, &proxy, "4", "192.0.2.2", 80, rep::HOST_UNREACHABLE);
+    assert!(r.secs < 9.0, "took {} s", r.secs);
+    proxy.finish();
+}
+
+#[test]
+fn netns_connect_timeout_is_ttl_expired() {
+    if !require_root("netns_connect_timeout_is_ttl_expired") {
+        return;
+    }
+    let ns = Netns::new("to");
+    add_silent_link(&ns);
+    let proxy = Proxy::start_in_netns(&ns, &["--connect-timeout", "1", "192.0.2.1"]);
+    let r = expect(&ns, &proxy, "4", "192.0.2.2", 80, rep::TTL_EXPIRED);
+    assert!(
+        (0.8..2.5).contains(&r.secs),
+        "--connect-timeout 1 answered after {} s",
+        r.secs
+    );
+    proxy.finish();
+}
+
+#[test]
+fn netns_unresolvable_name_is_host_unreachable() {
+    if !require_root("netns_unresolvable_name_is_host_unreachable") {
+        return;
+    }
+    let mut ns = Netns::new("dn");
+    // resolv.conf inside the namespace points at 127.0.0.1 (nothing there):
+    // no DNS query can leave.
+    ns.isolate_dns();
+    let proxy = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
+    let r = expect(
+        &ns,
+        &proxy,
+        "name",
+        "no-such-host.invalid",
+        80,
+        rep::HOST_UNREACHABLE,
+    );
+    assert!(r.secs < 8.0, "took {} s", r.secs);
+    // The name from /etc/hosts still works.
+    expect(
+        &ns,
+        &proxy,
+        "name",
+        "localhost",
+        proxy.addr.port(),
+        rep::SUCCEEDED,
+    );
+    proxy.finish();
+}
+
+#[test]
+fn netns_loopback_source_to_other_link_is_general_failure() {
+    if !require_root("netns_loopback_source_to_other_link_is_general_failure") {
+        return;
+    }
+    let ns = Netns::new("gf");
+    add_silent_link(&ns);
+    // Source 127.0.0.1 cannot leave through v0: connect() fails with EINVAL,
+    // which is none of the specific codes -> general failure.
+    let proxy = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
+    expect(&ns, &proxy, "4", "192.0.2.2", 80, rep::GENERAL_FAILURE);
+    proxy.finish();
+}
