@@ -1,1 +1,1006 @@
-//! (being written)
+//! One client connection, from its first byte to its close:
+//!
+//! ```text
+//! Greeting ─► Request ─► Resolving ─► Connecting ─► Relaying ─► closed
+//!     │          │           │             │
+//!     └──────────┴───────────┴─────────────┴──► Closing (final reply, linger) ─► closed
+//! ```
+//!
+//! The connection never waits: the reactor tells it which socket became ready
+//! ([`Conn::on_event`]), then lets it do all it can ([`Conn::drive`]). Readiness
+//! is edge-triggered, so each socket's `readable`/`writable` flag stays set
+//! until a call on it returns `WouldBlock`.
+//!
+//! Bytes travel through two rings: `up` (client → target) and `down`
+//! (target → client). The handshake is read into `up`, so bytes a client
+//! pipelines after its request are already in place to be relayed, and
+//! replies are queued in `down`, so they go out in order before any data.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::dns::{Job, Resolver};
+use crate::net;
+use crate::ring::{Ring, RingPool};
+use crate::socks::{self, consts, Command, Dest, ParseError, Protocol, Reply, Status, Version};
+use crate::wrr::Dispatcher;
+
+/// Which of a connection's two sockets a token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client = 0,
+    Upstream = 1,
+}
+
+/// A connection's token: its slab key with the side in the lowest bit.
+pub fn token(key: usize, side: Side) -> Token {
+    Token((key << 1) | side as usize)
+}
+
+/// The slab key and side a token names.
+pub fn from_token(token: Token) -> (usize, Side) {
+    let side = if token.0 & 1 == 0 {
+        Side::Client
+    } else {
+        Side::Upstream
+    };
+    (token.0 >> 1, side)
+}
+
+/// How long a connection that ended with an error reply keeps reading (and
+/// discarding) what the client still sends, so closing does not turn into a
+/// reset that destroys the reply before the client reads it.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Relay rounds (one read and one write each way) before a busy connection
+/// yields the loop to the others.
+const MAX_ROUNDS: usize = 16;
+
+/// Deadlines waiting to fire: `(when, slab key, connection id)`. Entries are
+/// never removed early; one whose connection has moved on is skipped.
+pub type Timers = BinaryHeap<Reverse<(Instant, usize, u64)>>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub handshake: Duration,
+    pub connect: Duration,
+}
+
+/// Lets a warning through at most once a minute, so a misconfigured client
+/// retrying in a loop does not flood the log.
+#[derive(Default)]
+pub struct RateLimit {
+    last: Option<Instant>,
+}
+
+impl RateLimit {
+    pub fn allow(&mut self, now: Instant) -> bool {
+        let ok = self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60));
+        if ok {
+            self.last = Some(now);
+        }
+        ok
+    }
+}
+
+#[derive(Default)]
+pub struct Notices {
+    pub http_client: RateLimit,
+    pub missing_family: RateLimit,
+}
+
+/// What a connection needs from the loop that owns it.
+pub struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub dispatcher: &'a mut Dispatcher,
+    pub pool: &'a mut RingPool,
+    pub resolver: &'a Resolver,
+    pub timers: &'a mut Timers,
+    pub notices: &'a mut Notices,
+    pub timeouts: Timeouts,
+    pub now: Instant,
+}
+
+/// What the reactor should do with a connection after calling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Waiting for readiness, a DNS answer or a deadline.
+    Idle,
+    /// Still has work but gave others a turn: call `drive` again soon.
+    Yield,
+    /// Done: call [`Conn::close`] and free the slot.
+    Close,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Ready {
+    readable: bool,
+    writable: bool,
+}
+
+/// One direction of the relay.
+#[derive(Default)]
+struct Pipe {
+    ring: Option<Ring>,
+    /// The source sent EOF.
+    eof: bool,
+    /// EOF was passed on: the destination's write side is shut down.
+    shut: bool,
+    /// Payload bytes relayed (handshake excluded).
+    bytes: u64,
+}
+
+impl Pipe {
+    fn pending(&self) -> usize {
+        self.ring.as_ref().map_or(0, Ring::len)
+    }
+}
+
+/// The destination, owned, for the log line.
+enum Target {
+    Addr(SocketAddr),
+    Name(Box<str>, u16),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Addr(a) => a.fmt(f),
+            Target::Name(n, p) => write!(f, "{n}:{p}"),
+        }
+    }
+}
+
+enum State {
+    /// Waiting for the first message: SOCKS5 greeting, SOCKS4 request or HTTP.
+    Greeting,
+    /// SOCKS5 method chosen; waiting for the request.
+    Request,
+    Resolving {
+        version: Version,
+    },
+    Connecting {
+        version: Version,
+        addrs: Vec<SocketAddr>,
+        /// Index of the next address to try.
+        next: usize,
+        /// What to tell the client if every address fails.
+        failure: Reply,
+    },
+    Relaying,
+    /// A final reply is going out; then the client's write side is drained
+    /// until EOF or [`LINGER`].
+    Closing,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Greeting => "greeting",
+            State::Request => "request",
+            State::Resolving { .. } => "resolving",
+            State::Connecting { .. } => "connecting",
+            State::Relaying => "relaying",
+            State::Closing => "closing",
+        }
+    }
+}
+
+pub struct Conn {
+    key: usize,
+    id: u64,
+    state: State,
+    client: TcpStream,
+    client_addr: SocketAddr,
+    client_ready: Ready,
+    upstream: Option<TcpStream>,
+    upstream_ready: Ready,
+    /// The outgoing socket's local address once connected.
+    local: Option<SocketAddr>,
+    target: Option<Target>,
+    up: Pipe,
+    down: Pipe,
+    deadline: Option<Instant>,
+    started: Instant,
+    /// Why the connection ended, for the log line.
+    reason: &'static str,
+    error: Option<io::Error>,
+}
+
+/// A step's result inside [`Conn::drive`]: either the state changed and the
+/// new one should run, or the connection has nothing more to do for now.
+enum Flow {
+    Next,
+    Stop(Progress),
+}
+
+impl Conn {
+    /// Registers an accepted client socket and arms the handshake deadline.
+    pub fn accept(
+        ctx: &mut Ctx<'_>,
+        key: usize,
+        id: u64,
+        mut client: TcpStream,
+        client_addr: SocketAddr,
+    ) -> io::Result<Conn> {
+        ctx.registry.register(
+            &mut client,
+            token(key, Side::Client),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let mut conn = Conn {
+            key,
+            id,
+            state: State::Greeting,
+            client,
+            client_addr,
+            client_ready: Ready::default(),
+            upstream: None,
+            upstream_ready: Ready::default(),
+            local: None,
+            target: None,
+            up: Pipe::default(),
+            down: Pipe::default(),
+            deadline: None,
+            started: ctx.now,
+            reason: "",
+            error: None,
+        };
+        conn.arm(ctx, ctx.timeouts.handshake);
+        Ok(conn)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Records the readiness an event reports. Errors and hang-ups count as
+    /// both readable and writable: the next call on the socket reports them.
+    pub fn on_event(&mut self, side: Side, event: &Event) {
+        let ready = match side {
+            Side::Client => &mut self.client_ready,
+            Side::Upstream => &mut self.upstream_ready,
+        };
+        let broken = event.is_error();
+        ready.readable |= event.is_readable() || event.is_read_closed() || broken;
+        ready.writable |= event.is_writable() || event.is_write_closed() || broken;
+    }
+
+    /// Does all the work the sockets' readiness allows.
+    pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Progress {
+        loop {
+            let flow = match self.state {
+                State::Greeting | State::Request => self.handshake(ctx),
+                State::Resolving { .. } => self.flush_replies(ctx),
+                State::Connecting { .. } => self.connecting(ctx),
+                State::Relaying => self.relay(ctx),
+                State::Closing => self.closing(ctx),
+            };
+            match flow {
+                Flow::Next => continue,
+                Flow::Stop(p) => return p,
+            }
+        }
+    }
+
+    /// A DNS answer for this connection arrived.
+    pub fn on_resolved(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        result: io::Result<Vec<SocketAddr>>,
+    ) -> Progress {
+        let State::Resolving { version } = self.state else {
+            return Progress::Idle; // answered too late: the deadline already replied
+        };
+        let addrs = match result {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                log::debug!(
+                    "#{} {}: name did not resolve: {e}",
+                    self.id,
+                    self.target_text()
+                );
+                self.fail(
+                    ctx,
+                    version,
+                    Reply::HostUnreachable,
+                    "name not resolved",
+                    Some(e),
+                );
+                return self.drive(ctx);
+            }
+        };
+        let found = addrs.len();
+        let addrs: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| ctx.dispatcher.can_reach(a.ip()))
+            .collect();
+        if addrs.is_empty() {
+            if found == 0 {
+                self.fail(
+                    ctx,
+                    version,
+                    Reply::HostUnreachable,
+                    "name has no address",
+                    None,
+                );
+            } else {
+                self.missing_family(ctx, version);
+            }
+            return self.drive(ctx);
+        }
+        self.start_connecting(ctx, version, addrs);
+        self.drive(ctx)
+    }
+
+    /// The deadline armed last has passed (the reactor checked it is current).
+    pub fn on_deadline(&mut self, ctx: &mut Ctx<'_>) -> Progress {
+        self.deadline = None;
+        match &mut self.state {
+            State::Greeting | State::Request => {
+                self.reason = "handshake timed out";
+                Progress::Close
+            }
+            State::Resolving { version } => {
+                let version = *version;
+                self.fail(
+                    ctx,
+                    version,
+                    Reply::HostUnreachable,
+                    "name resolution timed out",
+                    None,
+                );
+                self.drive(ctx)
+            }
+            State::Connecting { failure, .. } => {
+                *failure = Reply::TtlExpired;
+                self.error = Some(io::ErrorKind::TimedOut.into());
+                self.drop_upstream(ctx);
+                self.try_next_address(ctx);
+                self.drive(ctx)
+            }
+            State::Relaying => Progress::Idle,
+            State::Closing => Progress::Close,
+        }
+    }
+
+    /// Deregisters both sockets, returns the rings, logs the connection's
+    /// summary, and gives `(bytes up, bytes down)` for the totals.
+    pub fn close(mut self, ctx: &mut Ctx<'_>) -> (u64, u64) {
+        let _ = ctx.registry.deregister(&mut self.client);
+        self.drop_upstream(ctx);
+        for pipe in [&mut self.up, &mut self.down] {
+            if let Some(ring) = pipe.ring.take() {
+                ctx.pool.give(ring);
+            }
+        }
+        let local = self
+            .local
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
+        let reason = if self.reason.is_empty() {
+            self.state.name()
+        } else {
+            self.reason
+        };
+        let error = self
+            .error
+            .as_ref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        log::debug!(
+            "#{} {} -> {} via {}: up {} B, down {} B, {:.3} s, {}{}",
+            self.id,
+            self.client_addr,
+            self.target_text(),
+            local,
+            self.up.bytes,
+            self.down.bytes,
+            ctx.now.duration_since(self.started).as_secs_f64(),
+            reason,
+            error,
+        );
+        (self.up.bytes, self.down.bytes)
+    }
+
+    fn target_text(&self) -> String {
+        self.target
+            .as_ref()
+            .map_or_else(|| "-".to_string(), Target::to_string)
+    }
+
+    fn arm(&mut self, ctx: &mut Ctx<'_>, after: Duration) {
+        let at = ctx.now + after;
+        self.deadline = Some(at);
+        ctx.timers.push(Reverse((at, self.key, self.id)));
+    }
+
+    // --- handshake -------------------------------------------------------
+
+    fn handshake(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        if let Err(e) = self.flush_client(ctx) {
+            return self.broken("client write error", e);
+        }
+        if self.client_ready.readable {
+            match fill(
+                &mut self.client,
+                &mut self.client_ready,
+                &mut self.up,
+                ctx.pool,
+            ) {
+                Ok(_) if self.up.eof => {
+                    self.reason = "client closed during handshake";
+                    return Flow::Stop(Progress::Close);
+                }
+                Ok(_) => {}
+                Err(e) => return self.broken("client read error", e),
+            }
+        }
+        loop {
+            let Some(ring) = self.up.ring.as_mut() else {
+                return Flow::Stop(Progress::Idle);
+            };
+            if ring.data().len() < ring.len() {
+                ring.make_contiguous();
+            }
+            match parse_step(&self.state, ring.data()) {
+                Parsed::NeedMore => {
+                    if ring.is_full() {
+                        // No valid handshake is this long.
+                        self.reason = "handshake too long";
+                        return Flow::Stop(Progress::Close);
+                    }
+                    return Flow::Stop(Progress::Idle);
+                }
+                Parsed::Greeting { consumed, no_auth } => {
+                    ring.consume(consumed);
+                    if no_auth {
+                        self.queue_method(ctx, consts::METHOD_NO_AUTH);
+                        self.state = State::Request;
+                        if let Err(e) = self.flush_client(ctx) {
+                            return self.broken("client write error", e);
+                        }
+                    } else {
+                        self.queue_method(ctx, consts::METHOD_NONE_ACCEPTABLE);
+                        self.reason = "client offered no acceptable auth method";
+                        self.enter_closing(ctx);
+                        return Flow::Next;
+                    }
+                }
+                Parsed::Request {
+                    consumed,
+                    version,
+                    command,
+                    target,
+                } => {
+                    ring.consume(consumed);
+                    self.target = Some(target);
+                    self.start_request(ctx, version, command);
+                    return Flow::Next;
+                }
+                Parsed::Http => {
+                    if ctx.notices.http_client.allow(ctx.now) {
+                        log::warn!(
+                            "#{} {} spoke HTTP to this SOCKS port: configure it to use a SOCKS5 proxy, not an HTTP one",
+                            self.id,
+                            self.client_addr
+                        );
+                    }
+                    self.queue(ctx, socks::HTTP_NOT_A_HTTP_PROXY);
+                    self.reason = "HTTP request on the SOCKS port";
+                    self.enter_closing(ctx);
+                    return Flow::Next;
+                }
+                Parsed::Invalid { version, error } => {
+                    log::debug!("#{} {}: bad handshake: {error}", self.id, self.client_addr);
+                    self.reason = "bad handshake";
+                    match version {
+                        Some(v) => {
+                            self.queue_reply(ctx, v, error.reply(), None);
+                            self.enter_closing(ctx);
+                            return Flow::Next;
+                        }
+                        None => return Flow::Stop(Progress::Close),
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_request(&mut self, ctx: &mut Ctx<'_>, version: Version, command: Command) {
+        if command != Command::Connect {
+            log::debug!(
+                "#{} {}: {command:?} is not supported",
+                self.id,
+                self.client_addr
+            );
+            self.fail(
+                ctx,
+                version,
+                Reply::CommandNotSupported,
+                "command not supported",
+                None,
+            );
+            return;
+        }
+        match self.target.as_ref().expect("set by the caller") {
+            Target::Addr(addr) => {
+                let addr = *addr;
+                if ctx.dispatcher.can_reach(addr.ip()) {
+                    self.start_connecting(ctx, version, vec![addr]);
+                } else {
+                    self.missing_family(ctx, version);
+                }
+            }
+            Target::Name(host, port) => {
+                ctx.resolver.submit(Job {
+                    key: self.key,
+                    id: self.id,
+                    host: host.to_string(),
+                    port: *port,
+                });
+                self.state = State::Resolving { version };
+                self.arm(ctx, ctx.timeouts.connect);
+            }
+        }
+    }
+
+    fn missing_family(&mut self, ctx: &mut Ctx<'_>, version: Version) {
+        let family = match &self.target {
+            Some(Target::Addr(a)) if a.is_ipv6() => "IPv6",
+            Some(Target::Addr(_)) => "IPv4",
+            _ => "the resolved addresses'",
+        };
+        let msg = format!(
+            "#{} {}: no local {family} address to dispatch {} through; add one to the start arguments",
+            self.id,
+            self.client_addr,
+            self.target_text()
+        );
+        if ctx.notices.missing_family.allow(ctx.now) {
+            log::warn!("{msg}");
+        } else {
+            log::debug!("{msg}");
+        }
+        self.fail(
+            ctx,
+            version,
+            Reply::NetworkUnreachable,
+            "no local address of that family",
+            None,
+        );
+    }
+
+    // --- connecting ------------------------------------------------------
+
+    fn start_connecting(&mut self, ctx: &mut Ctx<'_>, version: Version, addrs: Vec<SocketAddr>) {
+        self.state = State::Connecting {
+            version,
+            addrs,
+            next: 0,
+            failure: Reply::GeneralFailure,
+        };
+        self.try_next_address(ctx);
+    }
+
+    /// Starts a connect to the next address left; with none left, answers
+    /// the client with the last failure.
+    fn try_next_address(&mut self, ctx: &mut Ctx<'_>) {
+        loop {
+            let State::Connecting {
+                version,
+                addrs,
+                next,
+                failure,
+            } = &mut self.state
+            else {
+                return;
+            };
+            let Some(&remote) = addrs.get(*next) else {
+                let (version, failure) = (*version, *failure);
+                self.fail(ctx, version, failure, "connect failed", None);
+                return;
+            };
+            *next += 1;
+            let local = ctx
+                .dispatcher
+                .pick_for(remote.ip())
+                .expect("addresses were filtered by family");
+            let attempt = net::connect_from(local, remote).and_then(|mut stream| {
+                ctx.registry
+                    .register(
+                        &mut stream,
+                        token(self.key, Side::Upstream),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .map(|()| stream)
+            });
+            match attempt {
+                Ok(stream) => {
+                    self.upstream = Some(stream);
+                    self.upstream_ready = Ready::default();
+                    self.arm(ctx, ctx.timeouts.connect);
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("#{} connect to {remote} from {local} failed: {e}", self.id);
+                    *failure = net::reply_for(&e);
+                    self.error = Some(e);
+                }
+            }
+        }
+    }
+
+    fn connecting(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        if let Flow::Stop(Progress::Close) = self.flush_replies(ctx) {
+            return Flow::Stop(Progress::Close);
+        }
+        let ready = self.upstream_ready;
+        let Some(stream) = self.upstream.as_ref() else {
+            return Flow::Stop(Progress::Idle);
+        };
+        if !(ready.writable || ready.readable) {
+            return Flow::Stop(Progress::Idle);
+        }
+        match net::connect_result(stream) {
+            Ok(true) => {
+                let State::Connecting { version, .. } = self.state else {
+                    unreachable!("checked by drive")
+                };
+                self.local = stream.local_addr().ok();
+                self.queue_reply(ctx, version, Reply::Succeeded, self.local);
+                self.error = None;
+                self.deadline = None;
+                // Payload the client pipelined behind its request counts as relayed.
+                self.up.bytes = self.up.pending() as u64;
+                self.state = State::Relaying;
+                Flow::Next
+            }
+            Ok(false) => {
+                self.upstream_ready = Ready::default();
+                Flow::Stop(Progress::Idle)
+            }
+            Err(e) => {
+                let remote = match &self.state {
+                    State::Connecting { addrs, next, .. } => addrs[next - 1].to_string(),
+                    _ => String::new(),
+                };
+                log::debug!("#{} connect to {remote} failed: {e}", self.id);
+                if let State::Connecting { failure, .. } = &mut self.state {
+                    *failure = net::reply_for(&e);
+                }
+                self.error = Some(e);
+                self.drop_upstream(ctx);
+                self.try_next_address(ctx);
+                Flow::Next
+            }
+        }
+    }
+
+    fn drop_upstream(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(mut stream) = self.upstream.take() {
+            let _ = ctx.registry.deregister(&mut stream);
+        }
+        self.upstream_ready = Ready::default();
+    }
+
+    // --- relaying --------------------------------------------------------
+
+    fn relay(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        let upstream = self.upstream.as_mut().expect("relaying has an upstream");
+        for _ in 0..MAX_ROUNDS {
+            let up = pump(
+                (&mut self.client, &mut self.client_ready),
+                (upstream, &mut self.upstream_ready),
+                &mut self.up,
+                ctx.pool,
+            );
+            let down = pump(
+                (upstream, &mut self.upstream_ready),
+                (&mut self.client, &mut self.client_ready),
+                &mut self.down,
+                ctx.pool,
+            );
+            let moved = match (up, down) {
+                (Ok(a), Ok(b)) => a || b,
+                (Err(e), _) => return self.broken(e.0, e.1),
+                (_, Err(e)) => return self.broken(e.0, e.1),
+            };
+            if self.up.shut && self.down.shut {
+                self.reason = "done";
+                return Flow::Stop(Progress::Close);
+            }
+            if !moved {
+                return Flow::Stop(Progress::Idle);
+            }
+        }
+        Flow::Stop(Progress::Yield)
+    }
+
+    // --- replies and closing ---------------------------------------------
+
+    /// Answers the request with an error and starts closing.
+    fn fail(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        version: Version,
+        reply: Reply,
+        reason: &'static str,
+        error: Option<io::Error>,
+    ) {
+        self.drop_upstream(ctx);
+        self.queue_reply(ctx, version, reply, None);
+        self.reason = reason;
+        if error.is_some() {
+            self.error = error;
+        }
+        self.enter_closing(ctx);
+    }
+
+    fn enter_closing(&mut self, ctx: &mut Ctx<'_>) {
+        self.state = State::Closing;
+        self.arm(ctx, LINGER);
+    }
+
+    fn closing(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        if let Err(e) = self.flush_client(ctx) {
+            return self.broken("client write error", e);
+        }
+        if self.down.pending() > 0 {
+            return Flow::Stop(Progress::Idle);
+        }
+        if !self.down.shut {
+            self.down.shut = true;
+            let _ = self.client.shutdown(Shutdown::Write);
+        }
+        // Discard what the client still sends, until it closes too.
+        let mut sink = [0u8; 512];
+        while self.client_ready.readable {
+            match self.client.read(&mut sink) {
+                Ok(0) => return Flow::Stop(Progress::Close),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.client_ready.readable = false
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Flow::Stop(Progress::Close),
+            }
+        }
+        Flow::Stop(Progress::Idle)
+    }
+
+    /// Writes queued replies, in any state before relaying.
+    fn flush_replies(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        match self.flush_client(ctx) {
+            Ok(()) => Flow::Stop(Progress::Idle),
+            Err(e) => self.broken("client write error", e),
+        }
+    }
+
+    fn flush_client(&mut self, ctx: &mut Ctx<'_>) -> io::Result<()> {
+        flush(
+            &mut self.client,
+            &mut self.client_ready,
+            &mut self.down,
+            ctx.pool,
+        )?;
+        Ok(())
+    }
+
+    fn queue(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8]) {
+        let ring = self.down.ring.get_or_insert_with(|| ctx.pool.take());
+        // Replies are queued before any payload, into a ring far larger.
+        let n = ring.push(bytes);
+        debug_assert_eq!(n, bytes.len());
+    }
+
+    fn queue_method(&mut self, ctx: &mut Ctx<'_>, method: u8) {
+        let mut buf = [0u8; 2];
+        let n = socks::emit_method(method, &mut buf);
+        self.queue(ctx, &buf[..n]);
+    }
+
+    fn queue_reply(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        version: Version,
+        reply: Reply,
+        bound: Option<SocketAddr>,
+    ) {
+        let mut buf = [0u8; consts::MAX_REPLY_LEN];
+        let n = socks::emit_reply(version, reply, bound, &mut buf);
+        self.queue(ctx, &buf[..n]);
+    }
+
+    fn broken(&mut self, reason: &'static str, e: io::Error) -> Flow {
+        self.reason = reason;
+        self.error = Some(e);
+        Flow::Stop(Progress::Close)
+    }
+}
+
+/// What the bytes received so far amount to, in the current handshake state.
+enum Parsed {
+    NeedMore,
+    Greeting {
+        consumed: usize,
+        no_auth: bool,
+    },
+    Request {
+        consumed: usize,
+        version: Version,
+        command: Command,
+        target: Target,
+    },
+    Http,
+    /// `version` says which reply format, if any, the client understands.
+    Invalid {
+        version: Option<Version>,
+        error: ParseError,
+    },
+}
+
+fn parse_step(state: &State, data: &[u8]) -> Parsed {
+    let request = |r: Result<Status<socks::Request<'_>>, ParseError>, version| match r {
+        Ok(Status::Partial) => Parsed::NeedMore,
+        Ok(Status::Complete(req, consumed)) => Parsed::Request {
+            consumed,
+            version: req.version,
+            command: req.command,
+            target: match req.dest {
+                Dest::Addr(a) => Target::Addr(a),
+                Dest::Name(n, p) => Target::Name(n.into(), p),
+            },
+        },
+        Err(error) => Parsed::Invalid {
+            version: Some(version),
+            error,
+        },
+    };
+    if let State::Request = state {
+        return request(socks::parse_request(data), Version::Socks5);
+    }
+    let Some(&first) = data.first() else {
+        return Parsed::NeedMore;
+    };
+    match socks::sniff(first) {
+        Ok(Protocol::Http) => Parsed::Http,
+        Ok(Protocol::Socks4) => request(socks::parse_socks4(data), Version::Socks4),
+        Ok(Protocol::Socks5) => match socks::parse_greeting(data) {
+            Ok(Status::Partial) => Parsed::NeedMore,
+            Ok(Status::Complete(g, consumed)) => Parsed::Greeting {
+                consumed,
+                no_auth: g.offers(consts::METHOD_NO_AUTH),
+            },
+            Err(error) => Parsed::Invalid {
+                version: None,
+                error,
+            },
+        },
+        Err(error) => Parsed::Invalid {
+            version: None,
+            error,
+        },
+    }
+}
+
+// --- socket <-> ring ----------------------------------------------------
+
+/// Reads from `src` into the pipe's ring until `WouldBlock`, EOF, or the ring
+/// is full. Returns whether anything happened.
+fn fill(
+    src: &mut TcpStream,
+    ready: &mut Ready,
+    pipe: &mut Pipe,
+    pool: &mut RingPool,
+) -> io::Result<bool> {
+    let mut moved = false;
+    while ready.readable && !pipe.eof {
+        let ring = pipe.ring.get_or_insert_with(|| pool.take());
+        let free = ring.free_slice();
+        if free.is_empty() {
+            break;
+        }
+        match src.read(free) {
+            Ok(0) => {
+                pipe.eof = true;
+                moved = true;
+            }
+            Ok(n) => {
+                ring.commit(n);
+                moved = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    pool.give_if_empty(&mut pipe.ring);
+    Ok(moved)
+}
+
+/// Writes the pipe's ring to `dst` until `WouldBlock` or empty. Returns
+/// whether anything was written.
+fn flush(
+    dst: &mut TcpStream,
+    ready: &mut Ready,
+    pipe: &mut Pipe,
+    pool: &mut RingPool,
+) -> io::Result<bool> {
+    let mut moved = false;
+    while ready.writable {
+        let Some(ring) = pipe.ring.as_mut().filter(|r| !r.is_empty()) else {
+            break;
+        };
+        match dst.write(ring.data()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                ring.consume(n);
+                moved = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    pool.give_if_empty(&mut pipe.ring);
+    Ok(moved)
+}
+
+/// One relay round for one direction: read what fits, write what is there,
+/// and pass EOF on once the ring has drained. The error names the failing side.
+fn pump(
+    src: (&mut TcpStream, &mut Ready),
+    dst: (&mut TcpStream, &mut Ready),
+    pipe: &mut Pipe,
+    pool: &mut RingPool,
+) -> Result<bool, (&'static str, io::Error)> {
+    let before = pipe.pending();
+    let read = fill(src.0, src.1, pipe, pool).map_err(|e| ("read error", e))?;
+    pipe.bytes += (pipe.pending() - before) as u64;
+    let wrote = flush(dst.0, dst.1, pipe, pool).map_err(|e| ("write error", e))?;
+    let mut shut = false;
+    if pipe.eof && !pipe.shut && pipe.pending() == 0 {
+        pipe.shut = true;
+        shut = true;
+        // The peer may already be gone; the other direction reports that.
+        let _ = dst.0.shutdown(Shutdown::Write);
+    }
+    Ok(read || wrote || shut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for key in [0usize, 1, 2, 12345] {
+            for side in [Side::Client, Side::Upstream] {
+                assert_eq!(from_token(token(key, side)), (key, side));
+            }
+        }
+    }
+
+    #[test]
+    fn rate_limit_allows_once_a_minute() {
+        let mut r = RateLimit::default();
+        let t = Instant::now();
+        assert!(r.allow(t));
+        assert!(!r.allow(t + Duration::from_secs(59)));
+        assert!(r.allow(t + Duration::from_secs(60)));
+    }
+}

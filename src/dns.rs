@@ -100,11 +100,17 @@ mod tests {
         let mut poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(7)).unwrap());
         let resolver = Resolver::new(2, waker).unwrap();
-        resolver.submit(Job { key: 3, id: 42, host: "127.0.0.1".into(), port: 80 });
+        resolver.submit(Job {
+            key: 3,
+            id: 42,
+            host: "127.0.0.1".into(),
+            port: 80,
+        });
         let mut events = Events::with_capacity(4);
         let mut answer = None;
         for _ in 0..50 {
-            poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
             if let Some(a) = resolver.try_recv() {
                 answer = Some(a);
                 break;
@@ -112,6 +118,9 @@ mod tests {
         }
         let answer = answer.expect("an answer within 5 s");
         assert_eq!((answer.key, answer.id), (3, 42));
-        assert_eq!(answer.result.unwrap(), vec!["127.0.0.1:80".parse().unwrap()]);
+        assert_eq!(
+            answer.result.unwrap(),
+            vec!["127.0.0.1:80".parse().unwrap()]
+        );
     }
 }

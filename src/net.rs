@@ -14,7 +14,11 @@ use crate::sys;
 /// The returned stream is connecting: wait for it to become writable, then
 /// call [`connect_result`].
 pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(remote), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(remote),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     // Not fatal: without it connections still work, they only use up
@@ -64,9 +68,18 @@ mod tests {
     #[test]
     fn errors_map_to_replies() {
         let e = |k| io::Error::from(k);
-        assert_eq!(reply_for(&e(io::ErrorKind::ConnectionRefused)), Reply::ConnectionRefused);
-        assert_eq!(reply_for(&e(io::ErrorKind::NetworkUnreachable)), Reply::NetworkUnreachable);
-        assert_eq!(reply_for(&e(io::ErrorKind::HostUnreachable)), Reply::HostUnreachable);
+        assert_eq!(
+            reply_for(&e(io::ErrorKind::ConnectionRefused)),
+            Reply::ConnectionRefused
+        );
+        assert_eq!(
+            reply_for(&e(io::ErrorKind::NetworkUnreachable)),
+            Reply::NetworkUnreachable
+        );
+        assert_eq!(
+            reply_for(&e(io::ErrorKind::HostUnreachable)),
+            Reply::HostUnreachable
+        );
         assert_eq!(reply_for(&e(io::ErrorKind::TimedOut)), Reply::TtlExpired);
         assert_eq!(reply_for(&e(io::ErrorKind::Other)), Reply::GeneralFailure);
     }

@@ -1,13 +1,56 @@
-//! STUB: being written. API is fixed.
-use crate::config::Config;
+//! The event loop: one thread, one `mio::Poll`, every connection in a slab.
+//!
+//! One turn of the loop:
+//! 1. poll, with a timeout that ends at the nearest deadline;
+//! 2. route each event: the listener accepts until `WouldBlock`; the waker
+//!    drains DNS answers (and notices a stop request); any other token names a
+//!    connection's slab key and side (see [`conn::token`]);
+//! 3. give connections that yielded the loop another turn;
+//! 4. fire the deadlines that passed.
+//!
+//! The reactor never looks inside a connection's state: it passes readiness,
+//! DNS answers and deadlines in and acts on the [`Progress`] that comes back.
+
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{self, Conn, Ctx, Notices, Progress, Timeouts, Timers};
+use crate::dns::Resolver;
+use crate::ring::RingPool;
+use crate::sys;
+use crate::wrr::Dispatcher;
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+
+/// Ring size: see README, "Choosing the ring size", for the measurement.
+pub const RING_SIZE: usize = 64 * 1024;
+/// Spare rings kept for reuse; the rest are freed when drained.
+const SPARE_RINGS: usize = 128;
+const DNS_THREADS: usize = 4;
+/// How long accepting pauses when the process runs out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Asks a running reactor to stop; cheap to clone, safe to call from a signal thread.
 #[derive(Clone)]
-pub struct Shutdown;
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
 impl Shutdown {
-    pub fn trigger(&self) {}
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
 }
 
 /// Totals reported when the reactor stops.
@@ -18,20 +61,238 @@ pub struct Summary {
     pub bytes_down: u64,
 }
 
-pub struct Reactor;
+pub struct Reactor {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    conns: Slab<Conn>,
+    dispatcher: Dispatcher,
+    pool: RingPool,
+    resolver: Resolver,
+    timers: Timers,
+    notices: Notices,
+    timeouts: Timeouts,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    /// Connections that yielded with work left.
+    again: Vec<(usize, u64)>,
+    accept_paused_until: Option<Instant>,
+    next_id: u64,
+    summary: Summary,
+}
+
 impl Reactor {
     /// Binds the listener (an `AddrInUse` error when the port is taken).
-    pub fn new(_config: Config) -> io::Result<Reactor> {
-        todo!()
+    pub fn new(config: Config) -> io::Result<Reactor> {
+        Reactor::with_ring_size(config, RING_SIZE)
     }
+
+    /// As [`Reactor::new`], with another ring size (for benchmarks).
+    pub fn with_ring_size(config: Config, ring_size: usize) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let resolver = Resolver::new(DNS_THREADS, Arc::clone(&waker))?;
+        Ok(Reactor {
+            poll,
+            listener,
+            local_addr,
+            conns: Slab::new(),
+            dispatcher: Dispatcher::new(config.targets.iter().map(|t| (t.ip, t.weight))),
+            pool: RingPool::new(ring_size, SPARE_RINGS),
+            resolver,
+            timers: Timers::new(),
+            notices: Notices::default(),
+            timeouts: Timeouts {
+                handshake: config.handshake_timeout,
+                connect: config.connect_timeout,
+            },
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            again: Vec::new(),
+            accept_paused_until: None,
+            next_id: 0,
+            summary: Summary::default(),
+        })
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
-        todo!()
+        self.local_addr
     }
+
     pub fn shutdown_handle(&self) -> Shutdown {
-        Shutdown
+        Shutdown {
+            flag: Arc::clone(&self.stop),
+            waker: Arc::clone(&self.waker),
+        }
     }
+
     /// Runs until [`Shutdown::trigger`]; returns the totals.
     pub fn run(&mut self) -> io::Result<Summary> {
-        todo!()
+        let mut events = Events::with_capacity(1024);
+        while !self.stop.load(Ordering::SeqCst) {
+            let timeout = self.poll_timeout(Instant::now());
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => self.dns_answers(now),
+                    token => {
+                        let (key, side) = conn::from_token(token);
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.on_event(side, event);
+                            self.drive(key, now);
+                        }
+                    }
+                }
+            }
+            self.run_again(now);
+            self.expire(now);
+            if self.accept_paused_until.is_some_and(|t| t <= now) {
+                self.accept_paused_until = None;
+                self.accept(now);
+            }
+        }
+        let now = Instant::now();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, now);
+        }
+        Ok(self.summary)
+    }
+
+    fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
+        if !self.again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.timers.peek().map(|t| t.0 .0);
+        if let Some(t) = self.accept_paused_until {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        // Round up: waking a hair early would only poll again.
+        next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut Slab<Conn>) {
+        (
+            Ctx {
+                registry: self.poll.registry(),
+                dispatcher: &mut self.dispatcher,
+                pool: &mut self.pool,
+                resolver: &self.resolver,
+                timers: &mut self.timers,
+                notices: &mut self.notices,
+                timeouts: self.timeouts,
+                now,
+            },
+            &mut self.conns,
+        )
+    }
+
+    fn accept(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((stream, addr)) => {
+                    self.next_id += 1;
+                    let id = self.next_id;
+                    let (mut ctx, conns) = self.ctx(now);
+                    let entry = conns.vacant_entry();
+                    let key = entry.key();
+                    match Conn::accept(&mut ctx, key, id, stream, addr) {
+                        Ok(conn) => {
+                            entry.insert(conn);
+                            self.summary.connections += 1;
+                        }
+                        Err(e) => log::warn!("#{id} {addr}: could not register: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if sys::is_out_of_fds(&e) => {
+                    // The pending connections wait in the backlog; retrying at
+                    // once would spin, so pause until some descriptors free.
+                    log::warn!(
+                        "out of file descriptors with {} connections open; pausing accept for {} ms",
+                        self.conns.len(),
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                // A client that gave up before we accepted it, and the like.
+                Err(e) => log::debug!("accept failed: {e}"),
+            }
+        }
+    }
+
+    fn dns_answers(&mut self, now: Instant) {
+        while let Some(answer) = self.resolver.try_recv() {
+            let (mut ctx, conns) = self.ctx(now);
+            let Some(conn) = conns.get_mut(answer.key).filter(|c| c.id() == answer.id) else {
+                continue; // the connection is gone; its slot may hold a newer one
+            };
+            let progress = conn.on_resolved(&mut ctx, answer.result);
+            self.after(answer.key, progress, now);
+        }
+    }
+
+    fn drive(&mut self, key: usize, now: Instant) {
+        let (mut ctx, conns) = self.ctx(now);
+        let progress = conns[key].drive(&mut ctx);
+        self.after(key, progress, now);
+    }
+
+    fn after(&mut self, key: usize, progress: Progress, now: Instant) {
+        match progress {
+            Progress::Idle => {}
+            Progress::Yield => self.again.push((key, self.conns[key].id())),
+            Progress::Close => self.close(key, now),
+        }
+    }
+
+    fn run_again(&mut self, now: Instant) {
+        let again = std::mem::take(&mut self.again);
+        for (key, id) in again {
+            if self.conns.get(key).is_some_and(|c| c.id() == id) {
+                self.drive(key, now);
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&std::cmp::Reverse((at, key, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let (mut ctx, conns) = self.ctx(now);
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            if conn.id() != id || conn.deadline() != Some(at) {
+                continue; // superseded by a later deadline, or another connection
+            }
+            let progress = conn.on_deadline(&mut ctx);
+            self.after(key, progress, now);
+        }
+    }
+
+    fn close(&mut self, key: usize, now: Instant) {
+        let conn = self.conns.remove(key);
+        let (mut ctx, _) = self.ctx(now);
+        let (up, down) = conn.close(&mut ctx);
+        self.summary.bytes_up += up;
+        self.summary.bytes_down += down;
     }
 }

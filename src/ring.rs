@@ -51,7 +51,11 @@ impl Ring {
             return &mut [];
         }
         let write_at = (self.read_at + self.len) % cap;
-        let end = if write_at >= self.read_at { cap } else { self.read_at };
+        let end = if write_at >= self.read_at {
+            cap
+        } else {
+            self.read_at
+        };
         &mut self.buf[write_at..end]
     }
 

@@ -466,7 +466,12 @@ pub fn emit_method(method: u8, out: &mut [u8]) -> usize {
 /// (granted only for [`Reply::Succeeded`]). `bound` is the address of the
 /// outgoing socket; `None` writes `0.0.0.0:0`. `out` must hold
 /// [`consts::MAX_REPLY_LEN`] bytes. Returns the length.
-pub fn emit_reply(version: Version, reply: Reply, bound: Option<SocketAddr>, out: &mut [u8]) -> usize {
+pub fn emit_reply(
+    version: Version,
+    reply: Reply,
+    bound: Option<SocketAddr>,
+    out: &mut [u8],
+) -> usize {
     let bound = bound.unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
     match version {
         Version::Socks5 => {
@@ -587,10 +592,12 @@ mod tests {
 
     #[test]
     fn request_commands() {
-        let cmd = |c| parse_request(&[5, c, 0, 1, 1, 2, 3, 4, 0, 1]).map(|s| match s {
-            Status::Complete(r, _) => r.command,
-            Status::Partial => panic!("partial"),
-        });
+        let cmd = |c| {
+            parse_request(&[5, c, 0, 1, 1, 2, 3, 4, 0, 1]).map(|s| match s {
+                Status::Complete(r, _) => r.command,
+                Status::Partial => panic!("partial"),
+            })
+        };
         assert_eq!(cmd(1), Ok(Command::Connect));
         assert_eq!(cmd(2), Ok(Command::Bind));
         assert_eq!(cmd(3), Ok(Command::UdpAssociate));
@@ -601,16 +608,28 @@ mod tests {
     fn request_errors_are_early() {
         assert_eq!(parse_request(&[4]), Err(ParseError::BadVersion(4)));
         assert_eq!(parse_request(&[5, 7]), Err(ParseError::UnknownCommand(7)));
-        assert_eq!(parse_request(&[5, 1, 0, 9]), Err(ParseError::UnknownAddressType(9)));
+        assert_eq!(
+            parse_request(&[5, 1, 0, 9]),
+            Err(ParseError::UnknownAddressType(9))
+        );
         assert_eq!(parse_request(&[5, 1, 0, 3, 0]), Err(ParseError::BadDomain));
         // A control character in the name is refused before the port arrives.
-        assert_eq!(parse_request(&[5, 1, 0, 3, 2, b'a', b'\n']), Err(ParseError::BadDomain));
+        assert_eq!(
+            parse_request(&[5, 1, 0, 3, 2, b'a', b'\n']),
+            Err(ParseError::BadDomain)
+        );
     }
 
     #[test]
     fn error_replies() {
-        assert_eq!(ParseError::UnknownCommand(9).reply(), Reply::CommandNotSupported);
-        assert_eq!(ParseError::UnknownAddressType(9).reply(), Reply::AddressTypeNotSupported);
+        assert_eq!(
+            ParseError::UnknownCommand(9).reply(),
+            Reply::CommandNotSupported
+        );
+        assert_eq!(
+            ParseError::UnknownAddressType(9).reply(),
+            Reply::AddressTypeNotSupported
+        );
         assert_eq!(ParseError::BadDomain.reply(), Reply::GeneralFailure);
     }
 
@@ -640,12 +659,15 @@ mod tests {
     fn socks4_errors() {
         assert_eq!(parse_socks4(&[4, 3]), Err(ParseError::UnknownCommand(3)));
         let mut long = vec![4, 1, 0, 80, 1, 2, 3, 4];
-        long.extend(std::iter::repeat(b'x').take(SOCKS4_MAX_FIELD));
+        long.extend(std::iter::repeat_n(b'x', SOCKS4_MAX_FIELD));
         assert_eq!(parse_socks4(&long), Ok(Status::Partial));
         long.push(b'x');
         assert_eq!(parse_socks4(&long), Err(ParseError::FieldTooLong));
         // SOCKS4a with an empty name.
-        assert_eq!(parse_socks4(&[4, 1, 0, 80, 0, 0, 0, 1, 0, 0]), Err(ParseError::BadDomain));
+        assert_eq!(
+            parse_socks4(&[4, 1, 0, 80, 0, 0, 0, 1, 0, 0]),
+            Err(ParseError::BadDomain)
+        );
     }
 
     #[test]
@@ -660,11 +682,31 @@ mod tests {
     #[test]
     fn requests_round_trip_through_emit() {
         let requests = [
-            Request { version: Version::Socks5, command: Command::Connect, dest: Dest::Addr("1.2.3.4:5".parse().unwrap()) },
-            Request { version: Version::Socks5, command: Command::Bind, dest: Dest::Addr("[::1]:80".parse().unwrap()) },
-            Request { version: Version::Socks5, command: Command::UdpAssociate, dest: Dest::Name("example.org", 53) },
-            Request { version: Version::Socks4, command: Command::Connect, dest: Dest::Addr("1.2.3.4:5".parse().unwrap()) },
-            Request { version: Version::Socks4, command: Command::Connect, dest: Dest::Name("example.org", 80) },
+            Request {
+                version: Version::Socks5,
+                command: Command::Connect,
+                dest: Dest::Addr("1.2.3.4:5".parse().unwrap()),
+            },
+            Request {
+                version: Version::Socks5,
+                command: Command::Bind,
+                dest: Dest::Addr("[::1]:80".parse().unwrap()),
+            },
+            Request {
+                version: Version::Socks5,
+                command: Command::UdpAssociate,
+                dest: Dest::Name("example.org", 53),
+            },
+            Request {
+                version: Version::Socks4,
+                command: Command::Connect,
+                dest: Dest::Addr("1.2.3.4:5".parse().unwrap()),
+            },
+            Request {
+                version: Version::Socks4,
+                command: Command::Connect,
+                dest: Dest::Name("example.org", 80),
+            },
         ];
         for req in requests {
             let mut out = [0u8; MAX_REQUEST_LEN];
@@ -680,11 +722,21 @@ mod tests {
     #[test]
     fn socks5_replies() {
         let mut out = [0u8; MAX_REPLY_LEN];
-        let n = emit_reply(Version::Socks5, Reply::Succeeded, Some("127.0.0.2:4660".parse().unwrap()), &mut out);
+        let n = emit_reply(
+            Version::Socks5,
+            Reply::Succeeded,
+            Some("127.0.0.2:4660".parse().unwrap()),
+            &mut out,
+        );
         assert_eq!(&out[..n], &[5, 0, 0, 1, 127, 0, 0, 2, 0x12, 0x34]);
         let n = emit_reply(Version::Socks5, Reply::ConnectionRefused, None, &mut out);
         assert_eq!(&out[..n], &[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
-        let n = emit_reply(Version::Socks5, Reply::Succeeded, Some("[::1]:1".parse().unwrap()), &mut out);
+        let n = emit_reply(
+            Version::Socks5,
+            Reply::Succeeded,
+            Some("[::1]:1".parse().unwrap()),
+            &mut out,
+        );
         assert_eq!(n, 22);
         assert_eq!(out[3], ATYP_IPV6);
     }
@@ -692,7 +744,12 @@ mod tests {
     #[test]
     fn socks4_replies() {
         let mut out = [0u8; MAX_REPLY_LEN];
-        let n = emit_reply(Version::Socks4, Reply::Succeeded, Some("127.0.0.2:80".parse().unwrap()), &mut out);
+        let n = emit_reply(
+            Version::Socks4,
+            Reply::Succeeded,
+            Some("127.0.0.2:80".parse().unwrap()),
+            &mut out,
+        );
         assert_eq!(&out[..n], &[0, 0x5A, 0, 80, 127, 0, 0, 2]);
         let n = emit_reply(Version::Socks4, Reply::HostUnreachable, None, &mut out);
         assert_eq!(&out[..n], &[0, 0x5B, 0, 0, 0, 0, 0, 0]);

@@ -13,12 +13,11 @@ pub fn raise_nofile_limit() -> io::Result<Option<u64>> {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut target = lim.rlim_max;
         // macOS refuses RLIM_INFINITY for the soft limit; OPEN_MAX is its ceiling.
         #[cfg(target_os = "macos")]
-        {
-            target = target.min(libc::OPEN_MAX as libc::rlim_t);
-        }
+        let target = lim.rlim_max.min(libc::OPEN_MAX as libc::rlim_t);
+        #[cfg(not(target_os = "macos"))]
+        let target = lim.rlim_max;
         if lim.rlim_cur < target {
             let old = lim.rlim_cur;
             lim.rlim_cur = target;
