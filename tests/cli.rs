@@ -1,0 +1,224 @@
+//! The command line: help, version, `list`, refused input (exit 2), a port
+//! in use (exit 1), SIGTERM (exit 0).
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::time::Duration;
+
+const QUICK: Duration = Duration::from_secs(10);
+
+fn words(s: &str) -> Vec<&str> {
+    s.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// `dispatch ARGS` must refuse the input: exit 2 and say why on stderr.
+fn refused(args: &[&str]) -> Run {
+    let run = run_bin(args, QUICK);
+    assert_eq!(
+        run.code,
+        Some(2),
+        "dispatch {args:?} should exit 2\n--- stdout:\n{}\n--- stderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        !run.stderr.trim().is_empty(),
+        "dispatch {args:?}: no message on stderr"
+    );
+    run
+}
+
+#[test]
+fn help_mentions_list_and_start() {
+    let run = run_bin(&["--help"], QUICK);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let w = words(&run.stdout);
+    assert!(w.contains(&"list"), "help: {}", run.stdout);
+    assert!(w.contains(&"start"), "help: {}", run.stdout);
+}
+
+#[test]
+fn start_help_mentions_the_options() {
+    let run = run_bin(&["start", "--help"], QUICK);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    for opt in ["--ip", "--port", "--handshake-timeout", "--connect-timeout"] {
+        assert!(
+            run.stdout.contains(opt),
+            "{opt} missing from: {}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn version_is_printed() {
+    let run = run_bin(&["-V"], QUICK);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains(env!("CARGO_PKG_VERSION")),
+        "version output: {:?}",
+        run.stdout
+    );
+}
+
+#[test]
+fn list_shows_lo() {
+    let run = run_bin(&["list"], QUICK);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(words(&run.stdout).contains(&"lo"), "list: {}", run.stdout);
+    assert!(run.stdout.contains("127.0.0.1"), "list: {}", run.stdout);
+}
+
+#[test]
+fn zero_weight_is_refused() {
+    refused(&["start", "--port", "0", "127.0.0.2/0"]);
+}
+
+#[test]
+fn non_numeric_weights_are_refused() {
+    for arg in ["127.0.0.2/x", "127.0.0.2/-1", "127.0.0.2/1.5", "127.0.0.2/"] {
+        refused(&["start", "--port", "0", arg]);
+    }
+}
+
+#[test]
+fn unknown_interface_is_refused_and_interfaces_listed() {
+    let run = refused(&["start", "--port", "0", "no-such-iface0"]);
+    assert!(
+        run.stderr.contains("no-such-iface0"),
+        "message should name the argument: {}",
+        run.stderr
+    );
+    assert!(
+        words(&run.stderr).contains(&"lo"),
+        "message should list the interfaces (lo): {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn address_not_on_this_machine_is_refused() {
+    let run = refused(&["start", "--port", "0", "10.254.254.254"]);
+    assert!(run.stderr.contains("10.254.254.254"), "{}", run.stderr);
+    refused(&["start", "--port", "0", "127.0.0.2", "2001:db8::77"]);
+}
+
+#[test]
+fn duplicate_address_is_refused() {
+    refused(&["start", "--port", "0", "127.0.0.2", "127.0.0.2"]);
+    refused(&[
+        "start",
+        "--port",
+        "0",
+        "127.0.0.2/1",
+        "127.0.0.3",
+        "127.0.0.2/5",
+    ]);
+}
+
+#[test]
+fn bad_options_are_refused() {
+    refused(&[
+        "start",
+        "--port",
+        "0",
+        "--handshake-timeout",
+        "0",
+        "127.0.0.2",
+    ]);
+    refused(&[
+        "start",
+        "--port",
+        "0",
+        "--connect-timeout",
+        "soon",
+        "127.0.0.2",
+    ]);
+    refused(&["start", "--port", "65536", "127.0.0.2"]);
+    refused(&["start", "--ip", "not-an-ip", "--port", "0", "127.0.0.2"]);
+    refused(&["frobnicate"]);
+}
+
+#[test]
+fn port_in_use_exits_1_with_one_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let run = run_bin(
+        &["start", "--ip", "127.0.0.1", "--port", &port, "127.0.0.2"],
+        QUICK,
+    );
+    assert_eq!(
+        run.code,
+        Some(1),
+        "port in use should exit 1\n--- stdout:\n{}\n--- stderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let msg = run.stderr.trim();
+    assert!(!msg.is_empty(), "no error message");
+    assert_eq!(
+        msg.lines().count(),
+        1,
+        "expected a one-line error, got:\n{msg}"
+    );
+    drop(taken);
+}
+
+#[test]
+fn sigterm_exits_0() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    // It is really serving.
+    let server = Server::whoami("127.0.0.1:0");
+    let (s, bnd) = socks5_ok(proxy.addr, server.addr);
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), bnd.to_string());
+    // finish() sends SIGTERM and asserts exit status 0 and no panic.
+    proxy.finish();
+}
+
+#[test]
+fn sigterm_with_open_connections_exits_0() {
+    let server = Server::echo("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let (_relaying, _) = socks5_ok(proxy.addr, server.addr);
+    let mut half = client(proxy.addr);
+    std::io::Write::write_all(&mut half, &[0x05]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    proxy.finish();
+}
+
+#[test]
+fn interface_name_selects_its_addresses() {
+    let v4 = Server::whoami("127.0.0.1:0");
+    let v6 = Server::whoami("[::1]:0");
+    let proxy = Proxy::start(&["lo"]);
+    for server in [&v4, &v6] {
+        let (s, bnd) = socks5_ok(proxy.addr, server.addr);
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), bnd.to_string());
+        assert_eq!(bnd.ip(), server.addr.ip(), "lo has 127.0.0.1 and ::1");
+    }
+    proxy.finish();
+}
+
+#[test]
+fn listen_address_is_printed_and_used() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    assert_eq!(proxy.addr.ip().to_string(), "127.0.0.1");
+    assert!(
+        proxy
+            .stdout()
+            .lines()
+            .any(|l| l.contains(&format!("dispatch listening on {}", proxy.addr))),
+        "stdout: {}",
+        proxy.stdout()
+    );
+    proxy.finish();
+}

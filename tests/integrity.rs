@@ -1,0 +1,170 @@
+//! Every byte arrives, in order, in both directions at once: one big
+//! transfer and many concurrent ones. Both ends send a deterministic
+//! pseudo-random stream and verify the other's by regenerating it.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The server's stream is the client's seed with these bits flipped.
+const SERVER_XOR: u64 = 0x5A5A_0F0F_F0F0_A5A5;
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(90);
+
+type Results = Arc<Mutex<Vec<Result<(), String>>>>;
+
+/// Reads a 16-byte header (seed, length: u64 LE), then concurrently sends
+/// `length` bytes of stream `seed ^ SERVER_XOR` (then half-closes) and
+/// verifies that exactly `length` bytes of stream `seed` arrive before EOF.
+fn stream_server(chunk: usize) -> (Server, Results) {
+    let results: Results = Arc::default();
+    let r = results.clone();
+    let server = Server::start("127.0.0.1:0", move |mut s, _| {
+        s.set_read_timeout(Some(TRANSFER_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(TRANSFER_TIMEOUT)).unwrap();
+        let outcome = (|| {
+            let mut head = [0u8; 16];
+            s.read_exact(&mut head)
+                .map_err(|e| format!("server: reading header: {e}"))?;
+            let seed = u64::from_le_bytes(head[..8].try_into().unwrap());
+            let len = u64::from_le_bytes(head[8..].try_into().unwrap());
+            let mut w = s.try_clone().unwrap();
+            let writer = thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    send_stream(&mut w, seed ^ SERVER_XOR, len, chunk)
+                        .map_err(|e| format!("server: sending: {e}"))?;
+                    w.shutdown(Shutdown::Write)
+                        .map_err(|e| format!("server: shutdown: {e}"))
+                })
+                .unwrap();
+            let got = recv_stream(&mut s, seed, len, chunk).map_err(|e| format!("server: {e}"));
+            let sent = writer
+                .join()
+                .map_err(|_| "server writer panicked".to_string())?;
+            got.and(sent)
+        })();
+        r.lock().unwrap().push(outcome);
+    });
+    (server, results)
+}
+
+/// Client side of one transfer through the proxy.
+fn transfer(
+    proxy: SocketAddr,
+    target: SocketAddr,
+    seed: u64,
+    len: u64,
+    chunk: usize,
+) -> Result<(), String> {
+    let mut s = client(proxy);
+    socks5_greet(&mut s);
+    s.write_all(&socks5_request(0x01, &target.into()))
+        .map_err(|e| format!("client: request: {e}"))?;
+    let reply = read_reply5(&mut s).map_err(|e| format!("client: reply: {e}"))?;
+    if reply.rep != rep::SUCCEEDED {
+        return Err(format!("client: CONNECT failed: {:02x?}", reply.raw));
+    }
+    s.set_read_timeout(Some(TRANSFER_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TRANSFER_TIMEOUT)).unwrap();
+    let mut w: TcpStream = s.try_clone().unwrap();
+    let writer = thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let mut head = seed.to_le_bytes().to_vec();
+            head.extend_from_slice(&len.to_le_bytes());
+            w.write_all(&head)
+                .map_err(|e| format!("client: header: {e}"))?;
+            send_stream(&mut w, seed, len, chunk).map_err(|e| format!("client: sending: {e}"))?;
+            w.shutdown(Shutdown::Write)
+                .map_err(|e| format!("client: shutdown: {e}"))
+        })
+        .unwrap();
+    let got =
+        recv_stream(&mut s, seed ^ SERVER_XOR, len, chunk).map_err(|e| format!("client: {e}"));
+    let sent = writer
+        .join()
+        .map_err(|_| "client writer panicked".to_string())?;
+    got.and(sent)
+}
+
+fn wait_results(results: &Results, n: usize) -> Vec<Result<(), String>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = results.lock().unwrap().clone();
+        if v.len() >= n || Instant::now() >= deadline {
+            return v;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn one_connection_64_mib_each_way_concurrently() {
+    const LEN: u64 = 64 << 20;
+    const CHUNK: usize = 1 << 20;
+    let (server, results) = stream_server(CHUNK);
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let t = Instant::now();
+    let outcome = transfer(proxy.addr, server.addr, 0x1234_5678_9ABC_DEF0, LEN, CHUNK);
+    eprintln!("64 MiB each way: {:?}", t.elapsed());
+    assert_eq!(outcome, Ok(()));
+    let server_side = wait_results(&results, 1);
+    assert_eq!(server_side, vec![Ok(())]);
+    proxy.finish();
+}
+
+#[test]
+fn two_hundred_concurrent_connections_1_mib_each_way() {
+    const N: usize = 200;
+    const LEN: u64 = 1 << 20;
+    const CHUNK: usize = 64 * 1024;
+    let (server, results) = stream_server(CHUNK);
+    let proxy = Proxy::start(&["127.0.0.2", "127.0.0.3"]);
+    let t = Instant::now();
+    let (paddr, saddr) = (proxy.addr, server.addr);
+    let handles: Vec<_> = (0..N)
+        .map(|i| {
+            thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || transfer(paddr, saddr, 1000 + i as u64, LEN, CHUNK))
+                .unwrap()
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(format!("connection {i}: {e}")),
+            Err(_) => failures.push(format!("connection {i}: client thread panicked")),
+        }
+    }
+    eprintln!("{N} x 1 MiB each way: {:?}", t.elapsed());
+    assert!(
+        failures.is_empty(),
+        "{} of {N} transfers failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let server_side = wait_results(&results, N);
+    let bad: Vec<_> = server_side.iter().filter(|r| r.is_err()).collect();
+    assert_eq!(
+        server_side.len(),
+        N,
+        "server finished {} of {N}",
+        server_side.len()
+    );
+    assert!(bad.is_empty(), "server side failures: {bad:?}");
+    // Both addresses were used, alternately.
+    let peers = server.peers();
+    let two = peers
+        .iter()
+        .filter(|p| p.ip().to_string() == "127.0.0.2")
+        .count();
+    assert_eq!(two, N / 2, "connections from 127.0.0.2");
+    proxy.finish();
+}
