@@ -155,3 +155,26 @@ fn netns_loopback_source_to_other_link_is_general_failure() {
     expect(&ns, &proxy, "4", "192.0.2.2", 80, rep::GENERAL_FAILURE);
     proxy.finish();
 }
+
+#[test]
+fn netns_interface_name_selects_its_address() {
+    if !require_root("netns_interface_name_selects_its_address") {
+        return;
+    }
+    let ns = Netns::new("if");
+    add_silent_link(&ns);
+    // v0 has 192.0.2.1 (and an IPv6 link-local address, which is not usable).
+    let proxy = Proxy::start_in_netns(&ns, &["v0"]);
+    // The proxy connects to itself, from v0's address.
+    let r = expect(
+        &ns,
+        &proxy,
+        "4",
+        "127.0.0.1",
+        proxy.addr.port(),
+        rep::SUCCEEDED,
+    );
+    assert_eq!(r.raw[3], 0x01, "reply {:02x?}", r.raw);
+    assert_eq!(&r.raw[4..8], &[192, 0, 2, 1], "BND.ADDR in {:02x?}", r.raw);
+    proxy.finish();
+}

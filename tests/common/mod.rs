@@ -82,9 +82,15 @@ fn drain<R: Read + Send + 'static>(
                         let text = String::from_utf8_lossy(&line);
                         if let Some(pos) = text.find("listening on ") {
                             let rest = &text[pos + "listening on ".len()..];
-                            let token = rest.split_whitespace().next().unwrap_or("").to_string();
-                            let _ = tx.send(token);
-                            listening = None;
+                            let token = rest
+                                .split_whitespace()
+                                .next()
+                                .unwrap_or("")
+                                .trim_end_matches([',', '.', ';']);
+                            if token.parse::<SocketAddr>().is_ok() {
+                                let _ = tx.send(token.to_string());
+                                listening = None;
+                            }
                         }
                     }
                 }
