@@ -302,3 +302,33 @@ fn many_bad_clients_do_not_disturb_a_transfer() {
     still_serves(&mut proxy);
     proxy.finish();
 }
+
+#[test]
+fn debug_log_has_a_line_for_each_finished_connection() {
+    let server = Server::whoami("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let (mut s, _) = socks5_ok(proxy.addr, server.addr);
+        clients.push(s.local_addr().unwrap().to_string());
+        read_to_eof(&mut s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let missing = loop {
+        let out = proxy.stdout();
+        let missing: Vec<&String> = clients
+            .iter()
+            .filter(|c| !out.lines().any(|l| l.contains(c.as_str())))
+            .collect();
+        if missing.is_empty() || Instant::now() >= deadline {
+            break missing;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        missing.is_empty(),
+        "no -d log line mentions clients {missing:?}\n--- stdout:\n{}",
+        proxy.stdout()
+    );
+    proxy.finish();
+}
