@@ -99,31 +99,44 @@ fn push(proxy: Option<SocketAddr>, target: SocketAddr, streams: usize, bytes: us
     }
 }
 
+/// What a group measures: the direct path, or a proxy with one ring size.
+struct Subject {
+    name: String,
+    proxy: Option<SocketAddr>,
+    running: Option<(Stop, thread::JoinHandle<()>)>,
+}
+
 fn relay(c: &mut Criterion) {
     let target = sink_server();
-    let proxies: Vec<(String, Option<SocketAddr>, Option<(Stop, thread::JoinHandle<()>)>)> =
-        std::iter::once(("direct".to_string(), None, None))
-            .chain([64usize, 128, 256].into_iter().map(|kib| {
-                let (addr, stop, handle) = start_proxy(kib << 10);
-                (format!("ring-{kib}KiB"), Some(addr), Some((stop, handle)))
-            }))
-            .collect();
+    let mut subjects = vec![Subject {
+        name: "direct".into(),
+        proxy: None,
+        running: None,
+    }];
+    for kib in [16usize, 64, 128, 256] {
+        let (addr, stop, handle) = start_proxy(kib << 10);
+        subjects.push(Subject {
+            name: format!("ring-{kib}KiB"),
+            proxy: Some(addr),
+            running: Some((stop, handle)),
+        });
+    }
     for streams in [1usize, 8] {
         let mut group = c.benchmark_group(format!("relay/{streams}-stream"));
         group.throughput(Throughput::Bytes(PAYLOAD as u64));
         group.sample_size(10);
         group.measurement_time(Duration::from_secs(4));
         group.warm_up_time(Duration::from_millis(500));
-        for (name, proxy, _) in &proxies {
-            let proxy = *proxy;
-            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+        for subject in &subjects {
+            let proxy = subject.proxy;
+            group.bench_function(BenchmarkId::from_parameter(&subject.name), |b| {
                 b.iter(|| push(proxy, target, streams, PAYLOAD / streams))
             });
         }
         group.finish();
     }
-    for (_, _, running) in proxies {
-        if let Some((stop, handle)) = running {
+    for subject in subjects {
+        if let Some((stop, handle)) = subject.running {
             stop.trigger();
             handle.join().unwrap();
         }
