@@ -332,3 +332,47 @@ fn debug_log_has_a_line_for_each_finished_connection() {
     );
     proxy.finish();
 }
+
+#[test]
+fn resets_on_either_side_are_survived() {
+    // Sends 8 MiB; a client that closes without reading it all resets.
+    let talker = Server::start("127.0.0.1:0", |mut s, _| {
+        let _ = send_stream(&mut s, 9, 8 << 20, 64 * 1024);
+    });
+    // Reads one byte, then closes with unread data: a reset towards the proxy.
+    let resetter = Server::start("127.0.0.1:0", |mut s, _| {
+        let mut b = [0u8; 1];
+        let _ = s.read(&mut b);
+        thread::sleep(Duration::from_millis(50));
+    });
+    let mut proxy = Proxy::start(&["127.0.0.2"]);
+    for _ in 0..5 {
+        let (mut s, _) = socks5_ok(proxy.addr, talker.addr);
+        let mut b = vec![0u8; 10_000];
+        s.read_exact(&mut b).unwrap();
+        Verifier::new(9).check(&b).unwrap();
+        drop(s);
+    }
+    for i in 0..5 {
+        let (mut s, _) = socks5_ok(proxy.addr, resetter.addr);
+        let chunk = vec![0x42u8; 64 * 1024];
+        let t = Instant::now();
+        // The target is gone: the client's writes must start failing.
+        loop {
+            match s.write(&chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    panic!("connection {i}: writes blocked, proxy never closed: {e}")
+                }
+                Err(_) => break,
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "connection {i}: proxy kept accepting data for a reset target"
+            );
+        }
+    }
+    thread::sleep(Duration::from_millis(100));
+    still_serves(&mut proxy);
+    proxy.finish();
+}

@@ -178,3 +178,53 @@ fn netns_interface_name_selects_its_address() {
     assert_eq!(&r.raw[4..8], &[192, 0, 2, 1], "BND.ADDR in {:02x?}", r.raw);
     proxy.finish();
 }
+
+#[test]
+fn netns_socks4a_unresolvable_name_is_5b() {
+    if !require_root("netns_socks4a_unresolvable_name_is_5b") {
+        return;
+    }
+    let mut ns = Netns::new("d4");
+    ns.isolate_dns();
+    let proxy = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
+    let r = ns_socks5(&ns, proxy.addr, "4a", "no-such-host.invalid", 80);
+    assert_eq!(&r.raw[..2], &[0x00, 0x5B], "SOCKS4a reply {:02x?}", r.raw);
+    assert!(r.closed, "proxy did not close after 5B");
+    let r = ns_socks5(&ns, proxy.addr, "4a", "localhost", proxy.addr.port());
+    assert_eq!(&r.raw[..2], &[0x00, 0x5A], "SOCKS4a reply {:02x?}", r.raw);
+    proxy.finish();
+}
+
+#[test]
+fn netns_client_gone_while_connecting() {
+    if !require_root("netns_client_gone_while_connecting") {
+        return;
+    }
+    let ns = Netns::new("cg");
+    add_silent_link(&ns);
+    let mut proxy = Proxy::start_in_netns(&ns, &["--connect-timeout", "2", "192.0.2.1"]);
+    // Clients that leave while the connect to 192.0.2.2 is in progress.
+    for _ in 0..5 {
+        ns_socks5_abandon(&ns, proxy.addr, "192.0.2.2", 80);
+    }
+    // Still serving, before and after those connects time out.
+    expect(
+        &ns,
+        &proxy,
+        "4",
+        "127.0.0.1",
+        proxy.addr.port(),
+        rep::SUCCEEDED,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    proxy.assert_alive();
+    expect(
+        &ns,
+        &proxy,
+        "4",
+        "127.0.0.1",
+        proxy.addr.port(),
+        rep::SUCCEEDED,
+    );
+    proxy.finish();
+}

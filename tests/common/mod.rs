@@ -1021,10 +1021,13 @@ impl Drop for Netns {
 
 /// A SOCKS5 client in Python, run inside a namespace. Prints one line:
 /// `REPLY <hex> CLOSED <0|1> SECS <elapsed>` or `ERROR <text>`. CLOSED is
-/// only checked (for up to 5 s) after an error reply.
+/// only checked (for up to 5 s) after an error reply. `atyp` "4a" makes it a
+/// SOCKS4a client instead; a 7th argument "abandon" makes it close right
+/// after sending the request.
 const PY_SOCKS5: &str = r#"
 import socket, sys, time
 host, port, atyp, dst, dport = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+abandon = len(sys.argv) > 6 and sys.argv[6] == "abandon"
 def exact(s, n):
     b = b""
     while len(b) < n:
@@ -1035,29 +1038,41 @@ def exact(s, n):
     return b
 try:
     s = socket.create_connection((host, port), timeout=15)
-    s.sendall(b"\x05\x01\x00")
-    m = exact(s, 2)
-    if m != b"\x05\x00":
-        print("ERROR method reply " + m.hex()); sys.exit(0)
-    if atyp == "4":
-        a = b"\x01" + socket.inet_pton(socket.AF_INET, dst)
-    elif atyp == "6":
-        a = b"\x04" + socket.inet_pton(socket.AF_INET6, dst)
+    if atyp == "4a":
+        req = b"\x04\x01" + dport.to_bytes(2, "big") + b"\x00\x00\x00\x01u\x00" + dst.encode() + b"\x00"
     else:
-        a = b"\x03" + bytes([len(dst)]) + dst.encode()
+        s.sendall(b"\x05\x01\x00")
+        m = exact(s, 2)
+        if m != b"\x05\x00":
+            print("ERROR method reply " + m.hex()); sys.exit(0)
+        if atyp == "4":
+            a = b"\x01" + socket.inet_pton(socket.AF_INET, dst)
+        elif atyp == "6":
+            a = b"\x04" + socket.inet_pton(socket.AF_INET6, dst)
+        else:
+            a = b"\x03" + bytes([len(dst)]) + dst.encode()
+        req = b"\x05\x01\x00" + a + dport.to_bytes(2, "big")
     t = time.monotonic()
-    s.sendall(b"\x05\x01\x00" + a + dport.to_bytes(2, "big"))
-    r = exact(s, 4)
+    s.sendall(req)
+    if abandon:
+        s.close()
+        print("REPLY 0000 CLOSED 1 SECS 0"); sys.exit(0)
+    if atyp == "4a":
+        r = exact(s, 8)
+        ok = r[1] == 0x5A
+    else:
+        r = exact(s, 4)
+        n = {1: 6, 4: 18}.get(r[3])
+        if n is None and r[3] == 3:
+            n = exact(s, 1)[0] + 2
+            r += bytes([n - 2])
+        if n is None:
+            print("ERROR bad atyp " + r.hex()); sys.exit(0)
+        r += exact(s, n)
+        ok = r[1] == 0
     el = time.monotonic() - t
-    n = {1: 6, 4: 18}.get(r[3])
-    if n is None and r[3] == 3:
-        n = exact(s, 1)[0] + 2
-        r += bytes([n - 2])
-    if n is None:
-        print("ERROR bad atyp " + r.hex()); sys.exit(0)
-    r += exact(s, n)
     closed = 0
-    if r[1] != 0:
+    if not ok:
         s.settimeout(5)
         try:
             closed = 1 if s.recv(1) == b"" else 0
@@ -1086,6 +1101,22 @@ impl NsReply {
 /// Runs a SOCKS5 CONNECT from inside `ns` to the proxy at `proxy`.
 /// `atyp` is "4", "6" or "name".
 pub fn ns_socks5(ns: &Netns, proxy: SocketAddr, atyp: &str, dst: &str, dport: u16) -> NsReply {
+    ns_socks(ns, proxy, atyp, dst, dport, false)
+}
+
+/// Sends the request, then closes at once without waiting for the reply.
+pub fn ns_socks5_abandon(ns: &Netns, proxy: SocketAddr, dst: &str, dport: u16) {
+    ns_socks(ns, proxy, "4", dst, dport, true);
+}
+
+fn ns_socks(
+    ns: &Netns,
+    proxy: SocketAddr,
+    atyp: &str,
+    dst: &str,
+    dport: u16,
+    abandon: bool,
+) -> NsReply {
     let out = ns.exec(
         "python3",
         &[
@@ -1096,6 +1127,7 @@ pub fn ns_socks5(ns: &Netns, proxy: SocketAddr, atyp: &str, dst: &str, dport: u1
             atyp,
             dst,
             &dport.to_string(),
+            if abandon { "abandon" } else { "wait" },
         ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
