@@ -376,3 +376,55 @@ fn resets_on_either_side_are_survived() {
     still_serves(&mut proxy);
     proxy.finish();
 }
+
+#[test]
+fn no_descriptor_leaks() {
+    let server = Server::echo("127.0.0.1:0");
+    let refused = closed_port("127.0.0.1");
+    let mut proxy = Proxy::start(&["--handshake-timeout", "30", "127.0.0.2"]);
+    let round = |proxy: &Proxy| {
+        // A relayed connection.
+        let (mut s, _) = socks5_ok(proxy.addr, server.addr);
+        s.write_all(b"x").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_eof(&mut s), b"x");
+        // A refused one.
+        let (mut s, r) = socks5_connect(proxy.addr, refused);
+        assert_eq!(r.rep, rep::CONNECTION_REFUSED);
+        read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
+        // An unsupported command.
+        let mut s = client(proxy.addr);
+        socks5_greet(&mut s);
+        s.write_all(&socks5_request(0x02, &server.addr.into()))
+            .unwrap();
+        read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
+        // Garbage, HTTP, and a client that leaves mid-handshake.
+        let mut s = client(proxy.addr);
+        s.write_all(&[0x00]).unwrap();
+        read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
+        let mut s = client(proxy.addr);
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
+        let mut s = client(proxy.addr);
+        s.write_all(&[0x05, 0x01]).unwrap();
+        drop(s);
+    };
+    round(&proxy);
+    thread::sleep(Duration::from_millis(200));
+    let baseline = proxy.fd_count();
+    for _ in 0..60 {
+        round(&proxy);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut now = proxy.fd_count();
+    while now > baseline && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        now = proxy.fd_count();
+    }
+    assert!(
+        now <= baseline,
+        "proxy has {now} open descriptors after 360 finished connections, {baseline} before"
+    );
+    proxy.assert_alive();
+    proxy.finish();
+}

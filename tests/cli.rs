@@ -207,3 +207,16 @@ fn listen_address_is_printed_and_used() {
     );
     proxy.finish();
 }
+
+#[test]
+fn listens_on_ipv6() {
+    let server = Server::whoami("127.0.0.1:0");
+    let proxy = Proxy::start_on("::1", &["127.0.0.2"]);
+    assert_eq!(proxy.addr.ip().to_string(), "::1");
+    let (s, bnd) = socks5_ok(proxy.addr, server.addr);
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), bnd.to_string());
+    assert_eq!(bnd.ip().to_string(), "127.0.0.2");
+    proxy.finish();
+}

@@ -133,6 +133,21 @@ fn socks5_greeting_without_no_auth_gets_ff_and_close() {
 }
 
 #[test]
+fn socks5_greeting_with_zero_methods_is_closed() {
+    // NMETHODS = 0 is malformed (RFC 1928: 1 to 255 methods): closing
+    // without a reply and answering 05 FF are both fine, hanging is not.
+    let proxy = Proxy::start(&["--handshake-timeout", "30", "127.0.0.2"]);
+    let mut s = client(proxy.addr);
+    s.write_all(&[0x05, 0x00]).unwrap();
+    let got = read_until_closed(&mut s, CLOSE_WITHIN).unwrap();
+    assert!(
+        got.is_empty() || got == [0x05, 0xFF],
+        "reply to a greeting with no methods: {got:02x?}"
+    );
+    proxy.finish();
+}
+
+#[test]
 fn socks5_connection_refused() {
     let target = closed_port("127.0.0.1");
     let proxy = Proxy::start(&["127.0.0.2"]);
@@ -365,5 +380,19 @@ fn socks5_request_split_into_single_bytes() {
     let reply = read_reply5(&mut s).unwrap();
     assert_eq!(reply.rep, rep::SUCCEEDED, "{:02x?}", reply.raw);
     assert_eq!(reply.bnd, Some(read_whoami(&mut s)));
+    proxy.finish();
+}
+
+#[test]
+fn socks5_domain_that_is_an_ip_literal() {
+    let v4 = Server::whoami("127.0.0.1:0");
+    let v6 = Server::whoami("[::1]:0");
+    let proxy = Proxy::start(&["127.0.0.2", "::1"]);
+    let (mut s, bnd) = socks5_ok(proxy.addr, Dest::name("127.0.0.1", v4.addr.port()));
+    assert_eq!(read_whoami(&mut s), bnd);
+    assert_eq!(bnd.ip().to_string(), "127.0.0.2");
+    let (mut s, bnd) = socks5_ok(proxy.addr, Dest::name("::1", v6.addr.port()));
+    assert_eq!(read_whoami(&mut s), bnd);
+    assert_eq!(bnd.ip().to_string(), "::1");
     proxy.finish();
 }

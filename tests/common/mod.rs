@@ -180,15 +180,20 @@ impl Proxy {
     /// Start the proxy on 127.0.0.1 with a free port; `args` follow
     /// `start --ip 127.0.0.1 --port 0` (options, then addresses).
     pub fn start(args: &[&str]) -> Proxy {
-        Proxy::spawn(None, args)
+        Proxy::spawn(None, "127.0.0.1", args)
+    }
+
+    /// Same, listening on `ip` instead of 127.0.0.1.
+    pub fn start_on(ip: &str, args: &[&str]) -> Proxy {
+        Proxy::spawn(None, ip, args)
     }
 
     /// Same, but inside the network namespace `ns` (via `ip netns exec`).
     pub fn start_in_netns(ns: &Netns, args: &[&str]) -> Proxy {
-        Proxy::spawn(Some(&ns.name), args)
+        Proxy::spawn(Some(&ns.name), "127.0.0.1", args)
     }
 
-    fn spawn(netns: Option<&str>, args: &[&str]) -> Proxy {
+    fn spawn(netns: Option<&str>, listen_ip: &str, args: &[&str]) -> Proxy {
         let state = TempDir::new();
         let mut cmd = match netns {
             Some(ns) => {
@@ -198,7 +203,7 @@ impl Proxy {
             }
             None => Command::new(BIN),
         };
-        cmd.args(["-d", "start", "--ip", "127.0.0.1", "--port", "0"])
+        cmd.args(["-d", "start", "--ip", listen_ip, "--port", "0"])
             .args(args)
             .env("XDG_STATE_HOME", &state.path)
             .stdin(Stdio::null())
@@ -272,6 +277,13 @@ impl Proxy {
 
     pub fn stderr(&self) -> String {
         text(&self.stderr)
+    }
+
+    /// Number of open file descriptors of the proxy process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .expect("read /proc/PID/fd")
+            .count()
     }
 
     /// Panics if the process has exited.
