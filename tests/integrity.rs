@@ -168,3 +168,64 @@ fn two_hundred_concurrent_connections_1_mib_each_way() {
     assert_eq!(two, N / 2, "connections from 127.0.0.2");
     proxy.finish();
 }
+
+#[test]
+fn slow_reader_and_tiny_writes_lose_nothing() {
+    // Tiny writes: 20,000 one-byte writes up, read back in 7-byte reads.
+    // Back-pressure: the target sends 16 MiB as fast as it can while the
+    // client reads in small bites with pauses.
+    const DOWN: u64 = 16 << 20;
+    const UP: u64 = 20_000;
+    let (server, results) = stream_server(64 * 1024);
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let mut s = client(proxy.addr);
+    socks5_greet(&mut s);
+    s.write_all(&socks5_request(0x01, &server.addr.into()))
+        .unwrap();
+    let reply = read_reply5(&mut s).unwrap();
+    assert_eq!(reply.rep, rep::SUCCEEDED, "{:02x?}", reply.raw);
+    s.set_read_timeout(Some(TRANSFER_TIMEOUT)).unwrap();
+    let seed = 77u64;
+    let mut w = s.try_clone().unwrap();
+    let writer = thread::spawn(move || -> std::io::Result<()> {
+        // First connection: UP bytes each way, ours as one-byte writes.
+        let mut head = seed.to_le_bytes().to_vec();
+        head.extend_from_slice(&UP.to_le_bytes());
+        w.write_all(&head)?;
+        let mut all = vec![0u8; UP as usize];
+        Prng::new(seed).fill(&mut all);
+        for b in all.chunks(1) {
+            w.write_all(b)?;
+        }
+        w.shutdown(Shutdown::Write)
+    });
+    recv_stream(&mut s, seed ^ SERVER_XOR, UP, 7).unwrap();
+    writer.join().unwrap().unwrap();
+
+    // The slow download.
+    let (mut s, _) = socks5_ok(proxy.addr, server.addr);
+    s.set_read_timeout(Some(TRANSFER_TIMEOUT)).unwrap();
+    let mut head = 5u64.to_le_bytes().to_vec();
+    head.extend_from_slice(&DOWN.to_le_bytes());
+    s.write_all(&head).unwrap();
+    // Second connection: read the 16 MiB download in small bites with
+    // pauses, then send our side (the server verifies it at the end).
+    let mut v = Verifier::new(5 ^ SERVER_XOR);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut reads = 0u32;
+    while v.offset < DOWN {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "EOF after {} of {DOWN} bytes", v.offset);
+        v.check(&buf[..n]).unwrap();
+        reads += 1;
+        if reads % 64 == 0 {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    send_stream(&mut s, 5, DOWN, 1 << 20).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut s), b"");
+    let server_side = wait_results(&results, 2);
+    assert_eq!(server_side, vec![Ok(()), Ok(())]);
+    proxy.finish();
+}
