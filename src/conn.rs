@@ -244,6 +244,8 @@ impl Conn {
         mut client: TcpStream,
         client_addr: SocketAddr,
     ) -> io::Result<Conn> {
+        // Relayed bytes go out as they come; Nagle would only add latency.
+        let _ = client.set_nodelay(true);
         ctx.registry.register(
             &mut client,
             token(key, Side::Client),
@@ -728,8 +730,10 @@ impl Conn {
             );
             let moved = match (up, down) {
                 (Ok(a), Ok(b)) => a || b,
-                (Err(e), _) => return self.broken(e.0, e.1),
-                (_, Err(e)) => return self.broken(e.0, e.1),
+                (Err(Failed::Read(e)), _) => return self.broken("client read error", e),
+                (Err(Failed::Write(e)), _) => return self.broken("upstream write error", e),
+                (_, Err(Failed::Read(e))) => return self.broken("upstream read error", e),
+                (_, Err(Failed::Write(e))) => return self.broken("client write error", e),
             };
             if self.up.shut && self.down.shut {
                 self.reason = "done";
@@ -981,18 +985,24 @@ fn flush(
     Ok(moved)
 }
 
+/// Which end of a pipe failed.
+enum Failed {
+    Read(io::Error),
+    Write(io::Error),
+}
+
 /// One relay round for one direction: read what fits, write what is there,
-/// and pass EOF on once the ring has drained. The error names the failing side.
+/// and pass EOF on once the ring has drained.
 fn pump(
     src: (&mut TcpStream, &mut Ready),
     dst: (&mut TcpStream, &mut Ready),
     pipe: &mut Pipe,
     pool: &mut RingPool,
-) -> Result<bool, (&'static str, io::Error)> {
+) -> Result<bool, Failed> {
     let before = pipe.pending();
-    let read = fill(src.0, src.1, pipe, pool).map_err(|e| ("read error", e))?;
+    let read = fill(src.0, src.1, pipe, pool).map_err(Failed::Read)?;
     pipe.bytes += (pipe.pending() - before) as u64;
-    let wrote = flush(dst.0, dst.1, pipe, pool).map_err(|e| ("write error", e))?;
+    let wrote = flush(dst.0, dst.1, pipe, pool).map_err(Failed::Write)?;
     let mut shut = false;
     if pipe.eof && !pipe.shut && pipe.pending() == 0 {
         pipe.shut = true;
