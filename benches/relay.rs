@@ -62,7 +62,9 @@ fn connect(proxy: Option<SocketAddr>, target: SocketAddr) -> TcpStream {
         return TcpStream::connect(target).unwrap();
     };
     let mut s = TcpStream::connect(proxy).unwrap();
-    let SocketAddr::V4(t) = target else { unreachable!() };
+    let SocketAddr::V4(t) = target else {
+        unreachable!()
+    };
     let mut hello = vec![5, 1, 0, 5, 1, 0, 1];
     hello.extend_from_slice(&t.ip().octets());
     hello.extend_from_slice(&t.port().to_be_bytes());

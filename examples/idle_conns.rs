@@ -48,7 +48,9 @@ fn main() {
 
     thread::sleep(Duration::from_millis(200));
     let before = rss_kib(pid);
-    let SocketAddr::V4(t) = target else { unreachable!() };
+    let SocketAddr::V4(t) = target else {
+        unreachable!()
+    };
     let mut request = vec![5, 1, 0, 5, 1, 0, 1];
     request.extend_from_slice(&t.ip().octets());
     request.extend_from_slice(&t.port().to_be_bytes());
