@@ -32,9 +32,9 @@ const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 
 /// Ring size: see README, "Choosing the ring size", for the measurement.
-pub const RING_SIZE: usize = 64 * 1024;
+pub const RING_SIZE: usize = 128 * 1024;
 /// Spare rings kept for reuse; the rest are freed when drained.
-const SPARE_RINGS: usize = 128;
+const SPARE_RINGS: usize = 64;
 const DNS_THREADS: usize = 4;
 /// How long accepting pauses when the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
