@@ -231,6 +231,21 @@ fn port_at(buf: &[u8], at: usize) -> u16 {
 
 /// Parses a SOCKS5 request (RFC 1928 §4):
 /// `VER CMD RSV ATYP DST.ADDR DST.PORT`.
+///
+/// ```
+/// use dispatch::socks::{parse_request, Dest, Status};
+///
+/// // CONNECT example.org:443, followed by payload the client pipelined.
+/// let mut bytes = vec![5, 1, 0, 3, 11];
+/// bytes.extend_from_slice(b"example.org");
+/// bytes.extend_from_slice(&443u16.to_be_bytes());
+/// bytes.extend_from_slice(b"GET /");
+/// let Ok(Status::Complete(request, consumed)) = parse_request(&bytes) else { panic!() };
+/// assert_eq!(request.dest, Dest::Name("example.org", 443));
+/// assert_eq!(&bytes[consumed..], b"GET /");
+/// // Fewer bytes are not an error, only not enough yet.
+/// assert_eq!(parse_request(&bytes[..7]), Ok(Status::Partial));
+/// ```
 pub fn parse_request(buf: &[u8]) -> Result<Status<Request<'_>>, ParseError> {
     mod field {
         pub const VER: usize = 0;

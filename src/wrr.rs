@@ -15,6 +15,16 @@ struct Entry<T> {
 }
 
 /// A weighted round-robin over items of one kind. Deterministic, no I/O.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use dispatch::wrr::Selector;
+///
+/// let w = |n| NonZeroU32::new(n).unwrap();
+/// let mut links = Selector::new([("eth0", w(2)), ("wlan0", w(1))]);
+/// let picks: Vec<_> = (0..6).map(|_| links.next().unwrap()).collect();
+/// assert_eq!(picks, ["eth0", "wlan0", "eth0", "eth0", "wlan0", "eth0"]);
+/// ```
 pub struct Selector<T> {
     entries: Vec<Entry<T>>,
     total: i64,
