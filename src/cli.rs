@@ -55,12 +55,18 @@ pub struct StartArgs {
     pub addresses: Vec<WeightedAddr>,
 }
 
-/// A positive duration in seconds, fractions allowed (`0.5`).
+/// The longest timeout accepted: a day. Anything longer is a typo, and would
+/// overflow deadlines computed from it.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A positive duration in seconds, fractions allowed (`0.5`), at most a day.
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration; give a positive number of seconds, as in 2.5");
+    let bad = || {
+        format!("{s:?} is not a timeout; give a positive number of seconds up to 86400, as in 2.5")
+    };
     let secs: f64 = s.trim().parse().map_err(|_| bad())?;
     match Duration::try_from_secs_f64(secs) {
-        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(d) if !d.is_zero() && d <= MAX_TIMEOUT => Ok(d),
         _ => Err(bad()),
     }
 }
@@ -170,6 +176,9 @@ mod tests {
     fn seconds() {
         assert_eq!(parse_secs("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_secs("86400"), Ok(MAX_TIMEOUT));
+        assert!(parse_secs("86401").is_err());
+        assert!(parse_secs("1e15").is_err());
         for s in ["0", "-1", "abc", "", "NaN", "inf", "1e300"] {
             assert!(parse_secs(s).is_err(), "{s}");
         }

@@ -9,7 +9,8 @@
 //! The connection never waits: the reactor tells it which socket became ready
 //! ([`Conn::on_event`]), then lets it do all it can ([`Conn::drive`]). Readiness
 //! is edge-triggered, so each socket's `readable`/`writable` flag stays set
-//! until a call on it returns `WouldBlock`.
+//! until a call on it shows the socket drained (`WouldBlock`, or on Linux a
+//! short read or write: see `SHORT_IO_DRAINS`).
 //!
 //! Bytes travel through two rings: `up` (client → target) and `down`
 //! (target → client). The handshake is read into `up`, so bytes a client
@@ -59,6 +60,9 @@ pub fn from_token(token: Token) -> (usize, Side) {
 /// discarding) what the client still sends, so closing does not turn into a
 /// reset that destroys the reply before the client reads it.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// At most this much is read and thrown away while lingering.
+const LINGER_DISCARD_MAX: usize = 64 * 1024;
 
 /// Relay rounds (one read and one write each way) before a busy connection
 /// yields the loop to the others.
@@ -128,6 +132,8 @@ struct Ready {
     writable: bool,
     /// The peer's FIN (or an error) was reported: read until EOF.
     read_closed: bool,
+    /// An error was reported: see [`Conn::socket_errors`].
+    error: bool,
 }
 
 /// On Linux, a read that returns less than asked means the socket's receive
@@ -189,8 +195,8 @@ enum State {
         failure: Reply,
     },
     Relaying,
-    /// A final reply is going out; then the client's write side is drained
-    /// until EOF or [`LINGER`].
+    /// A final reply is going out; then what the client still sends is read
+    /// and discarded until its EOF or [`LINGER`].
     Closing,
 }
 
@@ -223,6 +229,8 @@ pub struct Conn {
     down: Pipe,
     deadline: Option<Instant>,
     started: Instant,
+    /// Bytes thrown away while lingering in `Closing`.
+    discarded: usize,
     /// Why the connection ended, for the log line.
     reason: &'static str,
     error: Option<io::Error>,
@@ -246,6 +254,7 @@ impl Conn {
     ) -> io::Result<Conn> {
         // Relayed bytes go out as they come; Nagle would only add latency.
         let _ = client.set_nodelay(true);
+        net::set_keepalive(&socket2::SockRef::from(&client));
         ctx.registry.register(
             &mut client,
             token(key, Side::Client),
@@ -266,6 +275,7 @@ impl Conn {
             down: Pipe::default(),
             deadline: None,
             started: ctx.now,
+            discarded: 0,
             reason: "",
             error: None,
         };
@@ -289,6 +299,7 @@ impl Conn {
             Side::Upstream => &mut self.upstream_ready,
         };
         let broken = event.is_error();
+        ready.error |= broken;
         ready.read_closed |= event.is_read_closed() || broken;
         ready.readable |= event.is_readable() || ready.read_closed;
         ready.writable |= event.is_writable() || event.is_write_closed() || broken;
@@ -338,22 +349,22 @@ impl Conn {
                 return self.drive(ctx);
             }
         };
-        let found = addrs.len();
+        let addrs: Vec<SocketAddr> = addrs
+            .into_iter()
+            .map(net::canonical)
+            .filter(|&a| net::is_connectable(a))
+            .collect();
+        let connectable = addrs.len();
         let addrs: Vec<SocketAddr> = addrs
             .into_iter()
             .filter(|a| ctx.dispatcher.can_reach(a.ip()))
             .collect();
         if addrs.is_empty() {
-            if found == 0 {
-                self.fail(
-                    ctx,
-                    version,
-                    Reply::HostUnreachable,
-                    "name has no address",
-                    None,
-                );
-            } else {
+            if connectable > 0 {
                 self.missing_family(ctx, version);
+            } else {
+                let reason = "name has no address to connect to";
+                self.fail(ctx, version, Reply::HostUnreachable, reason, None);
             }
             return self.drive(ctx);
         }
@@ -449,23 +460,38 @@ impl Conn {
             return self.broken("client write error", e);
         }
         if self.client_ready.readable {
-            match fill(
+            let read = fill(
                 &mut self.client,
                 &mut self.client_ready,
                 &mut self.up,
                 ctx.pool,
-            ) {
-                Ok(_) if self.up.eof => {
-                    self.reason = "client closed during handshake";
-                    return Flow::Stop(Progress::Close);
-                }
-                Ok(_) => {}
-                Err(e) => return self.broken("client read error", e),
+            );
+            if let Err(e) = read {
+                return self.broken("client read error", e);
             }
         }
+        let flow = self.parse_handshake(ctx);
+        // A handshake waiting for more, or for its connect, holds no ring
+        // unless the client already sent payload.
+        ctx.pool.give_if_empty(&mut self.up.ring);
+        flow
+    }
+
+    /// Parses what the client sent so far; a client that sent EOF (possibly
+    /// right behind a complete request and its payload, which still go
+    /// through) is only closed when its bytes do not make a request.
+    fn parse_handshake(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        let need_more = |conn: &mut Conn| {
+            if conn.up.eof {
+                conn.reason = "client closed during handshake";
+                Flow::Stop(Progress::Close)
+            } else {
+                Flow::Stop(Progress::Idle)
+            }
+        };
         loop {
             let Some(ring) = self.up.ring.as_mut() else {
-                return Flow::Stop(Progress::Idle);
+                return need_more(self);
             };
             if ring.data().len() < ring.len() {
                 ring.make_contiguous();
@@ -477,7 +503,7 @@ impl Conn {
                         self.reason = "handshake too long";
                         return Flow::Stop(Progress::Close);
                     }
-                    return Flow::Stop(Progress::Idle);
+                    return need_more(self);
                 }
                 Parsed::Greeting { consumed, no_auth } => {
                     ring.consume(consumed);
@@ -518,17 +544,16 @@ impl Conn {
                     self.enter_closing(ctx);
                     return Flow::Next;
                 }
-                Parsed::Invalid { version, error } => {
+                Parsed::Invalid { answer, error } => {
                     log::debug!("#{} {}: bad handshake: {error}", self.id, self.client_addr);
                     self.reason = "bad handshake";
-                    match version {
-                        Some(v) => {
-                            self.queue_reply(ctx, v, error.reply(), None);
-                            self.enter_closing(ctx);
-                            return Flow::Next;
-                        }
-                        None => return Flow::Stop(Progress::Close),
+                    match answer {
+                        Answer::Reply(v) => self.queue_reply(ctx, v, error.reply(), None),
+                        Answer::NoMethod => self.queue_method(ctx, consts::METHOD_NONE_ACCEPTABLE),
+                        Answer::Nothing => return Flow::Stop(Progress::Close),
                     }
+                    self.enter_closing(ctx);
+                    return Flow::Next;
                 }
             }
         }
@@ -553,7 +578,15 @@ impl Conn {
         match self.target.as_ref().expect("set by the caller") {
             Target::Addr(addr) => {
                 let addr = *addr;
-                if ctx.dispatcher.can_reach(addr.ip()) {
+                if !net::is_connectable(addr) {
+                    self.fail(
+                        ctx,
+                        version,
+                        Reply::NotAllowed,
+                        "destination not allowed",
+                        None,
+                    );
+                } else if ctx.dispatcher.can_reach(addr.ip()) {
                     self.start_connecting(ctx, version, vec![addr]);
                 } else {
                     self.missing_family(ctx, version);
@@ -565,6 +598,7 @@ impl Conn {
                     id: self.id,
                     host: host.to_string(),
                     port: *port,
+                    deadline: ctx.now + ctx.timeouts.connect,
                 });
                 self.state = State::Resolving { version };
                 self.arm(ctx, ctx.timeouts.connect);
@@ -659,8 +693,8 @@ impl Conn {
     }
 
     fn connecting(&mut self, ctx: &mut Ctx<'_>) -> Flow {
-        if let Flow::Stop(Progress::Close) = self.flush_replies(ctx) {
-            return Flow::Stop(Progress::Close);
+        if let Err(e) = self.flush_client(ctx) {
+            return self.broken("client write error", e);
         }
         let ready = self.upstream_ready;
         let Some(stream) = self.upstream.as_ref() else {
@@ -714,6 +748,9 @@ impl Conn {
     // --- relaying --------------------------------------------------------
 
     fn relay(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        if let Some(flow) = self.socket_errors() {
+            return flow;
+        }
         let upstream = self.upstream.as_mut().expect("relaying has an upstream");
         for _ in 0..MAX_ROUNDS {
             let up = pump(
@@ -729,14 +766,28 @@ impl Conn {
                 ctx.pool,
             );
             let moved = match (up, down) {
-                (Ok(a), Ok(b)) => a || b,
-                (Err(Failed::Read(e)), _) => return self.broken("client read error", e),
-                (Err(Failed::Write(e)), _) => return self.broken("upstream write error", e),
                 (_, Err(Failed::Read(e))) => return self.broken("upstream read error", e),
                 (_, Err(Failed::Write(e))) => return self.broken("client write error", e),
+                (Err(Failed::Read(e)), _) => return self.broken("client read error", e),
+                (Err(Failed::Write(e)), Ok(_)) => {
+                    // The target stopped taking data (it answered and closed,
+                    // say): drop the rest of the upload, but still deliver
+                    // what the target sent.
+                    self.reason = "target stopped reading";
+                    self.error = Some(e);
+                    self.up.eof = true;
+                    self.up.shut = true;
+                    if let Some(ring) = self.up.ring.take() {
+                        ctx.pool.give(ring);
+                    }
+                    true
+                }
+                (Ok(a), Ok(b)) => a || b,
             };
             if self.up.shut && self.down.shut {
-                self.reason = "done";
+                if self.reason.is_empty() {
+                    self.reason = "done";
+                }
                 return Flow::Stop(Progress::Close);
             }
             if !moved {
@@ -744,6 +795,19 @@ impl Conn {
             }
         }
         Flow::Stop(Progress::Yield)
+    }
+
+    /// A socket reported an error event but no read or write has surfaced it
+    /// (a half-closed side is no longer read): ask the socket.
+    fn socket_errors(&mut self) -> Option<Flow> {
+        let mut found = None;
+        if std::mem::take(&mut self.client_ready.error) {
+            found = pending_error(Some(&self.client)).map(|e| ("client error", e));
+        }
+        if found.is_none() && std::mem::take(&mut self.upstream_ready.error) {
+            found = pending_error(self.upstream.as_ref()).map(|e| ("upstream error", e));
+        }
+        found.map(|(reason, e)| self.broken(reason, e))
     }
 
     // --- replies and closing ---------------------------------------------
@@ -782,12 +846,17 @@ impl Conn {
             self.down.shut = true;
             let _ = self.client.shutdown(Shutdown::Write);
         }
-        // Discard what the client still sends, until it closes too.
-        let mut sink = [0u8; 512];
+        // Discard what the client still sends, until it closes too, but not
+        // without end: a client that keeps sending is cut off.
+        let mut sink = [0u8; 4096];
         while self.client_ready.readable {
+            if self.discarded >= LINGER_DISCARD_MAX {
+                self.reason = "client kept sending after the final reply";
+                return Flow::Stop(Progress::Close);
+            }
             match self.client.read(&mut sink) {
                 Ok(0) => return Flow::Stop(Progress::Close),
-                Ok(_) => {}
+                Ok(n) => self.discarded += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.client_ready.readable = false
                 }
@@ -862,11 +931,20 @@ enum Parsed {
         target: Target,
     },
     Http,
-    /// `version` says which reply format, if any, the client understands.
     Invalid {
-        version: Option<Version>,
+        answer: Answer,
         error: ParseError,
     },
+}
+
+/// What a client whose handshake is invalid is told before the close.
+enum Answer {
+    /// A SOCKS reply in this version's format.
+    Reply(Version),
+    /// A SOCKS5 method selection of "no acceptable method".
+    NoMethod,
+    /// Nothing: the client speaks no protocol we know.
+    Nothing,
 }
 
 fn parse_step(state: &State, data: &[u8]) -> Parsed {
@@ -877,12 +955,12 @@ fn parse_step(state: &State, data: &[u8]) -> Parsed {
             version: req.version,
             command: req.command,
             target: match req.dest {
-                Dest::Addr(a) => Target::Addr(a),
+                Dest::Addr(a) => Target::Addr(net::canonical(a)),
                 Dest::Name(n, p) => Target::Name(n.into(), p),
             },
         },
         Err(error) => Parsed::Invalid {
-            version: Some(version),
+            answer: Answer::Reply(version),
             error,
         },
     };
@@ -902,12 +980,12 @@ fn parse_step(state: &State, data: &[u8]) -> Parsed {
                 no_auth: g.offers(consts::METHOD_NO_AUTH),
             },
             Err(error) => Parsed::Invalid {
-                version: None,
+                answer: Answer::NoMethod,
                 error,
             },
         },
         Err(error) => Parsed::Invalid {
-            version: None,
+            answer: Answer::Nothing,
             error,
         },
     }
@@ -983,6 +1061,14 @@ fn flush(
     }
     pool.give_if_empty(&mut pipe.ring);
     Ok(moved)
+}
+
+/// The error a socket holds, if any (`SO_ERROR`).
+fn pending_error(socket: Option<&TcpStream>) -> Option<io::Error> {
+    match socket?.take_error() {
+        Ok(e) => e,
+        Err(e) => Some(e),
+    }
 }
 
 /// Which end of a pipe failed.

@@ -11,6 +11,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Instant;
 
 use mio::Waker;
 
@@ -19,6 +20,9 @@ pub struct Job {
     pub id: u64,
     pub host: String,
     pub port: u16,
+    /// When the connection stops waiting. A job still queued then is skipped,
+    /// so a burst of slow names does not delay the names asked after it.
+    pub deadline: Instant,
 }
 
 pub struct Answer {
@@ -72,6 +76,9 @@ fn worker(jobs: &Mutex<Receiver<Job>>, answers: &Sender<Answer>, waker: &Waker) 
             Err(_) => return,
         };
         let Ok(job) = job else { return };
+        if Instant::now() >= job.deadline {
+            continue; // the connection has already answered its client
+        }
         let result = (job.host.as_str(), job.port)
             .to_socket_addrs()
             .map(|addrs| addrs.collect());
@@ -105,6 +112,7 @@ mod tests {
             id: 42,
             host: "127.0.0.1".into(),
             port: 80,
+            deadline: Instant::now() + Duration::from_secs(10),
         });
         let mut events = Events::with_capacity(4);
         let mut answer = None;

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -21,6 +22,7 @@ pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> 
     )?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
+    set_keepalive(&socket);
     // Not fatal: without it connections still work, they only use up
     // ephemeral ports sooner.
     if let Err(e) = sys::set_bind_address_no_port(&socket) {
@@ -35,6 +37,34 @@ pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> 
     Ok(TcpStream::from_std(socket.into()))
 }
 
+/// TCP keepalive, so a relayed connection whose peer vanished (a link that
+/// died, a laptop that slept) is noticed and closed instead of held forever.
+pub fn set_keepalive(socket: &Socket) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    #[cfg(not(any(windows, target_os = "openbsd")))]
+    let keepalive = keepalive.with_retries(6);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        log::debug!("TCP keepalive unavailable: {e}");
+    }
+}
+
+/// Whether the proxy may connect to `addr` at all: the unspecified address
+/// (which Linux takes as "this host"), multicast and broadcast are refused.
+pub fn is_connectable(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        IpAddr::V4(ip) => !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()),
+        IpAddr::V6(ip) => !(ip.is_unspecified() || ip.is_multicast()),
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it
+/// is, so it leaves through an IPv4 link.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// After a writable event on a connecting stream: `Ok(true)` connected,
 /// `Ok(false)` still connecting (a spurious event), `Err` failed.
 pub fn connect_result(stream: &TcpStream) -> io::Result<bool> {
@@ -43,7 +73,7 @@ pub fn connect_result(stream: &TcpStream) -> io::Result<bool> {
     }
     match stream.peer_addr() {
         Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected || sys::is_in_progress(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -82,5 +112,21 @@ mod tests {
         );
         assert_eq!(reply_for(&e(io::ErrorKind::TimedOut)), Reply::TtlExpired);
         assert_eq!(reply_for(&e(io::ErrorKind::Other)), Reply::GeneralFailure);
+    }
+
+    #[test]
+    fn unspecified_multicast_and_broadcast_are_not_connectable() {
+        for bad in [
+            "0.0.0.0:80",
+            "224.0.0.1:80",
+            "255.255.255.255:80",
+            "[::]:80",
+            "[ff02::1]:80",
+        ] {
+            assert!(!is_connectable(bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["127.0.0.1:80", "10.0.0.1:443", "[::1]:80"] {
+            assert!(is_connectable(good.parse().unwrap()), "{good}");
+        }
     }
 }

@@ -166,6 +166,7 @@ impl Reactor {
         for key in keys {
             self.close(key, now);
         }
+        debug_assert_eq!(self.pool.lent(), 0, "a ring was not given back");
         Ok(self.summary)
     }
 

@@ -134,10 +134,6 @@ impl RingPool {
         }
     }
 
-    pub fn ring_size(&self) -> usize {
-        self.ring_size
-    }
-
     /// Rings currently held by connections.
     pub fn lent(&self) -> usize {
         self.lent

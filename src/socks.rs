@@ -279,17 +279,17 @@ pub fn parse_request(buf: &[u8]) -> Result<Status<Request<'_>>, ParseError> {
         other => return Err(ParseError::UnknownAddressType(other)),
     };
     let addr_start = field::ADDR + name_offset;
-    let port_at_ = addr_start + addr_len;
-    let end = port_at_ + 2;
+    let port_field = addr_start + addr_len;
+    let end = port_field + 2;
     if buf.len() < end {
         // A name can already be judged before the port arrives.
-        if atyp == ATYP_DOMAIN && buf.len() >= port_at_ {
-            domain(&buf[addr_start..port_at_])?;
+        if atyp == ATYP_DOMAIN && buf.len() >= port_field {
+            domain(&buf[addr_start..port_field])?;
         }
         return Ok(Status::Partial);
     }
-    let port = port_at(buf, port_at_);
-    let raw = &buf[addr_start..port_at_];
+    let port = port_at(buf, port_field);
+    let raw = &buf[addr_start..port_field];
     let dest = match atyp {
         ATYP_IPV4 => {
             let ip: [u8; 4] = raw.try_into().expect("length checked");

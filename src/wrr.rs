@@ -48,10 +48,6 @@ impl<T: Copy> Selector<T> {
         self.entries.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     /// The next item, `None` when there are none.
     #[allow(clippy::should_implement_trait)] // never ends: not an Iterator
     pub fn next(&mut self) -> Option<T> {
@@ -67,10 +63,6 @@ impl<T: Copy> Selector<T> {
         let winner = &mut self.entries[i];
         winner.current -= self.total;
         Some(winner.item)
-    }
-
-    pub fn items(&self) -> impl Iterator<Item = T> + '_ {
-        self.entries.iter().map(|e| e.item)
     }
 }
 

@@ -1,0 +1,167 @@
+//! Regressions found in review of the core proxy, one test each.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A client that sends its whole request, its payload and its EOF in one go
+/// (`printf ... | nc -N`) is served: the payload and the EOF reach the target,
+/// and the answer comes back.
+#[test]
+fn request_payload_and_eof_in_one_burst_are_served() {
+    let mut proxy = Proxy::start(&["127.0.0.1"]);
+    let echo = Server::echo("127.0.0.1:0");
+    let SocketAddr::V4(target) = echo.addr else {
+        unreachable!()
+    };
+    for version in [4u8, 5] {
+        let mut burst = match version {
+            4 => socks4_request(*target.ip(), target.port(), b"", None),
+            _ => {
+                let mut b = GREETING.to_vec();
+                b.extend(socks5_request(0x01, &Dest::from(echo.addr)));
+                b
+            }
+        };
+        burst.extend_from_slice(b"ping\n");
+        let mut s = client(proxy.addr);
+        s.write_all(&burst).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let got = read_to_eof(&mut s);
+        let reply_len = if version == 4 { 8 } else { 2 + 10 };
+        assert!(got.len() >= reply_len, "SOCKS{version}: only {got:02x?}");
+        let granted = if version == 4 {
+            got[1] == 0x5A
+        } else {
+            got[3] == 0x00
+        };
+        assert!(granted, "SOCKS{version} refused: {got:02x?}");
+        assert_eq!(&got[reply_len..], b"ping\n", "SOCKS{version} payload");
+    }
+    proxy.assert_alive();
+    proxy.finish();
+}
+
+/// A client that floods the proxy after its error reply must not monopolise
+/// the event loop: others are served meanwhile, and the flooder is cut off.
+#[test]
+fn flooding_after_an_error_reply_does_not_stall_others() {
+    let mut proxy = Proxy::start(&["127.0.0.1"]);
+    let addr = proxy.addr;
+    let flooder = thread::spawn(move || {
+        let mut s = client(addr);
+        let junk = vec![b'x'; 64 * 1024];
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let start = Instant::now();
+        // Keep writing until the proxy cuts us off (a write error).
+        while start.elapsed() < Duration::from_secs(10) {
+            if s.write_all(&junk).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    thread::sleep(Duration::from_millis(200));
+    let server = Server::echo("127.0.0.1:0");
+    let start = Instant::now();
+    for _ in 0..20 {
+        let (mut s, _) = socks5_ok(proxy.addr, server.addr);
+        s.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "20 echo round trips took {:?} while another client flooded",
+        start.elapsed()
+    );
+    assert!(
+        flooder.join().unwrap(),
+        "the flooding client was never cut off"
+    );
+    proxy.finish();
+}
+
+/// The unspecified address (which Linux takes as "this host") and
+/// multicast are refused with "not allowed".
+#[test]
+fn unspecified_and_multicast_destinations_are_not_allowed() {
+    let proxy = Proxy::start(&["127.0.0.1"]);
+    for dest in ["0.0.0.0:80", "224.0.0.1:80"] {
+        let dest: SocketAddr = dest.parse().unwrap();
+        let (_, reply) = socks5_connect(proxy.addr, dest);
+        assert_eq!(reply.rep, 0x02, "CONNECT {dest}: {:02x?}", reply.raw);
+    }
+    proxy.finish();
+}
+
+/// An IPv4-mapped IPv6 destination is an IPv4 one: it leaves through an
+/// IPv4 address even when the proxy has no IPv6 address.
+#[test]
+fn ipv4_mapped_ipv6_destination_uses_ipv4() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let server = Server::whoami("127.0.0.1:0");
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", server.addr.port())
+        .parse()
+        .unwrap();
+    let (_, bnd) = socks5_ok(proxy.addr, mapped);
+    assert_eq!(bnd.ip().to_string(), "127.0.0.2");
+    proxy.finish();
+}
+
+/// A SOCKS5 greeting that offers no method at all gets "no acceptable
+/// method" rather than a silent close.
+#[test]
+fn greeting_with_zero_methods_gets_no_acceptable_method() {
+    let proxy = Proxy::start(&["127.0.0.1"]);
+    let mut s = client(proxy.addr);
+    s.write_all(&[0x05, 0x00]).unwrap();
+    let mut reply = [0u8; 2];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [0x05, 0xFF]);
+    proxy.finish();
+}
+
+/// A target that answers and closes while the client is still uploading:
+/// the client still gets the whole answer.
+#[test]
+fn answer_is_delivered_when_target_stops_reading_an_upload() {
+    const ANSWER: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n";
+    let mut proxy = Proxy::start(&["127.0.0.1"]);
+    let server = Server::start("127.0.0.1:0", |mut s, _| {
+        let mut head = [0u8; 16];
+        let _ = s.read_exact(&mut head);
+        let _ = s.write_all(ANSWER);
+        // Close with unread data: the kernel resets the upload.
+    });
+    let (mut s, _) = socks5_ok(proxy.addr, server.addr);
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let reader = {
+        let mut s = s.try_clone().unwrap();
+        thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+    };
+    let chunk = vec![0u8; 64 * 1024];
+    for _ in 0..256 {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let got = reader.join().unwrap();
+    assert_eq!(got, ANSWER);
+    proxy.assert_alive();
+    proxy.finish();
+}
