@@ -50,7 +50,7 @@ fn request_payload_and_eof_in_one_burst_are_served() {
 /// the event loop: others are served meanwhile, and the flooder is cut off.
 #[test]
 fn flooding_after_an_error_reply_does_not_stall_others() {
-    let mut proxy = Proxy::start(&["127.0.0.1"]);
+    let proxy = Proxy::start(&["127.0.0.1"]);
     let addr = proxy.addr;
     let flooder = thread::spawn(move || {
         let mut s = client(addr);
