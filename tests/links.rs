@@ -917,3 +917,432 @@ fn parallel_ranges_aggregate_link_bandwidth() {
     );
     proxy.finish();
 }
+
+/// Cuts link 2 (its far end goes down) under `--connect-timeout 1 l1 l2
+/// l3`: every client still gets through (those tried on link 2 first are
+/// retried on another link, after at most the connect timeout), three
+/// failures mark it down, new connections avoid it, and once it is back it
+/// gets one trial after the 5 s backoff, comes up and carries its share.
+#[test]
+fn failover_marks_a_dead_link_down_and_back_up() {
+    if !require_root("failover_marks_a_dead_link_down_and_back_up") {
+        return;
+    }
+    let t = Topology::new("lf");
+    let server = t.exchange_server();
+    let proxy = t.proxy(&["--connect-timeout", "1", "l1", "l2", "l3"]);
+    let l2 = home_ip(2);
+    let log = |p: &Proxy| format!("\n--- proxy stdout (tail):\n{}", tail(&p.stdout(), 30));
+
+    let by = count_by_ip(
+        exchanges(&t, &proxy, &server, 6)
+            .iter()
+            .map(|e| e.peer.ip()),
+    );
+    for i in 1..=3 {
+        assert_eq!(
+            count_of(&by, home_ip(i)),
+            2,
+            "before the cut: {by:?}{}",
+            log(&proxy)
+        );
+    }
+
+    // Cut: l2 stays configured (address, routes) but nothing comes back.
+    t.inet.ip(&["link", "set", "dev", "r2", "down"]);
+    let down_line = "link l2 10.2.0.2 down:";
+    let mut during = Vec::new();
+    while !proxy.stdout().contains(down_line) {
+        assert!(
+            during.len() < 15,
+            "no {down_line:?} after {} connections since link 2 was cut (connect secs {:?}){}",
+            during.len(),
+            during
+                .iter()
+                .map(|e: &Exchanged| e.connect_secs)
+                .collect::<Vec<_>>(),
+            log(&proxy)
+        );
+        let e = exchange_ok(&t, &proxy, &server, 100, 100);
+        assert_ne!(e.peer.ip(), l2, "a connection got through the cut link 2");
+        assert!(
+            e.connect_secs < 2.5,
+            "a connection took {:.3} s to connect (one failed try on link 2 may cost \
+             the 1 s connect timeout, not more){}",
+            e.connect_secs,
+            log(&proxy)
+        );
+        during.push(e);
+    }
+    let down_seen = Instant::now();
+    eprintln!(
+        "failover: link 2 down after {} connections, connect secs {:?}",
+        during.len(),
+        during.iter().map(|e| e.connect_secs).collect::<Vec<_>>()
+    );
+
+    // Down: skipped, so nobody waits; links 1 and 3 keep 1:1.
+    let after = exchanges(&t, &proxy, &server, 8);
+    let by = count_by_ip(after.iter().map(|e| e.peer.ip()));
+    assert_eq!(count_of(&by, l2), 0, "link 2 is down: {by:?}");
+    assert_eq!(
+        (count_of(&by, home_ip(1)), count_of(&by, home_ip(3))),
+        (4, 4),
+        "links 1 and 3 (equal weights) while link 2 is down: {by:?}{}",
+        log(&proxy)
+    );
+    let slow: Vec<f64> = after
+        .iter()
+        .map(|e| e.connect_secs)
+        .filter(|s| *s > 0.5)
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "connections waited although link 2 is down (tried anyway?): {slow:?}{}",
+        log(&proxy)
+    );
+    assert!(
+        down_seen.elapsed() < Duration::from_secs(4),
+        "test too slow: the backoff may have run out before link 2 was restored"
+    );
+
+    // Restore; keep connecting until the trial brings it up.
+    t.inet.ip(&["link", "set", "dev", "r2", "up"]);
+    let (trial_line, up_line) = ("link l2 10.2.0.2 trial", "link l2 10.2.0.2 up");
+    let mut trial_seen = None;
+    while !proxy.stdout().contains(up_line) {
+        assert!(
+            down_seen.elapsed() < Duration::from_secs(25),
+            "no {up_line:?} within 25 s of {down_line:?} (backoff 5 s){}",
+            log(&proxy)
+        );
+        exchange_ok(&t, &proxy, &server, 100, 100);
+        if trial_seen.is_none() && proxy.stdout().contains(trial_line) {
+            trial_seen = Some(down_seen.elapsed());
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let out = proxy.stdout();
+    let (ti, ui, di) = (out.find(trial_line), out.find(up_line), out.find(down_line));
+    assert!(
+        matches!((di, ti, ui), (Some(d), Some(t), Some(u)) if d < t && t < u),
+        "want {down_line:?}, then {trial_line:?}, then {up_line:?}{}",
+        log(&proxy)
+    );
+    let trial_after = trial_seen.unwrap_or_else(|| down_seen.elapsed());
+    assert!(
+        trial_after >= Duration::from_secs(4),
+        "trial {trial_after:?} after the down line: the first backoff is 5 s"
+    );
+    let downs = lines_with(&out, " down:");
+    assert_eq!(
+        downs.len(),
+        1,
+        "only link 2 should go down, once: {downs:?}"
+    );
+
+    // Up again: its share of new connections.
+    let by = count_by_ip(
+        exchanges(&t, &proxy, &server, 9)
+            .iter()
+            .map(|e| e.peer.ip()),
+    );
+    assert!(
+        (2..=4).contains(&count_of(&by, l2)),
+        "link 2 is up again and should carry about a third of 9 connections: {by:?}{}",
+        log(&proxy)
+    );
+
+    let fin = proxy.finish();
+    let sums = link_summaries(&fin.stdout, "l2 10.2.0.2");
+    assert!(
+        !sums.is_empty(),
+        "no exit summary for l2 10.2.0.2:\n{}",
+        tail(&fin.stdout, 10)
+    );
+    for s in &sums {
+        assert_eq!(s.state, "up", "l2 at exit: {s:?}");
+        assert!(s.failures >= 3, "l2 failed at least 3 times: {s:?}");
+    }
+}
+
+/// With every link dead the client gets an error reply, once each link has
+/// been tried (three connect timeouts of 1 s), not after the first.
+#[test]
+fn error_only_when_every_link_failed() {
+    if !require_root("error_only_when_every_link_failed") {
+        return;
+    }
+    let t = Topology::new("le");
+    let server = t.exchange_server();
+    let proxy = t.proxy(&["--connect-timeout", "1", "l1", "l2", "l3"]);
+    exchanges(&t, &proxy, &server, 3);
+    for i in 1..=3 {
+        t.inet.ip(&["link", "set", "dev", &format!("r{i}"), "down"]);
+    }
+    let start = Instant::now();
+    let r = exchange(&t, proxy.addr, server.addr(), 100, 100);
+    let secs = start.elapsed().as_secs_f64();
+    match r {
+        Err(e) if e.starts_with("CONNECT failed") => {}
+        other => panic!(
+            "with every link cut, expected an error reply, got {other:?}\n--- proxy stdout (tail):\n{}",
+            tail(&proxy.stdout(), 20)
+        ),
+    }
+    assert!(
+        (2.7..5.0).contains(&secs),
+        "error reply after {secs:.3} s; trying each of the 3 links with a 1 s connect \
+         timeout takes about 3 s\n--- proxy stdout (tail):\n{}",
+        tail(&proxy.stdout(), 20)
+    );
+    proxy.finish();
+}
+
+/// A refusal (RST from the target) is an answer, not a link failure: the
+/// client gets "connection refused" at once and no link goes down, however
+/// many refusals each link sees.
+#[test]
+fn refusal_is_not_a_link_failure() {
+    if !require_root("refusal_is_not_a_link_failure") {
+        return;
+    }
+    let t = Topology::new("lr");
+    let closed = in_ns(&t.inet_fd, || closed_port(SERVER_IP));
+    let proxy = t.proxy(&["--connect-timeout", "1", "l1", "l2", "l3"]);
+    for k in 0..12 {
+        let start = Instant::now();
+        let (_s, reply) = in_ns(&t.home_fd, || socks5_connect(proxy.addr, closed));
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(
+            reply.rep,
+            rep::CONNECTION_REFUSED,
+            "connection {k} to a closed port: reply {:02x?}\n--- proxy stdout (tail):\n{}",
+            reply.raw,
+            tail(&proxy.stdout(), 20)
+        );
+        assert!(secs < 0.5, "refusal {k} took {secs:.3} s");
+    }
+    thread::sleep(Duration::from_millis(300));
+    let out = proxy.finish();
+    let down = lines_with(&out.stdout, " down:");
+    assert!(down.is_empty(), "refusals took links down: {down:?}");
+    for i in 1..=3u8 {
+        let label = format!("l{i} {}", home_ip(i));
+        for s in link_summaries(&out.stdout, &label) {
+            assert_eq!(
+                (s.state.as_str(), s.failures),
+                ("up", 0),
+                "refusals are not link failures; summary of {label}: {s:?}"
+            );
+        }
+    }
+}
+
+/// `ip -n NS -batch FILE` with `lines`, so the changes land together (the
+/// proxy re-reads addresses every 2 s and should see one change, not the
+/// gap between two commands).
+fn ip_batch(ns: &Netns, lines: &[&str]) {
+    let dir = TempDir::new();
+    let file = dir.path.join("batch");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write batch file");
+    sh("ip", &["-n", &ns.name, "-batch", file.to_str().unwrap()]);
+}
+
+/// Link 3's 10.3.0.2 is replaced by 10.3.0.7 (as a DHCP renewal might):
+/// the target `l3` follows, logs the change, and new connections leave
+/// from 10.3.0.7, still through l3 (the far side only accepts 10.3.0.x on
+/// r3).
+#[test]
+fn interface_target_follows_its_new_address() {
+    if !require_root("interface_target_follows_its_new_address") {
+        return;
+    }
+    let t = Topology::new("la");
+    let server = t.exchange_server();
+    let proxy = t.proxy(&["--connect-timeout", "1", "l1", "l2", "l3"]);
+    let by = count_by_ip(
+        exchanges(&t, &proxy, &server, 6)
+            .iter()
+            .map(|e| e.peer.ip()),
+    );
+    assert_eq!(count_of(&by, home_ip(3)), 2, "before the change: {by:?}");
+
+    // Deleting the only address also flushed l3's default route: put it back.
+    ip_batch(
+        &t.home,
+        &[
+            "addr del 10.3.0.2/24 dev l3",
+            "addr add 10.3.0.7/24 dev l3",
+            "route add default via 10.3.0.1 dev l3 metric 300",
+        ],
+    );
+    let line = "link l3 address changed: 10.3.0.2 -> 10.3.0.7";
+    let took = wait_log(&proxy, line, 1, Duration::from_secs(8)).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("address change noticed after {took:?}");
+
+    let seen = exchanges(&t, &proxy, &server, 9);
+    let by = count_by_ip(seen.iter().map(|e| e.peer.ip()));
+    let new = "10.3.0.7".parse::<IpAddr>().unwrap();
+    assert_eq!(
+        count_of(&by, home_ip(3)),
+        0,
+        "old address still used: {by:?}"
+    );
+    assert!(
+        (2..=4).contains(&count_of(&by, new)),
+        "l3 should carry about a third of 9 connections from 10.3.0.7: {by:?}\n--- proxy stdout (tail):\n{}",
+        tail(&proxy.stdout(), 30)
+    );
+    let slow: Vec<f64> = seen
+        .iter()
+        .map(|e| e.connect_secs)
+        .filter(|s| *s > 0.5)
+        .collect();
+    assert!(slow.is_empty(), "slow connects after the change: {slow:?}");
+    let out = proxy.finish();
+    let down = lines_with(&out.stdout, " down:");
+    assert!(
+        down.is_empty(),
+        "an address change is not a link going down: {down:?}"
+    );
+}
+
+/// Waits until `n` lines of the proxy's stdout contain every one of `parts`.
+fn wait_lines(proxy: &Proxy, parts: &[&str], n: usize, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let out = proxy.stdout();
+        let got = out
+            .lines()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count();
+        if got >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "want {n} line(s) containing {parts:?} within {within:?}, have {got}\n--- proxy stdout (tail):\n{}",
+            tail(&out, 30)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Connections avoid l3 (none from 10.3.0.x, none slow) and succeed.
+fn assert_avoids_l3(t: &Topology, proxy: &Proxy, server: &NsServer, when: &str) {
+    let seen = exchanges(t, proxy, server, 6);
+    let bad: Vec<&Exchanged> = seen
+        .iter()
+        .filter(|e| {
+            e.connect_secs > 0.5 || matches!(e.peer.ip(), IpAddr::V4(v) if v.octets()[1] == 3)
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{when}: connections used l3 or waited: {bad:?}\n--- proxy stdout (tail):\n{}",
+        tail(&proxy.stdout(), 30)
+    );
+}
+
+/// An interface that loses its address, or disappears, is down ("no
+/// address") until it is back; meanwhile connections go elsewhere without
+/// waiting, and afterwards it carries its share again.
+#[test]
+fn interface_without_address_is_down_until_it_returns() {
+    if !require_root("interface_without_address_is_down_until_it_returns") {
+        return;
+    }
+    let t = Topology::new("lz");
+    let server = t.exchange_server();
+    let proxy = t.proxy(&["--connect-timeout", "1", "l1", "l2", "l3"]);
+    let l3 = home_ip(3);
+    let share = |when: &str| {
+        let by = count_by_ip(
+            exchanges(&t, &proxy, &server, 6)
+                .iter()
+                .map(|e| e.peer.ip()),
+        );
+        assert!(
+            (1..=3).contains(&count_of(&by, l3)),
+            "{when}: l3 should carry about a third of 6 connections: {by:?}\n--- proxy stdout (tail):\n{}",
+            tail(&proxy.stdout(), 30)
+        );
+    };
+    share("at start");
+
+    t.home.ip(&["addr", "flush", "dev", "l3"]);
+    wait_lines(
+        &proxy,
+        &["link l3 ", "down: no address"],
+        1,
+        Duration::from_secs(8),
+    );
+    assert_avoids_l3(&t, &proxy, &server, "address flushed");
+
+    t.home.ip(&["addr", "add", "10.3.0.2/24", "dev", "l3"]);
+    t.add_default_route(3);
+    wait_lines(&proxy, &["link l3 10.3.0.2 up"], 1, Duration::from_secs(8));
+    share("address back");
+
+    // The interface disappears (deleting l3 deletes r3 too), then returns.
+    t.home.ip(&["link", "del", "dev", "l3"]);
+    wait_lines(
+        &proxy,
+        &["link l3 ", "down: no address"],
+        2,
+        Duration::from_secs(8),
+    );
+    assert_avoids_l3(&t, &proxy, &server, "interface deleted");
+
+    t.add_link(3);
+    wait_lines(&proxy, &["link l3 10.3.0.2 up"], 2, Duration::from_secs(8));
+    share("interface re-created");
+    proxy.finish();
+}
+
+/// At exit, one summary line per link with its state, connection and
+/// failure counts, and the exact bytes relayed each way.
+#[test]
+fn exit_summary_per_link() {
+    if !require_root("exit_summary_per_link") {
+        return;
+    }
+    let t = Topology::new("ls");
+    let server = t.exchange_server();
+    let proxy = t.proxy(&["l1/2", "l2/1", "l3/1"]);
+    let mut want: BTreeMap<IpAddr, (u64, u64, u64)> = BTreeMap::new();
+    for k in 1..=8u64 {
+        let e = exchange_ok(&t, &proxy, &server, 1000 * k + 7, 3000 * k + 11);
+        let w = want.entry(e.peer.ip()).or_default();
+        w.0 += 1;
+        w.1 += e.up;
+        w.2 += e.down;
+    }
+    thread::sleep(Duration::from_millis(300));
+    let out = proxy.finish();
+    for i in 1..=3u8 {
+        let label = format!("l{i} {}", home_ip(i));
+        let (n, up, down) = want.get(&home_ip(i)).copied().unwrap_or_default();
+        assert!(n > 0, "link {i} carried no connection: {want:?}");
+        let sums = link_summaries(&out.stdout, &label);
+        assert!(
+            !sums.is_empty(),
+            "no line 'link {label}: ...' on stdout after SIGTERM:\n{}",
+            tail(&out.stdout, 15)
+        );
+        for s in sums {
+            assert_eq!(
+                s,
+                LinkSummary {
+                    state: "up".into(),
+                    connections: n,
+                    failures: 0,
+                    up,
+                    down,
+                },
+                "summary of {label} (up/down: payload bytes relayed each way)"
+            );
+        }
+    }
+}
