@@ -43,9 +43,11 @@ fn start_proxy(ring_size: usize) -> (SocketAddr, Stop, thread::JoinHandle<()>) {
             ip: Ipv4Addr::LOCALHOST.into(),
             weight: NonZeroU32::MIN,
             iface: None,
+            follow: false,
         }],
         handshake_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(10),
+        bind_device: false,
     };
     let mut reactor = Reactor::with_ring_size(config, ring_size).unwrap();
     let addr = reactor.local_addr();

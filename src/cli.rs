@@ -45,9 +45,19 @@ pub struct StartArgs {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub handshake_timeout: Duration,
 
-    /// How long to wait for an outgoing connection, in seconds
+    /// How long to wait for an outgoing connection through one link, in
+    /// seconds, before trying the next link
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub connect_timeout: Duration,
+
+    /// Bind outgoing sockets to the source address only, not to the
+    /// interface (traffic then follows the routing table)
+    #[arg(long)]
+    pub no_bind_device: bool,
+
+    /// Do not show the live table of links on a terminal
+    #[arg(long, short)]
+    pub quiet: bool,
 
     /// Network interface IP addresses (or interface names) to dispatch to, as
     /// <address>[/priority] [default: every usable address]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::cli::{AddrSpec, StartArgs};
 use crate::iface::Interface;
+use crate::links::MAX_LINKS;
 
 /// One local address outgoing connections may leave from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +18,9 @@ pub struct Target {
     pub weight: NonZeroU32,
     /// The interface the address belongs to, when known.
     pub iface: Option<String>,
+    /// Given by interface name (or by default): follow the interface's
+    /// address when it changes.
+    pub follow: bool,
 }
 
 /// Everything the reactor needs to run.
@@ -26,6 +30,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Bind outgoing sockets to the target's interface, not only its address.
+    pub bind_device: bool,
 }
 
 /// Why the command line does not make a usable configuration.
@@ -46,6 +52,8 @@ pub enum ConfigError {
     Duplicate(IpAddr),
     /// No address given, and no interface has a usable one.
     NothingUsable,
+    /// More addresses than a connection attempt can track.
+    TooMany(usize),
 }
 
 const SEE_LIST: &str = "`dispatch list` shows the ones you can use";
@@ -70,6 +78,10 @@ impl fmt::Display for ConfigError {
             ConfigError::Duplicate(ip) => write!(
                 f,
                 "{ip} is given more than once (directly or through its interface name); give each address once"
+            ),
+            ConfigError::TooMany(n) => write!(
+                f,
+                "{n} addresses to dispatch to; at most {MAX_LINKS} are supported, give fewer"
             ),
             ConfigError::NothingUsable => write!(
                 f,
@@ -109,11 +121,15 @@ pub fn build(
         }
         targets
     };
+    if targets.len() > MAX_LINKS {
+        return Err(ConfigError::TooMany(targets.len()));
+    }
     Ok(Config {
         listen: SocketAddr::new(args.ip, args.port),
         targets,
         handshake_timeout: args.handshake_timeout,
         connect_timeout: args.connect_timeout,
+        bind_device: !args.no_bind_device,
     })
 }
 
@@ -138,6 +154,7 @@ fn resolve(
                 ip: *ip,
                 weight,
                 iface,
+                follow: false,
             }])
         }
         AddrSpec::Name(name) => {
@@ -163,6 +180,7 @@ fn targets_of(iface: &Interface, weight: NonZeroU32) -> Vec<Target> {
             ip,
             weight,
             iface: Some(iface.name.clone()),
+            follow: true,
         })
         .collect()
 }
@@ -197,6 +215,7 @@ mod tests {
     fn machine() -> Vec<Interface> {
         let iface = |name: &str, addrs: &[&str]| Interface {
             name: name.into(),
+            index: 0,
             addrs: addrs.iter().map(|a| ip(a)).collect(),
         };
         vec![
@@ -223,6 +242,8 @@ mod tests {
             port: 0,
             handshake_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(3),
+            no_bind_device: false,
+            quiet: false,
             addresses: addresses
                 .iter()
                 .map(|a| a.parse::<WeightedAddr>().unwrap())
@@ -234,11 +255,21 @@ mod tests {
         build(&args(addresses), &machine(), fake_bind)
     }
 
+    /// A target given as an IP (does not follow its interface).
     fn target(addr: &str, weight: u32, iface: Option<&str>) -> Target {
         Target {
             ip: ip(addr),
             weight: NonZeroU32::new(weight).unwrap(),
             iface: iface.map(String::from),
+            follow: false,
+        }
+    }
+
+    /// A target given by interface name (follows its address).
+    fn named(addr: &str, weight: u32, iface: &str) -> Target {
+        Target {
+            follow: true,
+            ..target(addr, weight, Some(iface))
         }
     }
 
@@ -248,6 +279,7 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(config.handshake_timeout, Duration::from_millis(500));
         assert_eq!(config.connect_timeout, Duration::from_secs(3));
+        assert!(config.bind_device);
     }
 
     #[test]
@@ -269,9 +301,9 @@ mod tests {
         assert_eq!(
             config.targets,
             vec![
-                target("192.168.1.5", 4, Some("eth0")),
-                target("2001:db8::5", 4, Some("eth0")),
-                target("10.0.0.7", 1, Some("wlan0")),
+                named("192.168.1.5", 4, "eth0"),
+                named("2001:db8::5", 4, "eth0"),
+                named("10.0.0.7", 1, "wlan0"),
             ]
         );
     }

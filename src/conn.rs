@@ -29,10 +29,10 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::dns::{Job, Resolver};
+use crate::links::{Links, Tried};
 use crate::net;
 use crate::ring::{Ring, RingPool};
 use crate::socks::{self, consts, Command, Dest, ParseError, Protocol, Reply, Status, Version};
-use crate::wrr::Dispatcher;
 
 /// Which of a connection's two sockets a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +106,7 @@ pub struct Notices {
 /// What a connection needs from the loop that owns it.
 pub struct Ctx<'a> {
     pub registry: &'a Registry,
-    pub dispatcher: &'a mut Dispatcher,
+    pub links: &'a mut Links,
     pub pool: &'a mut RingPool,
     pub resolver: &'a Resolver,
     pub timers: &'a mut Timers,
@@ -189,8 +189,12 @@ enum State {
     Connecting {
         version: Version,
         addrs: Vec<SocketAddr>,
-        /// Index of the next address to try.
-        next: usize,
+        /// Index of the address being tried.
+        at: usize,
+        /// Links already tried for that address.
+        tried: Tried,
+        /// The link of the attempt in flight.
+        link: Option<usize>,
         /// What to tell the client if every address fails.
         failure: Reply,
     },
@@ -224,6 +228,8 @@ pub struct Conn {
     upstream_ready: Ready,
     /// The outgoing socket's local address once connected.
     local: Option<SocketAddr>,
+    /// The link it went out by, once connected.
+    link: Option<usize>,
     target: Option<Target>,
     up: Pipe,
     down: Pipe,
@@ -270,6 +276,7 @@ impl Conn {
             upstream: None,
             upstream_ready: Ready::default(),
             local: None,
+            link: None,
             target: None,
             up: Pipe::default(),
             down: Pipe::default(),
@@ -357,7 +364,7 @@ impl Conn {
         let connectable = addrs.len();
         let addrs: Vec<SocketAddr> = addrs
             .into_iter()
-            .filter(|a| ctx.dispatcher.can_reach(a.ip()))
+            .filter(|a| ctx.links.can_reach(a.ip()))
             .collect();
         if addrs.is_empty() {
             if connectable > 0 {
@@ -391,11 +398,8 @@ impl Conn {
                 );
                 self.drive(ctx)
             }
-            State::Connecting { failure, .. } => {
-                *failure = Reply::TtlExpired;
-                self.error = Some(io::ErrorKind::TimedOut.into());
-                self.drop_upstream(ctx);
-                self.try_next_address(ctx);
+            State::Connecting { .. } => {
+                self.attempt_failed(ctx, io::ErrorKind::TimedOut.into());
                 self.drive(ctx)
             }
             State::Relaying => Progress::Idle,
@@ -407,6 +411,12 @@ impl Conn {
     /// summary, and gives `(bytes up, bytes down)` for the totals.
     pub fn close(mut self, ctx: &mut Ctx<'_>) -> (u64, u64) {
         let _ = ctx.registry.deregister(&mut self.client);
+        if let Some(l) = self.link {
+            ctx.links.closed(l);
+        }
+        if let State::Connecting { link: Some(l), .. } = self.state {
+            ctx.links.abandoned(l, ctx.now);
+        }
         self.drop_upstream(ctx);
         for pipe in [&mut self.up, &mut self.down] {
             if let Some(ring) = pipe.ring.take() {
@@ -586,7 +596,7 @@ impl Conn {
                         "destination not allowed",
                         None,
                     );
-                } else if ctx.dispatcher.can_reach(addr.ip()) {
+                } else if ctx.links.can_reach(addr.ip()) {
                     self.start_connecting(ctx, version, vec![addr]);
                 } else {
                     self.missing_family(ctx, version);
@@ -638,46 +648,56 @@ impl Conn {
         self.state = State::Connecting {
             version,
             addrs,
-            next: 0,
+            at: 0,
+            tried: 0,
+            link: None,
             failure: Reply::GeneralFailure,
         };
-        self.try_next_address(ctx);
+        self.connect_next(ctx);
     }
 
-    /// Starts a connect to the next address left; with none left, answers
-    /// the client with the last failure.
-    fn try_next_address(&mut self, ctx: &mut Ctx<'_>) {
+    /// Starts the next connect attempt: the current address through a link
+    /// not yet tried for it, else the next address. With nothing left,
+    /// answers the client with the last failure.
+    fn connect_next(&mut self, ctx: &mut Ctx<'_>) {
         loop {
             let State::Connecting {
                 version,
                 addrs,
-                next,
+                at,
+                tried,
+                link,
                 failure,
             } = &mut self.state
             else {
                 return;
             };
-            let Some(&remote) = addrs.get(*next) else {
+            let Some(&remote) = addrs.get(*at) else {
                 let (version, failure) = (*version, *failure);
                 self.fail(ctx, version, failure, "connect failed", None);
                 return;
             };
-            *next += 1;
-            let local = ctx
-                .dispatcher
-                .pick_for(remote.ip())
-                .expect("addresses were filtered by family");
-            let attempt = net::connect_from(local, remote).and_then(|mut stream| {
-                ctx.registry
-                    .register(
-                        &mut stream,
-                        token(self.key, Side::Upstream),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )
-                    .map(|()| stream)
-            });
+            let Some(l) = ctx.links.pick(remote.ip(), *tried, ctx.now) else {
+                *at += 1;
+                *tried = 0;
+                continue;
+            };
+            *tried |= 1 << l;
+            let through = ctx.links.get(l);
+            let local = through.ip().expect("picked links have an address");
+            let attempt =
+                net::connect_from(local, through.device(), remote).and_then(|mut stream| {
+                    ctx.registry
+                        .register(
+                            &mut stream,
+                            token(self.key, Side::Upstream),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
+                        .map(|()| stream)
+                });
             match attempt {
                 Ok(stream) => {
+                    *link = Some(l);
                     self.upstream = Some(stream);
                     self.upstream_ready = Ready::default();
                     self.arm(ctx, ctx.timeouts.connect);
@@ -686,10 +706,49 @@ impl Conn {
                 Err(e) => {
                     log::debug!("#{} connect to {remote} from {local} failed: {e}", self.id);
                     *failure = net::reply_for(&e);
+                    if net::is_link_failure(&e) {
+                        ctx.links.failed(l, &e, ctx.now);
+                    } else {
+                        *at += 1;
+                        *tried = 0;
+                    }
                     self.error = Some(e);
                 }
             }
         }
+    }
+
+    /// The attempt in flight failed: blame the link or the target, then go on.
+    fn attempt_failed(&mut self, ctx: &mut Ctx<'_>, e: io::Error) {
+        self.drop_upstream(ctx);
+        if let State::Connecting {
+            addrs,
+            at,
+            tried,
+            link,
+            failure,
+            ..
+        } = &mut self.state
+        {
+            let remote = addrs[*at];
+            let l = link.take().expect("an attempt was in flight");
+            log::debug!(
+                "#{} connect to {remote} through link {} failed: {e}",
+                self.id,
+                ctx.links.get(l).label()
+            );
+            *failure = net::reply_for(&e);
+            if net::is_link_failure(&e) {
+                ctx.links.failed(l, &e, ctx.now);
+            } else {
+                // The target answered: the link works, another would get the same.
+                ctx.links.reached(l);
+                *at += 1;
+                *tried = 0;
+            }
+        }
+        self.error = Some(e);
+        self.connect_next(ctx);
     }
 
     fn connecting(&mut self, ctx: &mut Ctx<'_>) -> Flow {
@@ -705,15 +764,19 @@ impl Conn {
         }
         match net::connect_result(stream) {
             Ok(true) => {
-                let State::Connecting { version, .. } = self.state else {
+                let State::Connecting { version, link, .. } = self.state else {
                     unreachable!("checked by drive")
                 };
+                let l = link.expect("an attempt was in flight");
+                ctx.links.connected(l);
+                self.link = Some(l);
                 self.local = stream.local_addr().ok();
                 self.queue_reply(ctx, version, Reply::Succeeded, self.local);
                 self.error = None;
                 self.deadline = None;
                 // Payload the client pipelined behind its request counts as relayed.
                 self.up.bytes = self.up.pending() as u64;
+                ctx.links.add_bytes(l, self.up.bytes, 0);
                 self.state = State::Relaying;
                 Flow::Next
             }
@@ -722,17 +785,7 @@ impl Conn {
                 Flow::Stop(Progress::Idle)
             }
             Err(e) => {
-                let remote = match &self.state {
-                    State::Connecting { addrs, next, .. } => addrs[next - 1].to_string(),
-                    _ => String::new(),
-                };
-                log::debug!("#{} connect to {remote} failed: {e}", self.id);
-                if let State::Connecting { failure, .. } = &mut self.state {
-                    *failure = net::reply_for(&e);
-                }
-                self.error = Some(e);
-                self.drop_upstream(ctx);
-                self.try_next_address(ctx);
+                self.attempt_failed(ctx, e);
                 Flow::Next
             }
         }
@@ -751,6 +804,18 @@ impl Conn {
         if let Some(flow) = self.socket_errors() {
             return flow;
         }
+        let (up_before, down_before) = (self.up.bytes, self.down.bytes);
+        let flow = self.relay_rounds(ctx);
+        let link = self.link.expect("relaying has a link");
+        ctx.links.add_bytes(
+            link,
+            self.up.bytes - up_before,
+            self.down.bytes - down_before,
+        );
+        flow
+    }
+
+    fn relay_rounds(&mut self, ctx: &mut Ctx<'_>) -> Flow {
         let upstream = self.upstream.as_mut().expect("relaying has an upstream");
         for _ in 0..MAX_ROUNDS {
             let up = pump(

@@ -3,6 +3,9 @@
 use std::fmt::Write as _;
 use std::io;
 use std::net::IpAddr;
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
 
 use network_interface::{NetworkInterface, NetworkInterfaceConfig};
 
@@ -10,6 +13,8 @@ use network_interface::{NetworkInterface, NetworkInterfaceConfig};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
     pub name: String,
+    /// The system's interface index (what macOS and Windows bind sockets by).
+    pub index: u32,
     pub addrs: Vec<IpAddr>,
 }
 
@@ -27,20 +32,21 @@ pub fn discover() -> io::Result<Vec<Interface>> {
     found.sort_by_key(|ni| ni.index);
     Ok(merge(found.into_iter().map(|ni| {
         let addrs = ni.addr.iter().map(|a| a.ip()).collect();
-        (ni.name, addrs)
+        (ni.name, ni.index, addrs)
     })))
 }
 
 /// Joins entries of the same name (some platforms list an interface once per
 /// address), keeping first-seen order and dropping repeated addresses.
-pub fn merge(entries: impl IntoIterator<Item = (String, Vec<IpAddr>)>) -> Vec<Interface> {
+pub fn merge(entries: impl IntoIterator<Item = (String, u32, Vec<IpAddr>)>) -> Vec<Interface> {
     let mut out: Vec<Interface> = Vec::new();
-    for (name, addrs) in entries {
+    for (name, index, addrs) in entries {
         let i = match out.iter().position(|iface| iface.name == name) {
             Some(i) => i,
             None => {
                 out.push(Interface {
                     name,
+                    index,
                     addrs: Vec::new(),
                 });
                 out.len() - 1
@@ -113,6 +119,57 @@ pub fn format_table(ifaces: &[Interface]) -> String {
     out
 }
 
+/// Re-reads the interfaces off the event loop: every `period`, and soon
+/// after [`Watcher::poke`]. A changed list is sent over a channel and the
+/// loop woken through its waker.
+pub struct Watcher {
+    poke: mpsc::Sender<()>,
+    changes: mpsc::Receiver<Vec<Interface>>,
+}
+
+impl Watcher {
+    pub fn spawn(
+        first: Vec<Interface>,
+        period: Duration,
+        waker: Arc<mio::Waker>,
+    ) -> io::Result<Watcher> {
+        let (poke, poked) = mpsc::channel::<()>();
+        let (send, changes) = mpsc::channel();
+        thread::Builder::new()
+            .name("iface-watch".into())
+            .spawn(move || {
+                let mut last = first;
+                loop {
+                    match poked.recv_timeout(period) {
+                        Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                    // Several pokes in a row are one re-read.
+                    while poked.try_recv().is_ok() {}
+                    let Ok(now) = discover() else { continue };
+                    if now != last {
+                        last = now.clone();
+                        if send.send(now).is_err() {
+                            return;
+                        }
+                        let _ = waker.wake();
+                    }
+                }
+            })?;
+        Ok(Watcher { poke, changes })
+    }
+
+    /// Asks for a re-read now (a link just failed: its address may be gone).
+    pub fn poke(&self) {
+        let _ = self.poke.send(());
+    }
+
+    /// The newest interface list, if it changed since the last call.
+    pub fn latest(&self) -> Option<Vec<Interface>> {
+        self.changes.try_iter().last()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +181,7 @@ mod tests {
     fn iface(name: &str, addrs: &[&str]) -> Interface {
         Interface {
             name: name.into(),
+            index: 0,
             addrs: addrs.iter().map(|a| ip(a)).collect(),
         }
     }
@@ -159,10 +217,14 @@ mod tests {
     #[test]
     fn merges_by_name_keeping_order() {
         let merged = merge(vec![
-            ("eth0".to_string(), vec![ip("10.0.0.1")]),
-            ("lo".to_string(), vec![ip("127.0.0.1")]),
-            ("eth0".to_string(), vec![ip("2001:db8::1"), ip("10.0.0.1")]),
-            ("wg0".to_string(), vec![]),
+            ("eth0".to_string(), 0, vec![ip("10.0.0.1")]),
+            ("lo".to_string(), 0, vec![ip("127.0.0.1")]),
+            (
+                "eth0".to_string(),
+                0,
+                vec![ip("2001:db8::1"), ip("10.0.0.1")],
+            ),
+            ("wg0".to_string(), 0, vec![]),
         ]);
         assert_eq!(
             merged,

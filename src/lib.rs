@@ -7,12 +7,14 @@
 //! |-------------|---------------------------------------------------------------|------|
 //! | `socks`     | SOCKS5/4/4a messages: parse requests, emit replies            | no   |
 //! | `ring`      | fixed-capacity byte ring and the free list rings come from    | no   |
-//! | `wrr`       | smooth weighted round robin, one selector per address family  | no   |
+//! | `wrr`       | smooth weighted round robin                                   | no   |
+//! | `links`     | the links: selection per family, health, addresses, counters  | no   |
 //! | `conn`      | one client connection's state machine and its relay           | sockets given to it |
 //! | `reactor`   | the mio event loop: accept, route events, deadlines, DNS      | yes  |
 //! | `dns`       | the resolver thread pool that wakes the reactor               | yes  |
 //! | `net`       | outgoing sockets: bind to a local address, connect, errors    | yes  |
 //! | `sys`       | the few platform-specific calls, behind `cfg`                 | yes  |
+//! | `report`    | the links' live table and summary lines, as text             | no   |
 //! | `iface`     | interface discovery and the `dispatch list` table             | yes  |
 //! | `cli`       | command-line syntax (clap)                                    | no   |
 //! | `config`    | command line -> validated configuration (checks the system)   | yes  |
@@ -23,9 +25,11 @@ pub mod config;
 pub mod conn;
 pub mod dns;
 pub mod iface;
+pub mod links;
 pub mod logging;
 pub mod net;
 pub mod reactor;
+pub mod report;
 pub mod ring;
 pub mod socks;
 pub mod sys;

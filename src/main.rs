@@ -1,13 +1,16 @@
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
 use dispatch::cli::{Cli, Command, StartArgs};
 use dispatch::config::{self, Target};
+use dispatch::links::{Links, Stats};
 use dispatch::logging::{self, Destination};
-use dispatch::reactor::{Reactor, Summary};
+use dispatch::reactor::{Binding, Reactor, Summary};
+use dispatch::report;
 use dispatch::{iface, sys};
 
 /// Why `dispatch` stopped early; printed as `error: <message>`.
@@ -81,17 +84,90 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         targets.len()
     );
 
+    if let Some(notice) = binding_notice(reactor.binding()) {
+        log::warn!("{notice}");
+        eprintln!("warning: {notice}");
+    }
+
     let shutdown = reactor.shutdown_handle();
     if let Err(e) = ctrlc::set_handler(move || shutdown.trigger()) {
         log::warn!("cannot catch Ctrl-C/SIGTERM ({e}); stopping will not print a summary");
     }
+    let live = !args.quiet && !debug && io::stdout().is_terminal();
+    let mut reporter = Reporter::new(live);
     let summary = reactor
-        .run()
+        .run_reporting(|links| reporter.tick(links))
         .map_err(|e| Failure::Runtime(format!("proxy stopped: {e}")))?;
+    let mut text = String::new();
+    for line in report::summary_lines(reactor.links()) {
+        log::info!("{line}");
+        text.push_str(&line);
+        text.push('\n');
+    }
     let line = summary_line(&summary);
     log::info!("{line}");
-    say(&format!("{line}\n"));
+    say(&format!("{text}{line}\n"));
     Ok(())
+}
+
+/// What is said once at start when sockets are bound to addresses only.
+fn binding_notice(binding: &Binding) -> Option<String> {
+    match binding {
+        Binding::Device | Binding::SourceOnly => None,
+        Binding::SourceOnlyRefused(why) => Some(format!(
+            "cannot bind sockets to interfaces ({why}); binding source addresses only, so traffic \
+             follows the routing table. To fix: `sudo setcap cap_net_raw+ep $(command -v dispatch)`, \
+             or add policy routing (see README, \"Linux routing\")"
+        )),
+    }
+}
+
+/// Shows the links as they go: a table redrawn in place each second on a
+/// terminal, else their summary lines in the log once a minute.
+struct Reporter {
+    live: bool,
+    ticks: u32,
+    before: Vec<Stats>,
+    last: Instant,
+    drawn_lines: usize,
+}
+
+impl Reporter {
+    const LOG_EVERY_TICKS: u32 = 60;
+
+    fn new(live: bool) -> Reporter {
+        Reporter {
+            live,
+            ticks: 0,
+            before: Vec::new(),
+            last: Instant::now(),
+            drawn_lines: 0,
+        }
+    }
+
+    fn tick(&mut self, links: &Links) {
+        self.ticks += 1;
+        if self.live {
+            let now = Instant::now();
+            let table = report::table(links, &self.before, now - self.last);
+            self.before = report::stats(links);
+            self.last = now;
+            // Move up over the previous table and overwrite it.
+            let mut out = String::new();
+            if self.drawn_lines > 0 {
+                let _ = write!(out, "\x1b[{}A", self.drawn_lines);
+            }
+            for line in table.lines() {
+                let _ = writeln!(out, "\x1b[2K{line}");
+            }
+            self.drawn_lines = table.lines().count();
+            say(&out);
+        } else if self.ticks % Self::LOG_EVERY_TICKS == 0 {
+            for line in report::summary_lines(links) {
+                log::info!("{line}");
+            }
+        }
+    }
 }
 
 /// What `start` prints once listening; tests read the first line.
@@ -149,6 +225,7 @@ mod tests {
             ip: ip.parse().unwrap(),
             weight: NonZeroU32::new(weight).unwrap(),
             iface: iface.map(String::from),
+            follow: false,
         }
     }
 

@@ -9,17 +9,24 @@ use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::socks::Reply;
-use crate::sys;
+use crate::sys::{self, Device};
 
-/// Starts connecting to `remote` from `local` (port chosen by the kernel).
-/// The returned stream is connecting: wait for it to become writable, then
-/// call [`connect_result`].
-pub fn connect_from(local: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> {
+/// Starts connecting to `remote` from `local` (port chosen by the kernel),
+/// through `device` when given. The returned stream is connecting: wait for
+/// it to become writable, then call [`connect_result`].
+pub fn connect_from(
+    local: IpAddr,
+    device: Option<&Device>,
+    remote: SocketAddr,
+) -> io::Result<TcpStream> {
     let socket = Socket::new(
         Domain::for_address(remote),
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
+    if let Some(dev) = device {
+        sys::bind_device(&socket, dev, remote.is_ipv6())?;
+    }
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     set_keepalive(&socket);
@@ -78,6 +85,27 @@ pub fn connect_result(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
+/// Whether a failed connect is the link's fault (so another link may well
+/// succeed) rather than the target's (a refusal, which every link would get).
+pub fn is_link_failure(err: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    if matches!(
+        err.kind(),
+        TimedOut | NetworkUnreachable | HostUnreachable | NetworkDown | AddrNotAvailable
+    ) {
+        return true;
+    }
+    // The bound interface vanished.
+    #[cfg(unix)]
+    {
+        matches!(err.raw_os_error(), Some(libc::ENODEV) | Some(libc::ENXIO))
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
 /// The SOCKS5 reply for a connect that failed with `err`.
 pub fn reply_for(err: &io::Error) -> Reply {
     use io::ErrorKind::*;
@@ -112,6 +140,25 @@ mod tests {
         );
         assert_eq!(reply_for(&e(io::ErrorKind::TimedOut)), Reply::TtlExpired);
         assert_eq!(reply_for(&e(io::ErrorKind::Other)), Reply::GeneralFailure);
+    }
+
+    #[test]
+    fn link_failures_are_told_from_target_failures() {
+        let e = |k| io::Error::from(k);
+        for k in [
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::NetworkUnreachable,
+            io::ErrorKind::HostUnreachable,
+            io::ErrorKind::AddrNotAvailable,
+        ] {
+            assert!(is_link_failure(&e(k)), "{k:?}");
+        }
+        for k in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::ConnectionReset,
+        ] {
+            assert!(!is_link_failure(&e(k)), "{k:?}");
+        }
     }
 
     #[test]

@@ -24,9 +24,10 @@ use slab::Slab;
 use crate::config::Config;
 use crate::conn::{self, Conn, Ctx, Notices, Progress, Timeouts, Timers};
 use crate::dns::Resolver;
+use crate::iface::{self, Watcher};
+use crate::links::Links;
 use crate::ring::RingPool;
 use crate::sys;
-use crate::wrr::Dispatcher;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -38,6 +39,21 @@ const SPARE_RINGS: usize = 64;
 const DNS_THREADS: usize = 4;
 /// How long accepting pauses when the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often the interfaces are re-read, to follow address changes.
+const IFACE_PERIOD: Duration = Duration::from_secs(2);
+/// How often the per-link report callback runs.
+const REPORT_PERIOD: Duration = Duration::from_secs(1);
+
+/// How outgoing sockets are bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// To the source address and, for targets with an interface, the device.
+    Device,
+    /// To the source address only: asked for with `--no-bind-device`.
+    SourceOnly,
+    /// To the source address only, because binding to a device was refused.
+    SourceOnlyRefused(String),
+}
 
 /// Asks a running reactor to stop; cheap to clone, safe to call from a signal thread.
 #[derive(Clone)]
@@ -66,7 +82,9 @@ pub struct Reactor {
     listener: TcpListener,
     local_addr: SocketAddr,
     conns: Slab<Conn>,
-    dispatcher: Dispatcher,
+    links: Links,
+    binding: Binding,
+    watcher: Watcher,
     pool: RingPool,
     resolver: Resolver,
     timers: Timers,
@@ -96,12 +114,18 @@ impl Reactor {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let resolver = Resolver::new(DNS_THREADS, Arc::clone(&waker))?;
+        let ifaces = iface::discover().unwrap_or_default();
+        let binding = binding(&config, &ifaces);
+        let links = Links::new(config.targets, &ifaces, binding == Binding::Device);
+        let watcher = Watcher::spawn(ifaces, IFACE_PERIOD, Arc::clone(&waker))?;
         Ok(Reactor {
             poll,
             listener,
             local_addr,
             conns: Slab::new(),
-            dispatcher: Dispatcher::new(config.targets.iter().map(|t| (t.ip, t.weight))),
+            links,
+            binding,
+            watcher,
             pool: RingPool::new(ring_size, SPARE_RINGS),
             resolver,
             timers: Timers::new(),
@@ -123,6 +147,14 @@ impl Reactor {
         self.local_addr
     }
 
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
     pub fn shutdown_handle(&self) -> Shutdown {
         Shutdown {
             flag: Arc::clone(&self.stop),
@@ -132,9 +164,18 @@ impl Reactor {
 
     /// Runs until [`Shutdown::trigger`]; returns the totals.
     pub fn run(&mut self) -> io::Result<Summary> {
+        self.run_reporting(|_| {})
+    }
+
+    /// As [`Reactor::run`], calling `report` with the links about once a second.
+    pub fn run_reporting(&mut self, mut report: impl FnMut(&Links)) -> io::Result<Summary> {
         let mut events = Events::with_capacity(1024);
+        let mut next_report = Instant::now() + REPORT_PERIOD;
         while !self.stop.load(Ordering::SeqCst) {
-            let timeout = self.poll_timeout(Instant::now());
+            let timeout = self
+                .poll_timeout(Instant::now())
+                .map_or(REPORT_PERIOD, |t| t.min(REPORT_PERIOD));
+            let timeout = Some(timeout);
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -144,7 +185,12 @@ impl Reactor {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
-                    WAKER => self.dns_answers(now),
+                    WAKER => {
+                        self.dns_answers(now);
+                        if let Some(ifaces) = self.watcher.latest() {
+                            self.links.apply_interfaces(&ifaces, now);
+                        }
+                    }
                     token => {
                         let (key, side) = conn::from_token(token);
                         if let Some(conn) = self.conns.get_mut(key) {
@@ -159,6 +205,13 @@ impl Reactor {
             if self.accept_paused_until.is_some_and(|t| t <= now) {
                 self.accept_paused_until = None;
                 self.accept(now);
+            }
+            if self.links.take_refresh_request() {
+                self.watcher.poke();
+            }
+            if now >= next_report {
+                next_report = now + REPORT_PERIOD;
+                report(&self.links);
             }
         }
         let now = Instant::now();
@@ -186,7 +239,7 @@ impl Reactor {
         (
             Ctx {
                 registry: self.poll.registry(),
-                dispatcher: &mut self.dispatcher,
+                links: &mut self.links,
                 pool: &mut self.pool,
                 resolver: &self.resolver,
                 timers: &mut self.timers,
@@ -295,5 +348,27 @@ impl Reactor {
         let (up, down) = conn.close(&mut ctx);
         self.summary.bytes_up += up;
         self.summary.bytes_down += down;
+    }
+}
+
+/// Decides how outgoing sockets are bound: to devices unless turned off, or
+/// refused (on Linux, without `CAP_NET_RAW` on older kernels), which is
+/// tried once here rather than failing on every connection.
+fn binding(config: &Config, ifaces: &[iface::Interface]) -> Binding {
+    if !config.bind_device {
+        return Binding::SourceOnly;
+    }
+    let probe = config.targets.iter().find_map(|t| {
+        let name = t.iface.as_ref()?;
+        let dev = ifaces.iter().find(|i| &i.name == name)?;
+        let dev = sys::Device {
+            name: dev.name.clone(),
+            index: dev.index,
+        };
+        Some(sys::can_bind_device(&dev, t.ip.is_ipv6()))
+    });
+    match probe {
+        Some(Err(e)) => Binding::SourceOnlyRefused(e.to_string()),
+        _ => Binding::Device,
     }
 }

@@ -93,3 +93,82 @@ pub fn is_out_of_fds(err: &io::Error) -> bool {
         false
     }
 }
+
+/// A network interface an outgoing socket can be bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub name: String,
+    pub index: u32,
+}
+
+/// Binds `sock` to `dev`, so its packets leave by that interface whatever the
+/// routing table says: Linux `SO_BINDTODEVICE`, macOS `IP_BOUND_IF` /
+/// `IPV6_BOUND_IF`, Windows `IP_UNICAST_IF` / `IPV6_UNICAST_IF`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn bind_device(sock: &socket2::Socket, dev: &Device, _ipv6: bool) -> io::Result<()> {
+    sock.bind_device(Some(dev.name.as_bytes()))
+}
+
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+pub fn bind_device(sock: &socket2::Socket, dev: &Device, ipv6: bool) -> io::Result<()> {
+    let index = std::num::NonZeroU32::new(dev.index)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "interface index 0"))?;
+    if ipv6 {
+        sock.bind_device_by_index_v6(Some(index))
+    } else {
+        sock.bind_device_by_index_v4(Some(index))
+    }
+}
+
+#[cfg(windows)]
+pub fn bind_device(sock: &socket2::Socket, dev: &Device, ipv6: bool) -> io::Result<()> {
+    use std::os::windows::io::AsRawSocket;
+    use windows_sys::Win32::Networking::WinSock::{
+        setsockopt, IPPROTO_IP, IPPROTO_IPV6, IPV6_UNICAST_IF, IP_UNICAST_IF, SOCKET,
+    };
+    // IPv4 takes the index in network byte order, IPv6 in host order.
+    let (level, name, value) = if ipv6 {
+        (IPPROTO_IPV6, IPV6_UNICAST_IF, dev.index)
+    } else {
+        (IPPROTO_IP, IP_UNICAST_IF, dev.index.to_be())
+    };
+    // SAFETY: a valid socket, a u32 option value and its exact size.
+    let rc = unsafe {
+        setsockopt(
+            sock.as_raw_socket() as SOCKET,
+            level,
+            name,
+            &value as *const u32 as *const u8,
+            std::mem::size_of::<u32>() as i32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    windows
+)))]
+pub fn bind_device(_sock: &socket2::Socket, _dev: &Device, _ipv6: bool) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Whether this process may bind sockets to `dev` (on Linux before 5.7, or
+/// for a socket already bound to a device, `SO_BINDTODEVICE` needs
+/// `CAP_NET_RAW`). Tried once at start on a throwaway socket.
+pub fn can_bind_device(dev: &Device, ipv6: bool) -> io::Result<()> {
+    let domain = if ipv6 {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    bind_device(&sock, dev, ipv6)
+}

@@ -5,7 +5,6 @@
 //! times, and the picks are spread out: weights 5 and 1 give `AAABAA`, not
 //! `AAAAAB`.
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 
 struct Entry<T> {
@@ -27,7 +26,6 @@ struct Entry<T> {
 /// ```
 pub struct Selector<T> {
     entries: Vec<Entry<T>>,
-    total: i64,
 }
 
 impl<T: Copy> Selector<T> {
@@ -40,8 +38,7 @@ impl<T: Copy> Selector<T> {
                 current: 0,
             })
             .collect();
-        let total = entries.iter().map(|e| e.weight).sum();
-        Selector { entries, total }
+        Selector { entries }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -51,9 +48,21 @@ impl<T: Copy> Selector<T> {
     /// The next item, `None` when there are none.
     #[allow(clippy::should_implement_trait)] // never ends: not an Iterator
     pub fn next(&mut self) -> Option<T> {
+        self.next_where(|_| true)
+    }
+
+    /// The next item among those `eligible` accepts. The others sit the
+    /// round out, unchanged, so the eligible ones keep their proportions
+    /// (nginx skips down peers the same way).
+    pub fn next_where(&mut self, mut eligible: impl FnMut(&T) -> bool) -> Option<T> {
         let mut best: Option<(usize, i64)> = None;
+        let mut total = 0;
         for (i, e) in self.entries.iter_mut().enumerate() {
+            if !eligible(&e.item) {
+                continue;
+            }
             e.current += e.weight;
+            total += e.weight;
             // Ties go to the earlier entry, as in nginx.
             if best.is_none_or(|(_, score)| e.current > score) {
                 best = Some((i, e.current));
@@ -61,46 +70,8 @@ impl<T: Copy> Selector<T> {
         }
         let (i, _) = best?;
         let winner = &mut self.entries[i];
-        winner.current -= self.total;
+        winner.current -= total;
         Some(winner.item)
-    }
-}
-
-/// One selector per address family: IPv4 targets leave from IPv4 addresses,
-/// IPv6 targets from IPv6 ones.
-pub struct Dispatcher {
-    v4: Selector<IpAddr>,
-    v6: Selector<IpAddr>,
-}
-
-impl Dispatcher {
-    pub fn new(targets: impl IntoIterator<Item = (IpAddr, NonZeroU32)>) -> Dispatcher {
-        let (v4, v6): (Vec<_>, Vec<_>) = targets.into_iter().partition(|(ip, _)| ip.is_ipv4());
-        Dispatcher {
-            v4: Selector::new(v4),
-            v6: Selector::new(v6),
-        }
-    }
-
-    fn family(&mut self, ipv6: bool) -> &mut Selector<IpAddr> {
-        if ipv6 {
-            &mut self.v6
-        } else {
-            &mut self.v4
-        }
-    }
-
-    /// Whether there is a local address of the family of `remote`.
-    pub fn can_reach(&self, remote: IpAddr) -> bool {
-        match remote {
-            IpAddr::V4(_) => !self.v4.is_empty(),
-            IpAddr::V6(_) => !self.v6.is_empty(),
-        }
-    }
-
-    /// The local address the next connection to `remote` leaves from.
-    pub fn pick_for(&mut self, remote: IpAddr) -> Option<IpAddr> {
-        self.family(remote.is_ipv6()).next()
     }
 }
 
@@ -157,19 +128,15 @@ mod tests {
     }
 
     #[test]
-    fn dispatcher_keeps_families_apart() {
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let c: IpAddr = "fd00::1".parse().unwrap();
-        let mut d = Dispatcher::new([(a, w(2)), (c, w(1)), (b, w(1))]);
-        let v4: IpAddr = "192.0.2.1".parse().unwrap();
-        let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        let picks: Vec<_> = (0..3).map(|_| d.pick_for(v4).unwrap()).collect();
-        assert_eq!(picks, [a, b, a]);
-        assert_eq!(d.pick_for(v6), Some(c));
-        assert!(d.can_reach(v6));
-        let mut only_v4 = Dispatcher::new([(a, w(1))]);
-        assert!(!only_v4.can_reach(v6));
-        assert_eq!(only_v4.pick_for(v6), None);
+    fn skipped_items_leave_the_others_in_proportion() {
+        let mut s = Selector::new([('A', w(2)), ('B', w(1)), ('C', w(1))]);
+        let no_b: String = (0..6)
+            .map(|_| s.next_where(|&c| c != 'B').unwrap())
+            .collect();
+        assert_eq!(no_b, "ACAACA");
+        // Back in, B gets its share again.
+        let all: String = (0..8).map(|_| s.next().unwrap()).collect();
+        assert_eq!(all.matches('B').count(), 2);
+        assert_eq!(s.next_where(|_| false), None);
     }
 }

@@ -164,7 +164,9 @@ fn netns_interface_name_selects_its_address() {
     let ns = Netns::new("if");
     add_silent_link(&ns);
     // v0 has 192.0.2.1 (and an IPv6 link-local address, which is not usable).
-    let proxy = Proxy::start_in_netns(&ns, &["v0"]);
+    // Source address only: bound to v0 itself, the proxy could not reach
+    // its own loopback port (device binding is tested in tests/links.rs).
+    let proxy = Proxy::start_in_netns(&ns, &["--no-bind-device", "v0"]);
     // The proxy connects to itself, from v0's address.
     let r = expect(
         &ns,
@@ -202,7 +204,11 @@ fn netns_client_gone_while_connecting() {
     }
     let ns = Netns::new("cg");
     add_silent_link(&ns);
-    let mut proxy = Proxy::start_in_netns(&ns, &["--connect-timeout", "2", "192.0.2.1"]);
+    // Source address only, so the proxy can still reach its own loopback port.
+    let mut proxy = Proxy::start_in_netns(
+        &ns,
+        &["--connect-timeout", "2", "--no-bind-device", "192.0.2.1"],
+    );
     // Clients that leave while the connect to 192.0.2.2 is in progress.
     for _ in 0..5 {
         ns_socks5_abandon(&ns, proxy.addr, "192.0.2.2", 80);
