@@ -14,11 +14,10 @@ pub fn summary_lines(links: &Links) -> Vec<String> {
         .map(|l| {
             let s = l.stats;
             format!(
-                "link {}: {}, {} connections ({} open), {} failures, up {} B, down {} B",
+                "link {}: {}, {} connections, {} failures, up {} B, down {} B",
                 l.label(),
                 l.state(),
                 s.total,
-                s.open,
                 s.failures,
                 s.bytes_up,
                 s.bytes_down
@@ -128,8 +127,8 @@ mod tests {
         assert_eq!(
             summary_lines(&links()),
             [
-                "link l1 10.1.0.2: up, 1 connections (1 open), 0 failures, up 2000 B, down 3000000 B",
-                "link 10.2.0.2: up, 0 connections (0 open), 0 failures, up 0 B, down 0 B",
+                "link l1 10.1.0.2: up, 1 connections, 0 failures, up 2000 B, down 3000000 B",
+                "link 10.2.0.2: up, 0 connections, 0 failures, up 0 B, down 0 B",
             ]
         );
     }
