@@ -20,6 +20,7 @@
 //! | `config`    | command line -> validated configuration (checks the system)   | yes  |
 //! | `logging`   | log to stdout (`-d`) or to a size-capped file                 | yes  |
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;

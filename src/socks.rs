@@ -21,6 +21,7 @@ pub mod consts {
 
     /// RFC 1928 §3: METHOD values.
     pub const METHOD_NO_AUTH: u8          = 0x00;
+    pub const METHOD_USER_PASS: u8        = 0x02;
     pub const METHOD_NONE_ACCEPTABLE: u8  = 0xFF;
 
     /// RFC 1928 §4: CMD values (SOCKS4 uses the same numbers for CONNECT and BIND).
@@ -147,6 +148,68 @@ pub fn parse_greeting(buf: &[u8]) -> Result<Status<Greeting<'_>>, ParseError> {
         Some(methods) => Ok(Status::Complete(Greeting { methods }, end)),
         None => Ok(Status::Partial),
     }
+}
+
+/// RFC 1929 username/password sub-negotiation:
+/// `VER=1 ULEN UNAME PLEN PASSWD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserPass<'a> {
+    pub user: &'a [u8],
+    pub pass: &'a [u8],
+}
+
+/// The sub-negotiation version of RFC 1929.
+pub const USER_PASS_VERSION: u8 = 0x01;
+
+/// Parses an RFC 1929 username/password request.
+pub fn parse_user_pass(buf: &[u8]) -> Result<Status<UserPass<'_>>, ParseError> {
+    let Some(&version) = buf.first() else {
+        return Ok(Status::Partial);
+    };
+    if version != USER_PASS_VERSION {
+        return Err(ParseError::BadVersion(version));
+    }
+    let Some(&ulen) = buf.get(1) else {
+        return Ok(Status::Partial);
+    };
+    let user_end = 2 + ulen as usize;
+    let Some(&plen) = buf.get(user_end) else {
+        return Ok(Status::Partial);
+    };
+    let end = user_end + 1 + plen as usize;
+    if buf.len() < end {
+        return Ok(Status::Partial);
+    }
+    let creds = UserPass {
+        user: &buf[2..user_end],
+        pass: &buf[user_end + 1..end],
+    };
+    Ok(Status::Complete(creds, end))
+}
+
+impl UserPass<'_> {
+    /// Writes the request as a client sends it; returns the length.
+    /// `out` must hold 3 + 255 + 255 bytes.
+    ///
+    /// # Panics
+    /// If the user or password is longer than 255 bytes, or `out` too short.
+    pub fn emit(&self, out: &mut [u8]) -> usize {
+        let ulen = u8::try_from(self.user.len()).expect("user at most 255 bytes");
+        let plen = u8::try_from(self.pass.len()).expect("password at most 255 bytes");
+        let user_end = 2 + self.user.len();
+        out[0] = USER_PASS_VERSION;
+        out[1] = ulen;
+        out[2..user_end].copy_from_slice(self.user);
+        out[user_end] = plen;
+        out[user_end + 1..user_end + 1 + self.pass.len()].copy_from_slice(self.pass);
+        user_end + 1 + self.pass.len()
+    }
+}
+
+/// The RFC 1929 status reply: 0 accepts, anything else refuses.
+pub fn emit_user_pass_status(ok: bool, out: &mut [u8]) -> usize {
+    out[..2].copy_from_slice(&[USER_PASS_VERSION, if ok { 0x00 } else { 0x01 }]);
+    2
 }
 
 /// Where the client wants to go.
@@ -683,6 +746,26 @@ mod tests {
             parse_socks4(&[4, 1, 0, 80, 0, 0, 0, 1, 0, 0]),
             Err(ParseError::BadDomain)
         );
+    }
+
+    #[test]
+    fn user_pass_every_split_and_round_trip() {
+        // VER | ULEN=3 "bob" | PLEN=2 "pw"
+        let msg = [1, 3, b'b', b'o', b'b', 2, b'p', b'w'];
+        check_every_split(&msg, |b| parse_user_pass(b).map(consumed));
+        let up = UserPass {
+            user: b"bob",
+            pass: b"pw",
+        };
+        assert_eq!(parse_user_pass(&msg), Ok(Status::Complete(up, 8)));
+        let mut out = [0u8; 3 + 255 + 255];
+        let n = up.emit(&mut out);
+        assert_eq!(&out[..n], &msg);
+        // Empty user and password are well-formed (and then refused by auth).
+        assert_eq!(consumed(parse_user_pass(&[1, 0, 0]).unwrap()), Some(3));
+        assert_eq!(parse_user_pass(&[5]), Err(ParseError::BadVersion(5)));
+        let n = emit_user_pass_status(false, &mut out);
+        assert_eq!(&out[..n], &[1, 1]);
     }
 
     #[test]

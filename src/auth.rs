@@ -1,0 +1,387 @@
+//! Who may use the proxy: the credentials of `--auth` / `--auth-file`, and
+//! the client address ranges of `--allow` (or the safe default).
+//!
+//! Comparisons of secrets run in time independent of where they differ, and
+//! passwords are never written to logs.
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// One `user:pass` pair, with its HTTP Basic form precomputed so a
+/// `Proxy-Authorization` header is checked without decoding it.
+#[derive(Clone, PartialEq, Eq)]
+struct Entry {
+    user: Vec<u8>,
+    pass: Vec<u8>,
+    basic: Vec<u8>,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:***", String::from_utf8_lossy(&self.user))
+    }
+}
+
+/// The accepted credentials. Empty means authentication is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    entries: Vec<Entry>,
+}
+
+/// A `user:pass` that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadCredential {
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for BadCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(n) => write!(f, "line {n} is not user:pass"),
+            None => f.write_str("credentials must be given as user:pass"),
+        }
+    }
+}
+
+impl std::error::Error for BadCredential {}
+
+impl Credentials {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds `user:pass` (the password may itself contain `:`).
+    pub fn add(&mut self, pair: &str) -> Result<(), BadCredential> {
+        let (user, pass) = pair.split_once(':').ok_or(BadCredential { line: None })?;
+        // RFC 1929 carries each in at most 255 bytes.
+        if user.is_empty() || user.len() > 255 || pass.len() > 255 {
+            return Err(BadCredential { line: None });
+        }
+        self.entries.push(Entry {
+            user: user.as_bytes().to_vec(),
+            pass: pass.as_bytes().to_vec(),
+            basic: base64(pair.as_bytes()).into_bytes(),
+        });
+        Ok(())
+    }
+
+    /// Parses an auth file: one `user:pass` a line; blank lines and lines
+    /// starting with `#` are skipped.
+    pub fn parse_file(text: &str) -> Result<Credentials, BadCredential> {
+        let mut creds = Credentials::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            creds
+                .add(line)
+                .map_err(|_| BadCredential { line: Some(n + 1) })?;
+        }
+        Ok(creds)
+    }
+
+    pub fn load_file(path: &Path) -> io::Result<Credentials> {
+        let text = std::fs::read_to_string(path)?;
+        Credentials::parse_file(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    pub fn extend(&mut self, other: Credentials) {
+        self.entries.extend(other.entries);
+    }
+
+    /// RFC 1929 username and password.
+    pub fn check(&self, user: &[u8], pass: &[u8]) -> bool {
+        // Every entry is compared in full, whatever matched.
+        self.entries.iter().fold(false, |ok, e| {
+            let hit = ct_eq(&e.user, user) & ct_eq(&e.pass, pass);
+            ok | hit
+        })
+    }
+
+    /// The value of a `Proxy-Authorization` header: `Basic <base64>`.
+    pub fn check_basic(&self, header: &[u8]) -> bool {
+        let header = trim(header);
+        let Some(token) = header
+            .split_at_checked(6)
+            .filter(|(scheme, rest)| scheme.eq_ignore_ascii_case(b"basic ") && !rest.is_empty())
+            .map(|(_, rest)| trim(rest))
+        else {
+            return false;
+        };
+        self.entries
+            .iter()
+            .fold(false, |ok, e| ok | ct_eq(&e.basic, token))
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// Equality whose time depends on the lengths only, not on where the bytes differ.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as HTTP Basic uses.
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// An address range, `10.0.0.0/8` or `fd00::/8`; a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let bad =
+            || format!("{s:?} is not an address range; give one as in 192.168.1.0/24 or ::1/128");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
+                u128::from(u32::from(net)) << 96,
+                u128::from(u32::from(ip)) << 96,
+                self.prefix,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(u128::from(net), u128::from(ip), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: u128, b: u128, prefix: u8) -> bool {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix))
+    };
+    a & mask == b & mask
+}
+
+/// Which client addresses may connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (a loopback listener, or authentication is on).
+    Anyone,
+    /// Only these ranges (`--allow`).
+    Only(Vec<Cidr>),
+    /// The safe default for a listener beyond loopback with neither
+    /// authentication nor `--allow`: loopback, private and link-local.
+    LocalNetworks,
+}
+
+impl Access {
+    /// The rule for a listener on `listen_ip`.
+    pub fn new(listen_ip: IpAddr, allow: Vec<Cidr>, auth: bool) -> Access {
+        if !allow.is_empty() {
+            Access::Only(allow)
+        } else if auth || listen_ip.is_loopback() {
+            Access::Anyone
+        } else {
+            Access::LocalNetworks
+        }
+    }
+
+    pub fn allows(&self, client: IpAddr) -> bool {
+        match self {
+            Access::Anyone => true,
+            Access::Only(ranges) => ranges.iter().any(|r| r.contains(client)),
+            Access::LocalNetworks => is_local_network(client.to_canonical()),
+        }
+    }
+}
+
+/// Loopback, private (RFC 1918, RFC 4193) and link-local addresses.
+pub fn is_local_network(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(pairs: &[&str]) -> Credentials {
+        let mut c = Credentials::default();
+        for p in pairs {
+            c.add(p).unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn user_and_password_must_both_match() {
+        let c = creds(&["alice:s3cret", "bob:p:w"]);
+        assert!(c.check(b"alice", b"s3cret"));
+        assert!(c.check(b"bob", b"p:w"), "a password may contain ':'");
+        assert!(!c.check(b"alice", b"p:w"));
+        assert!(!c.check(b"alice", b"s3cre"));
+        assert!(!c.check(b"", b""));
+    }
+
+    #[test]
+    fn basic_header_is_checked_without_decoding() {
+        let c = creds(&["alice:s3cret"]);
+        let good = format!("Basic {}", base64(b"alice:s3cret"));
+        assert!(c.check_basic(good.as_bytes()));
+        assert!(c.check_basic(format!("basic  {} ", base64(b"alice:s3cret")).as_bytes()));
+        assert!(!c.check_basic(format!("Basic {}", base64(b"alice:wrong")).as_bytes()));
+        assert!(!c.check_basic(b"Bearer abc"));
+        assert!(!c.check_basic(b"Basic "));
+        assert!(!c.check_basic(b""));
+    }
+
+    #[test]
+    fn auth_file_skips_comments_and_reports_bad_lines() {
+        let c = Credentials::parse_file("# users\nalice:1\n\n  # more\nbob:2\r\n").unwrap();
+        assert_eq!(c, creds(&["alice:1", "bob:2"]));
+        assert_eq!(
+            Credentials::parse_file("alice:1\nnocolon\n"),
+            Err(BadCredential { line: Some(2) })
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_passwords() {
+        let text = format!("{:?}", creds(&["alice:s3cret"]));
+        assert!(text.contains("alice") && !text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn cidr_parses_and_matches() {
+        let c: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(c.contains("10.1.200.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert_eq!(one.to_string(), "127.0.0.1/32");
+        assert!(
+            one.contains("::ffff:127.0.0.1".parse().unwrap()),
+            "mapped addresses count as IPv4"
+        );
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "::/129", "nonsense", "10.0.0.0/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_access_depends_on_listener_auth_and_allow() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let lan: IpAddr = "192.168.1.2".parse().unwrap();
+        assert_eq!(Access::new(lo, vec![], false), Access::Anyone);
+        assert_eq!(Access::new(lan, vec![], true), Access::Anyone);
+        assert_eq!(Access::new(lan, vec![], false), Access::LocalNetworks);
+        let only = Access::new(lan, vec!["127.0.0.1/32".parse().unwrap()], false);
+        assert!(only.allows(lo));
+        assert!(!only.allows("127.0.0.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn local_networks_are_loopback_private_and_link_local() {
+        let rule = Access::LocalNetworks;
+        for ok in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.0.9",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+        ] {
+            assert!(rule.allows(ok.parse().unwrap()), "{ok}");
+        }
+        for no in ["8.8.8.8", "198.18.0.5", "172.32.0.1", "2001:db8::1"] {
+            assert!(!rule.allows(no.parse().unwrap()), "{no}");
+        }
+    }
+}
