@@ -6,6 +6,8 @@
 //! | module      | owns                                                          | I/O? |
 //! |-------------|---------------------------------------------------------------|------|
 //! | `socks`     | SOCKS5/4/4a messages: parse requests, emit replies            | no   |
+//! | `http`      | HTTP proxy requests: heads, body framing, rewrite, own replies | no   |
+//! | `auth`      | credentials, Basic headers, client address ranges             | no   |
 //! | `ring`      | fixed-capacity byte ring and the free list rings come from    | no   |
 //! | `wrr`       | smooth weighted round robin                                   | no   |
 //! | `links`     | the links: selection per family, health, addresses, counters  | no   |
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod dns;
+pub mod http;
 pub mod iface;
 pub mod links;
 pub mod logging;
