@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub mod http;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_dispatch");
 
 /// Default read/write timeout on every client socket, so a hung proxy makes a
@@ -191,6 +193,11 @@ impl Proxy {
     /// Same, but inside the network namespace `ns` (via `ip netns exec`).
     pub fn start_in_netns(ns: &Netns, args: &[&str]) -> Proxy {
         Proxy::spawn(Some(&ns.name), "127.0.0.1", args)
+    }
+
+    /// Inside the network namespace `ns`, listening on `ip`.
+    pub fn start_in_netns_on(ns: &Netns, ip: &str, args: &[&str]) -> Proxy {
+        Proxy::spawn(Some(&ns.name), ip, args)
     }
 
     fn spawn(netns: Option<&str>, listen_ip: &str, args: &[&str]) -> Proxy {
