@@ -59,6 +59,21 @@ pub struct StartArgs {
     #[arg(long, short)]
     pub quiet: bool,
 
+    /// Require this user and password (SOCKS5 and HTTP proxy clients); may be
+    /// given several times
+    #[arg(long, value_name = "USER:PASS")]
+    pub auth: Vec<String>,
+
+    /// Require a user and password from this file (one user:pass a line),
+    /// re-read on SIGHUP
+    #[arg(long, value_name = "PATH")]
+    pub auth_file: Option<std::path::PathBuf>,
+
+    /// Accept clients only from this address range (as 192.168.1.0/24); may
+    /// be given several times
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<crate::auth::Cidr>,
+
     /// Network interface IP addresses (or interface names) to dispatch to, as
     /// <address>[/priority] [default: every usable address]
     #[arg(value_name = "ADDRESS")]

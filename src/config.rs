@@ -7,9 +7,11 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use crate::auth::{Access, Credentials};
 use crate::cli::{AddrSpec, StartArgs};
 use crate::iface::Interface;
 use crate::links::MAX_LINKS;
+use std::path::PathBuf;
 
 /// One local address outgoing connections may leave from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +34,39 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Bind outgoing sockets to the target's interface, not only its address.
     pub bind_device: bool,
+    /// Credentials given with `--auth`.
+    pub auth: Credentials,
+    /// The `--auth-file`, re-read on SIGHUP.
+    pub auth_file: Option<PathBuf>,
+    /// Which clients may connect.
+    pub access: Access,
+}
+
+impl Config {
+    /// A configuration with the defaults of `dispatch start` (for benches
+    /// and embedding): timeouts of 10 s, device binding on, no
+    /// authentication, any client.
+    pub fn new(listen: SocketAddr, targets: Vec<Target>) -> Config {
+        Config {
+            listen,
+            targets,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            bind_device: true,
+            auth: Credentials::default(),
+            auth_file: None,
+            access: Access::Anyone,
+        }
+    }
+
+    /// Every credential in force: `--auth` ones and the file's.
+    pub fn credentials(&self) -> io::Result<Credentials> {
+        let mut all = self.auth.clone();
+        if let Some(path) = &self.auth_file {
+            all.extend(Credentials::load_file(path)?);
+        }
+        Ok(all)
+    }
 }
 
 /// Why the command line does not make a usable configuration.
@@ -54,6 +89,10 @@ pub enum ConfigError {
     NothingUsable,
     /// More addresses than a connection attempt can track.
     TooMany(usize),
+    /// An `--auth` value that is not `user:pass`.
+    BadAuth,
+    /// An `--auth-file` that cannot be read or parsed.
+    AuthFile(PathBuf, io::Error),
 }
 
 const SEE_LIST: &str = "`dispatch list` shows the ones you can use";
@@ -78,6 +117,15 @@ impl fmt::Display for ConfigError {
             ConfigError::Duplicate(ip) => write!(
                 f,
                 "{ip} is given more than once (directly or through its interface name); give each address once"
+            ),
+            ConfigError::BadAuth => write!(
+                f,
+                "--auth takes user:pass (a non-empty user, each at most 255 bytes)"
+            ),
+            ConfigError::AuthFile(path, e) => write!(
+                f,
+                "cannot use the auth file {}: {e}; it needs one user:pass a line",
+                path.display()
             ),
             ConfigError::TooMany(n) => write!(
                 f,
@@ -124,13 +172,25 @@ pub fn build(
     if targets.len() > MAX_LINKS {
         return Err(ConfigError::TooMany(targets.len()));
     }
-    Ok(Config {
+    let mut auth = Credentials::default();
+    for pair in &args.auth {
+        auth.add(pair).map_err(|_| ConfigError::BadAuth)?;
+    }
+    let mut config = Config {
         listen: SocketAddr::new(args.ip, args.port),
         targets,
         handshake_timeout: args.handshake_timeout,
         connect_timeout: args.connect_timeout,
         bind_device: !args.no_bind_device,
-    })
+        auth,
+        auth_file: args.auth_file.clone(),
+        access: Access::Anyone,
+    };
+    let credentials = config
+        .credentials()
+        .map_err(|e| ConfigError::AuthFile(config.auth_file.clone().unwrap_or_default(), e))?;
+    config.access = Access::new(args.ip, args.allow.clone(), !credentials.is_empty());
+    Ok(config)
 }
 
 /// The targets one `ADDRESS` stands for.
@@ -244,6 +304,9 @@ mod tests {
             connect_timeout: Duration::from_secs(3),
             no_bind_device: false,
             quiet: false,
+            auth: vec![],
+            auth_file: None,
+            allow: vec![],
             addresses: addresses
                 .iter()
                 .map(|a| a.parse::<WeightedAddr>().unwrap())

@@ -36,12 +36,17 @@ impl HttpError {
     }
 }
 
+impl std::error::Error for HttpError {}
+
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             HttpError::Malformed => "malformed HTTP request",
             HttpError::TooLarge => "request head too large",
-            HttpError::BadTarget => "request target must be host:port (CONNECT) or an http:// URL",
+            HttpError::BadTarget => {
+                "this is a proxy (SOCKS5, SOCKS4, SOCKS4a and HTTP), not a web server: \
+                 send CONNECT host:port or an absolute http:// URL"
+            }
             HttpError::BadFraming => "invalid Content-Length or Transfer-Encoding",
         })
     }
@@ -482,7 +487,7 @@ impl Framing {
                             *self = Framing::Done;
                             return Ok(i);
                         }
-                        (Chunk::TrailerStart | Chunk::TrailerLine, b'\n') => Chunk::TrailerStart,
+                        (Chunk::TrailerLine, b'\n') => Chunk::TrailerStart,
                         (Chunk::TrailerStart | Chunk::TrailerLine, _) => Chunk::TrailerLine,
                         _ => return Err(HttpError::BadFraming),
                     };

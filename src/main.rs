@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use dispatch::auth::Access;
 use dispatch::cli::{Cli, Command, StartArgs};
 use dispatch::config::{self, Target};
 use dispatch::links::{Links, Stats};
@@ -84,6 +85,17 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         targets.len()
     );
 
+    if *reactor.access() == Access::LocalNetworks {
+        let notice = "listening beyond loopback without --auth or --allow: accepting only \
+                      loopback, private and link-local clients; give --allow (or --auth) to choose";
+        log::warn!("{notice}");
+        say(&format!("{notice}\n"));
+    }
+    #[cfg(unix)]
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reactor.reload_flag())
+    {
+        log::warn!("cannot catch SIGHUP ({e}); the auth file will not be re-read");
+    }
     if let Some(notice) = binding_notice(reactor.binding()) {
         log::warn!("{notice}");
         eprintln!("warning: {notice}");

@@ -21,6 +21,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::auth::{Access, Credentials};
 use crate::config::Config;
 use crate::conn::{self, Conn, Ctx, Notices, Progress, Timeouts, Timers};
 use crate::dns::Resolver;
@@ -28,6 +29,9 @@ use crate::iface::{self, Watcher};
 use crate::links::Links;
 use crate::ring::RingPool;
 use crate::sys;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -85,6 +89,15 @@ pub struct Reactor {
     links: Links,
     binding: Binding,
     watcher: Watcher,
+    /// Credentials in force (empty: no authentication).
+    auth: Credentials,
+    /// `--auth` ones, kept to merge with the file's on reload.
+    auth_cli: Credentials,
+    auth_file: Option<PathBuf>,
+    reload: Arc<AtomicBool>,
+    access: Access,
+    /// When each refused client address was last logged.
+    refused: HashMap<IpAddr, Instant>,
     pool: RingPool,
     resolver: Resolver,
     timers: Timers,
@@ -114,9 +127,10 @@ impl Reactor {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let resolver = Resolver::new(DNS_THREADS, Arc::clone(&waker))?;
+        let auth = config.credentials()?;
         let ifaces = iface::discover().unwrap_or_default();
         let binding = binding(&config, &ifaces);
-        let links = Links::new(config.targets, &ifaces, binding == Binding::Device);
+        let links = Links::new(config.targets.clone(), &ifaces, binding == Binding::Device);
         let watcher = Watcher::spawn(ifaces, IFACE_PERIOD, Arc::clone(&waker))?;
         Ok(Reactor {
             poll,
@@ -126,6 +140,12 @@ impl Reactor {
             links,
             binding,
             watcher,
+            auth,
+            auth_cli: config.auth,
+            auth_file: config.auth_file,
+            reload: Arc::new(AtomicBool::new(false)),
+            access: config.access,
+            refused: HashMap::new(),
             pool: RingPool::new(ring_size, SPARE_RINGS),
             resolver,
             timers: Timers::new(),
@@ -153,6 +173,15 @@ impl Reactor {
 
     pub fn links(&self) -> &Links {
         &self.links
+    }
+
+    /// Set it (from a SIGHUP handler) to have the auth file re-read.
+    pub fn reload_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.reload)
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     pub fn shutdown_handle(&self) -> Shutdown {
@@ -206,6 +235,9 @@ impl Reactor {
                 self.accept_paused_until = None;
                 self.accept(now);
             }
+            if self.reload.swap(false, Ordering::SeqCst) {
+                self.reload_auth();
+            }
             if self.links.take_refresh_request() {
                 self.watcher.poke();
             }
@@ -244,6 +276,8 @@ impl Reactor {
                 resolver: &self.resolver,
                 timers: &mut self.timers,
                 notices: &mut self.notices,
+                auth: &self.auth,
+                listen: self.local_addr,
                 timeouts: self.timeouts,
                 now,
             },
@@ -258,6 +292,11 @@ impl Reactor {
         loop {
             match self.listener.accept() {
                 Ok((stream, addr)) => {
+                    if !self.access.allows(addr.ip()) {
+                        self.refuse(addr.ip(), now);
+                        drop(stream);
+                        continue;
+                    }
                     self.next_id += 1;
                     let id = self.next_id;
                     let (mut ctx, conns) = self.ctx(now);
@@ -287,6 +326,43 @@ impl Reactor {
                 // A client that gave up before we accepted it, and the like.
                 Err(e) => log::debug!("accept failed: {e}"),
             }
+        }
+    }
+
+    /// A client outside the allowed ranges: closed at once, logged once a
+    /// minute per address.
+    fn refuse(&mut self, ip: IpAddr, now: Instant) {
+        const EVERY: Duration = Duration::from_secs(60);
+        if self.refused.len() > 4096 {
+            self.refused.retain(|_, t| now.duration_since(*t) < EVERY);
+        }
+        let last = self.refused.get(&ip);
+        if last.is_none_or(|t| now.duration_since(*t) >= EVERY) {
+            self.refused.insert(ip, now);
+            log::warn!("refused a client from {ip}: not in the allowed address ranges");
+        }
+    }
+
+    fn reload_auth(&mut self) {
+        let Some(path) = &self.auth_file else {
+            log::info!("SIGHUP: no --auth-file to re-read");
+            return;
+        };
+        match Credentials::load_file(path) {
+            Ok(file) => {
+                let mut all = self.auth_cli.clone();
+                all.extend(file);
+                log::info!(
+                    "re-read {}: {} credentials in force",
+                    path.display(),
+                    all.len()
+                );
+                self.auth = all;
+            }
+            Err(e) => log::warn!(
+                "cannot re-read {}: {e}; keeping the credentials in force",
+                path.display()
+            ),
         }
     }
 

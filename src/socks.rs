@@ -103,17 +103,17 @@ impl std::error::Error for ParseError {}
 pub enum Protocol {
     Socks4,
     Socks5,
-    /// An ASCII letter: an HTTP method, i.e. a client configured for an HTTP proxy.
+    /// Anything else: HTTP (a method starts with a letter; what is not HTTP
+    /// either gets the HTTP parser's `400`, which a person can read).
     Http,
 }
 
 /// Classifies a connection by its first byte.
-pub fn sniff(first: u8) -> Result<Protocol, ParseError> {
+pub fn sniff(first: u8) -> Protocol {
     match first {
-        SOCKS4_VERSION => Ok(Protocol::Socks4),
-        SOCKS5_VERSION => Ok(Protocol::Socks5),
-        b'A'..=b'Z' | b'a'..=b'z' => Ok(Protocol::Http),
-        other => Err(ParseError::BadVersion(other)),
+        SOCKS4_VERSION => Protocol::Socks4,
+        SOCKS5_VERSION => Protocol::Socks5,
+        _ => Protocol::Http,
     }
 }
 
@@ -574,15 +574,6 @@ pub fn emit_reply(
     }
 }
 
-/// What an HTTP client that mistook this port for an HTTP proxy gets back.
-pub const HTTP_NOT_A_HTTP_PROXY: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
-Content-Type: text/plain; charset=utf-8\r\n\
-Content-Length: 136\r\n\
-Connection: close\r\n\
-\r\n\
-This is a SOCKS proxy (SOCKS5, SOCKS4, SOCKS4a), not an HTTP proxy.\n\
-Set your client's proxy type to SOCKS5 (or SOCKS v5) and try again.\n";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -770,11 +761,11 @@ mod tests {
 
     #[test]
     fn sniff_first_byte() {
-        assert_eq!(sniff(5), Ok(Protocol::Socks5));
-        assert_eq!(sniff(4), Ok(Protocol::Socks4));
-        assert_eq!(sniff(b'G'), Ok(Protocol::Http));
-        assert_eq!(sniff(b'C'), Ok(Protocol::Http));
-        assert_eq!(sniff(0x16), Err(ParseError::BadVersion(0x16))); // a TLS ClientHello
+        assert_eq!(sniff(5), Protocol::Socks5);
+        assert_eq!(sniff(4), Protocol::Socks4);
+        assert_eq!(sniff(b'G'), Protocol::Http);
+        assert_eq!(sniff(b'C'), Protocol::Http);
+        assert_eq!(sniff(0x16), Protocol::Http); // a TLS ClientHello: answered 400
     }
 
     #[test]
@@ -851,12 +842,5 @@ mod tests {
         assert_eq!(&out[..n], &[0, 0x5A, 0, 80, 127, 0, 0, 2]);
         let n = emit_reply(Version::Socks4, Reply::HostUnreachable, None, &mut out);
         assert_eq!(&out[..n], &[0, 0x5B, 0, 0, 0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn http_response_length_is_right() {
-        let text = std::str::from_utf8(HTTP_NOT_A_HTTP_PROXY).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
     }
 }

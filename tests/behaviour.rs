@@ -195,14 +195,25 @@ fn http_request_gets_4xx(request: &str) {
     proxy.finish();
 }
 
+// A request meant for a web server (origin form) is not a proxy request: the
+// answer says what this port speaks. (Proxy requests are tests/http_proxy.rs.)
 #[test]
 fn http_get_gets_4xx_mentioning_socks() {
     http_request_gets_4xx("GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n");
 }
 
 #[test]
-fn http_connect_gets_4xx_mentioning_socks() {
-    http_request_gets_4xx("CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n");
+fn http_connect_to_a_closed_port_gets_502() {
+    let mut proxy = Proxy::start(&["127.0.0.1"]);
+    let closed = closed_port("127.0.0.1");
+    let mut s = client(proxy.addr);
+    write!(s, "CONNECT {closed} HTTP/1.1\r\nHost: {closed}\r\n\r\n").unwrap();
+    let got = read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 502 "), "{text:?}");
+    assert!(text.contains("refused"), "the body says why: {text:?}");
+    still_serves(&mut proxy);
+    proxy.finish();
 }
 
 #[test]

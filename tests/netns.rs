@@ -44,13 +44,16 @@ fn netns_network_unreachable() {
     }
     let ns = Netns::new("nu");
     let proxy = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
+    // A listener inside the namespace to connect to (the proxy's own port
+    // is refused: a request for the proxy itself would loop).
+    let target = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
     // Sanity check of the harness: the proxy can reach itself.
     let ok = expect(
         &ns,
         &proxy,
         "4",
         "127.0.0.1",
-        proxy.addr.port(),
+        target.addr.port(),
         rep::SUCCEEDED,
     );
     assert_eq!(ok.raw[3], 0x01);
@@ -121,6 +124,9 @@ fn netns_unresolvable_name_is_host_unreachable() {
     // no DNS query can leave.
     ns.isolate_dns();
     let proxy = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
+    // A listener inside the namespace to connect to (the proxy's own port
+    // is refused: a request for the proxy itself would loop).
+    let target = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
     let r = expect(
         &ns,
         &proxy,
@@ -136,7 +142,7 @@ fn netns_unresolvable_name_is_host_unreachable() {
         &proxy,
         "name",
         "localhost",
-        proxy.addr.port(),
+        target.addr.port(),
         rep::SUCCEEDED,
     );
     proxy.finish();
@@ -167,13 +173,16 @@ fn netns_interface_name_selects_its_address() {
     // Source address only: bound to v0 itself, the proxy could not reach
     // its own loopback port (device binding is tested in tests/links.rs).
     let proxy = Proxy::start_in_netns(&ns, &["--no-bind-device", "v0"]);
+    // A listener inside the namespace to connect to (the proxy's own port
+    // is refused: a request for the proxy itself would loop).
+    let target = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
     // The proxy connects to itself, from v0's address.
     let r = expect(
         &ns,
         &proxy,
         "4",
         "127.0.0.1",
-        proxy.addr.port(),
+        target.addr.port(),
         rep::SUCCEEDED,
     );
     assert_eq!(r.raw[3], 0x01, "reply {:02x?}", r.raw);
@@ -189,10 +198,13 @@ fn netns_socks4a_unresolvable_name_is_5b() {
     let mut ns = Netns::new("d4");
     ns.isolate_dns();
     let proxy = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
+    // A listener inside the namespace to connect to (the proxy's own port
+    // is refused: a request for the proxy itself would loop).
+    let target = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
     let r = ns_socks5(&ns, proxy.addr, "4a", "no-such-host.invalid", 80);
     assert_eq!(&r.raw[..2], &[0x00, 0x5B], "SOCKS4a reply {:02x?}", r.raw);
     assert!(r.closed, "proxy did not close after 5B");
-    let r = ns_socks5(&ns, proxy.addr, "4a", "localhost", proxy.addr.port());
+    let r = ns_socks5(&ns, proxy.addr, "4a", "localhost", target.addr.port());
     assert_eq!(&r.raw[..2], &[0x00, 0x5A], "SOCKS4a reply {:02x?}", r.raw);
     proxy.finish();
 }
@@ -209,6 +221,9 @@ fn netns_client_gone_while_connecting() {
         &ns,
         &["--connect-timeout", "2", "--no-bind-device", "192.0.2.1"],
     );
+    // A listener inside the namespace to connect to (the proxy's own port
+    // is refused: a request for the proxy itself would loop).
+    let target = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
     // Clients that leave while the connect to 192.0.2.2 is in progress.
     for _ in 0..5 {
         ns_socks5_abandon(&ns, proxy.addr, "192.0.2.2", 80);
@@ -219,7 +234,7 @@ fn netns_client_gone_while_connecting() {
         &proxy,
         "4",
         "127.0.0.1",
-        proxy.addr.port(),
+        target.addr.port(),
         rep::SUCCEEDED,
     );
     std::thread::sleep(std::time::Duration::from_millis(2500));
@@ -229,7 +244,7 @@ fn netns_client_gone_while_connecting() {
         &proxy,
         "4",
         "127.0.0.1",
-        proxy.addr.port(),
+        target.addr.port(),
         rep::SUCCEEDED,
     );
     proxy.finish();

@@ -28,11 +28,16 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use crate::auth::Credentials;
 use crate::dns::{Job, Resolver};
+use crate::http;
 use crate::links::{Links, Tried};
 use crate::net;
 use crate::ring::{Ring, RingPool};
 use crate::socks::{self, consts, Command, Dest, ParseError, Protocol, Reply, Status, Version};
+
+mod forward;
+use forward::Forward;
 
 /// Which of a connection's two sockets a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +104,6 @@ impl RateLimit {
 
 #[derive(Default)]
 pub struct Notices {
-    pub http_client: RateLimit,
     pub missing_family: RateLimit,
 }
 
@@ -111,8 +115,24 @@ pub struct Ctx<'a> {
     pub resolver: &'a Resolver,
     pub timers: &'a mut Timers,
     pub notices: &'a mut Notices,
+    pub auth: &'a Credentials,
+    /// The proxy's own listening address, which no request may target.
+    pub listen: SocketAddr,
     pub timeouts: Timeouts,
     pub now: Instant,
+}
+
+impl Ctx<'_> {
+    /// Whether `addr` is the proxy itself: a request for it would loop.
+    pub fn is_self(&self, addr: SocketAddr) -> bool {
+        if addr.port() != self.listen.port() {
+            return false;
+        }
+        let ip = addr.ip();
+        ip == self.listen.ip()
+            || (self.listen.ip().is_unspecified()
+                && (ip.is_loopback() || self.links.iter().any(|l| l.ip() == Some(ip))))
+    }
 }
 
 /// What the reactor should do with a connection after calling it.
@@ -163,7 +183,8 @@ impl Pipe {
     }
 }
 
-/// The destination, owned, for the log line.
+/// The destination, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
     Addr(SocketAddr),
     Name(Box<str>, u16),
@@ -178,16 +199,31 @@ impl fmt::Display for Target {
     }
 }
 
+/// What the client speaks, which decides how it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Socks(Version),
+    /// `CONNECT host:port`: answered `200 Connection established`, then a tunnel.
+    HttpConnect,
+    /// `GET http://...`: the rewritten request is the first thing sent on.
+    HttpForward,
+}
+
 enum State {
     /// Waiting for the first message: SOCKS5 greeting, SOCKS4 request or HTTP.
     Greeting,
+    /// SOCKS5 username/password method chosen; waiting for the credentials.
+    Auth,
     /// SOCKS5 method chosen; waiting for the request.
     Request,
+    /// Waiting for an HTTP proxy request head (the first, or the next one
+    /// on a kept-alive connection).
+    HttpHead,
     Resolving {
-        version: Version,
+        client: Client,
     },
     Connecting {
-        version: Version,
+        client: Client,
         addrs: Vec<SocketAddr>,
         /// Index of the address being tried.
         at: usize,
@@ -208,7 +244,9 @@ impl State {
     fn name(&self) -> &'static str {
         match self {
             State::Greeting => "greeting",
+            State::Auth => "auth",
             State::Request => "request",
+            State::HttpHead => "http request",
             State::Resolving { .. } => "resolving",
             State::Connecting { .. } => "connecting",
             State::Relaying => "relaying",
@@ -235,6 +273,8 @@ pub struct Conn {
     down: Pipe,
     deadline: Option<Instant>,
     started: Instant,
+    /// The HTTP forward-proxy exchange, for clients using one.
+    fwd: Option<Box<Forward>>,
     /// Bytes thrown away while lingering in `Closing`.
     discarded: usize,
     /// Why the connection ended, for the log line.
@@ -282,6 +322,7 @@ impl Conn {
             down: Pipe::default(),
             deadline: None,
             started: ctx.now,
+            fwd: None,
             discarded: 0,
             reason: "",
             error: None,
@@ -316,7 +357,9 @@ impl Conn {
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Progress {
         loop {
             let flow = match self.state {
-                State::Greeting | State::Request => self.handshake(ctx),
+                State::Greeting | State::Auth | State::Request | State::HttpHead => {
+                    self.handshake(ctx)
+                }
                 State::Resolving { .. } => self.flush_replies(ctx),
                 State::Connecting { .. } => self.connecting(ctx),
                 State::Relaying => self.relay(ctx),
@@ -335,7 +378,7 @@ impl Conn {
         ctx: &mut Ctx<'_>,
         result: io::Result<Vec<SocketAddr>>,
     ) -> Progress {
-        let State::Resolving { version } = self.state else {
+        let State::Resolving { client } = self.state else {
             return Progress::Idle; // answered too late: the deadline already replied
         };
         let addrs = match result {
@@ -348,7 +391,7 @@ impl Conn {
                 );
                 self.fail(
                     ctx,
-                    version,
+                    client,
                     Reply::HostUnreachable,
                     "name not resolved",
                     Some(e),
@@ -356,9 +399,14 @@ impl Conn {
                 return self.drive(ctx);
             }
         };
-        let addrs: Vec<SocketAddr> = addrs
+        let resolved: Vec<SocketAddr> = addrs.into_iter().map(net::canonical).collect();
+        if resolved.iter().any(|&a| ctx.is_self(a)) {
+            let reason = "the name is the proxy itself";
+            self.fail(ctx, client, Reply::NotAllowed, reason, None);
+            return self.drive(ctx);
+        }
+        let addrs: Vec<SocketAddr> = resolved
             .into_iter()
-            .map(net::canonical)
             .filter(|&a| net::is_connectable(a))
             .collect();
         let connectable = addrs.len();
@@ -368,14 +416,14 @@ impl Conn {
             .collect();
         if addrs.is_empty() {
             if connectable > 0 {
-                self.missing_family(ctx, version);
+                self.missing_family(ctx, client);
             } else {
                 let reason = "name has no address to connect to";
-                self.fail(ctx, version, Reply::HostUnreachable, reason, None);
+                self.fail(ctx, client, Reply::HostUnreachable, reason, None);
             }
             return self.drive(ctx);
         }
-        self.start_connecting(ctx, version, addrs);
+        self.start_connecting(ctx, client, addrs);
         self.drive(ctx)
     }
 
@@ -383,15 +431,19 @@ impl Conn {
     pub fn on_deadline(&mut self, ctx: &mut Ctx<'_>) -> Progress {
         self.deadline = None;
         match &mut self.state {
-            State::Greeting | State::Request => {
+            State::HttpHead if self.fwd.is_some() => {
+                self.reason = "done (idle keep-alive)";
+                Progress::Close
+            }
+            State::Greeting | State::Auth | State::Request | State::HttpHead => {
                 self.reason = "handshake timed out";
                 Progress::Close
             }
-            State::Resolving { version } => {
-                let version = *version;
+            State::Resolving { client } => {
+                let client = *client;
                 self.fail(
                     ctx,
-                    version,
+                    client,
                     Reply::HostUnreachable,
                     "name resolution timed out",
                     None,
@@ -506,7 +558,7 @@ impl Conn {
             if ring.data().len() < ring.len() {
                 ring.make_contiguous();
             }
-            match parse_step(&self.state, ring.data()) {
+            match parse_step(&self.state, ring.data(), ctx.auth) {
                 Parsed::NeedMore => {
                     if ring.is_full() {
                         // No valid handshake is this long.
@@ -515,20 +567,38 @@ impl Conn {
                     }
                     return need_more(self);
                 }
-                Parsed::Greeting { consumed, no_auth } => {
+                Parsed::Greeting { consumed, method } => {
                     ring.consume(consumed);
-                    if no_auth {
-                        self.queue_method(ctx, consts::METHOD_NO_AUTH);
-                        self.state = State::Request;
-                        if let Err(e) = self.flush_client(ctx) {
-                            return self.broken("client write error", e);
+                    self.queue_method(ctx, method);
+                    self.state = match method {
+                        consts::METHOD_NO_AUTH => State::Request,
+                        consts::METHOD_USER_PASS => State::Auth,
+                        _ => {
+                            self.reason = "client offered no acceptable auth method";
+                            self.enter_closing(ctx);
+                            return Flow::Next;
                         }
-                    } else {
-                        self.queue_method(ctx, consts::METHOD_NONE_ACCEPTABLE);
-                        self.reason = "client offered no acceptable auth method";
+                    };
+                    if let Err(e) = self.flush_client(ctx) {
+                        return self.broken("client write error", e);
+                    }
+                }
+                Parsed::UserPass { consumed, user, ok } => {
+                    ring.consume(consumed);
+                    let mut buf = [0u8; 2];
+                    let n = socks::emit_user_pass_status(ok, &mut buf);
+                    self.queue(ctx, &buf[..n]);
+                    if !ok {
+                        log::info!(
+                            "#{} {}: wrong SOCKS5 credentials for user {user:?}",
+                            self.id,
+                            self.client_addr
+                        );
+                        self.reason = "wrong credentials";
                         self.enter_closing(ctx);
                         return Flow::Next;
                     }
+                    self.state = State::Request;
                 }
                 Parsed::Request {
                     consumed,
@@ -538,29 +608,33 @@ impl Conn {
                 } => {
                     ring.consume(consumed);
                     self.target = Some(target);
-                    self.start_request(ctx, version, command);
+                    if version == Version::Socks4 && !ctx.auth.is_empty() {
+                        // SOCKS4 carries no password.
+                        let reason = "SOCKS4 refused: authentication is required";
+                        self.fail(ctx, Client::Socks(version), Reply::NotAllowed, reason, None);
+                        return Flow::Next;
+                    }
+                    self.start_request(ctx, Client::Socks(version), command);
                     return Flow::Next;
                 }
                 Parsed::Http => {
-                    if ctx.notices.http_client.allow(ctx.now) {
-                        log::warn!(
-                            "#{} {} spoke HTTP to this SOCKS port: configure it to use a SOCKS5 proxy, not an HTTP one",
-                            self.id,
-                            self.client_addr
-                        );
-                    }
-                    self.queue(ctx, socks::HTTP_NOT_A_HTTP_PROXY);
-                    self.reason = "HTTP request on the SOCKS port";
-                    self.enter_closing(ctx);
-                    return Flow::Next;
+                    self.state = State::HttpHead;
+                }
+                Parsed::HttpRequest { consumed, request } => {
+                    ring.consume(consumed);
+                    return self.start_http(ctx, request);
                 }
                 Parsed::Invalid { answer, error } => {
                     log::debug!("#{} {}: bad handshake: {error}", self.id, self.client_addr);
                     self.reason = "bad handshake";
                     match answer {
-                        Answer::Reply(v) => self.queue_reply(ctx, v, error.reply(), None),
+                        Answer::Reply(v, reply) => {
+                            self.queue_reply(ctx, Client::Socks(v), reply, None)
+                        }
                         Answer::NoMethod => self.queue_method(ctx, consts::METHOD_NONE_ACCEPTABLE),
-                        Answer::Nothing => return Flow::Stop(Progress::Close),
+                        Answer::Http(status) => {
+                            self.queue(ctx, &http::error_response(status, &error.to_string(), ""))
+                        }
                     }
                     self.enter_closing(ctx);
                     return Flow::Next;
@@ -569,7 +643,64 @@ impl Conn {
         }
     }
 
-    fn start_request(&mut self, ctx: &mut Ctx<'_>, version: Version, command: Command) {
+    /// Acts on an HTTP proxy request: a CONNECT becomes a tunnel, a forward
+    /// request goes to its origin, over the kept-alive upstream connection
+    /// when it is the same origin as the previous request.
+    fn start_http(&mut self, ctx: &mut Ctx<'_>, request: HttpRequest) -> Flow {
+        if !request.authorized {
+            let response = http::error_response(
+                407,
+                "this proxy needs a user name and password",
+                http::PROXY_AUTHENTICATE,
+            );
+            self.queue(ctx, &response);
+            self.reason = "HTTP proxy authentication required";
+            self.enter_closing(ctx);
+            return Flow::Next;
+        }
+        let Some(head) = request.forward else {
+            self.end_upstream(ctx);
+            self.fwd = None;
+            self.target = Some(request.target);
+            self.start_request(ctx, Client::HttpConnect, Command::Connect);
+            return Flow::Next;
+        };
+        let reuse = self.upstream.is_some()
+            && !self.upstream_ready.read_closed
+            && self
+                .fwd
+                .as_ref()
+                .is_some_and(|f| f.origin == request.target);
+        if reuse {
+            self.fwd.as_mut().expect("checked").next_exchange(head);
+            self.deadline = None;
+            self.state = State::Relaying;
+            return Flow::Next;
+        }
+        self.end_upstream(ctx);
+        self.fwd = Some(Box::new(Forward::new(request.target.clone(), head)));
+        self.target = Some(request.target);
+        self.start_request(ctx, Client::HttpForward, Command::Connect);
+        Flow::Next
+    }
+
+    /// Closes the upstream connection of a finished exchange, so the next
+    /// request can go elsewhere.
+    fn end_upstream(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(l) = self.link.take() {
+            ctx.links.closed(l);
+        }
+        self.drop_upstream(ctx);
+        self.local = None;
+        if let Some(ring) = self.down.ring.take() {
+            ctx.pool.give(ring);
+        }
+        self.down.eof = false;
+        self.down.shut = false;
+        self.up.shut = false;
+    }
+
+    fn start_request(&mut self, ctx: &mut Ctx<'_>, client: Client, command: Command) {
         if command != Command::Connect {
             log::debug!(
                 "#{} {}: {command:?} is not supported",
@@ -578,7 +709,7 @@ impl Conn {
             );
             self.fail(
                 ctx,
-                version,
+                client,
                 Reply::CommandNotSupported,
                 "command not supported",
                 None,
@@ -588,18 +719,18 @@ impl Conn {
         match self.target.as_ref().expect("set by the caller") {
             Target::Addr(addr) => {
                 let addr = *addr;
-                if !net::is_connectable(addr) {
+                if !net::is_connectable(addr) || ctx.is_self(addr) {
                     self.fail(
                         ctx,
-                        version,
+                        client,
                         Reply::NotAllowed,
                         "destination not allowed",
                         None,
                     );
                 } else if ctx.links.can_reach(addr.ip()) {
-                    self.start_connecting(ctx, version, vec![addr]);
+                    self.start_connecting(ctx, client, vec![addr]);
                 } else {
-                    self.missing_family(ctx, version);
+                    self.missing_family(ctx, client);
                 }
             }
             Target::Name(host, port) => {
@@ -610,13 +741,13 @@ impl Conn {
                     port: *port,
                     deadline: ctx.now + ctx.timeouts.connect,
                 });
-                self.state = State::Resolving { version };
+                self.state = State::Resolving { client };
                 self.arm(ctx, ctx.timeouts.connect);
             }
         }
     }
 
-    fn missing_family(&mut self, ctx: &mut Ctx<'_>, version: Version) {
+    fn missing_family(&mut self, ctx: &mut Ctx<'_>, client: Client) {
         let family = match &self.target {
             Some(Target::Addr(a)) if a.is_ipv6() => "IPv6",
             Some(Target::Addr(_)) => "IPv4",
@@ -635,7 +766,7 @@ impl Conn {
         }
         self.fail(
             ctx,
-            version,
+            client,
             Reply::NetworkUnreachable,
             "no local address of that family",
             None,
@@ -644,9 +775,9 @@ impl Conn {
 
     // --- connecting ------------------------------------------------------
 
-    fn start_connecting(&mut self, ctx: &mut Ctx<'_>, version: Version, addrs: Vec<SocketAddr>) {
+    fn start_connecting(&mut self, ctx: &mut Ctx<'_>, client: Client, addrs: Vec<SocketAddr>) {
         self.state = State::Connecting {
-            version,
+            client,
             addrs,
             at: 0,
             tried: 0,
@@ -662,7 +793,7 @@ impl Conn {
     fn connect_next(&mut self, ctx: &mut Ctx<'_>) {
         loop {
             let State::Connecting {
-                version,
+                client,
                 addrs,
                 at,
                 tried,
@@ -673,8 +804,8 @@ impl Conn {
                 return;
             };
             let Some(&remote) = addrs.get(*at) else {
-                let (version, failure) = (*version, *failure);
-                self.fail(ctx, version, failure, "connect failed", None);
+                let (client, failure) = (*client, *failure);
+                self.fail(ctx, client, failure, "connect failed", None);
                 return;
             };
             let Some(l) = ctx.links.pick(remote.ip(), *tried, ctx.now) else {
@@ -764,14 +895,14 @@ impl Conn {
         }
         match net::connect_result(stream) {
             Ok(true) => {
-                let State::Connecting { version, link, .. } = self.state else {
+                let State::Connecting { client, link, .. } = self.state else {
                     unreachable!("checked by drive")
                 };
                 let l = link.expect("an attempt was in flight");
                 ctx.links.connected(l);
                 self.link = Some(l);
                 self.local = stream.local_addr().ok();
-                self.queue_reply(ctx, version, Reply::Succeeded, self.local);
+                self.queue_reply(ctx, client, Reply::Succeeded, self.local);
                 self.error = None;
                 self.deadline = None;
                 // Payload the client pipelined behind its request counts as relayed.
@@ -805,7 +936,11 @@ impl Conn {
             return flow;
         }
         let (up_before, down_before) = (self.up.bytes, self.down.bytes);
-        let flow = self.relay_rounds(ctx);
+        let flow = if self.fwd.is_some() {
+            self.relay_forward(ctx)
+        } else {
+            self.relay_rounds(ctx)
+        };
         let link = self.link.expect("relaying has a link");
         ctx.links.add_bytes(
             link,
@@ -881,17 +1016,17 @@ impl Conn {
     fn fail(
         &mut self,
         ctx: &mut Ctx<'_>,
-        version: Version,
+        client: Client,
         reply: Reply,
         reason: &'static str,
         error: Option<io::Error>,
     ) {
         self.drop_upstream(ctx);
-        self.queue_reply(ctx, version, reply, None);
-        self.reason = reason;
         if error.is_some() {
             self.error = error;
         }
+        self.queue_reply(ctx, client, reply, None);
+        self.reason = reason;
         self.enter_closing(ctx);
     }
 
@@ -966,10 +1101,30 @@ impl Conn {
     fn queue_reply(
         &mut self,
         ctx: &mut Ctx<'_>,
-        version: Version,
+        client: Client,
         reply: Reply,
         bound: Option<SocketAddr>,
     ) {
+        let version = match (client, reply) {
+            (Client::Socks(version), _) => version,
+            (Client::HttpConnect, Reply::Succeeded) => {
+                return self.queue(ctx, http::CONNECT_ESTABLISHED);
+            }
+            // The request itself is what goes out first.
+            (Client::HttpForward, Reply::Succeeded) => return,
+            (Client::HttpConnect | Client::HttpForward, _) => {
+                let status = match reply {
+                    Reply::NotAllowed => 403,
+                    Reply::TtlExpired => 504,
+                    _ => 502,
+                };
+                let detail = match &self.error {
+                    Some(e) => format!("{reply} ({e})"),
+                    None => reply.to_string(),
+                };
+                return self.queue(ctx, &http::error_response(status, &detail, ""));
+            }
+        };
         let mut buf = [0u8; consts::MAX_REPLY_LEN];
         let n = socks::emit_reply(version, reply, bound, &mut buf);
         self.queue(ctx, &buf[..n]);
@@ -985,9 +1140,16 @@ impl Conn {
 /// What the bytes received so far amount to, in the current handshake state.
 enum Parsed {
     NeedMore,
+    /// A SOCKS5 greeting, and the method chosen for it.
     Greeting {
         consumed: usize,
-        no_auth: bool,
+        method: u8,
+    },
+    /// RFC 1929 credentials, and whether they are accepted.
+    UserPass {
+        consumed: usize,
+        user: String,
+        ok: bool,
     },
     Request {
         consumed: usize,
@@ -995,24 +1157,49 @@ enum Parsed {
         command: Command,
         target: Target,
     },
+    /// The first byte says HTTP: parse a request head next.
     Http,
+    HttpRequest {
+        consumed: usize,
+        request: HttpRequest,
+    },
     Invalid {
         answer: Answer,
-        error: ParseError,
+        error: Box<dyn std::error::Error>,
     },
 }
 
 /// What a client whose handshake is invalid is told before the close.
 enum Answer {
     /// A SOCKS reply in this version's format.
-    Reply(Version),
+    Reply(Version, Reply),
     /// A SOCKS5 method selection of "no acceptable method".
     NoMethod,
-    /// Nothing: the client speaks no protocol we know.
-    Nothing,
+    /// An HTTP error response with this status.
+    Http(u16),
 }
 
-fn parse_step(state: &State, data: &[u8]) -> Parsed {
+/// An HTTP proxy request, owned, once its head has been parsed.
+struct HttpRequest {
+    target: Target,
+    /// The rewritten head to send on (forward requests), or `None` (CONNECT).
+    forward: Option<ForwardHead>,
+    /// Whether its `Proxy-Authorization` is accepted (or none is needed).
+    authorized: bool,
+}
+
+struct ForwardHead {
+    head: Vec<u8>,
+    method: Box<str>,
+    body: http::Body,
+    close: bool,
+}
+
+fn parse_step(state: &State, data: &[u8], auth: &Credentials) -> Parsed {
+    let invalid = |answer, error: ParseError| Parsed::Invalid {
+        answer,
+        error: Box::new(error),
+    };
     let request = |r: Result<Status<socks::Request<'_>>, ParseError>, version| match r {
         Ok(Status::Partial) => Parsed::NeedMore,
         Ok(Status::Complete(req, consumed)) => Parsed::Request {
@@ -1024,34 +1211,103 @@ fn parse_step(state: &State, data: &[u8]) -> Parsed {
                 Dest::Name(n, p) => Target::Name(n.into(), p),
             },
         },
-        Err(error) => Parsed::Invalid {
-            answer: Answer::Reply(version),
-            error,
-        },
+        Err(error) => invalid(Answer::Reply(version, error.reply()), error),
     };
-    if let State::Request = state {
-        return request(socks::parse_request(data), Version::Socks5);
+    match state {
+        State::Request => return request(socks::parse_request(data), Version::Socks5),
+        State::Auth => {
+            return match socks::parse_user_pass(data) {
+                Ok(Status::Partial) => Parsed::NeedMore,
+                Ok(Status::Complete(up, consumed)) => Parsed::UserPass {
+                    consumed,
+                    user: String::from_utf8_lossy(up.user).into_owned(),
+                    ok: auth.check(up.user, up.pass),
+                },
+                Err(error) => invalid(Answer::NoMethod, error),
+            }
+        }
+        State::HttpHead => return parse_http(data, auth),
+        _ => {}
     }
     let Some(&first) = data.first() else {
         return Parsed::NeedMore;
     };
     match socks::sniff(first) {
-        Ok(Protocol::Http) => Parsed::Http,
-        Ok(Protocol::Socks4) => request(socks::parse_socks4(data), Version::Socks4),
-        Ok(Protocol::Socks5) => match socks::parse_greeting(data) {
+        Protocol::Http => Parsed::Http,
+        Protocol::Socks4 => request(socks::parse_socks4(data), Version::Socks4),
+        Protocol::Socks5 => match socks::parse_greeting(data) {
             Ok(Status::Partial) => Parsed::NeedMore,
-            Ok(Status::Complete(g, consumed)) => Parsed::Greeting {
-                consumed,
-                no_auth: g.offers(consts::METHOD_NO_AUTH),
-            },
-            Err(error) => Parsed::Invalid {
-                answer: Answer::NoMethod,
-                error,
-            },
+            Ok(Status::Complete(g, consumed)) => {
+                let wanted = if auth.is_empty() {
+                    consts::METHOD_NO_AUTH
+                } else {
+                    consts::METHOD_USER_PASS
+                };
+                let method = if g.offers(wanted) {
+                    wanted
+                } else {
+                    consts::METHOD_NONE_ACCEPTABLE
+                };
+                Parsed::Greeting { consumed, method }
+            }
+            Err(error) => invalid(Answer::NoMethod, error),
         },
-        Err(error) => Parsed::Invalid {
-            answer: Answer::Nothing,
-            error,
+    }
+}
+
+fn parse_http(data: &[u8], auth: &Credentials) -> Parsed {
+    let head = match http::parse_request(data) {
+        Ok(Status::Partial) => return Parsed::NeedMore,
+        Ok(Status::Complete(head, consumed)) => (head, consumed),
+        Err(error) => {
+            return Parsed::Invalid {
+                answer: Answer::Http(error.status()),
+                error: Box::new(error),
+            }
+        }
+    };
+    let (head, consumed) = head;
+    let authorized = auth.is_empty()
+        || head
+            .header("proxy-authorization")
+            .is_some_and(|v| auth.check_basic(v));
+    let (host, port) = match head.target {
+        http::Target::Connect { host, port } | http::Target::Forward { host, port, .. } => {
+            (host, port)
+        }
+    };
+    let target = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Target::Addr(net::canonical(SocketAddr::new(ip, port))),
+        Err(_) => Target::Name(host.into(), port),
+    };
+    let forward = match head.target {
+        http::Target::Connect { .. } => None,
+        http::Target::Forward { .. } => {
+            let body = match http::request_body(&head.headers) {
+                Ok(body) => body,
+                Err(error) => {
+                    return Parsed::Invalid {
+                        answer: Answer::Http(error.status()),
+                        error: Box::new(error),
+                    }
+                }
+            };
+            let mut out = Vec::with_capacity(consumed);
+            http::write_forward_head(&head, &mut out);
+            Some(ForwardHead {
+                head: out,
+                method: head.method.into(),
+                body,
+                close: http::wants_close(&head),
+            })
+        }
+    };
+    Parsed::HttpRequest {
+        consumed,
+        request: HttpRequest {
+            target,
+            forward,
+            authorized,
         },
     }
 }
