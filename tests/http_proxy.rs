@@ -337,6 +337,68 @@ fn forward_to_ipv6_literal_and_empty_path() {
     proxy.finish();
 }
 
+#[test]
+fn forward_other_methods() {
+    let server = HttpServer::start("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let p = server.addr.port();
+    let mut c = HttpConn::connect(proxy.addr);
+    for (method, body) in [
+        ("PUT", &b"put body"[..]),
+        ("PATCH", b"patch"),
+        ("DELETE", b""),
+        ("OPTIONS", b""),
+    ] {
+        c.send(
+            format!(
+                "{method} http://127.0.0.1:{p}/m HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        c.send(body);
+        let r = c.response();
+        assert_eq!(r.text(), format!("server {p} saw {method} /m\n"));
+        let got = server.requests().pop().unwrap();
+        assert_eq!(got.request_line, format!("{method} /m HTTP/1.1"));
+        assert_eq!(got.body_hash, fnv(body), "{method} body");
+    }
+    proxy.finish();
+}
+
+#[test]
+fn client_asking_to_close_is_closed_after_the_response() {
+    let server = HttpServer::start("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let p = server.addr.port();
+    for req in [
+        format!("GET http://127.0.0.1:{p}/c11 HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nConnection: close\r\n\r\n"),
+        format!("GET http://127.0.0.1:{p}/c10 HTTP/1.0\r\n\r\n"),
+    ] {
+        let mut c = HttpConn::connect(proxy.addr);
+        c.send(req.as_bytes());
+        let all = c
+            .until_closed(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{req:?}: the proxy must close after the response: {e}"));
+        let (status, _, body) = parse_response(&all)
+            .unwrap_or_else(|| panic!("{req:?}: {:?}", String::from_utf8_lossy(&all)));
+        assert_eq!(status, 200);
+        let path = if req.contains("c11") { "/c11" } else { "/c10" };
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            format!("server {p} saw GET {path}\n")
+        );
+    }
+    let r = &server.requests()[1];
+    assert_eq!(
+        r.header("host"),
+        Some(format!("127.0.0.1:{p}").as_str()),
+        "{}",
+        r.raw_head
+    );
+    proxy.finish();
+}
+
 // ---------------------------------------------------------------------------
 // Forwarding: persistent connections
 // ---------------------------------------------------------------------------
