@@ -136,6 +136,9 @@ fn find<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Header names and values, in order, names as sent.
+pub type Headers = Vec<(String, String)>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     Length(u64),
@@ -746,7 +749,7 @@ impl HttpConn {
 
 /// Parses a complete response held in memory (status, headers, body after
 /// the head).
-pub fn parse_response(bytes: &[u8]) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+pub fn parse_response(bytes: &[u8]) -> Option<(u16, Headers, Vec<u8>)> {
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
     let (line, headers) = parse_head(&bytes[..end + 4]);
     let status = line.split_whitespace().nth(1)?.parse().ok()?;
