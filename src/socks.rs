@@ -314,7 +314,6 @@ pub fn parse_request(buf: &[u8]) -> Result<Status<Request<'_>>, ParseError> {
         pub const VER: usize = 0;
         pub const CMD: usize = 1;
         pub const ATYP: usize = 3;
-        pub const ADDR: usize = 4;
     }
     let Some(&version) = buf.get(field::VER) else {
         return Ok(Status::Partial);
@@ -328,20 +327,37 @@ pub fn parse_request(buf: &[u8]) -> Result<Status<Request<'_>>, ParseError> {
     let command = Command::from_u8(cmd)?;
     // RSV (byte 2) must be 0 per the RFC; clients in the wild send junk, and
     // nothing depends on it, so it is ignored.
-    let Some(&atyp) = buf.get(field::ATYP) else {
+    let addr = buf.get(field::ATYP..).unwrap_or_default();
+    Ok(match parse_addr(addr)? {
+        Status::Partial => Status::Partial,
+        Status::Complete(dest, n) => {
+            let request = Request {
+                version: Version::Socks5,
+                command,
+                dest,
+            };
+            Status::Complete(request, field::ATYP + n)
+        }
+    })
+}
+
+/// Parses `ATYP DST.ADDR DST.PORT`, as requests and UDP headers carry it.
+fn parse_addr(buf: &[u8]) -> Result<Status<Dest<'_>>, ParseError> {
+    const ADDR: usize = 1;
+    let Some(&atyp) = buf.first() else {
         return Ok(Status::Partial);
     };
     let (addr_len, name_offset) = match atyp {
         ATYP_IPV4 => (4, 0),
         ATYP_IPV6 => (16, 0),
-        ATYP_DOMAIN => match buf.get(field::ADDR) {
+        ATYP_DOMAIN => match buf.get(ADDR) {
             Some(&0) => return Err(ParseError::BadDomain),
             Some(&n) => (n as usize, 1),
             None => return Ok(Status::Partial),
         },
         other => return Err(ParseError::UnknownAddressType(other)),
     };
-    let addr_start = field::ADDR + name_offset;
+    let addr_start = ADDR + name_offset;
     let port_field = addr_start + addr_len;
     let end = port_field + 2;
     if buf.len() < end {
@@ -364,12 +380,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Status<Request<'_>>, ParseError> {
         }
         _ => Dest::Name(domain(raw)?, port),
     };
-    let request = Request {
-        version: Version::Socks5,
-        command,
-        dest,
-    };
-    Ok(Status::Complete(request, end))
+    Ok(Status::Complete(dest, end))
 }
 
 /// Parses a SOCKS4 or SOCKS4a request:
@@ -496,6 +507,54 @@ fn emit_addr(dest: Dest<'_>, out: &mut [u8]) -> usize {
     };
     out[end..end + 2].copy_from_slice(&port);
     end + 2
+}
+
+/// The header of a datagram relayed by UDP ASSOCIATE (RFC 1928 §7):
+///
+/// ```text
+/// +-----+------+------+----------+----------+----------+
+/// | RSV | FRAG | ATYP | DST.ADDR | DST.PORT |   DATA   |
+/// |  2  |  1   |  1   | Variable |    2     | Variable |
+/// +-----+------+------+----------+----------+----------+
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpHeader<'a> {
+    /// Fragment number; 0 is a whole datagram (the only kind relayed).
+    pub frag: u8,
+    pub dest: Dest<'a>,
+}
+
+/// Longest UDP header: RSV FRAG ATYP LEN + 255-byte name + port.
+pub const MAX_UDP_HEADER_LEN: usize = 4 + 1 + 255 + 2;
+
+/// Parses the header of a datagram; `consumed` is where its data starts.
+/// A datagram is whole, so `Partial` means it was cut short.
+pub fn parse_udp_header(buf: &[u8]) -> Result<Status<UdpHeader<'_>>, ParseError> {
+    const FRAG: usize = 2;
+    const ATYP: usize = 3;
+    let Some(&frag) = buf.get(FRAG) else {
+        return Ok(Status::Partial);
+    };
+    Ok(match parse_addr(&buf[ATYP..])? {
+        Status::Partial => Status::Partial,
+        Status::Complete(dest, n) => Status::Complete(UdpHeader { frag, dest }, ATYP + n),
+    })
+}
+
+/// Writes the header for a datagram from `source`; returns its length
+/// (10 for IPv4, 22 for IPv6). `out` must hold 22 bytes.
+pub fn emit_udp_header(source: SocketAddr, out: &mut [u8]) -> usize {
+    out[..3].copy_from_slice(&[0, 0, 0]);
+    3 + emit_addr(Dest::Addr(source), &mut out[3..])
+}
+
+/// How long the header [`emit_udp_header`] writes for `source` is.
+pub fn udp_header_len(source: SocketAddr) -> usize {
+    if source.is_ipv4() {
+        10
+    } else {
+        22
+    }
 }
 
 /// SOCKS5 reply codes (RFC 1928 §6). This is the one place where what
@@ -757,6 +816,43 @@ mod tests {
         assert_eq!(parse_user_pass(&[5]), Err(ParseError::BadVersion(5)));
         let n = emit_user_pass_status(false, &mut out);
         assert_eq!(&out[..n], &[1, 1]);
+    }
+
+    #[test]
+    fn udp_headers() {
+        // RSV RSV FRAG | ATYP=1 127.0.0.1 | port 53 | data
+        let dgram = [0, 0, 0, 1, 127, 0, 0, 1, 0, 53, b'h', b'i'];
+        let (h, n) = complete(parse_udp_header(&dgram));
+        assert_eq!((h.frag, n), (0, 10));
+        assert_eq!(h.dest, Dest::Addr("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(&dgram[n..], b"hi");
+        // A name, fragment 1.
+        let mut named = vec![0, 0, 1, 3, 9];
+        named.extend_from_slice(b"localhost");
+        named.extend_from_slice(&[0x1f, 0x90]);
+        let (h, n) = complete(parse_udp_header(&named));
+        assert_eq!((h.frag, n), (1, named.len()));
+        assert_eq!(h.dest, Dest::Name("localhost", 8080));
+        for cut in 0..10 {
+            assert_eq!(
+                parse_udp_header(&dgram[..cut]),
+                Ok(Status::Partial),
+                "cut {cut}"
+            );
+        }
+        assert_eq!(
+            parse_udp_header(&[0, 0, 0, 9, 1, 2]),
+            Err(ParseError::UnknownAddressType(9))
+        );
+        // What we emit parses back.
+        let mut out = [0u8; 22];
+        for src in ["10.1.2.3:4000", "[2001:db8::1]:53"] {
+            let src: SocketAddr = src.parse().unwrap();
+            let n = emit_udp_header(src, &mut out);
+            assert_eq!(n, udp_header_len(src));
+            let (h, m) = complete(parse_udp_header(&out[..n]));
+            assert_eq!((h.frag, h.dest, m), (0, Dest::Addr(src), n));
+        }
     }
 
     #[test]
