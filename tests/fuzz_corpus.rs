@@ -57,12 +57,26 @@ fn replay(target: &str, min: usize, check: impl Fn(&[u8])) {
 
 #[test]
 fn socks_parse_corpus_holds_the_properties() {
-    replay("socks_parse", 20, |data| {
+    replay("socks_parse", 24, |data| {
         props::check_socks(data);
         // The same message, one byte per read.
         let (_, msg) = props::split_input(data);
         props::check_socks(&props::make_input(&[1], msg));
     });
+}
+
+#[test]
+fn http_parse_corpus_holds_the_properties() {
+    replay("http_parse", 10, |data| {
+        props::check_http(data);
+        let (_, msg) = props::split_input(data);
+        props::check_http(&props::make_input(&[1], msg));
+    });
+}
+
+#[test]
+fn auth_parse_corpus_holds_the_properties() {
+    replay("auth_parse", 5, props::check_auth);
 }
 
 #[test]
