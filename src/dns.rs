@@ -28,6 +28,9 @@ pub struct Job {
 pub struct Answer {
     pub key: usize,
     pub id: u64,
+    /// The name asked for (a UDP association asks for several).
+    pub host: String,
+    pub port: u16,
     pub result: io::Result<Vec<SocketAddr>>,
 }
 
@@ -85,6 +88,8 @@ fn worker(jobs: &Mutex<Receiver<Job>>, answers: &Sender<Answer>, waker: &Waker) 
         let answer = Answer {
             key: job.key,
             id: job.id,
+            host: job.host,
+            port: job.port,
             result,
         };
         if answers.send(answer).is_err() {

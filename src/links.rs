@@ -203,6 +203,19 @@ impl Links {
             })
     }
 
+    /// The link a new UDP destination is routed through: an up link by
+    /// weighted round robin, else any link of the family with an address.
+    /// Datagrams say nothing of a link's health, so no trial is started.
+    pub fn pick_for_datagrams(&mut self, remote: IpAddr) -> Option<usize> {
+        let links = &self.links;
+        let ipv6 = remote.is_ipv6();
+        let usable = |i: usize| links[i].ipv6 == ipv6 && links[i].ip.is_some();
+        let selector = if ipv6 { &mut self.v6 } else { &mut self.v4 };
+        selector
+            .next_where(|&i| usable(i) && links[i].state == State::Up)
+            .or_else(|| (0..links.len()).find(|&i| usable(i)))
+    }
+
     /// A connection through link `i` was established.
     pub fn connected(&mut self, i: usize) {
         let link = &mut self.links[i];

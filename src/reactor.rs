@@ -98,6 +98,9 @@ pub struct Reactor {
     access: Access,
     /// When each refused client address was last logged.
     refused: HashMap<IpAddr, Instant>,
+    /// What datagrams of UDP associations pass through.
+    udp_buf: Box<[u8]>,
+    associations: usize,
     pool: RingPool,
     resolver: Resolver,
     timers: Timers,
@@ -146,6 +149,8 @@ impl Reactor {
             reload: Arc::new(AtomicBool::new(false)),
             access: config.access,
             refused: HashMap::new(),
+            udp_buf: vec![0; conn::UDP_BUFFER].into_boxed_slice(),
+            associations: 0,
             pool: RingPool::new(ring_size, SPARE_RINGS),
             resolver,
             timers: Timers::new(),
@@ -277,6 +282,8 @@ impl Reactor {
                 timers: &mut self.timers,
                 notices: &mut self.notices,
                 auth: &self.auth,
+                udp_buf: &mut self.udp_buf,
+                associations: &mut self.associations,
                 listen: self.local_addr,
                 timeouts: self.timeouts,
                 now,
@@ -372,8 +379,9 @@ impl Reactor {
             let Some(conn) = conns.get_mut(answer.key).filter(|c| c.id() == answer.id) else {
                 continue; // the connection is gone; its slot may hold a newer one
             };
-            let progress = conn.on_resolved(&mut ctx, answer.result);
-            self.after(answer.key, progress, now);
+            let key = answer.key;
+            let progress = conn.on_resolved(&mut ctx, answer);
+            self.after(key, progress, now);
         }
     }
 

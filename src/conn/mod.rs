@@ -36,29 +36,48 @@ use crate::net;
 use crate::ring::{Ring, RingPool};
 use crate::socks::{self, consts, Command, Dest, ParseError, Protocol, Reply, Status, Version};
 
+mod bind;
 mod forward;
+mod udp;
 use forward::Forward;
+use udp::Assoc;
+pub use udp::BUFFER as UDP_BUFFER;
 
-/// Which of a connection's two sockets a token names.
+/// Which of a connection's sockets a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    Client = 0,
-    Upstream = 1,
+    Client,
+    /// The outgoing TCP socket (or a BIND listener).
+    Upstream,
+    /// The UDP socket a UDP ASSOCIATE client sends its datagrams to.
+    UdpRelay,
+    /// The outgoing UDP socket of an association through link `n`.
+    UdpOut(u8),
 }
 
-/// A connection's token: its slab key with the side in the lowest bit.
+/// Bits of a token that name the side; the rest is the slab key.
+const SIDE_BITS: u32 = 8;
+
+/// A connection's token: its slab key, with the side in the low byte.
 pub fn token(key: usize, side: Side) -> Token {
-    Token((key << 1) | side as usize)
+    let code = match side {
+        Side::Client => 0,
+        Side::Upstream => 1,
+        Side::UdpRelay => 2,
+        Side::UdpOut(n) => 3 + n as usize,
+    };
+    Token((key << SIDE_BITS) | code)
 }
 
 /// The slab key and side a token names.
 pub fn from_token(token: Token) -> (usize, Side) {
-    let side = if token.0 & 1 == 0 {
-        Side::Client
-    } else {
-        Side::Upstream
+    let side = match token.0 & ((1 << SIDE_BITS) - 1) {
+        0 => Side::Client,
+        1 => Side::Upstream,
+        2 => Side::UdpRelay,
+        n => Side::UdpOut((n - 3) as u8),
     };
-    (token.0 >> 1, side)
+    (token.0 >> SIDE_BITS, side)
 }
 
 /// How long a connection that ended with an error reply keeps reading (and
@@ -116,6 +135,10 @@ pub struct Ctx<'a> {
     pub timers: &'a mut Timers,
     pub notices: &'a mut Notices,
     pub auth: &'a Credentials,
+    /// The buffer datagrams pass through ([`UDP_BUFFER`] bytes).
+    pub udp_buf: &'a mut [u8],
+    /// UDP associations open across connections.
+    pub associations: &'a mut usize,
     /// The proxy's own listening address, which no request may target.
     pub listen: SocketAddr,
     pub timeouts: Timeouts,
@@ -235,6 +258,14 @@ enum State {
         failure: Reply,
     },
     Relaying,
+    /// UDP ASSOCIATE: relaying datagrams while the control connection lives.
+    Associated(Box<Assoc>),
+    /// BIND: listening for the one incoming connection.
+    Binding {
+        client: Client,
+        listener: mio::net::TcpListener,
+        link: usize,
+    },
     /// A final reply is going out; then what the client still sends is read
     /// and discarded until its EOF or [`LINGER`].
     Closing,
@@ -250,6 +281,8 @@ impl State {
             State::Resolving { .. } => "resolving",
             State::Connecting { .. } => "connecting",
             State::Relaying => "relaying",
+            State::Associated(_) => "associated",
+            State::Binding { .. } => "binding",
             State::Closing => "closing",
         }
     }
@@ -345,6 +378,12 @@ impl Conn {
         let ready = match side {
             Side::Client => &mut self.client_ready,
             Side::Upstream => &mut self.upstream_ready,
+            Side::UdpRelay | Side::UdpOut(_) => {
+                if let State::Associated(assoc) = &mut self.state {
+                    assoc.on_readable(side);
+                }
+                return;
+            }
         };
         let broken = event.is_error();
         ready.error |= broken;
@@ -363,6 +402,8 @@ impl Conn {
                 State::Resolving { .. } => self.flush_replies(ctx),
                 State::Connecting { .. } => self.connecting(ctx),
                 State::Relaying => self.relay(ctx),
+                State::Associated(_) => self.associated(ctx),
+                State::Binding { .. } => self.binding(ctx),
                 State::Closing => self.closing(ctx),
             };
             match flow {
@@ -373,11 +414,12 @@ impl Conn {
     }
 
     /// A DNS answer for this connection arrived.
-    pub fn on_resolved(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        result: io::Result<Vec<SocketAddr>>,
-    ) -> Progress {
+    pub fn on_resolved(&mut self, ctx: &mut Ctx<'_>, answer: crate::dns::Answer) -> Progress {
+        let result = answer.result;
+        if let State::Associated(_) = self.state {
+            self.name_resolved(ctx, answer.host, answer.port, result);
+            return self.drive(ctx);
+        }
         let State::Resolving { client } = self.state else {
             return Progress::Idle; // answered too late: the deadline already replied
         };
@@ -454,7 +496,18 @@ impl Conn {
                 self.attempt_failed(ctx, io::ErrorKind::TimedOut.into());
                 self.drive(ctx)
             }
-            State::Relaying => Progress::Idle,
+            State::Relaying | State::Associated(_) => Progress::Idle,
+            State::Binding { client, .. } => {
+                let client = *client;
+                self.fail(
+                    ctx,
+                    client,
+                    Reply::TtlExpired,
+                    "no connection came to BIND",
+                    None,
+                );
+                self.drive(ctx)
+            }
             State::Closing => Progress::Close,
         }
     }
@@ -468,6 +521,12 @@ impl Conn {
         }
         if let State::Connecting { link: Some(l), .. } = self.state {
             ctx.links.abandoned(l, ctx.now);
+        }
+        if let State::Associated(assoc) = &mut self.state {
+            Conn::end_associate(assoc, ctx);
+        }
+        if let State::Binding { listener, .. } = &mut self.state {
+            let _ = ctx.registry.deregister(listener);
         }
         self.drop_upstream(ctx);
         for pipe in [&mut self.up, &mut self.down] {
@@ -701,6 +760,13 @@ impl Conn {
     }
 
     fn start_request(&mut self, ctx: &mut Ctx<'_>, client: Client, command: Command) {
+        match (command, client) {
+            (Command::UdpAssociate, Client::Socks(Version::Socks5)) => {
+                return self.start_associate(ctx, client);
+            }
+            (Command::Bind, Client::Socks(_)) => return self.start_bind(ctx, client),
+            _ => {}
+        }
         if command != Command::Connect {
             log::debug!(
                 "#{} {}: {command:?} is not supported",
@@ -1427,7 +1493,13 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         for key in [0usize, 1, 2, 12345] {
-            for side in [Side::Client, Side::Upstream] {
+            for side in [
+                Side::Client,
+                Side::Upstream,
+                Side::UdpRelay,
+                Side::UdpOut(0),
+                Side::UdpOut(63),
+            ] {
                 assert_eq!(from_token(token(key, side)), (key, side));
             }
         }

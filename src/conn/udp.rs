@@ -1,0 +1,445 @@
+//! UDP ASSOCIATE (RFC 1928 §7): datagrams relayed for as long as the TCP
+//! control connection lives, each destination pinned to one link.
+//!
+//! The client sends `RSV FRAG ATYP DST.ADDR DST.PORT DATA` to the relay
+//! socket; only its own address may (the control connection's IP, and the
+//! port it announced, else the first one seen), so the relay is no open
+//! reflector. The first datagram to a destination picks a link with the
+//! weighted selector, and the destination keeps it (a uTP flow must keep its
+//! source address). Each link used gets one outgoing UDP socket, bound like
+//! TCP connections are. Replies are accepted only from destinations the
+//! client sent to, and come back with a header naming their source.
+//!
+//! Datagrams move through one buffer the reactor lends (with headroom for
+//! the header in front of a reply): nothing is allocated per datagram, except
+//! the few held while a destination's name resolves.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{token, Client, Conn, Ctx, Flow, Progress, Side, State};
+use crate::dns::Job;
+use crate::net;
+use crate::socks::{self, Dest, Reply, Status};
+use crate::sys;
+
+/// Associations open at once, across clients.
+pub const MAX_ASSOCIATIONS: usize = 4096;
+/// Destinations one association may send to.
+pub const MAX_DESTINATIONS: usize = 4096;
+/// Datagrams held while their destination's name resolves.
+const HELD_PER_NAME: usize = 4;
+/// Datagrams handled per socket per turn, so one flood does not hold the loop.
+const BURST: usize = 64;
+/// Room in front of a received datagram for the header of its reply.
+pub const HEADROOM: usize = 22;
+/// The buffer the reactor lends: headroom plus the largest datagram.
+pub const BUFFER: usize = HEADROOM + 65_535;
+
+enum Name {
+    /// Being resolved; datagrams for it wait here.
+    Pending(Vec<Box<[u8]>>),
+    /// The address used for the association's life (`None`: did not resolve).
+    Resolved(Option<SocketAddr>),
+}
+
+pub(super) struct Assoc {
+    relay: UdpSocket,
+    relay_readable: bool,
+    client_ip: IpAddr,
+    /// Announced in the request, or learnt from the first datagram.
+    client_port: Option<u16>,
+    /// Each destination's link.
+    routes: HashMap<SocketAddr, usize>,
+    /// Outgoing sockets by link index, made on first use, with readiness.
+    outs: Vec<Option<(UdpSocket, bool)>>,
+    names: HashMap<(Box<str>, u16), Name>,
+    /// A limit was hit and logged (once per association).
+    limited: bool,
+}
+
+impl Assoc {
+    pub(super) fn on_readable(&mut self, side: Side) {
+        match side {
+            Side::UdpRelay => self.relay_readable = true,
+            Side::UdpOut(n) => {
+                if let Some(Some((_, readable))) = self.outs.get_mut(n as usize) {
+                    *readable = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn client_addr(&self) -> Option<SocketAddr> {
+        self.client_port.map(|p| SocketAddr::new(self.client_ip, p))
+    }
+
+    pub(super) fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.relay);
+        for (socket, _) in self.outs.iter_mut().flatten() {
+            let _ = registry.deregister(socket);
+        }
+    }
+}
+
+impl Conn {
+    /// Opens the relay socket on the address the client reached us on, and
+    /// answers with it.
+    pub(super) fn start_associate(&mut self, ctx: &mut Ctx<'_>, client: Client) {
+        if *ctx.associations >= MAX_ASSOCIATIONS {
+            log::warn!(
+                "#{} {}: UDP ASSOCIATE refused: {MAX_ASSOCIATIONS} associations are open",
+                self.id,
+                self.client_addr
+            );
+            self.fail(
+                ctx,
+                client,
+                Reply::GeneralFailure,
+                "too many UDP associations",
+                None,
+            );
+            return;
+        }
+        let opened = self.client.local_addr().and_then(|local| {
+            let mut relay = UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
+            ctx.registry.register(
+                &mut relay,
+                token(self.key, Side::UdpRelay),
+                Interest::READABLE,
+            )?;
+            Ok(relay)
+        });
+        let relay = match opened {
+            Ok(relay) => relay,
+            Err(e) => {
+                self.fail(
+                    ctx,
+                    client,
+                    Reply::GeneralFailure,
+                    "cannot open UDP relay",
+                    Some(e),
+                );
+                return;
+            }
+        };
+        let bound = relay.local_addr().ok();
+        // The port the client says it will send from, when it knows it.
+        let client_port = match &self.target {
+            Some(super::Target::Addr(a)) if a.port() != 0 => Some(a.port()),
+            _ => None,
+        };
+        *ctx.associations += 1;
+        self.local = bound;
+        self.queue_reply(ctx, client, Reply::Succeeded, bound);
+        self.deadline = None;
+        self.state = State::Associated(Box::new(Assoc {
+            relay,
+            relay_readable: true,
+            client_ip: self.client_addr.ip().to_canonical(),
+            client_port,
+            routes: HashMap::new(),
+            outs: (0..ctx.links.iter().count()).map(|_| None).collect(),
+            names: HashMap::new(),
+            limited: false,
+        }));
+    }
+
+    /// Relays what the sockets have; the association ends with its control
+    /// connection.
+    pub(super) fn associated(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+        if let Err(e) = self.flush_client(ctx) {
+            return self.broken("client write error", e);
+        }
+        // The control connection carries nothing more; its end is the end.
+        let mut sink = [0u8; 512];
+        while self.client_ready.readable {
+            match self.client.read(&mut sink) {
+                Ok(0) => {
+                    self.reason = "control connection closed";
+                    return Flow::Stop(Progress::Close);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.client_ready.readable = false
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.broken("control connection error", e),
+            }
+        }
+        let State::Associated(assoc) = &mut self.state else {
+            unreachable!("checked by drive")
+        };
+        let mut busy = false;
+        for _ in 0..BURST {
+            if !assoc.relay_readable {
+                break;
+            }
+            match assoc.relay.recv_from(&mut ctx.udp_buf[..]) {
+                Ok((n, from)) => {
+                    let up = from_client(assoc, ctx, self.key, self.id, n, from);
+                    self.up.bytes += up as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => assoc.relay_readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ICMP errors from earlier sends surface here; nothing to do.
+                Err(_) => {}
+            }
+        }
+        busy |= assoc.relay_readable;
+        for link in 0..assoc.outs.len() {
+            for _ in 0..BURST {
+                let Some(Some((socket, readable))) = assoc.outs.get_mut(link) else {
+                    break;
+                };
+                if !*readable {
+                    break;
+                }
+                match socket.recv_from(&mut ctx.udp_buf[HEADROOM..]) {
+                    Ok((n, from)) => {
+                        let down = to_client(assoc, ctx, n, net::canonical(from));
+                        self.down.bytes += down as u64;
+                        ctx.links.add_bytes(link, 0, down as u64);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => *readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {}
+                }
+            }
+            busy |= matches!(assoc.outs.get(link), Some(Some((_, true))));
+        }
+        Flow::Stop(if busy {
+            Progress::Yield
+        } else {
+            Progress::Idle
+        })
+    }
+
+    /// A name an association asked for resolved: send what waited for it.
+    pub(super) fn name_resolved(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        host: String,
+        port: u16,
+        result: io::Result<Vec<SocketAddr>>,
+    ) {
+        let State::Associated(assoc) = &mut self.state else {
+            return;
+        };
+        let addr = result.ok().and_then(|addrs| {
+            addrs
+                .into_iter()
+                .map(net::canonical)
+                .find(|a| ctx.links.can_reach(a.ip()))
+        });
+        let key = (host.into_boxed_str(), port);
+        let held = match assoc.names.insert(key, Name::Resolved(addr)) {
+            Some(Name::Pending(held)) => held,
+            _ => Vec::new(),
+        };
+        if let Some(dest) = addr {
+            for datagram in held {
+                let sent = send(assoc, ctx, self.key, dest, &datagram);
+                self.up.bytes += sent as u64;
+            }
+        }
+    }
+
+    /// Closes the association's sockets.
+    pub(super) fn end_associate(assoc: &mut Assoc, ctx: &mut Ctx<'_>) {
+        assoc.deregister(ctx.registry);
+        *ctx.associations = ctx.associations.saturating_sub(1);
+    }
+}
+
+/// A datagram from the client is in `ctx.udp_buf[..n]`: check its source
+/// and header, then send its data on. Returns the payload bytes sent.
+fn from_client(
+    assoc: &mut Assoc,
+    ctx: &mut Ctx<'_>,
+    key: usize,
+    id: u64,
+    n: usize,
+    from: SocketAddr,
+) -> usize {
+    let from = net::canonical(from);
+    if from.ip() != assoc.client_ip {
+        return 0; // not our client: never a reflector
+    }
+    match assoc.client_port {
+        Some(p) if p != from.port() => return 0,
+        Some(_) => {}
+        None => assoc.client_port = Some(from.port()),
+    }
+    let datagram = &ctx.udp_buf[..n];
+    let (header, start) = match socks::parse_udp_header(datagram) {
+        Ok(Status::Complete(h, start)) if h.frag == 0 => (h, start),
+        // Fragments are not supported (as in most servers); malformed: dropped.
+        _ => return 0,
+    };
+    let dest = match header.dest {
+        Dest::Addr(a) => net::canonical(a),
+        Dest::Name(name, port) => {
+            let key_name = (Box::<str>::from(name), port);
+            match assoc.names.get_mut(&key_name) {
+                Some(Name::Resolved(Some(a))) => *a,
+                Some(Name::Resolved(None)) => return 0,
+                Some(Name::Pending(held)) => {
+                    if held.len() < HELD_PER_NAME {
+                        held.push(datagram[start..].into());
+                    }
+                    return 0;
+                }
+                None => {
+                    if assoc.names.len() >= MAX_DESTINATIONS {
+                        limit(assoc, "names");
+                        return 0;
+                    }
+                    let held = vec![datagram[start..].into()];
+                    assoc.names.insert(key_name, Name::Pending(held));
+                    ctx.resolver.submit(Job {
+                        key,
+                        id,
+                        host: name.to_string(),
+                        port,
+                        deadline: ctx.now + ctx.timeouts.connect,
+                    });
+                    return 0;
+                }
+            }
+        }
+    };
+    // The payload stays in the shared buffer; `ctx` is needed mutably to route.
+    send_range(assoc, ctx, key, dest, start..n)
+}
+
+fn send_range(
+    assoc: &mut Assoc,
+    ctx: &mut Ctx<'_>,
+    key: usize,
+    dest: SocketAddr,
+    range: std::ops::Range<usize>,
+) -> usize {
+    let Some((link, socket)) = route(assoc, ctx, key, dest) else {
+        return 0;
+    };
+    let payload = &ctx.udp_buf[range];
+    match socket.send_to(payload, dest) {
+        Ok(sent) => {
+            ctx.links.add_bytes(link, sent as u64, 0);
+            sent
+        }
+        // A full send buffer or an ICMP error: UDP may drop.
+        Err(_) => 0,
+    }
+}
+
+/// Sends `payload` (not in the shared buffer) to `dest`.
+fn send(
+    assoc: &mut Assoc,
+    ctx: &mut Ctx<'_>,
+    key: usize,
+    dest: SocketAddr,
+    payload: &[u8],
+) -> usize {
+    let Some((link, socket)) = route(assoc, ctx, key, dest) else {
+        return 0;
+    };
+    match socket.send_to(payload, dest) {
+        Ok(sent) => {
+            ctx.links.add_bytes(link, sent as u64, 0);
+            sent
+        }
+        Err(_) => 0,
+    }
+}
+
+/// The link and outgoing socket for `dest`: its pinned link, or a new pick.
+fn route<'a>(
+    assoc: &'a mut Assoc,
+    ctx: &mut Ctx<'_>,
+    key: usize,
+    dest: SocketAddr,
+) -> Option<(usize, &'a UdpSocket)> {
+    if !net::is_connectable(dest) || ctx.is_self(dest) {
+        return None;
+    }
+    let link = match assoc.routes.get(&dest) {
+        Some(&link) => link,
+        None => {
+            if assoc.routes.len() >= MAX_DESTINATIONS {
+                limit(assoc, "destinations");
+                return None;
+            }
+            let link = ctx.links.pick_for_datagrams(dest.ip())?;
+            assoc.routes.insert(dest, link);
+            link
+        }
+    };
+    if assoc.outs[link].is_none() {
+        match open_out(ctx, key, link, dest.is_ipv6()) {
+            Ok(socket) => assoc.outs[link] = Some((socket, true)),
+            Err(e) => {
+                log::debug!(
+                    "cannot open a UDP socket on link {}: {e}",
+                    ctx.links.get(link).label()
+                );
+                return None;
+            }
+        }
+    }
+    assoc.outs[link].as_ref().map(|(s, _)| (link, s))
+}
+
+/// An outgoing UDP socket bound to the link's address (and interface).
+fn open_out(ctx: &mut Ctx<'_>, key: usize, link: usize, ipv6: bool) -> io::Result<UdpSocket> {
+    let through = ctx.links.get(link);
+    let ip = through
+        .ip()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable))?;
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    if let Some(dev) = through.device() {
+        sys::bind_device(&socket, dev, ipv6)?;
+    }
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    let mut socket = UdpSocket::from_std(socket.into());
+    let n = u8::try_from(link).expect("at most 64 links");
+    ctx.registry
+        .register(&mut socket, token(key, Side::UdpOut(n)), Interest::READABLE)?;
+    Ok(socket)
+}
+
+/// A reply from `from` is in `ctx.udp_buf[HEADROOM..HEADROOM + n]`: put the
+/// header in front and send it to the client. Returns the payload bytes.
+fn to_client(assoc: &mut Assoc, ctx: &mut Ctx<'_>, n: usize, from: SocketAddr) -> usize {
+    // Only destinations the client sent to may answer.
+    if !assoc.routes.contains_key(&from) {
+        return 0;
+    }
+    let Some(client) = assoc.client_addr() else {
+        return 0;
+    };
+    let start = HEADROOM - socks::udp_header_len(from);
+    socks::emit_udp_header(from, &mut ctx.udp_buf[start..HEADROOM]);
+    match assoc
+        .relay
+        .send_to(&ctx.udp_buf[start..HEADROOM + n], client)
+    {
+        Ok(_) => n,
+        Err(_) => 0,
+    }
+}
+
+fn limit(assoc: &mut Assoc, what: &str) {
+    if !std::mem::replace(&mut assoc.limited, true) {
+        log::warn!("a UDP association reached its limit of {MAX_DESTINATIONS} {what}; further ones are dropped");
+    }
+}
