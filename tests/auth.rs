@@ -688,6 +688,11 @@ fn netns_default_beyond_loopback_serves_only_private_clients() {
     let pair = Pair::new();
     for (listen, clients) in [("10.77.0.1", CLIENTS_V4), ("fd77::1", CLIENTS_V6)] {
         let proxy = Proxy::start_in_netns_on(&pair.proxy_ns, listen, &["127.0.0.1"]);
+        // The notice may follow the "listening on" line.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !proxy.stdout().contains(NOTICE) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
         assert!(
             proxy.stdout().contains(NOTICE),
             "listening on {listen} without --auth or --allow: expected a line with {NOTICE:?}\n{}",
