@@ -582,7 +582,7 @@ fn bodies_content_length_and_chunked_both_ways_on_one_connection() {
 }
 
 #[test]
-fn head_and_204_responses_have_no_body() {
+fn head_204_and_304_responses_have_no_body() {
     let s = HttpServer::start("127.0.0.1:0");
     let proxy = Proxy::start(&["127.0.0.2"]);
     let p = s.addr.port();
@@ -597,11 +597,142 @@ fn head_and_204_responses_have_no_body() {
     c.send(&get("127.0.0.1", p, "/nocontent"));
     let r = c.response();
     assert_eq!(r.status, 204);
+    // 304 with a Content-Length: no body either.
+    c.send(&get("127.0.0.1", p, "/notmodified"));
+    let r = c.response();
+    assert_eq!(r.status, 304);
     // Both answers ended at their heads: the next request works.
     c.send(&get("127.0.0.1", p, "/next"));
     let r = c.response();
     assert_eq!(r.text(), format!("server {p} saw GET /next\n"));
     assert_eq!(s.peers().len(), 1);
+    proxy.finish();
+}
+
+#[test]
+fn chunk_extensions_and_trailers_keep_the_framing() {
+    let s = HttpServer::start("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let p = s.addr.port();
+    let mut c = HttpConn::connect(proxy.addr);
+    // Response: extensions, a zero-padded last chunk, trailer fields.
+    c.send(&get("127.0.0.1", p, "/trailers"));
+    let r = c.response();
+    assert_eq!(r.text(), "hello, world");
+    // Request: the same features.
+    c.send(
+        format!(
+            "POST http://127.0.0.1:{p}/echo HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n\
+             3;a=b\r\nabc\r\n\
+             0A ; c=\"d;e\"\r\n0123456789\r\n\
+             00\r\nX-Trailer: 1\r\nX-Other: 2\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let r = c.response();
+    assert_eq!(r.text(), "abc0123456789");
+    // Both messages ended where they should: the next request works.
+    c.send(&get("127.0.0.1", p, "/after"));
+    assert_eq!(c.response().text(), format!("server {p} saw GET /after\n"));
+    assert_eq!(s.peers().len(), 1);
+    proxy.finish();
+}
+
+#[test]
+fn origin_closing_after_an_answer_does_not_break_the_next_request() {
+    let s = HttpServer::start("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let p = s.addr.port();
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(&get("127.0.0.1", p, "/bye"));
+    let r = c.response();
+    assert_eq!(r.text(), format!("server {p} says bye\n"));
+    // The origin has closed its connection. Either the proxy closes the
+    // client connection too (a client then reconnects), or the next request
+    // to the same host gets a new upstream connection; not an error, not a
+    // hang.
+    thread::sleep(Duration::from_millis(200));
+    c.w.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    let closed = matches!(c.w.peek(&mut b), Ok(0));
+    c.w.set_nonblocking(false).unwrap();
+    if !closed {
+        c.send(&get("127.0.0.1", p, "/next"));
+        let r = c.try_response(false).unwrap_or_else(|e| {
+            panic!("client connection kept open, but the next request failed: {e}")
+        });
+        assert_eq!(r.status, 200, "{}{}", r.raw_head, r.text());
+        assert_eq!(r.text(), format!("server {p} saw GET /next\n"));
+        assert_eq!(s.peers().len(), 2);
+    }
+    proxy.finish();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_stalled_reader_holds_bodies_back_instead_of_buffering_them() {
+    const LEN: u64 = 64 * 1024 * 1024;
+    let s = HttpServer::start("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let p = s.addr.port();
+    let before = rss_kib(proxy.pid);
+    // Download: the client reads the head, then nothing for a second.
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(&get("127.0.0.1", p, &format!("/download?len={LEN}&seed=3")));
+    let (line, _, _) = c.head();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    thread::sleep(Duration::from_secs(1));
+    let during = rss_kib(proxy.pid);
+    assert!(
+        during < before + 16 * 1024,
+        "proxy RSS grew from {before} KiB to {during} KiB while the client did not read a 64 MiB response"
+    );
+    let mut v = Verifier::new(3);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = LEN;
+    while left > 0 {
+        let n = (buf.len() as u64).min(left) as usize;
+        c.r.read_exact(&mut buf[..n]).unwrap();
+        v.check(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    // Upload: the origin reads nothing of the body for a second.
+    let before = rss_kib(proxy.pid);
+    let mut c = HttpConn::connect(proxy.addr);
+    let head = format!(
+        "POST http://127.0.0.1:{p}/sink?pause=1500 HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nContent-Length: {LEN}\r\n\r\n"
+    );
+    c.send(head.as_bytes());
+    let mut w = c.w.try_clone().unwrap();
+    let writer = thread::spawn(move || send_stream(&mut w, 11, LEN, 256 * 1024));
+    thread::sleep(Duration::from_secs(1));
+    let during = rss_kib(proxy.pid);
+    assert!(
+        during < before + 16 * 1024,
+        "proxy RSS grew from {before} KiB to {during} KiB while the origin did not read a 64 MiB request body"
+    );
+    writer.join().unwrap().expect("send the body");
+    let r = c.response();
+    let mut h = Fnv::default();
+    let mut prng = Prng::new(11);
+    let mut left = LEN;
+    while left > 0 {
+        let n = (buf.len() as u64).min(left) as usize;
+        prng.fill(&mut buf[..n]);
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    assert_eq!(r.text(), format!("{LEN} {:016x}\n", h.0));
     proxy.finish();
 }
 

@@ -299,7 +299,12 @@ struct State {
 /// - `/stall?len=N&first=M&seed=S` sends the head (Content-Length N) and M
 ///   bytes, then waits for [`HttpServer::release`] before the rest;
 /// - `/close` answers without Content-Length or chunking and closes;
-/// - `/nocontent` answers 204;
+/// - `/nocontent` answers 204; `/notmodified` 304 with a Content-Length
+///   and no body;
+/// - `/bye` answers with Content-Length and `Connection: close`, and closes;
+/// - `/trailers` answers `hello, world` chunked, with chunk extensions, a
+///   zero-padded last chunk and trailer fields;
+/// - `?pause=MS` on any path: wait that long before reading the body;
 /// - anything else answers `"server <port> saw <METHOD> <target>\n"`.
 ///
 /// HEAD gets the head of the GET answer. `Expect: 100-continue` gets an
@@ -408,6 +413,10 @@ fn serve(stream: TcpStream, peer: SocketAddr, st: &State, port: u16) {
             Ok(f) => f,
             Err(_) => return,
         };
+        if let Some(ms) = query(q, "pause").and_then(|v| v.parse().ok()) {
+            // Read nothing of the body for a while (back-pressure tests).
+            thread::sleep(Duration::from_millis(ms));
+        }
         let keep = path == "/echo";
         let mut body = Vec::new();
         let mut h = Fnv::default();
@@ -470,6 +479,33 @@ fn serve(stream: TcpStream, peer: SocketAddr, st: &State, port: u16) {
                 drain_until_eof(&mut r);
                 return;
             }
+            "/bye" => {
+                // A complete answer, then the origin closes its side.
+                let body = format!("server {port} says bye\n");
+                let _ = w.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                let _ = w.shutdown(Shutdown::Write);
+                drain_until_eof(&mut r);
+                return;
+            }
+            "/trailers" => w
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n\
+                      5;name=value\r\nhello\r\n\
+                      0007; q=\"x;y\"\r\n, world\r\n\
+                      000\r\nX-Sum: 12\r\nX-More: yes\r\n\r\n",
+                )
+                .is_ok(),
+            "/notmodified" => w
+                .write_all(
+                    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\nETag: \"x\"\r\n\r\n",
+                )
+                .is_ok(),
             "/nocontent" => w
                 .write_all(b"HTTP/1.1 204 No Content\r\nX-Server: test\r\n\r\n")
                 .is_ok(),
