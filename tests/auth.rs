@@ -206,10 +206,28 @@ fn http_407_challenge_and_basic_credentials() {
     );
     assert_407(&c.response(), "CONNECT without credentials");
     assert!(server.requests().is_empty(), "{:?}", server.requests());
+    // The scheme is case-insensitive (RFC 9110, 11.1).
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(
+        format!(
+            "GET http://127.0.0.1:{port}/lower HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Proxy-Authorization: basic {}\r\n\r\n",
+            base64(b"alice:s3cret")
+        )
+        .as_bytes(),
+    );
+    let r = c.response();
+    assert_eq!(
+        r.status,
+        200,
+        "scheme \"basic\": {}{}",
+        r.raw_head,
+        r.text()
+    );
     // Right: the origin gets the request without Proxy-Authorization.
     let r = http_get_with(proxy.addr, &server, Some(("alice", "s3cret")));
     assert_eq!(r.status, 200, "{}", r.raw_head);
-    let got = &server.requests()[0];
+    let got = &server.requests()[1];
     assert!(
         got.header("proxy-authorization").is_none(),
         "credentials leaked to the origin:\n{}",
@@ -387,7 +405,8 @@ fn auth_file_is_reread_on_sighup() {
     assert_eq!(read_reply4(&mut s).unwrap()[1], 0x5B);
 
     // New password for alice, dave gone, bob added.
-    std::fs::write(&file, "alice:two\nbob:three\n").unwrap();
+    // (No newline at the end: the last line counts all the same.)
+    std::fs::write(&file, "alice:two\nbob:three").unwrap();
     // Before SIGHUP nothing changes.
     thread::sleep(Duration::from_millis(300));
     socks5_auth_echo(proxy.addr, echo.addr, "alice", "one");
