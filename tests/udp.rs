@@ -1,0 +1,706 @@
+//! SOCKS5 UDP ASSOCIATE (RFC 1928 §7) against the real binary: the relay
+//! address in the reply, datagrams to echo servers and back for IPv4, IPv6
+//! and names, what is dropped (fragments, other sources, other ports,
+//! strangers writing to the outgoing sockets, anything after the control
+//! connection closed), and the per-destination pinning to links.
+//!
+//! Everything is on loopback: the client, the proxy's relay, and the
+//! destinations (echo servers or plain sockets the test drives itself).
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{ErrorKind, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// How long "nothing arrives" is watched for.
+const QUIET: Duration = Duration::from_secs(1);
+/// How long an expected datagram may take.
+const ARRIVE: Duration = Duration::from_secs(5);
+/// The largest IPv4 UDP payload (65535 - 20 - 8).
+const MAX_V4_UDP: usize = 65_507;
+
+const UDP_ASSOCIATE: u8 = 0x03;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// `RSV(2) FRAG ATYP DST.ADDR DST.PORT DATA`.
+fn datagram(frag: u8, dest: &Dest, data: &[u8]) -> Vec<u8> {
+    // The request's address part is the same encoding: VER CMD RSV | ATYP ...
+    let request = socks5_request(0, dest);
+    let mut v = vec![0x00, 0x00, frag];
+    v.extend_from_slice(&request[3..]);
+    v.extend_from_slice(data);
+    v
+}
+
+/// Strictly parses a datagram the relay sent to the client: RSV 0, FRAG 0,
+/// an IP source (the proxy names destinations by address). Returns the
+/// source it names and the data.
+fn parse_reply(d: &[u8]) -> (SocketAddr, Vec<u8>) {
+    assert!(d.len() >= 4, "datagram from the relay too short: {d:02x?}");
+    assert_eq!(&d[..3], &[0, 0, 0], "RSV and FRAG of a relayed reply");
+    match d[3] {
+        0x01 => {
+            assert!(d.len() >= 10, "truncated IPv4 header: {d:02x?}");
+            let ip = Ipv4Addr::new(d[4], d[5], d[6], d[7]);
+            let port = u16::from_be_bytes([d[8], d[9]]);
+            (SocketAddr::new(IpAddr::V4(ip), port), d[10..].to_vec())
+        }
+        0x04 => {
+            assert!(d.len() >= 22, "truncated IPv6 header: {d:02x?}");
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&d[4..20]);
+            let port = u16::from_be_bytes([d[20], d[21]]);
+            (
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port),
+                d[22..].to_vec(),
+            )
+        }
+        other => panic!(
+            "relayed reply with ATYP {other:#04x} (expected 1 or 4): {:02x?}",
+            &d[..d.len().min(40)]
+        ),
+    }
+}
+
+/// A UDP socket bound to `ip`, port 0.
+fn udp(ip: &str) -> UdpSocket {
+    let s = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("bind UDP {ip}: {e}"));
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// The next datagram on `s` within `within`, or None.
+fn recv(s: &UdpSocket, within: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    let deadline = Instant::now() + within;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.recv_from(&mut buf) {
+            Ok((n, from)) => return Some((buf[..n].to_vec(), from)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return None
+            }
+            // An ICMP error from an earlier send (ECONNREFUSED): keep waiting.
+            Err(_) => {}
+        }
+    }
+}
+
+/// A datagram relayed back to the client: asserts it came from the relay
+/// and parses its header.
+fn recv_relayed(s: &UdpSocket, relay: SocketAddr, what: &str) -> (SocketAddr, Vec<u8>) {
+    let (d, from) =
+        recv(s, ARRIVE).unwrap_or_else(|| panic!("{what}: no datagram within {ARRIVE:?}"));
+    assert_eq!(
+        from, relay,
+        "{what}: datagram from someone else than the relay"
+    );
+    parse_reply(&d)
+}
+
+/// Asserts nothing arrives on `s` for [`QUIET`].
+fn assert_quiet(s: &UdpSocket, what: &str) {
+    if let Some((d, from)) = recv(s, QUIET) {
+        panic!(
+            "{what}: expected nothing, got {} bytes from {from}: {:02x?}",
+            d.len(),
+            &d[..d.len().min(40)]
+        );
+    }
+}
+
+/// An association: the control connection and the relay from the reply.
+struct Assoc {
+    control: TcpStream,
+    relay: SocketAddr,
+}
+
+/// Greets, sends UDP ASSOCIATE announcing `announce`, and returns the raw
+/// reply (not checked).
+fn associate_raw(proxy: SocketAddr, announce: SocketAddr) -> (TcpStream, Reply5) {
+    let mut s = client(proxy);
+    socks5_greet(&mut s);
+    s.write_all(&socks5_request(UDP_ASSOCIATE, &Dest::Addr(announce)))
+        .expect("send UDP ASSOCIATE");
+    let reply = read_reply5(&mut s).expect("reply to UDP ASSOCIATE");
+    (s, reply)
+}
+
+/// UDP ASSOCIATE that must succeed with an IP relay address.
+fn associate(proxy: SocketAddr, announce: SocketAddr) -> Assoc {
+    let (control, reply) = associate_raw(proxy, announce);
+    assert_eq!(
+        reply.rep,
+        rep::SUCCEEDED,
+        "UDP ASSOCIATE failed: reply {:02x?}",
+        reply.raw
+    );
+    let relay = reply
+        .bnd
+        .unwrap_or_else(|| panic!("UDP ASSOCIATE reply without an IP: {:02x?}", reply.raw));
+    Assoc { control, relay }
+}
+
+/// The usual announcement: "I do not know my address yet".
+fn any4() -> SocketAddr {
+    "0.0.0.0:0".parse().unwrap()
+}
+
+impl Assoc {
+    /// Sends `data` for `dest` from `from` through the relay.
+    fn send(&self, from: &UdpSocket, dest: &Dest, data: &[u8]) {
+        self.send_frag(from, 0, dest, data);
+    }
+
+    fn send_frag(&self, from: &UdpSocket, frag: u8, dest: &Dest, data: &[u8]) {
+        let d = datagram(frag, dest, data);
+        let n = from
+            .send_to(&d, self.relay)
+            .unwrap_or_else(|e| panic!("send {} bytes to the relay {}: {e}", d.len(), self.relay));
+        assert_eq!(n, d.len());
+    }
+}
+
+/// A UDP echo server on its own thread that records who sent what.
+struct Echo {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(SocketAddr, usize)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start(bind: &str) -> Echo {
+        let sock = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind echo {bind}: {e}"));
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                        seen.lock().unwrap().push((from, n));
+                        let _ = sock.send_to(&buf[..n], from);
+                    }
+                }
+            })
+        };
+        Echo {
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// (source, length) of every datagram received, in order.
+    fn seen(&self) -> Vec<(SocketAddr, usize)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits until the proxy's debug log has a line containing `needle`.
+fn wait_log(proxy: &Proxy, needle: &str) {
+    let deadline = Instant::now() + ARRIVE;
+    while !proxy.stdout().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needle:?} within {ARRIVE:?}\n{}",
+            tail(&proxy.stdout(), 30)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Succeeds once nothing holds the UDP address `addr` any more.
+fn wait_udp_released(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + ARRIVE;
+    loop {
+        match UdpSocket::bind(addr) {
+            Ok(_) => return,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "{what} {addr} still bound {ARRIVE:?} after the control connection closed: {e}"
+            ),
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `up` and `down` of the exit summary line `link <label>: ...`.
+fn link_bytes(stdout: &str, label: &str) -> (u64, u64) {
+    let prefix = format!("link {label}: ");
+    let line = stdout
+        .lines()
+        .filter_map(|l| l.find(&prefix).map(|p| &l[p + prefix.len()..]))
+        .next_back()
+        .unwrap_or_else(|| panic!("no summary line for {label}:\n{stdout}"));
+    let num = |field: &str, pre: &str| -> u64 {
+        line.split(", ")
+            .find_map(|f| f.strip_prefix(pre)?.strip_suffix(" B")?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in summary line {line:?}"))
+    };
+    (num("up", "up "), num("down", "down "))
+}
+
+/// A reply a destination sends straight back, through the relay, with the
+/// header naming `dest`.
+fn round_trip(assoc: &Assoc, sock: &UdpSocket, dest: &Dest, named: SocketAddr, data: &[u8]) {
+    assoc.send(sock, dest, data);
+    let what = format!("echo of {} bytes from {dest:?}", data.len());
+    let (src, got) = recv_relayed(sock, assoc.relay, &what);
+    assert_eq!(src, named, "{what}: header must name the destination");
+    assert!(
+        got == data,
+        "{what}: data differs (got {} bytes)",
+        got.len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The reply
+// ---------------------------------------------------------------------------
+
+/// BND.ADDR:BND.PORT is a UDP socket on the address the client reached the
+/// proxy on, and answers (it is the relay).
+#[test]
+fn reply_names_relay_on_the_address_the_client_reached() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let assoc = associate(proxy.addr, any4());
+    assert_eq!(assoc.relay.ip(), proxy.addr.ip(), "relay IP");
+    assert_ne!(assoc.relay.port(), 0, "relay port");
+    // The port is bound by the proxy as a UDP socket.
+    assert!(
+        UdpSocket::bind(assoc.relay).is_err(),
+        "nothing holds the relay address {} as UDP",
+        assoc.relay
+    );
+    let echo = Echo::start("127.0.0.1:0");
+    let sock = udp("127.0.0.1");
+    round_trip(&assoc, &sock, &echo.addr.into(), echo.addr, b"ping");
+    drop(assoc);
+    proxy.finish();
+}
+
+/// Listening on every address, the relay is on the one the client used.
+#[test]
+fn relay_follows_the_address_connected_to() {
+    let proxy = Proxy::start_on("0.0.0.0", &["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    for ip in ["127.0.0.1", "127.0.0.7"] {
+        let reached = SocketAddr::new(ip.parse().unwrap(), proxy.addr.port());
+        let assoc = associate(reached, any4());
+        assert_eq!(
+            assoc.relay.ip().to_string(),
+            ip,
+            "client reached the proxy on {reached}: relay {}",
+            assoc.relay
+        );
+        let sock = udp("127.0.0.1");
+        round_trip(&assoc, &sock, &echo.addr.into(), echo.addr, ip.as_bytes());
+    }
+    proxy.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Round trips
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ipv4_echo_round_trip() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let dest: Dest = echo.addr.into();
+    let mut sizes = vec![1, 5, 1400, 9000];
+    // The largest datagram the client can send over IPv4 with a 10-byte header.
+    sizes.push(MAX_V4_UDP - 10);
+    let mut prng = Prng::new(7);
+    for &n in &sizes {
+        let mut data = vec![0u8; n];
+        prng.fill(&mut data);
+        round_trip(&assoc, &sock, &dest, echo.addr, &data);
+    }
+    // The echo server saw the link's address, one source port throughout.
+    let seen = echo.seen();
+    assert_eq!(seen.len(), sizes.len(), "datagrams at the echo server");
+    let sources: BTreeSet<SocketAddr> = seen.iter().map(|(a, _)| *a).collect();
+    assert_eq!(sources.len(), 1, "one source for one destination: {seen:?}");
+    let src = *sources.iter().next().unwrap();
+    assert_eq!(src.ip().to_string(), "127.0.0.2", "source is the link");
+    let lens: Vec<usize> = seen.iter().map(|(_, n)| *n).collect();
+    assert_eq!(lens, sizes, "payload sizes at the echo server");
+    drop(assoc);
+    let out = proxy.finish();
+    let total: u64 = sizes.iter().map(|&n| n as u64).sum();
+    assert_eq!(
+        link_bytes(&out.stdout, "127.0.0.2"),
+        (total, total),
+        "link counters: payload bytes each way"
+    );
+}
+
+#[test]
+fn ipv6_echo_round_trip() {
+    let proxy = Proxy::start(&["127.0.0.2", "::1"]);
+    let echo = Echo::start("[::1]:0");
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let dest: Dest = echo.addr.into();
+    for n in [1usize, 1200, 20_000] {
+        let data = vec![0x5a; n];
+        round_trip(&assoc, &sock, &dest, echo.addr, &data);
+    }
+    let seen = echo.seen();
+    assert_eq!(seen.len(), 3, "datagrams at the echo server: {seen:?}");
+    for (src, _) in &seen {
+        assert_eq!(src.ip(), Ipv6Addr::LOCALHOST, "IPv6 leaves by the ::1 link");
+    }
+    assert!(
+        seen.iter().all(|(a, _)| *a == seen[0].0),
+        "one source port: {seen:?}"
+    );
+}
+
+/// A name (resolved by the proxy; `localhost` is in /etc/hosts): the reply
+/// names the address it resolved to.
+#[test]
+fn domain_name_echo_round_trip() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let dest = Dest::name("localhost", echo.addr.port());
+    // The first datagram waits for the name; the others find it resolved.
+    for i in 0..4u8 {
+        let data = [b'n', i];
+        round_trip(&assoc, &sock, &dest, echo.addr, &data);
+    }
+    // A name and its address are one destination: one source.
+    round_trip(&assoc, &sock, &echo.addr.into(), echo.addr, b"by address");
+    let seen = echo.seen();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(
+        seen.iter().all(|(a, _)| *a == seen[0].0),
+        "one source: {seen:?}"
+    );
+    assert_eq!(seen[0].0.ip().to_string(), "127.0.0.2");
+}
+
+/// Several datagrams sent at once to a name not yet resolved.
+#[test]
+fn domain_name_burst_before_resolution() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let dest = Dest::name("localhost", echo.addr.port());
+    for i in 0..3u8 {
+        assoc.send(&sock, &dest, &[b'b', i]);
+    }
+    let mut got = Vec::new();
+    while let Some((d, from)) = recv(&sock, QUIET) {
+        assert_eq!(from, assoc.relay);
+        let (src, data) = parse_reply(&d);
+        assert_eq!(src, echo.addr);
+        got.push(data);
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![b"b\x00".to_vec(), b"b\x01".to_vec(), b"b\x02".to_vec()],
+        "datagrams held while the name resolved are all sent"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// What is dropped
+// ---------------------------------------------------------------------------
+
+#[test]
+fn fragments_are_dropped() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let dest: Dest = echo.addr.into();
+    assoc.send_frag(&sock, 0x01, &dest, b"fragment 1");
+    assoc.send_frag(&sock, 0x82, &dest, b"fragment 2, last");
+    assert_quiet(&sock, "after FRAG != 0 datagrams");
+    assert!(echo.seen().is_empty(), "fragments reached the destination");
+    round_trip(&assoc, &sock, &dest, echo.addr, b"whole");
+    assert_eq!(echo.seen().len(), 1, "{:?}", echo.seen());
+}
+
+#[test]
+fn malformed_datagrams_are_dropped() {
+    let mut proxy = Proxy::start(&["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0],
+        vec![0, 0, 0],
+        vec![0, 0, 0, 1, 127, 0],              // truncated IPv4 address
+        vec![0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0], // truncated IPv6 address
+        vec![0, 0, 0, 3, 50, b'l', b'o'],      // name longer than the datagram
+        vec![0, 0, 0, 9, 1, 2, 3, 4, 5, 6, 7], // unknown ATYP
+        vec![0, 0, 0, 3, 0, 0, 80, b'x'],      // empty name
+    ];
+    for g in &garbage {
+        sock.send_to(g, assoc.relay).unwrap();
+    }
+    assert_quiet(&sock, "after malformed datagrams");
+    assert!(echo.seen().is_empty(), "{:?}", echo.seen());
+    proxy.assert_alive();
+    round_trip(&assoc, &sock, &echo.addr.into(), echo.addr, b"still works");
+}
+
+/// Only the client's IP may use the relay.
+#[test]
+fn datagrams_from_another_address_are_dropped() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let assoc = associate(proxy.addr, any4());
+    let dest: Dest = echo.addr.into();
+    let stranger = udp("127.0.0.9");
+    assoc.send(&stranger, &dest, b"from 127.0.0.9");
+    assert_quiet(&stranger, "stranger before the client spoke");
+    assert!(echo.seen().is_empty(), "relayed for 127.0.0.9");
+    // The stranger did not become the client: the real one works...
+    let sock = udp("127.0.0.1");
+    round_trip(&assoc, &sock, &dest, echo.addr, b"from the client");
+    // ...and the stranger is still refused.
+    assoc.send(&stranger, &dest, b"from 127.0.0.9 again");
+    assert_quiet(&stranger, "stranger after the client spoke");
+    assert_quiet(&sock, "client, after the stranger's datagram");
+    assert_eq!(echo.seen().len(), 1, "{:?}", echo.seen());
+}
+
+/// A port announced in the request is the only one accepted.
+#[test]
+fn announced_client_port_is_enforced() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let announced = udp("127.0.0.1");
+    let other = udp("127.0.0.1");
+    let assoc = associate(proxy.addr, announced.local_addr().unwrap());
+    let dest: Dest = echo.addr.into();
+    assoc.send(&other, &dest, b"from another port");
+    assert_quiet(&other, "unannounced port");
+    assert!(echo.seen().is_empty(), "relayed from an unannounced port");
+    round_trip(&assoc, &announced, &dest, echo.addr, b"announced");
+    assert_quiet(&other, "unannounced port after the echo");
+}
+
+/// Announcing 0: the first datagram's port is the client's from then on.
+#[test]
+fn learnt_client_port_sticks() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let first = udp("127.0.0.1");
+    let second = udp("127.0.0.1");
+    let assoc = associate(proxy.addr, "127.0.0.1:0".parse().unwrap());
+    let dest: Dest = echo.addr.into();
+    round_trip(&assoc, &first, &dest, echo.addr, b"first");
+    assoc.send(&second, &dest, b"second");
+    assert_quiet(&second, "a second port");
+    assert_quiet(&first, "first port, after the second's datagram");
+    assert_eq!(echo.seen().len(), 1, "{:?}", echo.seen());
+}
+
+/// Only destinations the client sent to may answer; they may answer more
+/// than once and whenever they like (uTP does).
+#[test]
+fn only_destinations_may_answer() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let peer = udp("127.0.0.1");
+    assoc.send(&sock, &peer.local_addr().unwrap().into(), b"hello peer");
+    let (d, out) = recv(&peer, ARRIVE).expect("the peer gets the datagram");
+    assert_eq!(d, b"hello peer");
+    assert_eq!(
+        out.ip().to_string(),
+        "127.0.0.2",
+        "outgoing socket's address"
+    );
+    // The peer speaks twice, unprompted the second time.
+    for msg in [&b"answer 1"[..], b"answer 2"] {
+        peer.send_to(msg, out).unwrap();
+        let (src, data) = recv_relayed(&sock, assoc.relay, "peer's datagram");
+        assert_eq!(src, peer.local_addr().unwrap());
+        assert_eq!(data, msg);
+    }
+    // Strangers writing to the outgoing socket: same IP other port, other IP.
+    for ip in ["127.0.0.1", "127.0.0.8"] {
+        let stranger = udp(ip);
+        stranger.send_to(b"unsolicited", out).unwrap();
+        assert_quiet(&sock, &format!("unsolicited datagram from {ip}"));
+    }
+    // The peer still gets through.
+    peer.send_to(b"answer 3", out).unwrap();
+    let (src, data) = recv_relayed(&sock, assoc.relay, "peer's third datagram");
+    assert_eq!(
+        (src, &data[..]),
+        (peer.local_addr().unwrap(), &b"answer 3"[..])
+    );
+}
+
+/// When the control connection closes, the association's sockets close:
+/// nothing goes either way any more.
+#[test]
+fn nothing_relayed_after_control_connection_closes() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let fds = proxy.fd_count();
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let peer = udp("127.0.0.1");
+    let peer_dest: Dest = peer.local_addr().unwrap().into();
+    assoc.send(&sock, &peer_dest, b"before");
+    let (d, out) = recv(&peer, ARRIVE).expect("the peer gets the datagram");
+    assert_eq!(d, b"before");
+    peer.send_to(b"reply before", out).unwrap();
+    recv_relayed(&sock, assoc.relay, "reply before the close");
+
+    let relay = assoc.relay;
+    let control_local = assoc.control.local_addr().unwrap();
+    drop(assoc.control);
+    wait_log(
+        &proxy,
+        &format!("{control_local} -> 0.0.0.0:0 via {relay}: "),
+    );
+    // Client to destination.
+    let d = datagram(0, &peer_dest, b"after");
+    let _ = sock.send_to(&d, relay);
+    assert_quiet(&peer, "destination, after the control connection closed");
+    // Destination to client.
+    let _ = peer.send_to(b"reply after", out);
+    assert_quiet(&sock, "client, after the control connection closed");
+    // Both sockets are gone, and so is every descriptor of the association.
+    wait_udp_released(relay, "relay");
+    wait_udp_released(out, "outgoing socket");
+    assert_eq!(proxy.fd_count(), fds, "descriptors after the association");
+    proxy.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Dispatch
+// ---------------------------------------------------------------------------
+
+/// With two links, new destinations alternate between them; each
+/// destination keeps its link and sees one source ip:port throughout, and
+/// each link has one outgoing socket per association.
+#[test]
+fn destinations_are_spread_and_pinned() {
+    const DESTS: usize = 6;
+    const ROUNDS: usize = 4;
+    let proxy = Proxy::start(&["127.0.0.2", "127.0.0.3"]);
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let peers: Vec<UdpSocket> = (0..DESTS).map(|_| udp("127.0.0.1")).collect();
+    // Source each peer saw, per round.
+    let mut sources: Vec<Vec<SocketAddr>> = vec![Vec::new(); DESTS];
+    let mut per_link: BTreeMap<IpAddr, (u64, u64)> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        for (i, peer) in peers.iter().enumerate() {
+            let addr = peer.local_addr().unwrap();
+            let msg = format!("round {round} dest {i}");
+            assoc.send(&sock, &addr.into(), msg.as_bytes());
+            let (d, from) = recv(peer, ARRIVE)
+                .unwrap_or_else(|| panic!("dest {i} got nothing in round {round}"));
+            assert_eq!(d, msg.as_bytes());
+            sources[i].push(from);
+            let answer = format!("answer {round} from {i}");
+            peer.send_to(answer.as_bytes(), from).unwrap();
+            let (src, data) = recv_relayed(&sock, assoc.relay, &msg);
+            assert_eq!(src, addr, "header of the answer to {msg:?}");
+            assert_eq!(data, answer.as_bytes());
+            let e = per_link.entry(from.ip()).or_default();
+            e.0 += msg.len() as u64;
+            e.1 += answer.len() as u64;
+        }
+    }
+    for (i, s) in sources.iter().enumerate() {
+        assert!(
+            s.iter().all(|a| *a == s[0]),
+            "dest {i} saw several sources over {ROUNDS} rounds: {s:?}"
+        );
+    }
+    let first: Vec<SocketAddr> = sources.iter().map(|s| s[0]).collect();
+    let ips: Vec<String> = first.iter().map(|a| a.ip().to_string()).collect();
+    for w in ips.windows(2) {
+        assert_ne!(
+            w[0], w[1],
+            "new destinations alternate between the links: {ips:?}"
+        );
+    }
+    let distinct: BTreeSet<SocketAddr> = first.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        2,
+        "one outgoing socket per link for the association: {first:?}"
+    );
+    let by_ip: BTreeSet<String> = ips.iter().cloned().collect();
+    assert_eq!(
+        by_ip,
+        ["127.0.0.2", "127.0.0.3"].map(String::from).into(),
+        "both links used: {first:?}"
+    );
+
+    // A second association gets sockets of its own.
+    let assoc2 = associate(proxy.addr, any4());
+    let sock2 = udp("127.0.0.1");
+    let mut second = BTreeSet::new();
+    for (i, peer) in peers.iter().take(2).enumerate() {
+        let msg = format!("association 2 dest {i}");
+        assoc2.send(&sock2, &peer.local_addr().unwrap().into(), msg.as_bytes());
+        let (d, from) = recv(peer, ARRIVE).expect("second association's datagram");
+        assert_eq!(d, msg.as_bytes());
+        second.insert(from);
+        per_link.entry(from.ip()).or_default().0 += msg.len() as u64;
+    }
+    assert!(
+        second.is_disjoint(&distinct),
+        "the second association reuses the first one's sockets: {second:?} vs {distinct:?}"
+    );
+    drop(assoc);
+    drop(assoc2);
+    let out = proxy.finish();
+    for ip in ["127.0.0.2", "127.0.0.3"] {
+        let want = per_link[&ip.parse::<IpAddr>().unwrap()];
+        assert_eq!(
+            link_bytes(&out.stdout, ip),
+            want,
+            "link {ip} counters (payload up, down)"
+        );
+    }
+}
