@@ -495,10 +495,15 @@ fn parse_summary(rest: &str) -> Option<LinkSummary> {
     let num = |s: &str, pre: &str, post: &str| -> Option<u64> {
         s.strip_prefix(pre)?.strip_suffix(post)?.parse().ok()
     };
+    // "1 connection", "2 connections".
+    let counted = |s: &str, noun: &str| -> Option<u64> {
+        let n = num(s, "", &format!(" {noun}s")).or_else(|| num(s, "", &format!(" {noun}")))?;
+        (s.ends_with('s') == (n != 1)).then_some(n)
+    };
     Some(LinkSummary {
         state: f[0].to_string(),
-        connections: num(f[1], "", " connections")?,
-        failures: num(f[2], "", " failures")?,
+        connections: counted(f[1], "connection")?,
+        failures: counted(f[2], "failure")?,
         up: num(f[3], "up ", " B")?,
         down: num(f[4], "down ", " B")?,
     })
