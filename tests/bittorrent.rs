@@ -1,0 +1,259 @@
+//! A real BitTorrent client end to end: libtorrent (Python bindings, Debian
+//! package python3-libtorrent) downloads a torrent over uTP only, through
+//! the proxy's UDP ASSOCIATE, from two seeders on loopback addresses.
+//!
+//! The script is tests/bittorrent_utp.py. TCP peer connections are off on
+//! every side, so the pieces can only have come through the association;
+//! the test checks the file's hash, what the seeders saw (one link address
+//! each, both links used), and the proxy's log and link counters.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bittorrent_utp.py");
+const SIZE: u64 = 8 << 20;
+/// What the script gives itself; the test allows a little more.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(40);
+const SEEDERS: [&str; 2] = ["127.0.0.5", "127.0.0.6"];
+const LINKS: [&str; 2] = ["127.0.0.2", "127.0.0.3"];
+
+/// A Python that can import libtorrent: `python3` on the PATH may be
+/// another one than Debian's, which the package installs for.
+fn python_with_libtorrent() -> Option<&'static str> {
+    ["python3", "/usr/bin/python3"].into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", "import libtorrent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// The interpreter, or None after saying why the test does not run. On CI
+/// a missing libtorrent is a failure, not a skip.
+fn require_libtorrent(test: &str) -> Option<&'static str> {
+    let py = python_with_libtorrent();
+    if py.is_none() {
+        let why = "needs python3-libtorrent (apt-get install -y python3-libtorrent)";
+        assert!(std::env::var_os("CI").is_none(), "{test} {why}");
+        eprintln!("NOT RUN: {test} {why}");
+    }
+    py
+}
+
+struct ScriptRun {
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the script against `proxy`, killing it (by PID) if it overruns.
+fn run_script(py: &str, proxy: &Proxy, work: &TempDir, send_local_ep: bool) -> ScriptRun {
+    let child = Command::new(py)
+        .arg(SCRIPT)
+        .arg(proxy.addr.ip().to_string())
+        .arg(proxy.addr.port().to_string())
+        .arg(&work.path)
+        .arg(SIZE.to_string())
+        .arg(SCRIPT_TIMEOUT.as_secs().to_string())
+        .arg(if send_local_ep { "1" } else { "0" })
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {py} {SCRIPT}: {e}"));
+    let pid = child.id();
+    // Kills the script if it overruns; told when it has been waited for, so
+    // the PID it kills is always still the script's.
+    let (done, waited) = mpsc::channel::<()>();
+    let limit = SCRIPT_TIMEOUT + Duration::from_secs(15);
+    let watchdog = thread::spawn(move || {
+        if waited.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            return true;
+        }
+        false
+    });
+    let out = child.wait_with_output().expect("wait for the script");
+    let _ = done.send(());
+    let killed = watchdog.join().unwrap();
+    let run = ScriptRun {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !killed,
+        "the libtorrent script overran and was killed\n--- stdout:\n{}\n--- stderr (tail):\n{}",
+        run.stdout,
+        tail(&run.stderr, 60)
+    );
+    assert!(
+        out.status.success() && run.stdout.lines().any(|l| l.starts_with("OK ")),
+        "the libtorrent download through the proxy failed ({})\n--- stdout:\n{}\n--- stderr (tail):\n{}\n--- proxy stdout (tail):\n{}",
+        out.status,
+        run.stdout,
+        tail(&run.stderr, 60),
+        tail(&proxy.stdout(), 20)
+    );
+    run
+}
+
+/// `up` and `down` of the exit summary line for `label`.
+fn link_bytes(stdout: &str, label: &str) -> (u64, u64) {
+    let prefix = format!("link {label}: ");
+    let line = stdout
+        .lines()
+        .filter_map(|l| l.find(&prefix).map(|p| &l[p + prefix.len()..]))
+        .next_back()
+        .unwrap_or_else(|| panic!("no summary line for {label}:\n{stdout}"));
+    let num = |pre: &str| -> u64 {
+        line.split(", ")
+            .find_map(|f| f.strip_prefix(pre)?.strip_suffix(" B")?.parse().ok())
+            .unwrap_or_else(|| panic!("no {pre:?} in summary line {line:?}"))
+    };
+    (num("up "), num("down "))
+}
+
+/// The per-connection debug lines `#N client -> target via local: up U B,
+/// down D B, ...` of the proxy's log: (target, up, down, rest).
+fn connection_lines(stdout: &str) -> Vec<(String, u64, u64, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let l = &l[l.find(" #")? + 1..];
+            let (_, rest) = l.split_once(" -> ")?;
+            let (target, rest) = rest.split_once(" via ")?;
+            let (_, rest) = rest.split_once(": up ")?;
+            let (up, rest) = rest.split_once(" B, down ")?;
+            let (down, rest) = rest.split_once(" B, ")?;
+            Some((
+                target.to_string(),
+                up.parse().ok()?,
+                down.parse().ok()?,
+                rest.to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn utp_download_through_proxy(test: &str, send_local_ep: bool) {
+    let Some(py) = require_libtorrent(test) else {
+        return;
+    };
+    let proxy = Proxy::start(&LINKS);
+    let work = TempDir::new();
+    let run = run_script(py, &proxy, &work, send_local_ep);
+
+    // The seeders were reached from the links, one source each, and the two
+    // seeders (two destinations) went through different links.
+    let mut seen: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for l in run.stdout.lines().filter(|l| l.starts_with("SEEN ")) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(f.len(), 4, "malformed line {l:?}");
+        assert_eq!(f[3], "udp", "a seeder accepted a non-uTP connection: {l:?}");
+        // The seeders also learn of each other (peer exchange) and connect
+        // directly, without the proxy: not the downloader.
+        let ip = f[2].rsplit_once(':').map_or("", |(ip, _)| ip);
+        if SEEDERS.contains(&ip) {
+            continue;
+        }
+        seen.entry(f[1]).or_default().push(f[2]);
+    }
+    let mut link_of = Vec::new();
+    for seeder in SEEDERS {
+        let sources = seen.get(seeder).cloned().unwrap_or_default();
+        assert!(
+            !sources.is_empty(),
+            "seeder {seeder} saw no connection\n{}",
+            run.stdout
+        );
+        assert!(
+            sources.iter().all(|s| *s == sources[0]),
+            "seeder {seeder} saw several sources (a destination keeps its socket): {sources:?}"
+        );
+        let ip = sources[0].rsplit_once(':').unwrap().0;
+        assert!(
+            LINKS.contains(&ip),
+            "seeder {seeder} was reached from {ip}, not from a link: the traffic did not go through the proxy"
+        );
+        link_of.push(ip);
+    }
+    assert_ne!(
+        link_of[0], link_of[1],
+        "the two seeders went through the same link: {seen:?}"
+    );
+
+    // The association's log line: control connection closed when the
+    // client went, more than the file relayed down.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = connection_lines(&proxy.stdout());
+        if !lines.is_empty() || Instant::now() >= deadline {
+            break lines;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        !lines.is_empty(),
+        "no connection line in the proxy's log:\n{}",
+        tail(&proxy.stdout(), 20)
+    );
+    for (target, _, _, rest) in &lines {
+        assert!(
+            target.starts_with("0.0.0.0:"),
+            "a connection other than a UDP association (TCP to a peer?): -> {target}: {rest}"
+        );
+    }
+    let down: u64 = lines.iter().map(|l| l.2).sum();
+    assert!(
+        down > SIZE,
+        "associations relayed {down} B down, less than the {SIZE} B file: {lines:?}"
+    );
+    if send_local_ep {
+        // libtorrent announced its UDP port in the request.
+        assert!(
+            lines.iter().all(|l| l.0 != "0.0.0.0:0"),
+            "socks5_udp_send_local_ep: expected an announced port: {lines:?}"
+        );
+    }
+
+    let out = proxy.finish();
+    let mut total_down = 0;
+    for link in LINKS {
+        let (up, down) = link_bytes(&out.stdout, link);
+        eprintln!("link {link}: up {up} B, down {down} B");
+        total_down += down;
+        if link_of.contains(&link) {
+            assert!(
+                up > 0 && down > 0,
+                "link {link} carried a seeder's uTP but counted up {up} B, down {down} B"
+            );
+        }
+    }
+    assert!(
+        total_down > SIZE,
+        "links counted {total_down} B down, less than the {SIZE} B file"
+    );
+}
+
+/// libtorrent's default: the UDP ASSOCIATE request announces 0.0.0.0:0, and
+/// the proxy learns the client's port from its first datagram.
+#[test]
+fn libtorrent_downloads_over_utp_through_udp_associate() {
+    utp_download_through_proxy("libtorrent_downloads_over_utp_through_udp_associate", false);
+}
+
+/// With socks5_udp_send_local_ep, libtorrent announces its UDP endpoint,
+/// and the proxy holds it to that port.
+#[test]
+fn libtorrent_announcing_its_udp_endpoint() {
+    utp_download_through_proxy("libtorrent_announcing_its_udp_endpoint", true);
+}
