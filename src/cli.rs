@@ -133,7 +133,7 @@ impl FromStr for WeightedAddr {
             None => NonZeroU32::MIN,
             Some(w) => w.parse().map_err(|_| {
                 format!(
-                    "bad weight {w:?}: weight must be a positive whole number, as in 10.0.0.1/3"
+                    "bad weight {w:?}: weight must be a whole number from 1 to 4294967295, as in 10.0.0.1/3"
                 )
             })?,
         };
@@ -191,7 +191,10 @@ mod tests {
             "eth0/1.5",
         ] {
             let err = weighted(s).unwrap_err();
-            assert!(err.contains("positive whole number"), "{s}: {err}");
+            assert!(
+                err.contains("whole number from 1 to 4294967295"),
+                "{s}: {err}"
+            );
         }
         assert!(weighted("/3").is_err());
         assert!(weighted("").is_err());

@@ -89,6 +89,10 @@ pub enum ConfigError {
     NothingUsable,
     /// More addresses than a connection attempt can track.
     TooMany(usize),
+    /// The unspecified address, a multicast or broadcast one: no source.
+    NotUnicast(IpAddr),
+    /// An IPv6 link-local address, which needs a scope to be used.
+    LinkLocal(IpAddr),
     /// An `--auth` value that is not `user:pass`.
     BadAuth,
     /// An `--auth-file` that cannot be read or parsed.
@@ -117,6 +121,16 @@ impl fmt::Display for ConfigError {
             ConfigError::Duplicate(ip) => write!(
                 f,
                 "{ip} is given more than once (directly or through its interface name); give each address once"
+            ),
+            ConfigError::NotUnicast(ip) => write!(
+                f,
+                "{ip} cannot be a source address (it is unspecified, multicast or broadcast); \
+                 give an address of this machine; {SEE_LIST}"
+            ),
+            ConfigError::LinkLocal(ip) => write!(
+                f,
+                "{ip} is link-local: it only reaches its own link, not the internet; \
+                 give the interface's other address or its name; {SEE_LIST}"
             ),
             ConfigError::BadAuth => write!(
                 f,
@@ -202,6 +216,15 @@ fn resolve(
 ) -> Result<Vec<Target>, ConfigError> {
     match spec {
         AddrSpec::Ip(ip) => {
+            if ip.is_unspecified() || ip.is_multicast() || *ip == IpAddr::from([255, 255, 255, 255])
+            {
+                return Err(ConfigError::NotUnicast(*ip));
+            }
+            if let IpAddr::V6(v6) = ip {
+                if v6.is_unicast_link_local() {
+                    return Err(ConfigError::LinkLocal(*ip));
+                }
+            }
             bind(*ip).map_err(|err| match err.kind() {
                 io::ErrorKind::AddrNotAvailable => ConfigError::NotLocal(*ip),
                 _ => ConfigError::Unbindable(*ip, err),
@@ -388,6 +411,17 @@ mod tests {
         let err = build(&args(&[]), only_lo, fake_bind).unwrap_err();
         assert!(matches!(err, ConfigError::NothingUsable));
         assert!(err.to_string().contains("explicitly"));
+    }
+
+    #[test]
+    fn wildcard_multicast_and_link_local_sources_are_refused() {
+        for bad in ["0.0.0.0", "::", "224.0.0.1", "255.255.255.255", "ff02::1"] {
+            let err = build_from(&[bad]).unwrap_err();
+            assert!(matches!(err, ConfigError::NotUnicast(_)), "{bad}: {err}");
+        }
+        let err = build_from(&["fe80::1"]).unwrap_err();
+        assert!(matches!(err, ConfigError::LinkLocal(_)), "{err}");
+        assert!(err.to_string().contains("link-local"));
     }
 
     #[test]

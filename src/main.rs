@@ -72,6 +72,10 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         )),
         _ => Failure::Runtime(format!("cannot listen on {listen}: {e}")),
     })?;
+    // Before the banner: whoever reads it may signal at once.
+    if let Err(e) = catch_signals(&reactor) {
+        log::warn!("cannot catch signals ({e}); stopping will not print a summary");
+    }
     let local = reactor.local_addr();
     say(&banner(
         local,
@@ -79,10 +83,14 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         args.addresses.is_empty(),
         &destination,
     ));
+    let list: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{} (weight {})", t.ip, t.weight))
+        .collect();
     log::info!(
-        "dispatch {} listening on {local}, {} targets",
+        "dispatch {} listening on {local}, dispatching to {}",
         env!("CARGO_PKG_VERSION"),
-        targets.len()
+        list.join(", ")
     );
 
     if *reactor.access() == Access::LocalNetworks {
@@ -91,35 +99,56 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         log::warn!("{notice}");
         say(&format!("{notice}\n"));
     }
-    #[cfg(unix)]
-    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reactor.reload_flag())
-    {
-        log::warn!("cannot catch SIGHUP ({e}); the auth file will not be re-read");
-    }
     if let Some(notice) = binding_notice(reactor.binding()) {
         log::warn!("{notice}");
         eprintln!("warning: {notice}");
     }
 
-    let shutdown = reactor.shutdown_handle();
-    if let Err(e) = ctrlc::set_handler(move || shutdown.trigger()) {
-        log::warn!("cannot catch Ctrl-C/SIGTERM ({e}); stopping will not print a summary");
-    }
     let live = !args.quiet && !debug && io::stdout().is_terminal();
     let mut reporter = Reporter::new(live);
     let summary = reactor
         .run_reporting(|links| reporter.tick(links))
         .map_err(|e| Failure::Runtime(format!("proxy stopped: {e}")))?;
-    let mut text = String::new();
-    for line in report::summary_lines(reactor.links()) {
+    let mut lines = report::summary_lines(reactor.links());
+    lines.push(summary_line(&summary));
+    for line in &lines {
         log::info!("{line}");
-        text.push_str(&line);
-        text.push('\n');
     }
-    let line = summary_line(&summary);
-    log::info!("{line}");
-    say(&format!("{text}{line}\n"));
+    // With -d the log is stdout already.
+    if !debug {
+        say(&format!("{}\n", lines.join("\n")));
+    }
     Ok(())
+}
+
+/// SIGINT and SIGTERM stop the reactor; SIGHUP has it re-read the auth file.
+#[cfg(unix)]
+fn catch_signals(reactor: &Reactor) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use std::sync::atomic::Ordering;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let shutdown = reactor.shutdown_handle();
+    let reload = reactor.reload_flag();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload.store(true, Ordering::SeqCst);
+                    shutdown.wake();
+                } else {
+                    shutdown.trigger();
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Ctrl-C (and closing the console) stop the reactor.
+#[cfg(not(unix))]
+fn catch_signals(reactor: &Reactor) -> io::Result<()> {
+    let shutdown = reactor.shutdown_handle();
+    ctrlc::set_handler(move || shutdown.trigger()).map_err(io::Error::other)
 }
 
 /// What is said once at start when sockets are bound to addresses only.
@@ -175,8 +204,13 @@ impl Reporter {
             self.drawn_lines = table.lines().count();
             say(&out);
         } else if self.ticks % Self::LOG_EVERY_TICKS == 0 {
-            for line in report::summary_lines(links) {
-                log::info!("{line}");
+            // Only when something moved: an idle proxy keeps a quiet log.
+            let now = report::stats(links);
+            if now != self.before {
+                for line in report::summary_lines(links) {
+                    log::info!("{line}");
+                }
+                self.before = now;
             }
         }
     }
@@ -214,8 +248,10 @@ fn banner(local: SocketAddr, targets: &[Target], every_iface: bool, log: &Destin
 
 fn summary_line(s: &Summary) -> String {
     format!(
-        "dispatch stopped: {} connections, {} bytes up, {} bytes down",
-        s.connections, s.bytes_up, s.bytes_down
+        "dispatch stopped: {}, {} bytes up, {} bytes down",
+        report::count(s.connections, "connection"),
+        s.bytes_up,
+        s.bytes_down
     )
 }
 

@@ -43,6 +43,10 @@ const SPARE_RINGS: usize = 64;
 const DNS_THREADS: usize = 4;
 /// How long accepting pauses when the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Descriptors kept free for the listener, DNS, logs and the like: accepting
+/// pauses before a client could be accepted but not given its outgoing
+/// socket (which would fail it rather than make it wait).
+const FD_RESERVE: u64 = 32;
 /// How often the interfaces are re-read, to follow address changes.
 const IFACE_PERIOD: Duration = Duration::from_secs(2);
 /// How often the per-link report callback runs.
@@ -69,6 +73,11 @@ pub struct Shutdown {
 impl Shutdown {
     pub fn trigger(&self) {
         self.flag.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Wakes the reactor without stopping it (to notice a reload request).
+    pub fn wake(&self) {
         let _ = self.waker.wake();
     }
 }
@@ -101,6 +110,10 @@ pub struct Reactor {
     /// What datagrams of UDP associations pass through.
     udp_buf: Box<[u8]>,
     associations: usize,
+    /// The open-files limit, read at start.
+    fd_limit: Option<u64>,
+    /// Running short of descriptors is said once a minute, not per retry.
+    fd_notice: conn::RateLimit,
     pool: RingPool,
     resolver: Resolver,
     timers: Timers,
@@ -151,6 +164,8 @@ impl Reactor {
             refused: HashMap::new(),
             udp_buf: vec![0; conn::UDP_BUFFER].into_boxed_slice(),
             associations: 0,
+            fd_limit: sys::nofile_limit(),
+            fd_notice: conn::RateLimit::default(),
             pool: RingPool::new(ring_size, SPARE_RINGS),
             resolver,
             timers: Timers::new(),
@@ -297,6 +312,22 @@ impl Reactor {
             return;
         }
         loop {
+            // Each connection needs two descriptors: stop while one is left.
+            let needed = self.conns.len() as u64 * 2 + FD_RESERVE;
+            if self.fd_limit.is_some_and(|limit| needed >= limit) {
+                if !self.fd_notice.allow(now) {
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                log::warn!(
+                    "{} connections open, near the limit of {} open files; \
+                     new clients wait until some close (raise the limit with ulimit -n)",
+                    self.conns.len(),
+                    self.fd_limit.unwrap_or_default()
+                );
+                self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                return;
+            }
             match self.listener.accept() {
                 Ok((stream, addr)) => {
                     if !self.access.allows(addr.ip()) {
@@ -322,12 +353,15 @@ impl Reactor {
                 Err(e) if sys::is_out_of_fds(&e) => {
                     // The pending connections wait in the backlog; retrying at
                     // once would spin, so pause until some descriptors free.
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    if !self.fd_notice.allow(now) {
+                        return;
+                    }
                     log::warn!(
                         "out of file descriptors with {} connections open; pausing accept for {} ms",
                         self.conns.len(),
                         ACCEPT_BACKOFF.as_millis()
                     );
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
                 // A client that gave up before we accepted it, and the like.

@@ -14,16 +14,25 @@ pub fn summary_lines(links: &Links) -> Vec<String> {
         .map(|l| {
             let s = l.stats;
             format!(
-                "link {}: {}, {} connections, {} failures, up {} B, down {} B",
+                "link {}: {}, {}, {}, up {} B, down {} B",
                 l.label(),
                 l.state(),
-                s.total,
-                s.failures,
+                count(s.total, "connection"),
+                count(s.failures, "failure"),
                 s.bytes_up,
                 s.bytes_down
             )
         })
         .collect()
+}
+
+/// `1 connection`, `2 connections`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// A byte rate for people: `0 B/s`, `12.3 kB/s`, `1.20 MB/s`.
@@ -127,7 +136,7 @@ mod tests {
         assert_eq!(
             summary_lines(&links()),
             [
-                "link l1 10.1.0.2: up, 1 connections, 0 failures, up 2000 B, down 3000000 B",
+                "link l1 10.1.0.2: up, 1 connection, 0 failures, up 2000 B, down 3000000 B",
                 "link 10.2.0.2: up, 0 connections, 0 failures, up 0 B, down 0 B",
             ]
         );

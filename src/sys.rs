@@ -34,6 +34,21 @@ pub fn raise_nofile_limit() -> io::Result<Option<u64>> {
     Ok(None)
 }
 
+/// The soft limit on open files now in force, where there is one.
+#[cfg(unix)]
+pub fn nofile_limit() -> Option<u64> {
+    // SAFETY: getrlimit only writes the struct we pass.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        (libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0).then_some(lim.rlim_cur as u64)
+    }
+}
+
+#[cfg(not(unix))]
+pub fn nofile_limit() -> Option<u64> {
+    None
+}
+
 /// Linux: let `bind(ip, 0)` defer choosing the port to `connect`, so the
 /// 4-tuple (not the port alone) must be unique and thousands of outgoing
 /// connections from one address do not exhaust the ephemeral range.

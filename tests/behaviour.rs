@@ -406,7 +406,7 @@ fn no_descriptor_leaks() {
         // An unsupported command.
         let mut s = client(proxy.addr);
         socks5_greet(&mut s);
-        s.write_all(&socks5_request(0x02, &server.addr.into()))
+        s.write_all(&socks5_request(0x09, &server.addr.into()))
             .unwrap();
         read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
         // Garbage, HTTP, and a client that leaves mid-handshake.

@@ -170,9 +170,10 @@ fn socks5_ipv6_connection_refused() {
 }
 
 #[test]
-fn socks5_bind_and_udp_associate_not_supported() {
+fn socks5_unknown_commands_not_supported() {
+    // BIND (2) and UDP ASSOCIATE (3) are supported: tests/bind.rs, tests/udp.rs.
     let proxy = Proxy::start(&["127.0.0.2"]);
-    for cmd in [0x02u8, 0x03] {
+    for cmd in [0x04u8, 0x09, 0xff] {
         let mut s = client(proxy.addr);
         socks5_greet(&mut s);
         let dest: Dest = "127.0.0.1:0".parse::<SocketAddr>().unwrap().into();

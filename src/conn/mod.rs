@@ -121,9 +121,52 @@ impl RateLimit {
     }
 }
 
+/// Lets a few lines through per window and counts the rest, so a burst of
+/// failures is visible in the log without flooding it.
+#[derive(Default)]
+pub struct Budget {
+    window: Option<Instant>,
+    used: u32,
+    suppressed: u32,
+}
+
+impl Budget {
+    const LINES: u32 = 5;
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    /// Whether a line may be logged now; a new window first reports how many
+    /// were left out of the last one.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if self
+            .window
+            .is_none_or(|t| now.duration_since(t) >= Self::WINDOW)
+        {
+            if self.suppressed > 0 {
+                log::info!(
+                    "... and {} more failed connections not shown",
+                    self.suppressed
+                );
+            }
+            *self = Budget {
+                window: Some(now),
+                ..Budget::default()
+            };
+        }
+        if self.used < Self::LINES {
+            self.used += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Notices {
     pub missing_family: RateLimit,
+    /// Failed connections are logged at info level, a few at a time.
+    pub failures: Budget,
 }
 
 /// What a connection needs from the loop that owns it.
@@ -310,6 +353,8 @@ pub struct Conn {
     fwd: Option<Box<Forward>>,
     /// Bytes thrown away while lingering in `Closing`.
     discarded: usize,
+    /// The client was answered with an error.
+    failed: bool,
     /// Why the connection ended, for the log line.
     reason: &'static str,
     error: Option<io::Error>,
@@ -357,6 +402,7 @@ impl Conn {
             started: ctx.now,
             fwd: None,
             discarded: 0,
+            failed: false,
             reason: "",
             error: None,
         };
@@ -547,7 +593,14 @@ impl Conn {
             .as_ref()
             .map(|e| format!(": {e}"))
             .unwrap_or_default();
-        log::debug!(
+        // Connections the client was refused are worth a line without -d.
+        let level = if self.failed && ctx.notices.failures.allow(ctx.now) {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
             "#{} {} -> {} via {}: up {} B, down {} B, {:.3} s, {}{}",
             self.id,
             self.client_addr,
@@ -592,6 +645,10 @@ impl Conn {
             }
         }
         let flow = self.parse_handshake(ctx);
+        // Replies the parse queued (method, auth status) go out now.
+        if let Err(e) = self.flush_client(ctx) {
+            return self.broken("client write error", e);
+        }
         // A handshake waiting for more, or for its connect, holds no ring
         // unless the client already sent payload.
         ctx.pool.give_if_empty(&mut self.up.ring);
@@ -638,9 +695,6 @@ impl Conn {
                             return Flow::Next;
                         }
                     };
-                    if let Err(e) = self.flush_client(ctx) {
-                        return self.broken("client write error", e);
-                    }
                 }
                 Parsed::UserPass { consumed, user, ok } => {
                     ring.consume(consumed);
@@ -1091,6 +1145,7 @@ impl Conn {
         if error.is_some() {
             self.error = error;
         }
+        self.failed = true;
         self.queue_reply(ctx, client, reply, None);
         self.reason = reason;
         self.enter_closing(ctx);
@@ -1503,6 +1558,17 @@ mod tests {
                 assert_eq!(from_token(token(key, side)), (key, side));
             }
         }
+    }
+
+    #[test]
+    fn budget_allows_a_few_lines_per_window() {
+        let mut b = Budget::default();
+        let t = Instant::now();
+        let allowed = (0..8).filter(|_| b.allow(t)).count();
+        assert_eq!(allowed, 5);
+        assert_eq!(b.suppressed, 3);
+        assert!(b.allow(t + Budget::WINDOW));
+        assert_eq!(b.suppressed, 0);
     }
 
     #[test]
