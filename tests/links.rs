@@ -1351,3 +1351,72 @@ fn exit_summary_per_link() {
         }
     }
 }
+
+/// A link that is still dead at its trial goes back down, and waits twice
+/// as long (10 s) for the next trial; clients never notice (the trial
+/// connection fails over like any other).
+#[test]
+fn failed_trial_doubles_the_backoff() {
+    if !require_root("failed_trial_doubles_the_backoff") {
+        return;
+    }
+    let t = Topology::new("lk");
+    let server = t.exchange_server();
+    let proxy = t.proxy(&["--connect-timeout", "0.5", "l1", "l2", "l3"]);
+    t.inet.ip(&["link", "set", "dev", "r2", "down"]);
+    let (down, trial) = ("link l2 10.2.0.2 down:", "link l2 10.2.0.2 trial");
+    // When each count of down/trial lines was first seen.
+    let mut downs: Vec<Instant> = Vec::new();
+    let mut trials: Vec<Instant> = Vec::new();
+    let start = Instant::now();
+    while trials.len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "want down, trial (after 5 s), down, trial (after 10 s) within 30 s; saw {} down \
+             and {} trial lines\n--- proxy stdout (tail):\n{}",
+            downs.len(),
+            trials.len(),
+            tail(&proxy.stdout(), 30)
+        );
+        let e = exchange_ok(&t, &proxy, &server, 100, 100);
+        assert_ne!(
+            e.peer.ip(),
+            home_ip(2),
+            "a connection got through the cut link 2"
+        );
+        let out = proxy.stdout();
+        let now = Instant::now();
+        while downs.len() < out.matches(down).count() {
+            downs.push(now);
+        }
+        while trials.len() < out.matches(trial).count() {
+            trials.push(now);
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    // The second trial needs the second down first.
+    while downs.len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(32),
+            "no second down line"
+        );
+        thread::sleep(Duration::from_millis(50));
+        let n = proxy.stdout().matches(down).count();
+        if n >= 2 {
+            downs.push(Instant::now());
+        }
+    }
+    let first = trials[0] - downs[0];
+    let second = trials[1] - downs[1];
+    eprintln!("backoffs seen: {first:?}, then {second:?}");
+    // Seen by polling every ~250 ms plus a connection, so allow ~1 s early.
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(8)).contains(&first),
+        "first trial {first:?} after going down (backoff 5 s)"
+    );
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(14)).contains(&second),
+        "second trial {second:?} after the failed trial (backoff doubled to 10 s)"
+    );
+    proxy.finish();
+}
