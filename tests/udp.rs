@@ -328,6 +328,49 @@ fn relay_follows_the_address_connected_to() {
     proxy.finish();
 }
 
+/// A proxy listening on `::` (both families) reached over IPv4: the client
+/// connected to an IPv4 address, so the relay must be named as one (ATYP 1),
+/// not as the IPv4-mapped `::ffff:127.0.0.1` (ATYP 4), which an IPv4 UDP
+/// socket cannot send to (libtorrent, for one, only accepts ATYP 1 there).
+#[test]
+fn dual_stack_listener_names_an_ipv4_relay_to_ipv4_clients() {
+    let proxy = Proxy::start_on("::", &["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    // Over IPv6 first: [::1] in, [::1] relay.
+    let v6 = associate(
+        SocketAddr::new(Ipv6Addr::LOCALHOST.into(), proxy.addr.port()),
+        any4(),
+    );
+    assert_eq!(
+        v6.relay.ip(),
+        Ipv6Addr::LOCALHOST,
+        "relay for an IPv6 client"
+    );
+    round_trip(&v6, &udp("::1"), &echo.addr.into(), echo.addr, b"from ::1");
+    // Over IPv4.
+    let reached = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), proxy.addr.port());
+    let (control, reply) = associate_raw(reached, any4());
+    assert_eq!(reply.rep, rep::SUCCEEDED, "reply {:02x?}", reply.raw);
+    assert_eq!(
+        (reply.atyp, reply.bnd.map(|a| a.ip())),
+        (0x01, Some(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+        "client reached the proxy on {reached}: the relay must be named as \
+         127.0.0.1 (ATYP 1); reply {:02x?}",
+        reply.raw
+    );
+    let v4 = Assoc {
+        control,
+        relay: reply.bnd.unwrap(),
+    };
+    round_trip(
+        &v4,
+        &udp("127.0.0.1"),
+        &echo.addr.into(),
+        echo.addr,
+        b"from 127.0.0.1",
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Round trips
 // ---------------------------------------------------------------------------
