@@ -48,7 +48,7 @@ done
 
 if [ -z "${BIN:-}" ]; then
     cargo build --release --quiet --bin dispatch
-    BIN=$PWD/target/release/dispatch
+    BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/dispatch
 fi
 
 home=dagg-home-$$
@@ -76,8 +76,12 @@ ip netns add "$home"
 ip netns add "$inet"
 H() { ip netns exec "$home" "$@"; }
 I() { ip netns exec "$inet" "$@"; }
-H sysctl -qw net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.default.rp_filter=2
-I sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1
+# sysctl without the sysctl binary: /proc/sys/net shows the caller's namespace.
+rp_filter() { ip netns exec "$1" sh -c "echo $3 >/proc/sys/net/ipv4/conf/$2/rp_filter"; }
+rp_filter "$home" all 2
+rp_filter "$home" default 2
+rp_filter "$inet" all 1
+rp_filter "$inet" default 1
 ip -n "$home" link set dev lo up
 ip -n "$inet" link set dev lo up
 ip -n "$inet" addr add 10.9.0.1/32 dev lo
@@ -85,7 +89,7 @@ for i in 1 2 3; do
     ip -n "$home" link add name "l$i" type veth peer name "r$i" netns "$inet"
     ip -n "$home" addr add "10.$i.0.2/24" dev "l$i"
     ip -n "$inet" addr add "10.$i.0.1/24" dev "r$i"
-    I sysctl -qw "net.ipv4.conf.r$i.rp_filter=1"
+    rp_filter "$inet" "r$i" 1
     ip -n "$home" link set dev "l$i" up
     ip -n "$inet" link set dev "r$i" up
     ip -n "$home" route add default via "10.$i.0.1" dev "l$i" metric "$((i * 100))"

@@ -182,14 +182,18 @@ impl Topology {
         t
     }
 
+    /// Sets `key` (as in sysctl, dots) inside `ns` through /proc/sys, which
+    /// shows the network namespace of the thread that opens it (no need for
+    /// the sysctl binary).
     fn sysctl(&self, ns: &Netns, key: &str, value: &str) {
-        let out = ns.exec("sysctl", &["-qw", &format!("{key}={value}")]);
-        assert!(
-            out.status.success(),
-            "sysctl {key}={value} in {}: {}",
-            ns.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let fd = if ns.name == self.home.name {
+            &self.home_fd
+        } else {
+            &self.inet_fd
+        };
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        in_ns(fd, || std::fs::write(&path, value))
+            .unwrap_or_else(|e| panic!("write {value} to {path} in {}: {e}", ns.name));
     }
 
     /// Creates link `i` (veth l{i} in home, r{i} in inet) with its
