@@ -747,3 +747,119 @@ fn destinations_are_spread_and_pinned() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Edges
+// ---------------------------------------------------------------------------
+
+/// An announcement given as a name (ATYP 3) still names the port the client
+/// will send from: it is held to it as to an announced address's port.
+#[test]
+fn port_announced_with_a_name_is_enforced() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let announced = udp("127.0.0.1");
+    let other = udp("127.0.0.1");
+    let mut control = client(proxy.addr);
+    socks5_greet(&mut control);
+    let port = announced.local_addr().unwrap().port();
+    control
+        .write_all(&socks5_request(
+            UDP_ASSOCIATE,
+            &Dest::name("localhost", port),
+        ))
+        .unwrap();
+    let reply = read_reply5(&mut control).expect("reply to UDP ASSOCIATE");
+    assert_eq!(reply.rep, rep::SUCCEEDED, "reply {:02x?}", reply.raw);
+    let assoc = Assoc {
+        control,
+        relay: reply.bnd.expect("relay address"),
+    };
+    let dest: Dest = echo.addr.into();
+    assoc.send(&other, &dest, b"from another port");
+    assert_quiet(
+        &other,
+        "port other than the one announced (as localhost:PORT)",
+    );
+    assert!(
+        echo.seen().is_empty(),
+        "relayed from port {} though the request announced localhost:{port}",
+        other.local_addr().unwrap().port()
+    );
+}
+
+/// With username/password authentication on, an authenticated client gets
+/// its association.
+#[test]
+fn associate_after_authentication() {
+    let proxy = Proxy::start(&["--auth", "alice:s3cret", "127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let mut control = client(proxy.addr);
+    control.write_all(&[0x05, 0x01, 0x02]).unwrap();
+    let mut m = [0u8; 2];
+    std::io::Read::read_exact(&mut control, &mut m).unwrap();
+    assert_eq!(m, [0x05, 0x02], "method selection");
+    control.write_all(b"\x01\x05alice\x06s3cret").unwrap();
+    std::io::Read::read_exact(&mut control, &mut m).unwrap();
+    assert_eq!(m, [0x01, 0x00], "RFC 1929 status");
+    control
+        .write_all(&socks5_request(UDP_ASSOCIATE, &Dest::Addr(any4())))
+        .unwrap();
+    let reply = read_reply5(&mut control).expect("reply to UDP ASSOCIATE");
+    assert_eq!(reply.rep, rep::SUCCEEDED, "reply {:02x?}", reply.raw);
+    let assoc = Assoc {
+        control,
+        relay: reply.bnd.expect("relay address"),
+    };
+    round_trip(
+        &assoc,
+        &udp("127.0.0.1"),
+        &echo.addr.into(),
+        echo.addr,
+        b"authenticated",
+    );
+}
+
+/// Destinations the proxy will not or cannot send to are dropped without
+/// harming the association: a closed port (ICMP errors come back on the
+/// outgoing socket), the proxy's own address, an IPv6 one with no IPv6 link.
+#[test]
+fn unreachable_destinations_do_not_break_the_association() {
+    let mut proxy = Proxy::start(&["127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let closed = {
+        let s = udp("127.0.0.1");
+        s.local_addr().unwrap()
+    };
+    for _ in 0..3 {
+        assoc.send(&sock, &closed.into(), b"nobody here");
+    }
+    assoc.send(&sock, &proxy.addr.into(), b"to the proxy itself");
+    let v6: SocketAddr = "[::1]:9".parse().unwrap();
+    assoc.send(&sock, &v6.into(), b"no IPv6 link");
+    assert_quiet(&sock, "after datagrams to unreachable destinations");
+    proxy.assert_alive();
+    round_trip(&assoc, &sock, &echo.addr.into(), echo.addr, b"still works");
+    round_trip(&assoc, &sock, &echo.addr.into(), echo.addr, b"and again");
+}
+
+/// Many associations opened and closed: every descriptor comes back.
+#[test]
+fn associations_do_not_leak() {
+    let proxy = Proxy::start(&["127.0.0.2", "127.0.0.3"]);
+    let fds = proxy.fd_count();
+    let echo = Echo::start("127.0.0.1:0");
+    for i in 0..30u8 {
+        let assoc = associate(proxy.addr, any4());
+        let sock = udp("127.0.0.1");
+        round_trip(&assoc, &sock, &echo.addr.into(), echo.addr, &[i]);
+    }
+    let deadline = Instant::now() + ARRIVE;
+    while proxy.fd_count() != fds && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(proxy.fd_count(), fds, "descriptors after 30 associations");
+    proxy.finish();
+}
