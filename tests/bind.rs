@@ -344,3 +344,53 @@ fn abandoned_binds_do_not_leak() {
     drop((c, peer));
     proxy.finish();
 }
+
+/// Bytes the client sends while the proxy still waits for the peer reach
+/// the peer once it came.
+#[test]
+fn client_bytes_sent_while_waiting_reach_the_peer() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let mut c = socks5_bind(proxy.addr, "0.0.0.0:0".parse().unwrap());
+    let listening = reply_ok(&mut c, "first BIND reply");
+    c.write_all(b"sent before you came").unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let mut peer = connect_from("127.0.0.1", listening);
+    reply_ok(&mut c, "second BIND reply");
+    assert_eq!(read_n(&mut peer, 20, "peer"), b"sent before you came");
+    drop((c, peer));
+    proxy.finish();
+}
+
+/// A peer that connects and leaves at once: the client gets the second
+/// reply, then EOF.
+#[test]
+fn peer_that_connects_and_leaves() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let mut c = socks5_bind(proxy.addr, "0.0.0.0:0".parse().unwrap());
+    let listening = reply_ok(&mut c, "first BIND reply");
+    let peer = connect_from("127.0.0.1", listening);
+    let peer_addr = peer.local_addr().unwrap();
+    drop(peer);
+    assert_eq!(reply_ok(&mut c, "second BIND reply"), peer_addr);
+    let rest = read_until_closed(&mut c, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("after the peer left: {e}"));
+    assert!(rest.is_empty(), "data after the second reply: {rest:02x?}");
+    proxy.finish();
+}
+
+/// A BIND for a family the proxy has no link of: network unreachable.
+#[test]
+fn bind_without_a_link_of_the_family_is_refused() {
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let mut c = socks5_bind(proxy.addr, "[::1]:0".parse().unwrap());
+    let r = read_reply5(&mut c).expect("reply to an IPv6 BIND");
+    assert_eq!(
+        r.rep,
+        rep::NETWORK_UNREACHABLE,
+        "IPv6 BIND with IPv4 links only: reply {:02x?}",
+        r.raw
+    );
+    read_until_closed(&mut c, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("after the error reply: {e}"));
+    proxy.finish();
+}
