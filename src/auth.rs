@@ -24,10 +24,12 @@ impl fmt::Debug for Entry {
     }
 }
 
-/// The accepted credentials. Empty means authentication is off.
+/// The accepted credentials. With none, authentication is off unless it was
+/// [`Credentials::require`]d (then every client is refused).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     entries: Vec<Entry>,
+    required: bool,
 }
 
 /// A `user:pass` that does not parse.
@@ -50,6 +52,17 @@ impl std::error::Error for BadCredential {}
 impl Credentials {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether clients must authenticate.
+    pub fn required(&self) -> bool {
+        self.required || !self.entries.is_empty()
+    }
+
+    /// Keeps authentication on even with no credentials left (an auth file
+    /// emptied while running refuses everyone; it does not open the proxy).
+    pub fn require(&mut self) {
+        self.required = true;
     }
 
     pub fn len(&self) -> usize {
@@ -94,6 +107,12 @@ impl Credentials {
 
     pub fn extend(&mut self, other: Credentials) {
         self.entries.extend(other.entries);
+        self.required |= other.required;
+    }
+
+    /// Whether `user` is one of the configured user names.
+    pub fn knows(&self, user: &[u8]) -> bool {
+        self.entries.iter().any(|e| e.user == user)
     }
 
     /// RFC 1929 username and password.
@@ -133,12 +152,19 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
-/// Equality whose time depends on the lengths only, not on where the bytes differ.
+/// Longest secret compared: RFC 1929 fields are at most 255 bytes, a Basic
+/// token for them at most 684.
+const CT_LEN: usize = 1024;
+
+/// Equality that takes the same time whatever the inputs (up to [`CT_LEN`]
+/// bytes): neither where they differ nor their lengths show.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    let mut diff = u8::from(a.len() != b.len()) | u8::from(a.len() > CT_LEN);
+    for i in 0..CT_LEN {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
     }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
 }
 
@@ -324,6 +350,25 @@ mod tests {
             Credentials::parse_file("alice:1\nnocolon\n"),
             Err(BadCredential { line: Some(2) })
         );
+    }
+
+    #[test]
+    fn required_stays_on_with_no_credentials() {
+        let mut c = Credentials::default();
+        assert!(!c.required());
+        c.require();
+        assert!(c.required());
+        assert!(!c.check(b"", b""), "nobody gets in");
+        assert!(!c.check_basic(b"Basic Og=="), "not even an empty user:pass");
+    }
+
+    #[test]
+    fn lengths_do_not_short_cut_the_comparison() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+        assert!(!ct_eq(b"", b"\0"), "padding is not equality");
+        let long = vec![b'a'; CT_LEN + 1];
+        assert!(!ct_eq(&long, &long), "longer than any secret: refused");
     }
 
     #[test]

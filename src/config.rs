@@ -64,6 +64,8 @@ impl Config {
         let mut all = self.auth.clone();
         if let Some(path) = &self.auth_file {
             all.extend(Credentials::load_file(path)?);
+            // An auth file asks for authentication, even while it is empty.
+            all.require();
         }
         Ok(all)
     }
@@ -203,7 +205,7 @@ pub fn build(
     let credentials = config
         .credentials()
         .map_err(|e| ConfigError::AuthFile(config.auth_file.clone().unwrap_or_default(), e))?;
-    config.access = Access::new(args.ip, args.allow.clone(), !credentials.is_empty());
+    config.access = Access::new(args.ip, args.allow.clone(), credentials.required());
     Ok(config)
 }
 

@@ -61,7 +61,8 @@ pub enum Target<'a> {
     Forward {
         host: &'a str,
         port: u16,
-        /// Origin-form path and query, `/` at least.
+        /// Origin-form path and query: `/` at least, or `?query` for a URL
+        /// with an empty path.
         path: &'a str,
     },
 }
@@ -126,10 +127,10 @@ fn parse_absolute(target: &str) -> Option<Target<'_>> {
         return None;
     }
     let rest = &target[scheme_end + 3..];
+    // `http://host?q` has an empty path before its query: the path is then
+    // `?q`, and the `/` is added when the head is written.
     let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
-        // `http://host?q` has an empty path before its query.
-        Some(i) => (&rest[..i], "/"),
+        Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     if authority.contains('@') {
@@ -179,6 +180,16 @@ pub enum Body {
 /// The body of a request with these headers (RFC 9112 §6.3).
 pub fn request_body(headers: &[(&str, &[u8])]) -> Result<Body, HttpError> {
     framing(headers).map(|b| b.unwrap_or(Body::None))
+}
+
+/// The body of `head`'s request: as [`request_body`], and an HTTP/1.0
+/// request with Transfer-Encoding is refused (RFC 9112 §6.1).
+pub fn body_of(head: &RequestHead<'_>) -> Result<Body, HttpError> {
+    let body = request_body(&head.headers)?;
+    if head.minor == 0 && body == Body::Chunked {
+        return Err(HttpError::BadFraming);
+    }
+    Ok(body)
 }
 
 /// The body of a response to `method` with `status` and these headers.
@@ -266,49 +277,55 @@ pub fn write_forward_head(head: &RequestHead<'_>, out: &mut Vec<u8>) {
     let Target::Forward { host, port, path } = head.target else {
         panic!("only forward requests are rewritten");
     };
+    // Headers the framing rests on are kept even when `Connection` lists
+    // them: dropping one would make the origin see another body than ours.
     let listed: Vec<&[u8]> = head
         .headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
         .flat_map(|(_, v)| v.split(|&b| b == b','))
         .map(trim)
+        .filter(|t| {
+            !(t.eq_ignore_ascii_case(b"content-length")
+                || t.eq_ignore_ascii_case(b"transfer-encoding"))
+        })
         .collect();
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
+    if path.starts_with('?') {
+        out.push(b'/');
+    }
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(if head.minor == 0 {
         b" HTTP/1.0\r\n"
     } else {
         b" HTTP/1.1\r\n"
     });
-    let mut has_host = false;
     for (name, value) in &head.headers {
-        let hop = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        // RFC 9112 §3.2.2: the Host of an absolute-form request is the URL's.
+        let dropped = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || name.eq_ignore_ascii_case("host")
             || listed
                 .iter()
                 .any(|l| l.eq_ignore_ascii_case(name.as_bytes()));
-        if hop {
+        if dropped {
             continue;
         }
-        has_host |= name.eq_ignore_ascii_case("host");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if !has_host {
-        out.extend_from_slice(b"Host: ");
-        if host.contains(':') {
-            out.extend_from_slice(format!("[{host}]").as_bytes());
-        } else {
-            out.extend_from_slice(host.as_bytes());
-        }
-        if port != 80 {
-            out.extend_from_slice(format!(":{port}").as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"Host: ");
+    if host.contains(':') {
+        out.extend_from_slice(format!("[{host}]").as_bytes());
+    } else {
+        out.extend_from_slice(host.as_bytes());
     }
-    out.extend_from_slice(b"\r\n");
+    if port != 80 {
+        out.extend_from_slice(format!(":{port}").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Whether the client asked to close after this request.
@@ -341,6 +358,7 @@ pub fn parse_response(buf: &[u8], method: &str) -> Result<Status<ResponseHead>, 
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut storage);
     let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(HttpError::TooLarge),
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HttpError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(Status::Partial),
@@ -637,7 +655,35 @@ mod tests {
         write_forward_head(&h, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "GET /x HTTP/1.1\r\nHost: example.org:8080\r\nAccept: */*\r\n\r\n"
+            "GET /x HTTP/1.1\r\nAccept: */*\r\nHost: example.org:8080\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forward_head_keeps_framing_and_replaces_host() {
+        let h = head(
+            "POST http://a/ HTTP/1.1\r\nHost: internal\r\nHost: other\r\n\
+             Connection: content-length, transfer-encoding\r\nContent-Length: 3\r\n\r\n",
+        );
+        let mut out = Vec::new();
+        write_forward_head(&h, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nHost: a\r\n\r\n"
+        );
+        let old = head("POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(body_of(&old), Err(HttpError::BadFraming));
+    }
+
+    #[test]
+    fn empty_path_with_a_query_keeps_the_query() {
+        let h = head("GET http://h?q=1 HTTP/1.1\r\n\r\n");
+        let mut out = Vec::new();
+        write_forward_head(&h, &mut out);
+        assert!(
+            out.starts_with(b"GET /?q=1 HTTP/1.1\r\n"),
+            "{}",
+            String::from_utf8_lossy(&out)
         );
     }
 

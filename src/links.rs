@@ -65,6 +65,8 @@ pub struct Link {
     iface: Option<String>,
     /// Where outgoing sockets are bound, when device binding is on.
     device: Option<Device>,
+    /// Device binding applies to this link (its interface may come later).
+    bind: bool,
     follow: bool,
     weight: NonZeroU32,
     state: State,
@@ -127,6 +129,7 @@ impl Links {
                 ipv6: spec.ip.is_ipv6(),
                 // Loopback needs no binding, and binding to it would send
                 // every other destination into the loopback device.
+                bind: spec.iface.is_some() && bind_device && !spec.ip.is_loopback(),
                 device: match (&spec.iface, bind_device && !spec.ip.is_loopback()) {
                     (Some(name), true) => device_of(devices, name),
                     _ => None,
@@ -194,12 +197,16 @@ impl Links {
         selector
             .next_where(|&i| untried(i, &links[i]) && links[i].state == State::Up)
             .or_else(|| {
+                // None up: the down link that comes back first (a link on
+                // trial already has its one connection).
                 (0..links.len())
                     .filter(|&i| untried(i, &links[i]))
-                    .min_by_key(|&i| match links[i].state {
-                        State::Down { retry_at, .. } => Some(retry_at),
+                    .filter_map(|i| match links[i].state {
+                        State::Down { retry_at, .. } => Some((retry_at, i)),
                         _ => None,
                     })
+                    .min()
+                    .map(|(_, i)| i)
             })
     }
 
@@ -232,7 +239,7 @@ impl Links {
     pub fn reached(&mut self, i: usize) {
         let link = &mut self.links[i];
         link.failures_in_row = 0;
-        if let State::Trial { .. } = link.state {
+        if link.state != State::Up {
             link.state = State::Up;
             log::info!("link {} up", link.label());
         }
@@ -294,9 +301,11 @@ impl Links {
             let Some(name) = self.links[i].iface.clone() else {
                 continue;
             };
-            if let Some(dev) = self.links[i].device.as_mut() {
+            // The interface may have come back with a new index, or appeared
+            // only now (a tether plugged in after start).
+            if self.links[i].bind {
                 if let Some(fresh) = device_of(ifaces, &name) {
-                    *dev = fresh;
+                    self.links[i].device = Some(fresh);
                 }
             }
             if !self.links[i].follow {

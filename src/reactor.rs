@@ -110,6 +110,8 @@ pub struct Reactor {
     /// What datagrams of UDP associations pass through.
     udp_buf: Box<[u8]>,
     associations: usize,
+    /// Every address of this machine, as the interface watcher last saw.
+    local_ips: Vec<IpAddr>,
     /// The open-files limit, read at start.
     fd_limit: Option<u64>,
     /// Running short of descriptors is said once a minute, not per retry.
@@ -147,6 +149,7 @@ impl Reactor {
         let ifaces = iface::discover().unwrap_or_default();
         let binding = binding(&config, &ifaces);
         let links = Links::new(config.targets.clone(), &ifaces, binding == Binding::Device);
+        let local_ips = all_addrs(&ifaces);
         let watcher = Watcher::spawn(ifaces, IFACE_PERIOD, Arc::clone(&waker))?;
         Ok(Reactor {
             poll,
@@ -164,6 +167,7 @@ impl Reactor {
             refused: HashMap::new(),
             udp_buf: vec![0; conn::UDP_BUFFER].into_boxed_slice(),
             associations: 0,
+            local_ips,
             fd_limit: sys::nofile_limit(),
             fd_notice: conn::RateLimit::default(),
             pool: RingPool::new(ring_size, SPARE_RINGS),
@@ -238,6 +242,7 @@ impl Reactor {
                         self.dns_answers(now);
                         if let Some(ifaces) = self.watcher.latest() {
                             self.links.apply_interfaces(&ifaces, now);
+                            self.local_ips = all_addrs(&ifaces);
                         }
                     }
                     token => {
@@ -300,6 +305,7 @@ impl Reactor {
                 udp_buf: &mut self.udp_buf,
                 associations: &mut self.associations,
                 listen: self.local_addr,
+                local_ips: &self.local_ips,
                 timeouts: self.timeouts,
                 now,
             },
@@ -376,6 +382,10 @@ impl Reactor {
         const EVERY: Duration = Duration::from_secs(60);
         if self.refused.len() > 4096 {
             self.refused.retain(|_, t| now.duration_since(*t) < EVERY);
+            if self.refused.len() > 4096 {
+                // Refused from everywhere at once: stop remembering each.
+                self.refused.clear();
+            }
         }
         let last = self.refused.get(&ip);
         if last.is_none_or(|t| now.duration_since(*t) >= EVERY) {
@@ -393,6 +403,11 @@ impl Reactor {
             Ok(file) => {
                 let mut all = self.auth_cli.clone();
                 all.extend(file);
+                if self.auth.required() {
+                    // Emptying the file refuses everyone; it never turns
+                    // authentication off, which would open the proxy.
+                    all.require();
+                }
                 log::info!(
                     "re-read {}: {} credentials in force",
                     path.display(),
@@ -489,4 +504,12 @@ fn binding(config: &Config, ifaces: &[iface::Interface]) -> Binding {
         Some(Err(e)) => Binding::SourceOnlyRefused(e.to_string()),
         _ => Binding::Device,
     }
+}
+
+/// Every address of every interface.
+fn all_addrs(ifaces: &[iface::Interface]) -> Vec<IpAddr> {
+    ifaces
+        .iter()
+        .flat_map(|i| i.addrs.iter().copied())
+        .collect()
 }

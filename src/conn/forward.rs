@@ -5,7 +5,6 @@
 //! new upstream) and the response's end found without buffering either.
 
 use std::io::{self, Write};
-use std::net::Shutdown;
 
 use mio::net::TcpStream;
 
@@ -81,7 +80,9 @@ impl Forward {
 /// Why a forward exchange cannot go on.
 enum Broken {
     Io(&'static str, io::Error),
-    Protocol(&'static str),
+    /// The HTTP status to answer with (400: the client's fault, 502: the
+    /// origin's), and why.
+    Protocol(u16, &'static str),
 }
 
 impl From<(&'static str, io::Error)> for Broken {
@@ -96,10 +97,15 @@ impl Conn {
             let moved = match self.forward_round(ctx) {
                 Ok(moved) => moved,
                 Err(Broken::Io(what, e)) => return self.broken(what, e),
-                Err(Broken::Protocol(what)) => {
+                Err(Broken::Protocol(status, what)) => {
                     let fwd = self.fwd.as_ref().expect("forwarding");
                     if !fwd.answered {
-                        let response = http::error_response(502, what, "");
+                        // Nothing of the origin's reached the client: drop
+                        // what it sent and answer for it.
+                        if let Some(ring) = self.down.ring.take() {
+                            ctx.pool.give(ring);
+                        }
+                        let response = http::error_response(status, what, "");
                         self.queue(ctx, &response);
                         self.drop_upstream(ctx);
                         self.reason = what;
@@ -111,16 +117,40 @@ impl Conn {
                 }
             };
             let fwd = self.fwd.as_mut().expect("forwarding");
-            if fwd.exchange_done() && self.down.pending() == 0 {
-                if fwd.close || self.up.eof {
-                    let _ = self.client.shutdown(Shutdown::Write);
+            if fwd.exchange_done() {
+                if self.down.pending() > 0 {
+                    // The origin sent more than its response: it cannot be
+                    // trusted with the next request.
+                    log::debug!(
+                        "#{} origin sent bytes after its response; dropping that upstream",
+                        self.id
+                    );
+                    self.end_upstream(ctx);
+                }
+                let fwd = self.fwd.as_mut().expect("forwarding");
+                if fwd.close || (self.up.eof && self.up.pending() == 0) {
                     self.reason = "done";
-                    return Flow::Stop(Progress::Close);
+                    self.enter_closing(ctx);
+                    return Flow::Next;
                 }
                 // Kept alive: the next request may already be waiting.
                 self.state = State::HttpHead;
                 self.arm(ctx, KEEPALIVE_IDLE);
                 return Flow::Next;
+            }
+            // The client left in the middle of its request body.
+            let fwd = self.fwd.as_ref().expect("forwarding");
+            if self.up.eof && self.up.pending() == 0 && !fwd.request.is_done() {
+                if !fwd.answered {
+                    let response = http::error_response(400, "the request body ended early", "");
+                    self.queue(ctx, &response);
+                    self.drop_upstream(ctx);
+                    self.reason = "client closed during its request body";
+                    self.enter_closing(ctx);
+                    return Flow::Next;
+                }
+                self.reason = "client closed during its request body";
+                return Flow::Stop(Progress::Close);
             }
             if !moved {
                 return Flow::Stop(Progress::Idle);
@@ -169,7 +199,7 @@ impl Conn {
                 &mut fwd.request,
                 ctx.pool,
             )
-            .map_err(|e| frame_error("upstream write error", "bad request body framing", e))?;
+            .map_err(|e| frame_error("upstream write error", 400, "bad request body framing", e))?;
         }
 
         // Upstream to client: the response head, read whole, then its body.
@@ -196,7 +226,12 @@ impl Conn {
                     fwd.close |= head.close || head.status == 101;
                     moved = true;
                 }
-                Err(_) => return Err(Broken::Protocol("the server sent a malformed response")),
+                Err(_) => {
+                    return Err(Broken::Protocol(
+                        502,
+                        "the server sent a malformed response",
+                    ))
+                }
             }
         }
         if let Some(framing) = fwd.response.as_mut() {
@@ -208,7 +243,7 @@ impl Conn {
                 framing,
                 ctx.pool,
             )
-            .map_err(|e| frame_error("client write error", "bad response body framing", e))?;
+            .map_err(|e| frame_error("client write error", 502, "bad response body framing", e))?;
             fwd.answered |= sent;
             moved |= sent;
             if fwd.interim && fwd.response_head_left == 0 {
@@ -231,6 +266,7 @@ impl Conn {
                 Some(Framing::Done) => {}
                 _ => {
                     return Err(Broken::Protocol(
+                        502,
                         "the server closed before its response was complete",
                     ))
                 }
@@ -240,9 +276,14 @@ impl Conn {
     }
 }
 
-fn frame_error(io_what: &'static str, frame_what: &'static str, e: io::Error) -> Broken {
+fn frame_error(
+    io_what: &'static str,
+    status: u16,
+    frame_what: &'static str,
+    e: io::Error,
+) -> Broken {
     if e.kind() == io::ErrorKind::InvalidData {
-        Broken::Protocol(frame_what)
+        Broken::Protocol(status, frame_what)
     } else {
         Broken::Io(io_what, e)
     }

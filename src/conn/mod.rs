@@ -184,6 +184,8 @@ pub struct Ctx<'a> {
     pub associations: &'a mut usize,
     /// The proxy's own listening address, which no request may target.
     pub listen: SocketAddr,
+    /// Every address of this machine (for [`Ctx::is_self`] with a wildcard listener).
+    pub local_ips: &'a [std::net::IpAddr],
     pub timeouts: Timeouts,
     pub now: Instant,
 }
@@ -197,7 +199,7 @@ impl Ctx<'_> {
         let ip = addr.ip();
         ip == self.listen.ip()
             || (self.listen.ip().is_unspecified()
-                && (ip.is_loopback() || self.links.iter().any(|l| l.ip() == Some(ip))))
+                && (ip.is_loopback() || ip.is_unspecified() || self.local_ips.contains(&ip)))
     }
 }
 
@@ -661,7 +663,11 @@ impl Conn {
     fn parse_handshake(&mut self, ctx: &mut Ctx<'_>) -> Flow {
         let need_more = |conn: &mut Conn| {
             if conn.up.eof {
-                conn.reason = "client closed during handshake";
+                conn.reason = if conn.fwd.is_some() {
+                    "done (client closed its kept-alive connection)"
+                } else {
+                    "client closed during handshake"
+                };
                 Flow::Stop(Progress::Close)
             } else {
                 Flow::Stop(Progress::Idle)
@@ -702,8 +708,15 @@ impl Conn {
                     let n = socks::emit_user_pass_status(ok, &mut buf);
                     self.queue(ctx, &buf[..n]);
                     if !ok {
+                        // A user name may be a password typed in the wrong
+                        // field: only known names are written down.
+                        let who = if ctx.auth.knows(user.as_bytes()) {
+                            format!("user {user:?}")
+                        } else {
+                            "an unknown user".to_string()
+                        };
                         log::info!(
-                            "#{} {}: wrong SOCKS5 credentials for user {user:?}",
+                            "#{} {}: wrong SOCKS5 credentials for {who}",
                             self.id,
                             self.client_addr
                         );
@@ -721,7 +734,7 @@ impl Conn {
                 } => {
                     ring.consume(consumed);
                     self.target = Some(target);
-                    if version == Version::Socks4 && !ctx.auth.is_empty() {
+                    if version == Version::Socks4 && ctx.auth.required() {
                         // SOCKS4 carries no password.
                         let reason = "SOCKS4 refused: authentication is required";
                         self.fail(ctx, Client::Socks(version), Reply::NotAllowed, reason, None);
@@ -780,6 +793,8 @@ impl Conn {
         };
         let reuse = self.upstream.is_some()
             && !self.upstream_ready.read_closed
+            && !self.upstream_ready.error
+            && !self.down.eof
             && self
                 .fwd
                 .as_ref()
@@ -960,6 +975,8 @@ impl Conn {
                     if net::is_link_failure(&e) {
                         ctx.links.failed(l, &e, ctx.now);
                     } else {
+                        // Says nothing of the link: a trial stays undecided.
+                        ctx.links.abandoned(l, ctx.now);
                         *at += 1;
                         *tried = 0;
                     }
@@ -1026,8 +1043,9 @@ impl Conn {
                 self.error = None;
                 self.deadline = None;
                 // Payload the client pipelined behind its request counts as relayed.
-                self.up.bytes = self.up.pending() as u64;
-                ctx.links.add_bytes(l, self.up.bytes, 0);
+                let pipelined = self.up.pending() as u64;
+                self.up.bytes += pipelined;
+                ctx.links.add_bytes(l, pipelined, 0);
                 self.state = State::Relaying;
                 Flow::Next
             }
@@ -1359,7 +1377,7 @@ fn parse_step(state: &State, data: &[u8], auth: &Credentials) -> Parsed {
         Protocol::Socks5 => match socks::parse_greeting(data) {
             Ok(Status::Partial) => Parsed::NeedMore,
             Ok(Status::Complete(g, consumed)) => {
-                let wanted = if auth.is_empty() {
+                let wanted = if !auth.required() {
                     consts::METHOD_NO_AUTH
                 } else {
                     consts::METHOD_USER_PASS
@@ -1388,7 +1406,7 @@ fn parse_http(data: &[u8], auth: &Credentials) -> Parsed {
         }
     };
     let (head, consumed) = head;
-    let authorized = auth.is_empty()
+    let authorized = !auth.required()
         || head
             .header("proxy-authorization")
             .is_some_and(|v| auth.check_basic(v));
@@ -1404,7 +1422,7 @@ fn parse_http(data: &[u8], auth: &Credentials) -> Parsed {
     let forward = match head.target {
         http::Target::Connect { .. } => None,
         http::Target::Forward { .. } => {
-            let body = match http::request_body(&head.headers) {
+            let body = match http::body_of(&head) {
                 Ok(body) => body,
                 Err(error) => {
                     return Parsed::Invalid {

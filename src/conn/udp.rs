@@ -108,7 +108,9 @@ impl Conn {
             return;
         }
         let opened = self.client.local_addr().and_then(|local| {
-            let mut relay = UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
+            // On a dual-stack listener an IPv4 client reached `::ffff:a.b.c.d`:
+            // its relay is an IPv4 socket on `a.b.c.d`, which it can name.
+            let mut relay = UdpSocket::bind(SocketAddr::new(local.ip().to_canonical(), 0))?;
             ctx.registry.register(
                 &mut relay,
                 token(self.key, Side::UdpRelay),
@@ -133,6 +135,7 @@ impl Conn {
         // The port the client says it will send from, when it knows it.
         let client_port = match &self.target {
             Some(super::Target::Addr(a)) if a.port() != 0 => Some(a.port()),
+            Some(super::Target::Name(_, port)) if *port != 0 => Some(*port),
             _ => None,
         };
         *ctx.associations += 1;
