@@ -642,14 +642,23 @@ impl Pair {
     fn new() -> Pair {
         let proxy_ns = Netns::new("pp");
         let client_ns = Netns::new("pc");
+        // No duplicate address detection (addresses usable at once); through
+        // /proc/sys, so that no sysctl binary is needed.
         for ns in [&proxy_ns, &client_ns] {
-            for key in [
-                "net.ipv6.conf.all.accept_dad=0",
-                "net.ipv6.conf.default.accept_dad=0",
-            ] {
-                let out = ns.exec("sysctl", &["-qw", key]);
-                assert!(out.status.success(), "sysctl {key} in {}", ns.name);
-            }
+            let out = ns.exec(
+                "sh",
+                &[
+                    "-c",
+                    "echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad && \
+                     echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad",
+                ],
+            );
+            assert!(
+                out.status.success(),
+                "accept_dad=0 in {}: {}",
+                ns.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         proxy_ns.ip(&[
             "link",
