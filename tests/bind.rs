@@ -331,8 +331,18 @@ fn abandoned_binds_do_not_leak() {
         fds,
         "descriptors after 21 abandoned BINDs"
     );
-    let closed = proxy.stdout().matches("client closed during BIND").count();
-    assert_eq!(closed, 21, "log lines for the abandoned BINDs");
+    // The log lines come through a pipe: give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let count = |p: &Proxy| p.stdout().matches("client closed during BIND").count();
+    while count(&proxy) < 21 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        count(&proxy),
+        21,
+        "log lines for the abandoned BINDs:\n{}",
+        tail(&proxy.stdout(), 30)
+    );
 
     still_serves(&mut proxy);
     let mut c = socks5_bind(proxy.addr, "0.0.0.0:0".parse().unwrap());
