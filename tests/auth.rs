@@ -450,6 +450,39 @@ fn auth_file_is_reread_on_sighup() {
     thread::sleep(Duration::from_millis(200));
     proxy.assert_alive();
     socks5_auth_echo(proxy.addr, echo.addr, "bob", "three");
+    // A file emptied while running refuses everyone; it does not turn
+    // authentication off.
+    std::fs::write(&file, "# nobody for now\n").unwrap();
+    sighup(proxy.pid);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        proxy.assert_alive();
+        let mut s = client(proxy.addr);
+        if socks5_login(&mut s, "bob", "three") != Ok([0x01, 0x00]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob:three still accepted 3 s after emptying the file and SIGHUP"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    socks5_auth_refused(proxy.addr, "alice", "two");
+    let mut s = client(proxy.addr);
+    s.write_all(&GREETING).unwrap();
+    assert_eq!(
+        read_until_closed(&mut s, Duration::from_secs(5)).unwrap(),
+        [0x05, 0xFF],
+        "no-auth greeting after the file was emptied"
+    );
+    assert_407(
+        &http_get_with(proxy.addr, &server, None),
+        "emptied file, no credentials",
+    );
+    assert_407(
+        &http_get_with(proxy.addr, &server, Some(("bob", "three"))),
+        "emptied file",
+    );
     proxy.finish();
 }
 

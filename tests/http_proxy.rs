@@ -399,6 +399,127 @@ fn client_asking_to_close_is_closed_after_the_response() {
     proxy.finish();
 }
 
+#[test]
+fn forward_host_and_query_come_from_the_url() {
+    let server = HttpServer::start("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let p = server.addr.port();
+    let mut c = HttpConn::connect(proxy.addr);
+    // A Host that disagrees with the URL: the URL's wins (RFC 9112, 3.2.2).
+    c.send(
+        format!("GET http://127.0.0.1:{p}/h HTTP/1.1\r\nHost: other.invalid:81\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(c.response().status, 200);
+    // No path but a query.
+    c.send(
+        format!("GET http://127.0.0.1:{p}?q=1 HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(c.response().status, 200);
+    let reqs = server.requests();
+    let host = format!("127.0.0.1:{p}");
+    assert_eq!(
+        reqs[0].all("host"),
+        vec![host.as_str()],
+        "{}",
+        reqs[0].raw_head
+    );
+    assert_eq!(reqs[1].request_line, "GET /?q=1 HTTP/1.1");
+    proxy.finish();
+}
+
+#[test]
+fn connection_cannot_remove_the_framing_headers() {
+    // "Connection: Content-Length" must not make the origin see a request
+    // without its length while the proxy frames it with one (smuggling).
+    let server = HttpServer::start("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let p = server.addr.port();
+    let mut c = HttpConn::connect(proxy.addr);
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\r\n");
+    c.send(
+        format!(
+            "POST http://127.0.0.1:{p}/sink HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\
+             Connection: keep-alive, Content-Length\r\nContent-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text(),
+        format!("{} {:016x}\n", smuggled.len(), fnv(smuggled.as_bytes()))
+    );
+    c.send(&get("127.0.0.1", p, "/after"));
+    assert_eq!(c.response().text(), format!("server {p} saw GET /after\n"));
+    let lines: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| r.request_line.clone())
+        .collect();
+    assert_eq!(lines, vec!["POST /sink HTTP/1.1", "GET /after HTTP/1.1"]);
+    proxy.finish();
+}
+
+#[test]
+fn extra_bytes_from_the_origin_are_not_taken_for_the_next_answer() {
+    let server = HttpServer::start("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let p = server.addr.port();
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(&get("127.0.0.1", p, "/overflow"));
+    assert_eq!(c.response().text(), "hello");
+    // Either the proxy closes the client connection, or the next answer is
+    // the real one, never "smuggle".
+    c.send(&get("127.0.0.1", p, "/next"));
+    match c.try_response(false) {
+        Ok(r) => assert_eq!(r.text(), format!("server {p} saw GET /next\n")),
+        Err(e) => {
+            let _ = e;
+            assert_eq!(
+                server.requests().len(),
+                1,
+                "the request went out, the answer did not come back"
+            );
+        }
+    }
+    proxy.finish();
+}
+
+#[test]
+fn a_client_leaving_mid_body_ends_the_exchange() {
+    let server = HttpServer::start("127.0.0.1:0");
+    let mut proxy = Proxy::start(&["127.0.0.2"]);
+    let p = server.addr.port();
+    // Warm up, then count descriptors.
+    curl_ok(&["-x", &px(&proxy), &server.url("127.0.0.1", "/warm")]);
+    thread::sleep(Duration::from_millis(100));
+    let baseline = proxy.fd_count();
+    for _ in 0..5 {
+        let mut c = HttpConn::connect(proxy.addr);
+        let mut req = format!(
+            "POST http://127.0.0.1:{p}/sink HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        .into_bytes();
+        req.extend_from_slice(&[7u8; 1000]);
+        c.send(&req);
+        thread::sleep(Duration::from_millis(50));
+        drop(c);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut now = proxy.fd_count();
+    while now > baseline && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        now = proxy.fd_count();
+    }
+    assert!(
+        now <= baseline,
+        "{now} descriptors 5 s after five clients left mid-body, {baseline} before"
+    );
+    proxy.assert_alive();
+    proxy.finish();
+}
+
 // ---------------------------------------------------------------------------
 // Forwarding: persistent connections
 // ---------------------------------------------------------------------------
@@ -953,6 +1074,9 @@ fn malformed_requests_get_400() {
             "POST http://127.0.0.1:{p}/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
         ),
         "GET /origin-form HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
+        format!(
+            "POST http://127.0.0.1:{p}/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
     ];
     for req in &cases {
         let r = one(proxy.addr, req.as_bytes());
@@ -1075,6 +1199,31 @@ fn head_over_16_kib_gets_431() {
         1,
         "only the small request reached the origin"
     );
+    proxy.finish();
+}
+
+#[test]
+fn a_431_survives_a_client_still_sending() {
+    // 256 KiB of header, sent while the proxy has already answered: the
+    // answer must not be destroyed by a reset.
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let mut c = HttpConn::connect(proxy.addr);
+    let mut w = c.w.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let _ = w.write_all(b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\n");
+        let line = format!("X-Filler: {}\r\n", "f".repeat(1000));
+        for _ in 0..256 {
+            if w.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let r = c
+        .try_response(false)
+        .unwrap_or_else(|e| panic!("no 431 for a client still sending its head: {e}"));
+    assert_eq!(r.status, 431, "{}", r.raw_head);
+    drop(c);
+    writer.join().unwrap();
     proxy.finish();
 }
 

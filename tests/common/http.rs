@@ -304,6 +304,8 @@ struct State {
 /// - `/bye` answers with Content-Length and `Connection: close`, and closes;
 /// - `/trailers` answers `hello, world` chunked, with chunk extensions, a
 ///   zero-padded last chunk and trailer fields;
+/// - `/overflow` answers `hello` (Content-Length 5) followed by a second,
+///   unrequested response, then closes;
 /// - `?pause=MS` on any path: wait that long before reading the body;
 /// - anything else answers `"server <port> saw <METHOD> <target>\n"`.
 ///
@@ -506,6 +508,16 @@ fn serve(stream: TcpStream, peer: SocketAddr, st: &State, port: u16) {
                     b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\nETag: \"x\"\r\n\r\n",
                 )
                 .is_ok(),
+            "/overflow" => {
+                // More than the announced response: the extra bytes are not
+                // part of any answer.
+                let _ = w.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nsmuggle",
+                );
+                let _ = w.shutdown(Shutdown::Write);
+                drain_until_eof(&mut r);
+                return;
+            }
             "/nocontent" => w
                 .write_all(b"HTTP/1.1 204 No Content\r\nX-Server: test\r\n\r\n")
                 .is_ok(),
