@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# dispatch beside other SOCKS5 servers (Debian's dante-server and microsocks)
+# and the direct path, on loopback, driven by one load generator of this
+# project (examples/loadgen.rs) that checks every byte that comes back.
+#
+#   sudo benches/compare.sh            # as root: installs what is missing
+#   ROUNDS=5 BYTES=1000000000 sudo -E benches/compare.sh
+#
+# Each round runs every test against every server, the servers interleaved
+# (direct dispatch microsocks dante, then again), so a slow spell of this
+# shared machine hits them all alike. Tests, per round and server:
+#   tp1, tp8  BYTES of payload echoed through 1 and 8 streams at once
+#             (GB/s one way; CPU seconds of the server's processes per GB
+#             relayed, both directions counted)
+#   rate      SOCKS5 CONNECTs per second from 64 concurrent clients for RATE_SECS,
+#             each checking a 32-byte echo; p50/p99 of the connect-to-reply time
+#   idle      memory (PSS of the server's process tree) per connection with
+#             IDLE connections held open and idle after a 1 KiB echo
+# and once, after the rounds:
+#   held      the most connections each holds: opened one after another
+#             until one fails or stalls, MAX_HELD are open, or MAX_SECS pass
+# Results: benches/results/compare.tsv (raw lines), compare.md (the README
+# table: median of the rounds, min–max) and compare.svg (the chart).
+# Linux only. Traffic stays on 127.0.0.1. Ports: PORT_BASE..PORT_BASE+3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=${ROUNDS:-5}
+bytes=${BYTES:-1000000000}
+rate_secs=${RATE_SECS:-4}
+idle=${IDLE:-5000}
+max_held=${MAX_HELD:-12000}
+max_secs=${MAX_SECS:-120}
+port_base=${PORT_BASE:-18180}
+out=benches/results
+mkdir -p "$out"
+
+need=()
+command -v danted >/dev/null || [ -x /usr/sbin/danted ] || need+=(dante-server)
+command -v microsocks >/dev/null || need+=(microsocks)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "compare.sh: ${need[*]} missing; run as root to install them" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+danted=$(command -v danted || echo /usr/sbin/danted)
+
+cargo build --release --quiet --bin dispatch --example loadgen
+loadgen=target/release/examples/loadgen
+dispatch=target/release/dispatch
+
+# Every process here gets the same descriptor limit: the hard limit.
+ulimit -n "$(ulimit -Hn)"
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "compare.sh: nothing listens on 127.0.0.1:$1" >&2
+    exit 1
+}
+
+# The echo server all tests talk to.
+"$loadgen" serve 127.0.0.1:0 >"$tmp/echo.out" &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$tmp/echo.out" && break; sleep 0.05; done
+target=$(awk '/listening/ {print $2}' "$tmp/echo.out")
+
+# dispatch: one local address, the loopback one, as target.
+p_dispatch=$port_base
+XDG_STATE_HOME=$tmp "$dispatch" start --port "$p_dispatch" 127.0.0.1 >"$tmp/dispatch.log" 2>&1 &
+pid_dispatch=$!
+pids+=($pid_dispatch)
+
+p_microsocks=$((port_base + 1))
+microsocks -i 127.0.0.1 -p "$p_microsocks" >"$tmp/microsocks.log" 2>&1 &
+pid_microsocks=$!
+pids+=($pid_microsocks)
+
+# dante: no authentication, loopback only both ways, in the foreground (no -D).
+p_dante=$((port_base + 2))
+cat >"$tmp/danted.conf" <<EOF
+logoutput: $tmp/danted.log
+internal: 127.0.0.1 port = $p_dante
+external: 127.0.0.1
+socksmethod: none
+clientmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {
+    from: 127.0.0.0/8 to: 127.0.0.0/8
+}
+socks pass {
+    from: 127.0.0.0/8 to: 127.0.0.0/8
+    command: connect
+}
+EOF
+TMPDIR=$tmp "$danted" -f "$tmp/danted.conf" -p "$tmp/danted.pid" >"$tmp/danted.out" 2>&1 &
+pid_dante=$!
+pids+=($pid_dante)
+
+for p in "$p_dispatch" "$p_microsocks" "$p_dante"; do wait_port "$p"; done
+
+addr_of() { case $1 in direct) echo direct ;; *) eval echo "127.0.0.1:\$p_$1" ;; esac; }
+pid_of() { case $1 in direct) echo "" ;; *) eval echo "\$pid_$1" ;; esac; }
+
+subjects=(direct dispatch microsocks dante)
+tsv=$out/compare.tsv
+: >"$tsv"
+run() { # round subject test command...
+    local round=$1 subject=$2 test=$3
+    shift 3
+    local line
+    # A server that stalls fails the run instead of hanging the script.
+    line=$(timeout 300 "$@" 2>>"$tmp/loadgen.err" | tail -n 1) || true
+    [ -n "$line" ] || line="$test ok=0 error=no_result_within_300_s"
+    printf '%s\t%s\t%s\t%s\n' "$round" "$subject" "$test" "$line" | tee -a "$tsv"
+}
+
+for round in $(seq "$rounds"); do
+    for s in "${subjects[@]}"; do
+        run "$round" "$s" tp1 "$loadgen" throughput "$(addr_of "$s")" "$target" 1 "$bytes" $(pid_of "$s")
+    done
+    for s in "${subjects[@]}"; do
+        run "$round" "$s" tp8 "$loadgen" throughput "$(addr_of "$s")" "$target" 8 "$bytes" $(pid_of "$s")
+    done
+    for s in "${subjects[@]}"; do
+        run "$round" "$s" rate "$loadgen" rate "$(addr_of "$s")" "$target" 64 "$rate_secs"
+        sleep 1
+    done
+    for s in "${subjects[@]}"; do
+        [ "$s" = direct ] && continue
+        run "$round" "$s" idle "$loadgen" idle "$(addr_of "$s")" "$target" "$(pid_of "$s")" "$idle" "$idle"
+        # Let the server close what the load generator dropped.
+        sleep 3
+    done
+done
+# The most each could hold: once, at the end, up to MAX_HELD or MAX_SECS.
+for s in "${subjects[@]}"; do
+    [ "$s" = direct ] && continue
+    run 0 "$s" held "$loadgen" idle "$(addr_of "$s")" "$target" "$(pid_of "$s")" "$idle" "$max_held" "$max_secs"
+    sleep 3
+done
+
+cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+machine="$(date -u +%Y-%m-%d) on $(nproc) cores of $cpu, Linux $(uname -r); dispatch ${DISPATCH_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, microsocks $(dpkg-query -W -f '${Version}' microsocks 2>/dev/null || echo '?'), dante $(dpkg-query -W -f '${Version}' dante-server 2>/dev/null || echo '?')"
+"$loadgen" report "$tsv" "$out/compare.md" "$out/compare.svg" "$machine"
