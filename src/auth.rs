@@ -9,6 +9,8 @@ use std::io;
 use std::net::IpAddr;
 use std::path::Path;
 
+use crate::http::trim;
+
 /// One `user:pass` pair, with its HTTP Basic form precomputed so a
 /// `Proxy-Authorization` header is checked without decoding it.
 #[derive(Clone, PartialEq, Eq)]
@@ -138,18 +140,6 @@ impl Credentials {
             .iter()
             .fold(false, |ok, e| ok | ct_eq(&e.basic, token))
     }
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }
 
 /// Longest secret compared: RFC 1929 fields are at most 255 bytes, a Basic

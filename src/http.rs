@@ -244,7 +244,8 @@ fn framing(headers: &[(&str, &[u8])]) -> Result<Option<Body>, HttpError> {
     })
 }
 
-fn trim(b: &[u8]) -> &[u8] {
+/// `b` without ASCII whitespace at either end.
+pub(crate) fn trim(b: &[u8]) -> &[u8] {
     let start = b
         .iter()
         .position(|c| !c.is_ascii_whitespace())

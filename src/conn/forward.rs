@@ -6,11 +6,8 @@
 
 use std::io::{self, Write};
 
-use mio::net::TcpStream;
-
-use super::{fill, Conn, Ctx, Flow, ForwardHead, Pipe, Progress, Ready, State, Target, MAX_ROUNDS};
+use super::{fill, send_framed, Conn, Ctx, Flow, ForwardHead, Progress, State, Target, MAX_ROUNDS};
 use crate::http::{self, Framing, Status};
-use crate::ring::RingPool;
 
 /// How long a kept-alive client connection may sit between requests.
 const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -287,56 +284,4 @@ fn frame_error(
     } else {
         Broken::Io(io_what, e)
     }
-}
-
-/// Writes from the pipe's ring to `dst`: first `verbatim` bytes as they are,
-/// then what `framing` says belongs to the current message, and no more.
-/// A framing error comes back as `InvalidData`.
-fn send_framed(
-    dst: &mut TcpStream,
-    ready: &mut Ready,
-    pipe: &mut Pipe,
-    verbatim: &mut usize,
-    framing: &mut Framing,
-    pool: &mut RingPool,
-) -> io::Result<bool> {
-    let mut moved = false;
-    while ready.writable {
-        let Some(ring) = pipe.ring.as_mut().filter(|r| !r.is_empty()) else {
-            break;
-        };
-        let data = ring.data();
-        let allowed = if *verbatim > 0 {
-            (*verbatim).min(data.len())
-        } else {
-            // Ask a copy where the message ends, so nothing past it is written.
-            let mut probe = *framing;
-            probe
-                .advance(data)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
-        };
-        if allowed == 0 {
-            break;
-        }
-        match dst.write(&data[..allowed]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                if *verbatim > 0 {
-                    *verbatim -= n;
-                } else {
-                    let taken = framing
-                        .advance(&data[..n])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                    debug_assert_eq!(taken, n);
-                }
-                ring.consume(n);
-                moved = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    pool.give_if_empty(&mut pipe.ring);
-    Ok(moved)
 }

@@ -1079,12 +1079,11 @@ impl Conn {
         } else {
             self.relay_rounds(ctx)
         };
-        let link = self.link.expect("relaying has a link");
-        ctx.links.add_bytes(
-            link,
-            self.up.bytes - up_before,
-            self.down.bytes - down_before,
-        );
+        // A forward exchange may have let its upstream (and link) go.
+        if let Some(link) = self.link {
+            let (up, down) = (self.up.bytes - up_before, self.down.bytes - down_before);
+            ctx.links.add_bytes(link, up, down);
+        }
         flow
     }
 
@@ -1498,19 +1497,57 @@ fn flush(
     pipe: &mut Pipe,
     pool: &mut RingPool,
 ) -> io::Result<bool> {
+    send_framed(
+        dst,
+        ready,
+        pipe,
+        &mut 0,
+        &mut http::Framing::UntilClose,
+        pool,
+    )
+}
+
+/// Writes from the pipe's ring to `dst` until `WouldBlock` or empty: first
+/// `verbatim` bytes as they are, then what `framing` says belongs to the
+/// current message, and no more (a plain relay frames "until close": all of
+/// it). A framing error comes back as `InvalidData`.
+fn send_framed(
+    dst: &mut TcpStream,
+    ready: &mut Ready,
+    pipe: &mut Pipe,
+    verbatim: &mut usize,
+    framing: &mut http::Framing,
+    pool: &mut RingPool,
+) -> io::Result<bool> {
+    let invalid = |e: http::HttpError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
     let mut moved = false;
     while ready.writable {
         let Some(ring) = pipe.ring.as_mut().filter(|r| !r.is_empty()) else {
             break;
         };
-        let want = ring.data().len();
-        match dst.write(ring.data()) {
+        let data = ring.data();
+        let allowed = if *verbatim > 0 {
+            (*verbatim).min(data.len())
+        } else {
+            // Ask a copy where the message ends, so nothing past it is written.
+            let mut probe = *framing;
+            probe.advance(data).map_err(invalid)?
+        };
+        if allowed == 0 {
+            break;
+        }
+        match dst.write(&data[..allowed]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
+                if *verbatim > 0 {
+                    *verbatim -= n;
+                } else {
+                    framing.advance(&data[..n]).map_err(invalid)?;
+                }
                 ring.consume(n);
                 moved = true;
                 // Likewise a short write means the send buffer is full.
-                if n < want && SHORT_IO_DRAINS {
+                if n < allowed && SHORT_IO_DRAINS {
                     ready.writable = false;
                 }
             }
