@@ -80,19 +80,13 @@ pids+=($!)
 for _ in $(seq 100); do grep -q listening "$tmp/echo.out" && break; sleep 0.05; done
 target=$(awk '/listening/ {print $2}' "$tmp/echo.out")
 
-# dispatch: one local address, the loopback one, as target.
 p_dispatch=$port_base
-XDG_STATE_HOME=$tmp "$dispatch" start --port "$p_dispatch" 127.0.0.1 >"$tmp/dispatch.log" 2>&1 &
-pid_dispatch=$!
-pids+=($pid_dispatch)
-
 p_microsocks=$((port_base + 1))
-microsocks -i 127.0.0.1 -p "$p_microsocks" >"$tmp/microsocks.log" 2>&1 &
-pid_microsocks=$!
-pids+=($pid_microsocks)
+p_dante=$((port_base + 2))
 
 # dante: no authentication, loopback only both ways, in the foreground (no -D).
-p_dante=$((port_base + 2))
+# Its unprivileged user needs to write its TMPDIR.
+mkdir -m 1777 "$tmp/dante-tmp"
 cat >"$tmp/danted.conf" <<EOF
 logoutput: $tmp/danted.log
 internal: 127.0.0.1 port = $p_dante
@@ -109,11 +103,40 @@ socks pass {
     command: connect
 }
 EOF
-TMPDIR=$tmp "$danted" -f "$tmp/danted.conf" -p "$tmp/danted.pid" >"$tmp/danted.out" 2>&1 &
-pid_dante=$!
-pids+=($pid_dante)
 
-for p in "$p_dispatch" "$p_microsocks" "$p_dante"; do wait_port "$p"; done
+start() { # server: starts it, sets pid_<server>
+    case $1 in
+    dispatch) # one local address, the loopback one, as target
+        XDG_STATE_HOME=$tmp "$dispatch" start --port "$p_dispatch" 127.0.0.1 >>"$tmp/dispatch.log" 2>&1 &
+        ;;
+    microsocks)
+        microsocks -i 127.0.0.1 -p "$p_microsocks" >>"$tmp/microsocks.log" 2>&1 &
+        ;;
+    dante)
+        TMPDIR=$tmp/dante-tmp "$danted" -f "$tmp/danted.conf" >>"$tmp/danted.out" 2>&1 &
+        ;;
+    esac
+    eval "pid_$1=$!"
+    pids+=($!)
+    wait_port "$(eval echo "\$p_$1")"
+}
+
+# A fresh process, so the memory measured is what these connections cost,
+# not what an earlier round left allocated.
+restart() {
+    local pid
+    pid=$(eval echo "\$pid_$1")
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$(eval echo "\$p_$1")") 2>/dev/null || break
+        sleep 0.05
+    done
+    start "$1"
+    sleep 0.5
+}
+
+for s in dispatch microsocks dante; do start "$s"; done
 
 addr_of() { case $1 in direct) echo direct ;; *) eval echo "127.0.0.1:\$p_$1" ;; esac; }
 pid_of() { case $1 in direct) echo "" ;; *) eval echo "\$pid_$1" ;; esac; }
@@ -144,6 +167,7 @@ for round in $(seq "$rounds"); do
     done
     for s in "${subjects[@]}"; do
         [ "$s" = direct ] && continue
+        restart "$s"
         run "$round" "$s" idle "$loadgen" idle "$(addr_of "$s")" "$target" "$(pid_of "$s")" "$idle" "$idle"
         # Let the server close what the load generator dropped.
         sleep 3
@@ -152,6 +176,7 @@ done
 # The most each could hold: once, at the end, up to MAX_HELD or MAX_SECS.
 for s in "${subjects[@]}"; do
     [ "$s" = direct ] && continue
+    restart "$s"
     run 0 "$s" held "$loadgen" idle "$(addr_of "$s")" "$target" "$(pid_of "$s")" "$idle" "$max_held" "$max_secs"
     sleep 3
 done

@@ -614,7 +614,8 @@ fn idle(
         }
         let i = held.len();
         let attempt = open(Some(proxy), target, Some(Duration::from_secs(2))).and_then(|mut s| {
-            ping(&mut s, i * 1024, 1024)?;
+            // The mode byte and 1,023 pattern bytes: 1 KiB, one read for any relay.
+            ping(&mut s, i * 1024, 1023)?;
             Ok(s)
         });
         match attempt {
