@@ -70,7 +70,8 @@ wait_port() {
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.05
     done
-    echo "compare.sh: nothing listens on 127.0.0.1:$1" >&2
+    echo "compare.sh: nothing listens on 127.0.0.1:$1; the servers said:" >&2
+    tail -n 5 "$tmp"/*.log "$tmp"/*.out >&2 || true
     exit 1
 }
 

@@ -182,12 +182,13 @@ fn open(
     Ok(s)
 }
 
-/// Asks for an echo, sends `len` pattern bytes from `offset` and checks
-/// they come back.
-fn ping(s: &mut TcpStream, offset: usize, len: usize) -> io::Result<()> {
+/// Sends `len` (at most 65,535) pattern bytes from `offset` in `mode`
+/// ([`MODE_PING`] or [`MODE_HOLD`]) and checks they come back.
+fn ping(s: &mut TcpStream, mode: u8, offset: usize, len: usize) -> io::Result<()> {
     let out = pattern_at(offset, len);
-    let mut msg = Vec::with_capacity(1 + out.len());
-    msg.push(MODE_ECHO);
+    let mut msg = Vec::with_capacity(3 + out.len());
+    msg.push(mode);
+    msg.extend_from_slice(&(out.len() as u16).to_be_bytes());
     msg.extend_from_slice(out);
     s.write_all(&msg)?;
     let mut back = vec![0u8; out.len()];
@@ -196,6 +197,18 @@ fn ping(s: &mut TcpStream, offset: usize, len: usize) -> io::Result<()> {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "echo differs"));
     }
     Ok(())
+}
+
+/// Reads until EOF, which must come with no more bytes.
+fn expect_eof(s: &mut TcpStream) -> io::Result<()> {
+    let mut extra = [0u8; 1];
+    match s.read(&mut extra)? {
+        0 => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bytes after the echo",
+        )),
+    }
 }
 
 // --- /proc accounting ----------------------------------------------------
@@ -265,11 +278,21 @@ fn pss_kib(pid: u32) -> u64 {
 
 // --- serve: the far end ---------------------------------------------------
 
-/// What a client asks the server for with its first byte.
-const MODE_ECHO: u8 = b'E';
+// What a client asks the server for with its first byte. The server closes
+// first in every mode, as an HTTP/1.0 server does: the TIME_WAIT states then
+// stay on the servers' listening ports instead of taking ephemeral ports,
+// which tens of thousands of connections a round would exhaust (dante binds
+// every outgoing socket to a port of its own and fails when none is free).
+
 /// Followed by two big-endian u64s, a byte count and a pattern offset: the
 /// server sends that many pattern bytes from that offset, then closes.
 const MODE_SEND: u8 = b'D';
+/// Followed by a big-endian u16 length and that many bytes: the server
+/// echoes them, then closes.
+const MODE_PING: u8 = b'P';
+/// As [`MODE_PING`], but the server then holds the connection until the
+/// client sends one more byte, and closes then.
+const MODE_HOLD: u8 = b'H';
 
 /// The far end of every test: one mio thread, so it holds thousands of idle
 /// connections without a thread each (the machine has 32,768 pids).
@@ -280,18 +303,23 @@ fn serve(addr: &str) {
     enum Mode {
         /// The first bytes, until the mode is known.
         Header(Vec<u8>),
-        Echo,
         Send {
             left: u64,
             offset: usize,
         },
+        /// Echoing; `left` bytes still to come.
+        Ping {
+            left: usize,
+            hold: bool,
+        },
+        /// Echoed; waiting for the client's word to close.
+        Held,
     }
     struct Conn {
         s: mio::net::TcpStream,
         mode: Mode,
         /// Received, not yet echoed (only when the client reads slower).
         pending: Vec<u8>,
-        eof: bool,
     }
     const LISTENER: Token = Token(usize::MAX);
     let addr: SocketAddr = parse(addr);
@@ -330,7 +358,6 @@ fn serve(addr: &str) {
                                 s,
                                 mode: Mode::Header(Vec::new()),
                                 pending: Vec::new(),
-                                eof: false,
                             });
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -371,10 +398,15 @@ fn serve(addr: &str) {
                     };
                     head.extend_from_slice(&buf[..n]);
                     match head[0] {
-                        MODE_ECHO => {
-                            c.pending = head.split_off(1);
-                            c.mode = Mode::Echo;
+                        mode @ (MODE_PING | MODE_HOLD) if head.len() >= 3 => {
+                            let len = usize::from(u16::from_be_bytes([head[1], head[2]]));
+                            c.pending = head.split_off(3);
+                            c.mode = Mode::Ping {
+                                left: len.saturating_sub(c.pending.len()),
+                                hold: mode == MODE_HOLD,
+                            };
                         }
+                        MODE_PING | MODE_HOLD => {}
                         MODE_SEND if head.len() >= 17 => {
                             let left = u64::from_be_bytes(head[1..9].try_into().unwrap());
                             let offset = u64::from_be_bytes(head[9..17].try_into().unwrap());
@@ -402,38 +434,44 @@ fn serve(addr: &str) {
                         Err(e) => return Err(e),
                     }
                 }
-                Mode::Echo => return echo(c, buf).map(|()| c.eof && c.pending.is_empty()),
-            }
-        }
-    }
-
-    /// Writes what is pending, then reads and echoes until `WouldBlock`.
-    fn echo(c: &mut Conn, buf: &mut [u8]) -> io::Result<()> {
-        loop {
-            while !c.pending.is_empty() {
-                match c.s.write(&c.pending) {
-                    Ok(n) => {
-                        c.pending.drain(..n);
+                Mode::Ping { left, hold } => {
+                    while !c.pending.is_empty() {
+                        match c.s.write(&c.pending) {
+                            Ok(n) => {
+                                c.pending.drain(..n);
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                    if *left == 0 {
+                        if !*hold {
+                            return Ok(true);
+                        }
+                        c.mode = Mode::Held;
+                        continue;
+                    }
+                    let want = (*left).min(buf.len());
+                    match c.s.read(&mut buf[..want]) {
+                        Ok(0) => return Ok(true),
+                        Ok(n) => {
+                            *left -= n;
+                            c.pending.extend_from_slice(&buf[..n]);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Mode::Held => {
+                    return match c.s.read(buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                        // The word to close, EOF or an error.
+                        _ => Ok(true),
+                    };
                 }
             }
-            if c.eof {
-                return Ok(());
-            }
-            let n = match c.s.read(buf) {
-                Ok(0) => {
-                    c.eof = true;
-                    return Ok(());
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            c.pending.extend_from_slice(&buf[..n]);
         }
     }
 }
@@ -526,8 +564,8 @@ fn throughput(
 // --- rate: connections per second at a concurrency ---------------------------
 
 /// CONCURRENCY clients, each in a loop for SECS: open a connection through the
-/// proxy (TCP connect, greeting, CONNECT, reply), check a 32-byte echo,
-/// close. Latency is from the TCP connect to the CONNECT reply.
+/// proxy (TCP connect, greeting, CONNECT, reply), check a 32-byte echo, see
+/// the server close. Latency is from the TCP connect to the CONNECT reply.
 fn rate(proxy: Option<SocketAddr>, target: SocketAddr, concurrency: usize, secs: f64) {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Arc::new(Barrier::new(concurrency));
@@ -544,7 +582,8 @@ fn rate(proxy: Option<SocketAddr>, target: SocketAddr, concurrency: usize, secs:
                     let result =
                         open(proxy, target, Some(Duration::from_secs(5))).and_then(|mut s| {
                             let l = t.elapsed();
-                            ping(&mut s, i * 131 + n * 32, 32)?;
+                            ping(&mut s, MODE_PING, i * 131 + n * 32, 32)?;
+                            expect_eof(&mut s)?;
                             Ok(l)
                         });
                     match result {
@@ -614,8 +653,9 @@ fn idle(
         }
         let i = held.len();
         let attempt = open(Some(proxy), target, Some(Duration::from_secs(2))).and_then(|mut s| {
-            // The mode byte and 1,023 pattern bytes: 1 KiB, one read for any relay.
-            ping(&mut s, i * 1024, 1023)?;
+            // The mode, the length and 1,021 pattern bytes: 1 KiB, one read
+            // for any relay.
+            ping(&mut s, MODE_HOLD, i * 1024, 1021)?;
             Ok(s)
         });
         match attempt {
@@ -634,6 +674,14 @@ fn idle(
             per_conn = Some(after.saturating_sub(before) as f64 / conns as f64);
         }
     }
+    let open_secs = t0.elapsed().as_secs_f64();
+    // The servers close first (see MODE_HOLD): ask each, then wait for it.
+    for s in &mut held {
+        let _ = s.write_all(b"C");
+    }
+    for s in &mut held {
+        let _ = expect_eof(s);
+    }
     let Some(per_conn) = per_conn else {
         fail(
             "idle",
@@ -643,7 +691,7 @@ fn idle(
     println!(
         "idle ok=1 conns={conns} kib_per_conn={per_conn:.3} pss_before_kib={before} max_held={} open_secs={:.1} stopped_by={}",
         held.len(),
-        t0.elapsed().as_secs_f64(),
+        open_secs,
         stopped.replace(' ', "_")
     );
 }
