@@ -43,8 +43,10 @@ pub mod consts {
 
     /// Longest SOCKS5 reply: VER REP RSV ATYP + 16-byte IPv6 + port.
     pub const MAX_REPLY_LEN: usize        = 4 + 16 + 2;
-    /// Longest SOCKS5 request: VER CMD RSV ATYP LEN + 255-byte name + port.
-    pub const MAX_REQUEST_LEN: usize      = 5 + 255 + 2;
+    /// Longest request `Request::emit` writes: a SOCKS4a one with an empty
+    /// USERID and a 255-byte name (VN CD PORT IP NUL name NUL). A SOCKS5
+    /// request is at most 5 + 255 + 2 = 262 bytes.
+    pub const MAX_REQUEST_LEN: usize      = 8 + 1 + 255 + 1;
 }
 use consts::*;
 

@@ -75,6 +75,11 @@ fn http_parse_corpus_holds_the_properties() {
 }
 
 #[test]
+fn udp_parse_corpus_holds_the_properties() {
+    replay("udp_parse", 5, props::check_udp);
+}
+
+#[test]
 fn auth_parse_corpus_holds_the_properties() {
     replay("auth_parse", 5, props::check_auth);
 }
