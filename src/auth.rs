@@ -203,6 +203,15 @@ impl std::str::FromStr for Cidr {
             Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(bad)?,
             None => max,
         };
+        // `::ffff:a.b.c.d/n` is the IPv4 range it maps, as clients are seen.
+        if let IpAddr::V6(v6) = addr {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                return Ok(Cidr {
+                    addr: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+        }
         Ok(Cidr { addr, prefix })
     }
 }
@@ -225,6 +234,12 @@ impl Cidr {
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 prefix_eq(u128::from(net), u128::from(ip), self.prefix)
             }
+            // A wide IPv6 range may hold the mapped form of an IPv4 client.
+            (IpAddr::V6(net), IpAddr::V4(ip)) => prefix_eq(
+                u128::from(net),
+                u128::from(ip.to_ipv6_mapped()),
+                self.prefix,
+            ),
             _ => false,
         }
     }
@@ -378,6 +393,19 @@ mod tests {
         assert!(
             one.contains("::ffff:127.0.0.1".parse().unwrap()),
             "mapped addresses count as IPv4"
+        );
+        let mapped: Cidr = "::ffff:10.0.0.1/104".parse().unwrap();
+        assert_eq!(
+            mapped.to_string(),
+            "10.0.0.1/8",
+            "a mapped range is its IPv4 range"
+        );
+        assert!(mapped.contains("10.9.9.9".parse().unwrap()));
+        assert!(mapped.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let wide: Cidr = "::/0".parse().unwrap();
+        assert!(
+            wide.contains("10.0.0.1".parse().unwrap()),
+            "holds the mapped IPv4 space"
         );
         let v6: Cidr = "fd00::/8".parse().unwrap();
         assert!(v6.contains("fd12::1".parse().unwrap()));
