@@ -866,6 +866,10 @@ fn held_cell(r: &Results, subject: &str) -> String {
     match f.get("stopped_by").map(String::as_str).unwrap_or("") {
         "cap" => format!("≥ {} (cap; {secs} s)", fmt_num(n)),
         s if s.starts_with("time") => format!("≥ {} (time limit)", fmt_num(n)),
+        s if s.contains("os_error_11") || s.contains("timed_out") => {
+            format!("{} (then no answer in 2 s)", fmt_num(n))
+        }
+        s if s.starts_with("CONNECT_reply") => format!("{} (then CONNECT refused)", fmt_num(n)),
         s => format!("{} ({})", fmt_num(n), s.replace('_', " ")),
     }
 }
