@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -160,7 +160,16 @@ impl std::error::Error for ConfigError {}
 
 /// Checks that outgoing sockets can be bound to `ip`, by binding one to a free port.
 pub fn test_bind(ip: IpAddr) -> io::Result<()> {
-    TcpListener::bind(SocketAddr::new(ip, 0)).map(drop)
+    let addr = SocketAddr::new(ip, 0);
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    // Like the real outgoing sockets: no ephemeral port is taken, so the
+    // check passes even while TIME_WAIT connections fill the port range.
+    let _ = crate::sys::set_bind_address_no_port(&socket);
+    socket.bind(&addr.into())
 }
 
 /// Builds the configuration for `dispatch start`. `ifaces` is the machine's

@@ -19,15 +19,26 @@ pub fn connect_from(
     device: Option<&Device>,
     remote: SocketAddr,
 ) -> io::Result<TcpStream> {
+    // Created non-blocking where the system allows (saves two fcntl calls).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     let socket = Socket::new(
         Domain::for_address(remote),
-        Type::STREAM,
+        Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let socket = {
+        let socket = Socket::new(
+            Domain::for_address(remote),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_nonblocking(true)?;
+        socket
+    };
     if let Some(dev) = device {
         sys::bind_device(&socket, dev, remote.is_ipv6())?;
     }
-    socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     set_keepalive(&socket);
     // Not fatal: without it connections still work, they only use up
@@ -45,13 +56,13 @@ pub fn connect_from(
 }
 
 /// TCP keepalive, so a relayed connection whose peer vanished (a link that
-/// died, a laptop that slept) is noticed and closed instead of held forever.
+/// died, a laptop that slept) is noticed and closed instead of held forever:
+/// probes after a minute of silence, then at the system's interval (on
+/// Linux 9 probes 75 s apart, so a dead peer is gone within about 12 min).
+/// Two system calls; the interval and count are left alone to save two more
+/// on every connection.
 pub fn set_keepalive(socket: &Socket) {
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(60))
-        .with_interval(Duration::from_secs(10));
-    #[cfg(not(any(windows, target_os = "openbsd")))]
-    let keepalive = keepalive.with_retries(6);
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
     if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
         log::debug!("TCP keepalive unavailable: {e}");
     }

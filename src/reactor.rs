@@ -141,6 +141,13 @@ impl Reactor {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
+        // Accepted sockets inherit these on Linux: set once here, not per client.
+        #[cfg(target_os = "linux")]
+        {
+            let sock = socket2::SockRef::from(&listener);
+            sock.set_tcp_nodelay(true)?;
+            crate::net::set_keepalive(&sock);
+        }
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);

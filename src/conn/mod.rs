@@ -379,8 +379,12 @@ impl Conn {
         client_addr: SocketAddr,
     ) -> io::Result<Conn> {
         // Relayed bytes go out as they come; Nagle would only add latency.
-        let _ = client.set_nodelay(true);
-        net::set_keepalive(&socket2::SockRef::from(&client));
+        // On Linux an accepted socket inherits both from the listener.
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = client.set_nodelay(true);
+            net::set_keepalive(&socket2::SockRef::from(&client));
+        }
         ctx.registry.register(
             &mut client,
             token(key, Side::Client),
@@ -563,7 +567,7 @@ impl Conn {
     /// Deregisters both sockets, returns the rings, logs the connection's
     /// summary, and gives `(bytes up, bytes down)` for the totals.
     pub fn close(mut self, ctx: &mut Ctx<'_>) -> (u64, u64) {
-        let _ = ctx.registry.deregister(&mut self.client);
+        forget(ctx.registry, &mut self.client);
         if let Some(l) = self.link {
             ctx.links.closed(l);
         }
@@ -1062,7 +1066,7 @@ impl Conn {
 
     fn drop_upstream(&mut self, ctx: &mut Ctx<'_>) {
         if let Some(mut stream) = self.upstream.take() {
-            let _ = ctx.registry.deregister(&mut stream);
+            forget(ctx.registry, &mut stream);
         }
         self.upstream_ready = Ready::default();
     }
@@ -1558,6 +1562,15 @@ fn send_framed(
     }
     pool.give_if_empty(&mut pipe.ring);
     Ok(moved)
+}
+
+/// Forgets a socket about to be dropped. On Linux closing the descriptor
+/// takes it out of epoll, so the system call is saved; elsewhere mio wants
+/// the deregistration.
+fn forget(registry: &Registry, source: &mut impl mio::event::Source) {
+    if !cfg!(target_os = "linux") {
+        let _ = registry.deregister(source);
+    }
 }
 
 /// The error a socket holds, if any (`SO_ERROR`).
