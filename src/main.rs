@@ -204,13 +204,9 @@ impl Reporter {
             self.drawn_lines = table.lines().count();
             say(&out);
         } else if self.ticks % Self::LOG_EVERY_TICKS == 0 {
-            // Only when something moved: an idle proxy keeps a quiet log.
-            let now = report::stats(links);
-            if now != self.before {
-                for line in report::summary_lines(links) {
-                    log::info!("{line}");
-                }
-                self.before = now;
+            // One line per link a minute, as the log's heartbeat.
+            for line in report::summary_lines(links) {
+                log::info!("{line}");
             }
         }
     }
