@@ -165,3 +165,38 @@ fn answer_is_delivered_when_target_stops_reading_an_upload() {
     proxy.assert_alive();
     proxy.finish();
 }
+
+/// An HTTP/1.0 client keeps its connection only if the response says
+/// keep-alive; an origin answering in HTTP/1.1 style need not, so the proxy
+/// closes after the exchange instead of leaving the client waiting.
+#[test]
+fn http10_client_is_closed_after_its_exchange() {
+    let mut proxy = Proxy::start(&["127.0.0.1"]);
+    // Answers every request on the connection, never closing first.
+    let server = Server::start("127.0.0.1:0", |mut s, _| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0
+                || s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut s = client(proxy.addr);
+    let port = server.addr.port();
+    write!(
+        s,
+        "GET http://127.0.0.1:{port}/ HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n"
+    )
+    .unwrap();
+    let got = read_until_closed(&mut s, Duration::from_secs(3)).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("ok"),
+        "{text:?}"
+    );
+    proxy.assert_alive();
+    proxy.finish();
+}

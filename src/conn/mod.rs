@@ -1440,7 +1440,10 @@ fn parse_http(data: &[u8], auth: &Credentials) -> Parsed {
                 head: out,
                 method: head.method.into(),
                 body,
-                close: http::wants_close(&head),
+                // An HTTP/1.0 client keeps the connection only if the
+                // response says keep-alive, which the origin's need not:
+                // close after each of its exchanges.
+                close: http::wants_close(&head) || head.minor == 0,
             })
         }
     };
