@@ -309,6 +309,19 @@ mod tests {
     }
 
     #[test]
+    fn refused_device_binding_is_said_once_with_the_fix() {
+        assert_eq!(binding_notice(&Binding::Device), None);
+        assert_eq!(binding_notice(&Binding::SourceOnly), None);
+        let notice = binding_notice(&Binding::SourceOnlyRefused(
+            "Operation not permitted (os error 1)".into(),
+        ))
+        .unwrap();
+        assert!(notice.contains("Operation not permitted"), "{notice}");
+        assert!(notice.contains("setcap cap_net_raw+ep"), "{notice}");
+        assert!(notice.contains("policy routing"), "{notice}");
+    }
+
+    #[test]
     fn summary() {
         let s = Summary {
             connections: 3,
