@@ -1107,20 +1107,20 @@ impl Conn {
                 ctx.pool,
             );
             let moved = match (up, down) {
-                (_, Err(Failed::Read(e))) => return self.broken("upstream read error", e),
                 (_, Err(Failed::Write(e))) => return self.broken("client write error", e),
                 (Err(Failed::Read(e)), _) => return self.broken("client read error", e),
+                // The target reset, or stopped taking data (it answered and
+                // closed, say): the upload ends, but what the target sent
+                // before still reaches the client, then the connection ends.
+                (_, Err(Failed::Read(e))) => {
+                    (self.reason, self.error) = ("upstream reset", Some(e));
+                    end_upload(&mut self.up, ctx.pool);
+                    self.down.eof = true;
+                    true
+                }
                 (Err(Failed::Write(e)), Ok(_)) => {
-                    // The target stopped taking data (it answered and closed,
-                    // say): drop the rest of the upload, but still deliver
-                    // what the target sent.
-                    self.reason = "target stopped reading";
-                    self.error = Some(e);
-                    self.up.eof = true;
-                    self.up.shut = true;
-                    if let Some(ring) = self.up.ring.take() {
-                        ctx.pool.give(ring);
-                    }
+                    (self.reason, self.error) = ("target stopped reading", Some(e));
+                    end_upload(&mut self.up, ctx.pool);
                     true
                 }
                 (Ok(a), Ok(b)) => a || b,
@@ -1138,14 +1138,16 @@ impl Conn {
         Flow::Stop(Progress::Yield)
     }
 
-    /// A socket reported an error event but no read or write has surfaced it
-    /// (a half-closed side is no longer read): ask the socket.
+    /// A socket reported an error that no read will surface, because that
+    /// side already sent EOF and is no longer read: ask the socket. A side
+    /// still read is left to its next read, which returns what arrived
+    /// before the error first.
     fn socket_errors(&mut self) -> Option<Flow> {
         let mut found = None;
-        if std::mem::take(&mut self.client_ready.error) {
+        if self.up.eof && std::mem::take(&mut self.client_ready.error) {
             found = pending_error(Some(&self.client)).map(|e| ("client error", e));
         }
-        if found.is_none() && std::mem::take(&mut self.upstream_ready.error) {
+        if found.is_none() && self.down.eof && std::mem::take(&mut self.upstream_ready.error) {
             found = pending_error(self.upstream.as_ref()).map(|e| ("upstream error", e));
         }
         found.map(|(reason, e)| self.broken(reason, e))
@@ -1581,6 +1583,15 @@ fn pending_error(socket: Option<&TcpStream>) -> Option<io::Error> {
     match socket?.take_error() {
         Ok(e) => e,
         Err(e) => Some(e),
+    }
+}
+
+/// The target will take no more: the rest of the upload is dropped.
+fn end_upload(up: &mut Pipe, pool: &mut RingPool) {
+    up.eof = true;
+    up.shut = true;
+    if let Some(ring) = up.ring.take() {
+        pool.give(ring);
     }
 }
 
