@@ -79,12 +79,16 @@ fn worker(jobs: &Mutex<Receiver<Job>>, answers: &Sender<Answer>, waker: &Waker) 
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        if Instant::now() >= job.deadline {
-            continue; // the connection has already answered its client
-        }
-        let result = (job.host.as_str(), job.port)
-            .to_socket_addrs()
-            .map(|addrs| addrs.collect());
+        // A job whose connection stopped waiting is answered at once, not
+        // resolved: the answer still tells a UDP association to let go of
+        // the datagrams it held for the name.
+        let result = if Instant::now() >= job.deadline {
+            Err(io::Error::from(io::ErrorKind::TimedOut))
+        } else {
+            (job.host.as_str(), job.port)
+                .to_socket_addrs()
+                .map(|addrs| addrs.collect())
+        };
         let answer = Answer {
             key: job.key,
             id: job.id,

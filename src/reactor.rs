@@ -450,7 +450,13 @@ impl Reactor {
     fn after(&mut self, key: usize, progress: Progress, now: Instant) {
         match progress {
             Progress::Idle => {}
-            Progress::Yield => self.again.push((key, self.conns[key].id())),
+            Progress::Yield => {
+                // Several events in one batch must not queue it several times.
+                let conn = &mut self.conns[key];
+                if conn.mark_queued() {
+                    self.again.push((key, conn.id()));
+                }
+            }
             Progress::Close => self.close(key, now),
         }
     }
@@ -458,7 +464,8 @@ impl Reactor {
     fn run_again(&mut self, now: Instant) {
         let again = std::mem::take(&mut self.again);
         for (key, id) in again {
-            if self.conns.get(key).is_some_and(|c| c.id() == id) {
+            if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id() == id) {
+                conn.unqueue();
                 self.drive(key, now);
             }
         }

@@ -200,3 +200,38 @@ fn http10_client_is_closed_after_its_exchange() {
     proxy.assert_alive();
     proxy.finish();
 }
+
+/// BIND accepts only the peer the client named in DST.ADDR (RFC 1928 §4):
+/// another host connecting first is refused, not spliced into the stream.
+#[test]
+fn bind_accepts_only_the_expected_peer() {
+    let proxy = Proxy::start(&["127.0.0.1"]);
+    let mut s = client(proxy.addr);
+    socks5_greet(&mut s);
+    let expected: SocketAddr = "127.0.0.7:0".parse().unwrap();
+    s.write_all(&socks5_request(0x02, &Dest::from(expected)))
+        .unwrap();
+    let first = read_reply5(&mut s).unwrap();
+    assert_eq!(first.rep, 0x00, "{:02x?}", first.raw);
+    let listening = first.bnd.unwrap();
+    // A stranger (127.0.0.1) connects first: closed without a word.
+    let mut stranger = common::http::client_from("127.0.0.1", listening).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(stranger.read(&mut buf), Ok(0) | Err(_)),
+        "stranger kept"
+    );
+    // The expected peer is accepted, and the second reply names it.
+    let mut peer = common::http::client_from("127.0.0.7", listening).unwrap();
+    let second = read_reply5(&mut s).unwrap();
+    assert_eq!(second.rep, 0x00, "{:02x?}", second.raw);
+    assert_eq!(second.bnd.unwrap().ip().to_string(), "127.0.0.7");
+    peer.write_all(b"hi").unwrap();
+    let mut got = [0u8; 2];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hi");
+    proxy.finish();
+}

@@ -88,8 +88,33 @@ impl Conn {
                 self.upstream_ready.readable = false;
                 return Flow::Stop(Progress::Idle);
             }
-            Err(e) => return self.broken("BIND accept error", e),
+            // A peer that gave up before we accepted it: keep waiting.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return Flow::Next,
+            Err(e) => {
+                let client = *client;
+                self.fail(
+                    ctx,
+                    client,
+                    Reply::GeneralFailure,
+                    "BIND accept failed",
+                    Some(e),
+                );
+                return Flow::Next;
+            }
         };
+        // RFC 1928 §4: DST.ADDR names the peer the client expects; another
+        // one could splice itself into the client's stream.
+        if let Some(Target::Addr(expected)) = &self.target {
+            if !expected.ip().is_unspecified() && expected.ip() != peer.ip().to_canonical() {
+                log::debug!(
+                    "#{} BIND: {peer} is not the expected {}; refused",
+                    self.id,
+                    expected.ip()
+                );
+                drop(stream);
+                return Flow::Next;
+            }
+        }
         let (client, link) = (*client, *link);
         let _ = ctx.registry.deregister(listener);
         let registered = ctx.registry.register(

@@ -357,6 +357,8 @@ pub struct Conn {
     discarded: usize,
     /// The client was answered with an error.
     failed: bool,
+    /// In the reactor's queue of connections that yielded.
+    queued: bool,
     /// Why the connection ended, for the log line.
     reason: &'static str,
     error: Option<io::Error>,
@@ -409,6 +411,7 @@ impl Conn {
             fwd: None,
             discarded: 0,
             failed: false,
+            queued: false,
             reason: "",
             error: None,
         };
@@ -418,6 +421,17 @@ impl Conn {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Marks the connection as waiting for another turn; false if it
+    /// already was.
+    pub fn mark_queued(&mut self) -> bool {
+        !std::mem::replace(&mut self.queued, true)
+    }
+
+    /// Its turn came.
+    pub fn unqueue(&mut self) {
+        self.queued = false;
     }
 
     pub fn deadline(&self) -> Option<Instant> {

@@ -34,6 +34,10 @@ pub const MAX_ASSOCIATIONS: usize = 4096;
 pub const MAX_DESTINATIONS: usize = 4096;
 /// Datagrams held while their destination's name resolves.
 const HELD_PER_NAME: usize = 4;
+/// Bytes held across all names of one association.
+const HELD_BYTES: usize = 256 * 1024;
+/// Names of one association being resolved at once.
+const LOOKUPS: usize = 16;
 /// Datagrams handled per socket per turn, so one flood does not hold the loop.
 const BURST: usize = 64;
 /// Room in front of a received datagram for the header of its reply.
@@ -57,8 +61,10 @@ pub(super) struct Assoc {
     /// Each destination's link.
     routes: HashMap<SocketAddr, usize>,
     /// Outgoing sockets by link index, made on first use, with readiness.
-    outs: Vec<Option<(UdpSocket, bool)>>,
+    outs: Vec<Option<(UdpSocket, bool, IpAddr)>>,
     names: HashMap<(Box<str>, u16), Name>,
+    /// Bytes of datagrams held for names being resolved.
+    held_bytes: usize,
     /// A limit was hit and logged (once per association).
     limited: bool,
 }
@@ -68,7 +74,7 @@ impl Assoc {
         match side {
             Side::UdpRelay => self.relay_readable = true,
             Side::UdpOut(n) => {
-                if let Some(Some((_, readable))) = self.outs.get_mut(n as usize) {
+                if let Some(Some((_, readable, _))) = self.outs.get_mut(n as usize) {
                     *readable = true;
                 }
             }
@@ -82,7 +88,7 @@ impl Assoc {
 
     pub(super) fn deregister(&mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.relay);
-        for (socket, _) in self.outs.iter_mut().flatten() {
+        for (socket, _, _) in self.outs.iter_mut().flatten() {
             let _ = registry.deregister(socket);
         }
     }
@@ -150,6 +156,7 @@ impl Conn {
             routes: HashMap::new(),
             outs: (0..ctx.links.iter().count()).map(|_| None).collect(),
             names: HashMap::new(),
+            held_bytes: 0,
             limited: false,
         }));
     }
@@ -161,8 +168,13 @@ impl Conn {
             return self.broken("client write error", e);
         }
         // The control connection carries nothing more; its end is the end.
+        // (What a client sends on it anyway is read and dropped, a little
+        // at a time, so it cannot hold the loop.)
         let mut sink = [0u8; 512];
-        while self.client_ready.readable {
+        for _ in 0..BURST {
+            if !self.client_ready.readable {
+                break;
+            }
             match self.client.read(&mut sink) {
                 Ok(0) => {
                     self.reason = "control connection closed";
@@ -179,7 +191,7 @@ impl Conn {
         let State::Associated(assoc) = &mut self.state else {
             unreachable!("checked by drive")
         };
-        let mut busy = false;
+        let mut busy = self.client_ready.readable;
         for _ in 0..BURST {
             if !assoc.relay_readable {
                 break;
@@ -198,7 +210,7 @@ impl Conn {
         busy |= assoc.relay_readable;
         for link in 0..assoc.outs.len() {
             for _ in 0..BURST {
-                let Some(Some((socket, readable))) = assoc.outs.get_mut(link) else {
+                let Some(Some((socket, readable, _))) = assoc.outs.get_mut(link) else {
                     break;
                 };
                 if !*readable {
@@ -215,7 +227,7 @@ impl Conn {
                     Err(_) => {}
                 }
             }
-            busy |= matches!(assoc.outs.get(link), Some(Some((_, true))));
+            busy |= matches!(assoc.outs.get(link), Some(Some((_, true, _))));
         }
         Flow::Stop(if busy {
             Progress::Yield
@@ -239,13 +251,20 @@ impl Conn {
             addrs
                 .into_iter()
                 .map(net::canonical)
-                .find(|a| ctx.links.can_reach(a.ip()))
+                .find(|&a| ctx.links.can_reach(a.ip()) && net::is_connectable(a) && !ctx.is_self(a))
         });
         let key = (host.into_boxed_str(), port);
-        let held = match assoc.names.insert(key, Name::Resolved(addr)) {
+        // A name that did not resolve is forgotten, so a later datagram
+        // asks again (a passing DNS failure does not stick).
+        let previous = match addr {
+            Some(_) => assoc.names.insert(key, Name::Resolved(addr)),
+            None => assoc.names.remove(&key),
+        };
+        let held = match previous {
             Some(Name::Pending(held)) => held,
             _ => Vec::new(),
         };
+        assoc.held_bytes -= held.iter().map(|d| d.len()).sum::<usize>();
         if let Some(dest) = addr {
             for datagram in held {
                 let sent = send(assoc, ctx, self.key, dest, &datagram);
@@ -294,17 +313,31 @@ fn from_client(
                 Some(Name::Resolved(Some(a))) => *a,
                 Some(Name::Resolved(None)) => return 0,
                 Some(Name::Pending(held)) => {
-                    if held.len() < HELD_PER_NAME {
-                        held.push(datagram[start..].into());
+                    let payload = &datagram[start..];
+                    if held.len() < HELD_PER_NAME && assoc.held_bytes + payload.len() <= HELD_BYTES
+                    {
+                        held.push(payload.into());
+                        assoc.held_bytes += payload.len();
                     }
                     return 0;
                 }
                 None => {
-                    if assoc.names.len() >= MAX_DESTINATIONS {
+                    let pending = assoc
+                        .names
+                        .values()
+                        .filter(|n| matches!(n, Name::Pending(_)))
+                        .count();
+                    if assoc.names.len() >= MAX_DESTINATIONS || pending >= LOOKUPS {
                         limit(assoc, "names");
                         return 0;
                     }
-                    let held = vec![datagram[start..].into()];
+                    let payload = &datagram[start..];
+                    let held: Vec<Box<[u8]>> = if assoc.held_bytes + payload.len() <= HELD_BYTES {
+                        assoc.held_bytes += payload.len();
+                        vec![payload.into()]
+                    } else {
+                        Vec::new()
+                    };
                     assoc.names.insert(key_name, Name::Pending(held));
                     ctx.resolver.submit(Job {
                         key,
@@ -385,9 +418,17 @@ fn route<'a>(
             link
         }
     };
+    // A link whose address changed (DHCP renew, roaming) needs a socket
+    // bound to the new one; the old one could only fail.
+    let bound = assoc.outs[link].as_ref().map(|(_, _, ip)| *ip);
+    if bound.is_some_and(|ip| Some(ip) != ctx.links.get(link).ip()) {
+        if let Some((mut stale, _, _)) = assoc.outs[link].take() {
+            let _ = ctx.registry.deregister(&mut stale);
+        }
+    }
     if assoc.outs[link].is_none() {
         match open_out(ctx, key, link, dest.is_ipv6()) {
-            Ok(socket) => assoc.outs[link] = Some((socket, true)),
+            Ok((socket, ip)) => assoc.outs[link] = Some((socket, true, ip)),
             Err(e) => {
                 log::debug!(
                     "cannot open a UDP socket on link {}: {e}",
@@ -397,11 +438,16 @@ fn route<'a>(
             }
         }
     }
-    assoc.outs[link].as_ref().map(|(s, _)| (link, s))
+    assoc.outs[link].as_ref().map(|(s, _, _)| (link, s))
 }
 
 /// An outgoing UDP socket bound to the link's address (and interface).
-fn open_out(ctx: &mut Ctx<'_>, key: usize, link: usize, ipv6: bool) -> io::Result<UdpSocket> {
+fn open_out(
+    ctx: &mut Ctx<'_>,
+    key: usize,
+    link: usize,
+    ipv6: bool,
+) -> io::Result<(UdpSocket, IpAddr)> {
     let through = ctx.links.get(link);
     let ip = through
         .ip()
@@ -417,7 +463,7 @@ fn open_out(ctx: &mut Ctx<'_>, key: usize, link: usize, ipv6: bool) -> io::Resul
     let n = u8::try_from(link).expect("at most 64 links");
     ctx.registry
         .register(&mut socket, token(key, Side::UdpOut(n)), Interest::READABLE)?;
-    Ok(socket)
+    Ok((socket, ip))
 }
 
 /// A reply from `from` is in `ctx.udp_buf[HEADROOM..HEADROOM + n]`: put the
@@ -443,6 +489,9 @@ fn to_client(assoc: &mut Assoc, ctx: &mut Ctx<'_>, n: usize, from: SocketAddr) -
 
 fn limit(assoc: &mut Assoc, what: &str) {
     if !std::mem::replace(&mut assoc.limited, true) {
-        log::warn!("a UDP association reached its limit of {MAX_DESTINATIONS} {what}; further ones are dropped");
+        log::warn!(
+            "a UDP association reached its limit of {what} (at most {MAX_DESTINATIONS}, \
+             {LOOKUPS} resolving at once); datagrams beyond it are dropped"
+        );
     }
 }
