@@ -1285,22 +1285,13 @@ fn a_name_for_the_proxy_itself_is_refused() {
     proxy.finish();
 }
 
-/// veth pair v0/v1 in `ns`, 192.0.2.1/24 on v0; nobody answers for
-/// 192.0.2.2, so a connect to it hangs until the connect timeout.
-fn add_silent_link(ns: &Netns) {
-    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
-    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "v0"]);
-    ns.ip(&["link", "set", "v0", "up"]);
-    ns.ip(&["link", "set", "v1", "up"]);
-}
-
 #[test]
 fn netns_connect_timeout_gets_504_and_unreachable_502() {
     if !require_root("netns_connect_timeout_gets_504_and_unreachable_502") {
         return;
     }
     let ns = Netns::new("h504");
-    add_silent_link(&ns);
+    ns.add_silent_link();
     let proxy = Proxy::start_in_netns(&ns, &["--connect-timeout", "1", "192.0.2.1"]);
     for req in [
         "CONNECT 192.0.2.2:80 HTTP/1.1\r\nHost: 192.0.2.2:80\r\n\r\n",

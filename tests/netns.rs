@@ -28,15 +28,6 @@ fn expect(ns: &Netns, proxy: &Proxy, atyp: &str, dst: &str, port: u16, want: u8)
     r
 }
 
-/// veth pair v0/v1, both ends in `ns` and up, 192.0.2.1/24 on v0. Nobody
-/// has 192.0.2.2, so ARP for it is never answered.
-fn add_silent_link(ns: &Netns) {
-    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
-    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "v0"]);
-    ns.ip(&["link", "set", "v0", "up"]);
-    ns.ip(&["link", "set", "v1", "up"]);
-}
-
 #[test]
 fn netns_network_unreachable() {
     if !require_root("netns_network_unreachable") {
@@ -88,7 +79,7 @@ fn netns_host_unreachable_after_arp_failure() {
         return;
     }
     let ns = Netns::new("ha");
-    add_silent_link(&ns);
+    ns.add_silent_link();
     let proxy = Proxy::start_in_netns(&ns, &["--connect-timeout", "10", "192.0.2.1"]);
     // The connect is in progress until ARP gives up (~3 s); the error then
     // comes asynchronously (SO_ERROR = EHOSTUNREACH).
@@ -103,7 +94,7 @@ fn netns_connect_timeout_is_ttl_expired() {
         return;
     }
     let ns = Netns::new("to");
-    add_silent_link(&ns);
+    ns.add_silent_link();
     let proxy = Proxy::start_in_netns(&ns, &["--connect-timeout", "1", "192.0.2.1"]);
     let r = expect(&ns, &proxy, "4", "192.0.2.2", 80, rep::TTL_EXPIRED);
     assert!(
@@ -154,7 +145,7 @@ fn netns_loopback_source_to_other_link_is_general_failure() {
         return;
     }
     let ns = Netns::new("gf");
-    add_silent_link(&ns);
+    ns.add_silent_link();
     // Source 127.0.0.1 cannot leave through v0: connect() fails with EINVAL,
     // which is none of the specific codes -> general failure.
     let proxy = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
@@ -168,7 +159,7 @@ fn netns_interface_name_selects_its_address() {
         return;
     }
     let ns = Netns::new("if");
-    add_silent_link(&ns);
+    ns.add_silent_link();
     // v0 has 192.0.2.1 (and an IPv6 link-local address, which is not usable).
     // Source address only: bound to v0 itself, the proxy could not reach
     // its own loopback port (device binding is tested in tests/links.rs).
@@ -215,7 +206,7 @@ fn netns_client_gone_while_connecting() {
         return;
     }
     let ns = Netns::new("cg");
-    add_silent_link(&ns);
+    ns.add_silent_link();
     // Source address only, so the proxy can still reach its own loopback port.
     let mut proxy = Proxy::start_in_netns(
         &ns,

@@ -985,6 +985,17 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// A veth pair v0/v1, both ends here and up, 192.0.2.1/24 on v0.
+    /// Nobody has 192.0.2.2, so ARP for it is never answered and a connect
+    /// to it hangs until the connect timeout; no packet leaves the namespace.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn add_silent_link(&self) {
+        self.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+        self.ip(&["addr", "add", "192.0.2.1/24", "dev", "v0"]);
+        self.ip(&["link", "set", "v0", "up"]);
+        self.ip(&["link", "set", "v1", "up"]);
+    }
+
     pub fn new(tag: &str) -> Netns {
         let name = unique(&format!("dt{tag}"));
         {
