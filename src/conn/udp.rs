@@ -218,7 +218,7 @@ impl Conn {
                 }
                 match socket.recv_from(&mut ctx.udp_buf[HEADROOM..]) {
                     Ok((n, from)) => {
-                        let down = to_client(assoc, ctx, n, net::canonical(from));
+                        let down = to_client(assoc, ctx, link, n, net::canonical(from));
                         self.down.bytes += down as u64;
                         ctx.links.add_bytes(link, 0, down as u64);
                     }
@@ -406,16 +406,16 @@ fn route<'a>(
     if !net::is_connectable(dest) || ctx.is_self(dest) {
         return None;
     }
-    let link = match assoc.routes.get(&dest) {
-        Some(&link) => link,
+    let pinned = assoc.routes.get(&dest).copied();
+    let link = match pinned {
+        Some(link) => link,
         None => {
             if assoc.routes.len() >= MAX_DESTINATIONS {
                 limit(assoc, "destinations");
                 return None;
             }
-            let link = ctx.links.pick_for_datagrams(dest.ip())?;
-            assoc.routes.insert(dest, link);
-            link
+            // Pinned below, once its socket is open.
+            ctx.links.pick_for_datagrams(dest.ip())?
         }
     };
     // A link whose address changed (DHCP renew, roaming) needs a socket
@@ -437,6 +437,9 @@ fn route<'a>(
                 return None;
             }
         }
+    }
+    if pinned.is_none() {
+        assoc.routes.insert(dest, link);
     }
     assoc.outs[link].as_ref().map(|(s, _, _)| (link, s))
 }
@@ -468,9 +471,15 @@ fn open_out(
 
 /// A reply from `from` is in `ctx.udp_buf[HEADROOM..HEADROOM + n]`: put the
 /// header in front and send it to the client. Returns the payload bytes.
-fn to_client(assoc: &mut Assoc, ctx: &mut Ctx<'_>, n: usize, from: SocketAddr) -> usize {
-    // Only destinations the client sent to may answer.
-    if !assoc.routes.contains_key(&from) {
+fn to_client(
+    assoc: &mut Assoc,
+    ctx: &mut Ctx<'_>,
+    link: usize,
+    n: usize,
+    from: SocketAddr,
+) -> usize {
+    // Only destinations the client sent to may answer, on their own link.
+    if assoc.routes.get(&from) != Some(&link) {
         return 0;
     }
     let Some(client) = assoc.client_addr() else {
