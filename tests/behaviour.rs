@@ -426,12 +426,7 @@ fn no_descriptor_leaks() {
     for _ in 0..60 {
         round(&proxy);
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut now = proxy.fd_count();
-    while now > baseline && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(50));
-        now = proxy.fd_count();
-    }
+    let now = proxy.fd_count_settled(baseline, Duration::from_secs(5));
     assert!(
         now <= baseline,
         "proxy has {now} open descriptors after 360 finished connections, {baseline} before"

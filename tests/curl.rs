@@ -17,19 +17,7 @@ fn curl(proxy_opt: &str, proxy: std::net::SocketAddr, url: &str) -> String {
         .arg(proxy_opt)
         .arg(proxy.to_string())
         .arg(url);
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "no_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "CURL_HOME",
-    ] {
-        cmd.env_remove(var);
-    }
+    scrub_env(&mut cmd);
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run curl (apt-get install curl): {e}"));

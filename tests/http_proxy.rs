@@ -506,12 +506,7 @@ fn a_client_leaving_mid_body_ends_the_exchange() {
         thread::sleep(Duration::from_millis(50));
         drop(c);
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut now = proxy.fd_count();
-    while now > baseline && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(50));
-        now = proxy.fd_count();
-    }
+    let now = proxy.fd_count_settled(baseline, Duration::from_secs(5));
     assert!(
         now <= baseline,
         "{now} descriptors 5 s after five clients left mid-body, {baseline} before"

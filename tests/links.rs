@@ -796,20 +796,7 @@ fn range_handler(data: Arc<Vec<u8>>) -> impl Fn(TcpStream, SocketAddr) + Send + 
 fn ns_command(ns: &Netns, prog: &str) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", &ns.name, prog]);
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "no_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "SOCKS_PROXY",
-        "socks_proxy",
-    ] {
-        c.env_remove(var);
-    }
+    scrub_env(&mut c);
     c
 }
 

@@ -134,7 +134,9 @@ fn sigkill(pid: u32) {
 
 /// Remove every proxy-related environment variable so that child processes
 /// (curl in particular) never go anywhere but where the test says.
-fn scrub_env(cmd: &mut Command) {
+/// Removes the variables that would send a child's traffic elsewhere
+/// (proxy settings) or change what it logs or reads (RUST_LOG, CURL_HOME).
+pub fn scrub_env(cmd: &mut Command) {
     for var in [
         "http_proxy",
         "https_proxy",
@@ -149,6 +151,7 @@ fn scrub_env(cmd: &mut Command) {
         "FTP_PROXY",
         "SOCKS_PROXY",
         "RUST_LOG",
+        "CURL_HOME",
     ] {
         cmd.env_remove(var);
     }
@@ -291,6 +294,19 @@ impl Proxy {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid))
             .expect("read /proc/PID/fd")
             .count()
+    }
+
+    /// The descriptor count once it is back to `baseline` or below, or
+    /// after `within` (closing is asynchronous: give it time, not forever).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn fd_count_settled(&self, baseline: usize, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        let mut now = self.fd_count();
+        while now > baseline && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+            now = self.fd_count();
+        }
+        now
     }
 
     /// Panics if the process has exited.
