@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dispatch::config::Target;
+use dispatch::links::LinkSpec;
 use dispatch::links::Links;
 use dispatch::wrr::Selector;
 
@@ -30,7 +30,7 @@ fn select(c: &mut Criterion) {
         });
     }
     let targets = (0..3u8)
-        .map(|i| Target {
+        .map(|i| LinkSpec {
             ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i)),
             weight: weight(usize::from(i)),
             iface: None,

@@ -10,26 +10,14 @@ use std::time::Duration;
 use crate::auth::{Access, Credentials};
 use crate::cli::{AddrSpec, StartArgs};
 use crate::iface::Interface;
-use crate::links::MAX_LINKS;
+use crate::links::{LinkSpec, MAX_LINKS};
 use std::path::PathBuf;
-
-/// One local address outgoing connections may leave from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub ip: IpAddr,
-    pub weight: NonZeroU32,
-    /// The interface the address belongs to, when known.
-    pub iface: Option<String>,
-    /// Given by interface name (or by default): follow the interface's
-    /// address when it changes.
-    pub follow: bool,
-}
 
 /// Everything the reactor needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub targets: Vec<Target>,
+    pub targets: Vec<LinkSpec>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     /// Bind outgoing sockets to the target's interface, not only its address.
@@ -46,7 +34,7 @@ impl Config {
     /// A configuration with the defaults of `dispatch start` (for benches
     /// and embedding): timeouts of 10 s, device binding on, no
     /// authentication, any client.
-    pub fn new(listen: SocketAddr, targets: Vec<Target>) -> Config {
+    pub fn new(listen: SocketAddr, targets: Vec<LinkSpec>) -> Config {
         Config {
             listen,
             targets,
@@ -183,7 +171,7 @@ pub fn build(
     let targets = if args.addresses.is_empty() {
         every_usable(ifaces)?
     } else {
-        let mut targets: Vec<Target> = Vec::new();
+        let mut targets: Vec<LinkSpec> = Vec::new();
         for wa in &args.addresses {
             for target in resolve(&wa.addr, wa.weight, ifaces, &bind)? {
                 if targets.iter().any(|t| t.ip == target.ip) {
@@ -224,7 +212,7 @@ fn resolve(
     weight: NonZeroU32,
     ifaces: &[Interface],
     bind: &impl Fn(IpAddr) -> io::Result<()>,
-) -> Result<Vec<Target>, ConfigError> {
+) -> Result<Vec<LinkSpec>, ConfigError> {
     match spec {
         AddrSpec::Ip(ip) => {
             if ip.is_unspecified() || ip.is_multicast() || *ip == IpAddr::from([255, 255, 255, 255])
@@ -244,7 +232,7 @@ fn resolve(
                 .iter()
                 .find(|i| i.addrs.contains(ip))
                 .map(|i| i.name.clone());
-            Ok(vec![Target {
+            Ok(vec![LinkSpec {
                 ip: *ip,
                 weight,
                 iface,
@@ -267,10 +255,10 @@ fn resolve(
     }
 }
 
-fn targets_of(iface: &Interface, weight: NonZeroU32) -> Vec<Target> {
+fn targets_of(iface: &Interface, weight: NonZeroU32) -> Vec<LinkSpec> {
     iface
         .usable_addrs()
-        .map(|ip| Target {
+        .map(|ip| LinkSpec {
             ip,
             weight,
             iface: Some(iface.name.clone()),
@@ -280,8 +268,8 @@ fn targets_of(iface: &Interface, weight: NonZeroU32) -> Vec<Target> {
 }
 
 /// The default when no `ADDRESS` is given: every usable address, weight 1.
-fn every_usable(ifaces: &[Interface]) -> Result<Vec<Target>, ConfigError> {
-    let mut targets: Vec<Target> = Vec::new();
+fn every_usable(ifaces: &[Interface]) -> Result<Vec<LinkSpec>, ConfigError> {
+    let mut targets: Vec<LinkSpec> = Vec::new();
     for iface in ifaces {
         for t in targets_of(iface, NonZeroU32::MIN) {
             // Merged interfaces never share an address, but a bridge and its
@@ -353,8 +341,8 @@ mod tests {
     }
 
     /// A target given as an IP (does not follow its interface).
-    fn target(addr: &str, weight: u32, iface: Option<&str>) -> Target {
-        Target {
+    fn target(addr: &str, weight: u32, iface: Option<&str>) -> LinkSpec {
+        LinkSpec {
             ip: ip(addr),
             weight: NonZeroU32::new(weight).unwrap(),
             iface: iface.map(String::from),
@@ -363,8 +351,8 @@ mod tests {
     }
 
     /// A target given by interface name (follows its address).
-    fn named(addr: &str, weight: u32, iface: &str) -> Target {
-        Target {
+    fn named(addr: &str, weight: u32, iface: &str) -> LinkSpec {
+        LinkSpec {
             follow: true,
             ..target(addr, weight, Some(iface))
         }

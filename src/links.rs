@@ -13,7 +13,6 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use crate::config::Target;
 use crate::iface::Interface;
 use crate::sys::Device;
 use crate::wrr::Selector;
@@ -23,6 +22,18 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Links are tracked per connection attempt in a 64-bit set.
 pub const MAX_LINKS: usize = 64;
+
+/// One local address outgoing connections may leave from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSpec {
+    pub ip: IpAddr,
+    pub weight: NonZeroU32,
+    /// The interface the address belongs to, when known.
+    pub iface: Option<String>,
+    /// Given by interface name (or by default): follow the interface's
+    /// address when it changes.
+    pub follow: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -120,7 +131,7 @@ pub type Tried = u64;
 impl Links {
     /// # Panics
     /// With more than [`MAX_LINKS`] links (the configuration refuses that).
-    pub fn new(specs: Vec<Target>, devices: &[Interface], bind_device: bool) -> Links {
+    pub fn new(specs: Vec<LinkSpec>, devices: &[Interface], bind_device: bool) -> Links {
         assert!(specs.len() <= MAX_LINKS, "at most {MAX_LINKS} links");
         let links: Vec<Link> = specs
             .into_iter()
@@ -361,8 +372,8 @@ fn device_of(ifaces: &[Interface], name: &str) -> Option<Device> {
 mod tests {
     use super::*;
 
-    fn spec(ip: &str, weight: u32, iface: Option<&str>) -> Target {
-        Target {
+    fn spec(ip: &str, weight: u32, iface: Option<&str>) -> LinkSpec {
+        LinkSpec {
             ip: ip.parse().unwrap(),
             weight: NonZeroU32::new(weight).unwrap(),
             iface: iface.map(String::from),
@@ -370,7 +381,7 @@ mod tests {
         }
     }
 
-    fn links(specs: Vec<Target>) -> Links {
+    fn links(specs: Vec<LinkSpec>) -> Links {
         Links::new(specs, &[], false)
     }
 
@@ -553,7 +564,7 @@ mod tests {
 
     #[test]
     fn link_given_by_address_does_not_follow() {
-        let mut l = links(vec![Target {
+        let mut l = links(vec![LinkSpec {
             follow: false,
             ..spec("10.3.0.2", 1, Some("l3"))
         }]);

@@ -7,7 +7,8 @@ use std::time::Instant;
 use clap::Parser;
 use dispatch::auth::Access;
 use dispatch::cli::{Cli, Command, StartArgs};
-use dispatch::config::{self, Target};
+use dispatch::config;
+use dispatch::links::LinkSpec;
 use dispatch::links::{Links, Stats};
 use dispatch::logging::{self, Destination};
 use dispatch::reactor::{Binding, Reactor, Summary};
@@ -213,7 +214,7 @@ impl Reporter {
 }
 
 /// What `start` prints once listening; tests read the first line.
-fn banner(local: SocketAddr, targets: &[Target], every_iface: bool, log: &Destination) -> String {
+fn banner(local: SocketAddr, targets: &[LinkSpec], every_iface: bool, log: &Destination) -> String {
     let mut out = format!("dispatch listening on {local}\n");
     let width = targets
         .iter()
@@ -264,8 +265,8 @@ mod tests {
     use std::num::NonZeroU32;
     use std::path::PathBuf;
 
-    fn target(ip: &str, weight: u32, iface: Option<&str>) -> Target {
-        Target {
+    fn target(ip: &str, weight: u32, iface: Option<&str>) -> LinkSpec {
+        LinkSpec {
             ip: ip.parse().unwrap(),
             weight: NonZeroU32::new(weight).unwrap(),
             iface: iface.map(String::from),

@@ -102,11 +102,11 @@ pub fn stats(links: &Links) -> Vec<Stats> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Target;
+    use crate::links::LinkSpec;
     use std::num::NonZeroU32;
 
     fn links() -> Links {
-        let t = |ip: &str, iface: Option<&str>| Target {
+        let t = |ip: &str, iface: Option<&str>| LinkSpec {
             ip: ip.parse().unwrap(),
             weight: NonZeroU32::MIN,
             iface: iface.map(String::from),

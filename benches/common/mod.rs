@@ -7,7 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroU32;
 use std::thread;
 
-use dispatch::config::{Config, Target};
+use dispatch::config::Config;
+use dispatch::links::LinkSpec;
 use dispatch::reactor::{Reactor, Shutdown};
 
 pub const CHUNK: usize = 256 << 10;
@@ -33,7 +34,7 @@ impl Drop for Proxy {
 pub fn start_proxy(ring_size: Option<usize>) -> Proxy {
     let config = Config::new(
         (Ipv4Addr::LOCALHOST, 0).into(),
-        vec![Target {
+        vec![LinkSpec {
             ip: Ipv4Addr::LOCALHOST.into(),
             weight: NonZeroU32::MIN,
             iface: None,
