@@ -4,7 +4,7 @@
 //! 1. poll, with a timeout that ends at the nearest deadline;
 //! 2. route each event: the listener accepts until `WouldBlock`; the waker
 //!    drains DNS answers (and notices a stop request); any other token names a
-//!    connection's slab key and side (see [`conn::token`]);
+//!    connection's slab key, generation and side (see [`conn::Handle`]);
 //! 3. give connections that yielded the loop another turn;
 //! 4. fire the deadlines that passed.
 //!
@@ -254,7 +254,10 @@ impl Reactor {
                     }
                     token => {
                         let (key, side) = conn::from_token(token);
-                        if let Some(conn) = self.conns.get_mut(key) {
+                        // An event for a connection closed earlier in this
+                        // batch is dropped, even where a new connection
+                        // already took its key.
+                        if let Some(conn) = self.conns.get_mut(key).filter(|c| c.owns(token)) {
                             conn.on_event(side, event);
                             self.drive(key, now);
                         }

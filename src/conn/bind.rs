@@ -11,134 +11,134 @@ use mio::net::TcpListener;
 use mio::Interest;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{token, Client, Conn, Ctx, Flow, Progress, Ready, Side, State, Target};
-use crate::socks::Reply;
+use super::connect::Upstream;
+use super::ctx::Ctx;
+use super::io::{attempt, Outcome, Ready};
+use super::request::Target;
+use super::token::{Handle, Side};
 use crate::sys;
 
 /// How long a BIND waits for its incoming connection.
 pub const BIND_WAIT: Duration = Duration::from_secs(120);
 
-impl Conn {
+pub struct Binding {
+    listener: TcpListener,
+    ready: Ready,
+    link: usize,
+    /// The peer the client said to expect (RFC 1928 §4: DST.ADDR); any when
+    /// unspecified.
+    expected: Option<IpAddr>,
+}
+
+/// Why a BIND could not start.
+#[derive(Debug)]
+pub enum Refusal {
+    /// No link of the request's family.
+    NoLink,
+    Listen(io::Error),
+}
+
+/// What waiting for the peer came to.
+#[derive(Debug)]
+pub enum Next {
+    Wait,
+    /// The peer connected: relay with it.
+    Accepted(Upstream, SocketAddr),
+    Failed(io::Error),
+}
+
+impl Binding {
     /// Listens on the link the selector picks for the request's family.
-    pub(super) fn start_bind(&mut self, ctx: &mut Ctx<'_>, client: Client) {
-        let family: IpAddr = match &self.target {
+    pub fn start(
+        ctx: &mut Ctx<'_>,
+        conn: Handle,
+        target: Option<&Target>,
+    ) -> Result<Binding, Refusal> {
+        let family: IpAddr = match target {
             Some(Target::Addr(a)) if a.is_ipv6() => Ipv6Addr::UNSPECIFIED.into(),
             _ => Ipv4Addr::UNSPECIFIED.into(),
         };
-        let Some(link) = ctx.links.pick_for_datagrams(family) else {
-            self.missing_family(ctx, client);
-            return;
-        };
-        let listening = listen(ctx, link).and_then(|mut listener| {
-            ctx.registry.register(
+        let link = ctx
+            .links
+            .pick_for_datagrams(family)
+            .ok_or(Refusal::NoLink)?;
+        let mut listener = listen(ctx, link).map_err(Refusal::Listen)?;
+        ctx.registry
+            .register(
                 &mut listener,
-                token(self.key, Side::Upstream),
+                conn.token(Side::Upstream),
                 Interest::READABLE,
-            )?;
-            Ok(listener)
-        });
-        let listener = match listening {
-            Ok(l) => l,
-            Err(e) => {
-                self.fail(
-                    ctx,
-                    client,
-                    Reply::GeneralFailure,
-                    "cannot listen for BIND",
-                    Some(e),
-                );
-                return;
-            }
+            )
+            .map_err(Refusal::Listen)?;
+        let expected = match target {
+            Some(Target::Addr(a)) if !a.ip().is_unspecified() => Some(a.ip()),
+            _ => None,
         };
-        self.local = listener.local_addr().ok();
-        self.queue_reply(ctx, client, Reply::Succeeded, self.local);
-        self.upstream_ready = Ready::default();
-        self.state = State::Binding {
-            client,
+        Ok(Binding {
             listener,
+            ready: Ready::default(),
             link,
-        };
-        self.arm(ctx, BIND_WAIT);
+            expected,
+        })
     }
 
-    /// Accepts the incoming connection, if it came, and starts relaying.
-    pub(super) fn binding(&mut self, ctx: &mut Ctx<'_>) -> Flow {
-        if let Err(e) = self.flush_client(ctx) {
-            return self.broken("client write error", e);
-        }
-        // The client closing while we wait ends the BIND.
-        if self.client_ready.read_closed {
-            self.reason = "client closed during BIND";
-            return Flow::Stop(Progress::Close);
-        }
-        let State::Binding {
-            client,
-            listener,
-            link,
-        } = &mut self.state
-        else {
-            unreachable!("checked by drive")
-        };
-        if !self.upstream_ready.readable {
-            return Flow::Stop(Progress::Idle);
-        }
-        let (mut stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.upstream_ready.readable = false;
-                return Flow::Stop(Progress::Idle);
-            }
-            // A peer that gave up before we accepted it: keep waiting.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return Flow::Next,
-            Err(e) => {
-                let client = *client;
-                self.fail(
-                    ctx,
-                    client,
-                    Reply::GeneralFailure,
-                    "BIND accept failed",
-                    Some(e),
-                );
-                return Flow::Next;
-            }
-        };
-        // RFC 1928 §4: DST.ADDR names the peer the client expects; another
-        // one could splice itself into the client's stream.
-        if let Some(Target::Addr(expected)) = &self.target {
-            if !expected.ip().is_unspecified() && expected.ip() != peer.ip().to_canonical() {
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn ready_mut(&mut self) -> &mut Ready {
+        &mut self.ready
+    }
+
+    /// Accepts the expected peer, if it came.
+    pub fn poll(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> Next {
+        while self.ready.readable {
+            let (mut stream, peer) = match attempt(|| self.listener.accept()) {
+                Outcome::Continue(accepted) => accepted,
+                Outcome::WouldBlock => {
+                    self.ready.readable = false;
+                    return Next::Wait;
+                }
+                // A peer that gave up before we accepted it: keep waiting.
+                Outcome::Reset(_) | Outcome::Closed => continue,
+                Outcome::Error(e) => return Next::Failed(e),
+            };
+            // Another peer could splice itself into the client's stream.
+            if self
+                .expected
+                .is_some_and(|ip| ip != peer.ip().to_canonical())
+            {
                 log::debug!(
                     "#{} BIND: {peer} is not the expected {}; refused",
-                    self.id,
-                    expected.ip()
+                    conn.id,
+                    self.expected.expect("checked")
                 );
                 drop(stream);
-                return Flow::Next;
+                continue;
             }
+            let _ = ctx.registry.deregister(&mut self.listener);
+            if let Err(e) = ctx.registry.register(
+                &mut stream,
+                conn.token(Side::Upstream),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                return Next::Failed(e);
+            }
+            let _ = stream.set_nodelay(true);
+            ctx.links.connected(self.link);
+            let upstream = Upstream {
+                stream,
+                ready: Ready::BOTH,
+                link: self.link,
+            };
+            return Next::Accepted(upstream, peer);
         }
-        let (client, link) = (*client, *link);
-        let _ = ctx.registry.deregister(listener);
-        let registered = ctx.registry.register(
-            &mut stream,
-            token(self.key, Side::Upstream),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if let Err(e) = registered {
-            return self.broken("cannot register the BIND connection", e);
-        }
-        let _ = stream.set_nodelay(true);
-        self.upstream = Some(stream);
-        self.upstream_ready = Ready {
-            readable: true,
-            writable: true,
-            ..Ready::default()
-        };
-        ctx.links.connected(link);
-        self.link = Some(link);
-        self.queue_reply(ctx, client, Reply::Succeeded, Some(peer));
-        self.deadline = None;
-        self.up.bytes = self.up.pending() as u64;
-        self.state = State::Relaying;
-        Flow::Next
+        Next::Wait
+    }
+
+    /// Stops listening.
+    pub fn close(mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx.registry.deregister(&mut self.listener);
     }
 }
 

@@ -4,17 +4,20 @@
 //! where each ends, so the next request can be checked (same origin, or a
 //! new upstream) and the response's end found without buffering either.
 
-use std::io::{self, Write};
+use std::io;
 
-use super::{fill, send_framed, Conn, Ctx, Flow, ForwardHead, Progress, State, Target, MAX_ROUNDS};
+use super::io::{self as sock, Outcome, Stream};
+use super::pipe::{fill, send_framed, Pipe, Side, MAX_ROUNDS};
+use super::request::{ForwardHead, Target};
 use crate::http::{self, Framing, Status};
+use crate::ring::RingPool;
 
 /// How long a kept-alive client connection may sit between requests.
-const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+pub const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub(super) struct Forward {
+pub struct Forward {
     /// Where the upstream connection goes.
-    pub(super) origin: Target,
+    pub origin: Target,
     /// The rewritten request head, and how much of it has been sent.
     head: Vec<u8>,
     head_sent: usize,
@@ -35,7 +38,7 @@ pub(super) struct Forward {
 }
 
 impl Forward {
-    pub(super) fn new(origin: Target, head: ForwardHead) -> Forward {
+    pub fn new(origin: Target, head: ForwardHead) -> Forward {
         let mut f = Forward {
             origin,
             head: Vec::new(),
@@ -53,7 +56,7 @@ impl Forward {
     }
 
     /// Starts the next request on the same upstream connection.
-    pub(super) fn next_exchange(&mut self, head: ForwardHead) {
+    pub fn next_exchange(&mut self, head: ForwardHead) {
         self.head = head.head;
         self.head_sent = 0;
         self.method = head.method;
@@ -65,6 +68,17 @@ impl Forward {
         self.answered = false;
     }
 
+    /// Some of the response reached the client: an error can no longer be
+    /// answered with a status of our own.
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// The client asked (or HTTP/1.0 implies) to close after this exchange.
+    pub fn closes(&self) -> bool {
+        self.close
+    }
+
     fn exchange_done(&self) -> bool {
         self.head_sent == self.head.len()
             && self.request.is_done()
@@ -74,7 +88,24 @@ impl Forward {
     }
 }
 
-/// Why a forward exchange cannot go on.
+/// What a call to [`Forward::run`] came to.
+#[derive(Debug)]
+pub enum Next {
+    Idle,
+    Yield,
+    /// The response was passed on whole.
+    Done,
+    /// The exchange cannot go on: answer with this status if nothing of
+    /// the origin's reached the client yet (see [`Forward::answered`]),
+    /// then close.
+    Failed(u16, &'static str),
+    /// The client sent EOF in the middle of its request body.
+    ClientLeft,
+    /// A socket failed: close now.
+    Broken(&'static str, io::Error),
+}
+
+/// Why a forward round cannot go on.
 enum Broken {
     Io(&'static str, io::Error),
     /// The HTTP status to answer with (400: the client's fault, 502: the
@@ -88,139 +119,109 @@ impl From<(&'static str, io::Error)> for Broken {
     }
 }
 
-impl Conn {
-    pub(super) fn relay_forward(&mut self, ctx: &mut Ctx<'_>) -> Flow {
+impl Forward {
+    /// Moves the exchange on, in at most [`MAX_ROUNDS`] rounds.
+    pub fn run<C: Stream, U: Stream>(
+        &mut self,
+        client: Side<'_, C>,
+        upstream: Side<'_, U>,
+        up: &mut Pipe,
+        down: &mut Pipe,
+        pool: &mut RingPool,
+    ) -> Next {
+        let (client, client_ready) = client;
+        let (upstream, upstream_ready) = upstream;
         for _ in 0..MAX_ROUNDS {
-            let moved = match self.forward_round(ctx) {
+            let moved = match self.round(
+                (client, client_ready),
+                (upstream, upstream_ready),
+                up,
+                down,
+                pool,
+            ) {
                 Ok(moved) => moved,
-                Err(Broken::Io(what, e)) => return self.broken(what, e),
-                Err(Broken::Protocol(status, what)) => {
-                    let fwd = self.fwd.as_ref().expect("forwarding");
-                    if !fwd.answered {
-                        // Nothing of the origin's reached the client: drop
-                        // what it sent and answer for it.
-                        if let Some(ring) = self.down.ring.take() {
-                            ctx.pool.give(ring);
-                        }
-                        let response = http::error_response(status, what, "");
-                        self.queue(ctx, &response);
-                        self.drop_upstream(ctx);
-                        self.reason = what;
-                        self.enter_closing(ctx);
-                        return Flow::Next;
-                    }
-                    self.reason = what;
-                    return Flow::Stop(Progress::Close);
-                }
+                Err(Broken::Io(what, e)) => return Next::Broken(what, e),
+                Err(Broken::Protocol(status, what)) => return Next::Failed(status, what),
             };
-            let fwd = self.fwd.as_mut().expect("forwarding");
-            if fwd.exchange_done() {
-                if self.down.pending() > 0 {
-                    // The origin sent more than its response: it cannot be
-                    // trusted with the next request.
-                    log::debug!(
-                        "#{} origin sent bytes after its response; dropping that upstream",
-                        self.id
-                    );
-                    self.end_upstream(ctx);
-                }
-                let fwd = self.fwd.as_mut().expect("forwarding");
-                if fwd.close || (self.up.eof && self.up.pending() == 0) {
-                    self.reason = "done";
-                    self.enter_closing(ctx);
-                    return Flow::Next;
-                }
-                // Kept alive: the next request may already be waiting.
-                self.state = State::HttpHead;
-                self.arm(ctx, KEEPALIVE_IDLE);
-                return Flow::Next;
+            if self.exchange_done() {
+                return Next::Done;
             }
             // The client left in the middle of its request body.
-            let fwd = self.fwd.as_ref().expect("forwarding");
-            if self.up.eof && self.up.pending() == 0 && !fwd.request.is_done() {
-                if !fwd.answered {
-                    let response = http::error_response(400, "the request body ended early", "");
-                    self.queue(ctx, &response);
-                    self.drop_upstream(ctx);
-                    self.reason = "client closed during its request body";
-                    self.enter_closing(ctx);
-                    return Flow::Next;
-                }
-                self.reason = "client closed during its request body";
-                return Flow::Stop(Progress::Close);
+            if up.eof && up.pending() == 0 && !self.request.is_done() {
+                return Next::ClientLeft;
             }
             if !moved {
-                return Flow::Stop(Progress::Idle);
+                return Next::Idle;
             }
         }
-        Flow::Stop(Progress::Yield)
+        Next::Yield
     }
 
     /// One round each way; whether anything moved.
-    fn forward_round(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, Broken> {
-        let fwd = self.fwd.as_mut().expect("forwarding");
-        let upstream = self.upstream.as_mut().expect("forwarding has an upstream");
+    fn round<C: Stream, U: Stream>(
+        &mut self,
+        (client, client_ready): Side<'_, C>,
+        (upstream, upstream_ready): Side<'_, U>,
+        up: &mut Pipe,
+        down: &mut Pipe,
+        pool: &mut RingPool,
+    ) -> Result<bool, Broken> {
         let mut moved = false;
 
         // Client to upstream: the rewritten head, then the body as framed.
         // Bytes after the body (the next request) stay in the ring.
-        let before = self.up.pending();
-        moved |= fill(
-            &mut self.client,
-            &mut self.client_ready,
-            &mut self.up,
-            ctx.pool,
-        )
-        .map_err(|e| ("client read error", e))?;
-        self.up.bytes += (self.up.pending().saturating_sub(before)) as u64;
-        while fwd.head_sent < fwd.head.len() && self.upstream_ready.writable {
-            match upstream.write(&fwd.head[fwd.head_sent..]) {
-                Ok(n) => {
-                    fwd.head_sent += n;
+        moved |= fill(client, client_ready, up, pool).map_err(|e| ("client read error", e))?;
+        while self.head_sent < self.head.len() && upstream_ready.writable {
+            match sock::write(upstream, &self.head[self.head_sent..]) {
+                Outcome::Continue(n) => {
+                    self.head_sent += n;
                     moved = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.upstream_ready.writable = false
+                Outcome::WouldBlock => upstream_ready.writable = false,
+                Outcome::Closed => {
+                    return Err(Broken::Io(
+                        "upstream write error",
+                        io::ErrorKind::WriteZero.into(),
+                    ))
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Broken::Io("upstream write error", e)),
+                Outcome::Reset(e) | Outcome::Error(e) => {
+                    return Err(Broken::Io("upstream write error", e))
+                }
             }
         }
-        if fwd.head_sent == fwd.head.len() {
+        if self.head_sent == self.head.len() {
             let mut none = 0;
             moved |= send_framed(
                 upstream,
-                &mut self.upstream_ready,
-                &mut self.up,
+                upstream_ready,
+                up,
                 &mut none,
-                &mut fwd.request,
-                ctx.pool,
+                &mut self.request,
+                pool,
             )
             .map_err(|e| frame_error("upstream write error", 400, "bad request body framing", e))?;
         }
 
         // Upstream to client: the response head, read whole, then its body.
-        let before = self.down.pending();
-        moved |= fill(upstream, &mut self.upstream_ready, &mut self.down, ctx.pool)
-            .map_err(|e| ("upstream read error", e))?;
-        self.down.bytes += (self.down.pending().saturating_sub(before)) as u64;
-        if fwd.response.is_none() && self.down.pending() > 0 {
-            let ring = self.down.ring.as_mut().expect("has data");
+        moved |=
+            fill(upstream, upstream_ready, down, pool).map_err(|e| ("upstream read error", e))?;
+        if self.response.is_none() && down.pending() > 0 {
+            let ring = down.ring.as_mut().expect("has data");
             if ring.data().len() < ring.len() {
                 ring.make_contiguous();
             }
-            match http::parse_response(ring.data(), &fwd.method) {
+            match http::parse_response(ring.data(), &self.method) {
                 Ok(Status::Partial) => {}
                 Ok(Status::Complete(head, len)) => {
                     let interim = (100..200).contains(&head.status) && head.status != 101;
-                    fwd.interim = interim;
-                    fwd.response = Some(Framing::new(if interim {
+                    self.interim = interim;
+                    self.response = Some(Framing::new(if interim {
                         http::Body::None
                     } else {
                         head.body
                     }));
-                    fwd.response_head_left = len;
-                    fwd.close |= head.close || head.status == 101;
+                    self.response_head_left = len;
+                    self.close |= head.close || head.status == 101;
                     moved = true;
                 }
                 Err(_) => {
@@ -231,33 +232,33 @@ impl Conn {
                 }
             }
         }
-        if let Some(framing) = fwd.response.as_mut() {
+        if let Some(framing) = self.response.as_mut() {
             let sent = send_framed(
-                &mut self.client,
-                &mut self.client_ready,
-                &mut self.down,
-                &mut fwd.response_head_left,
+                client,
+                client_ready,
+                down,
+                &mut self.response_head_left,
                 framing,
-                ctx.pool,
+                pool,
             )
             .map_err(|e| frame_error("client write error", 502, "bad response body framing", e))?;
-            fwd.answered |= sent;
+            self.answered |= sent;
             moved |= sent;
-            if fwd.interim && fwd.response_head_left == 0 {
+            if self.interim && self.response_head_left == 0 {
                 // `100 Continue` went out; the real response follows.
-                fwd.interim = false;
-                fwd.response = None;
+                self.interim = false;
+                self.response = None;
                 moved = true;
             }
         }
-        if self.down.eof {
-            match fwd.response {
+        if down.eof {
+            match self.response {
                 // Close-delimited: the body ends here.
-                Some(Framing::UntilClose) if self.down.pending() == 0 => {
-                    fwd.response = Some(Framing::Done);
-                    fwd.close = true;
-                    fwd.request = Framing::Done;
-                    fwd.head_sent = fwd.head.len();
+                Some(Framing::UntilClose) if down.pending() == 0 => {
+                    self.response = Some(Framing::Done);
+                    self.close = true;
+                    self.request = Framing::Done;
+                    self.head_sent = self.head.len();
                 }
                 Some(Framing::UntilClose) => {}
                 Some(Framing::Done) => {}

@@ -15,17 +15,19 @@
 //! the few held while a destination's name resolves.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{token, Client, Conn, Ctx, Flow, Progress, Side, State};
+use super::ctx::Ctx;
+use super::io::{attempt, Outcome};
+use super::token::{Handle, Side};
 use crate::dns::Job;
 use crate::net;
-use crate::socks::{self, Dest, Reply, Status};
+use crate::socks::{self, Dest, Status};
 use crate::sys;
 
 /// Associations open at once, across clients.
@@ -52,7 +54,7 @@ enum Name {
     Resolved(Option<SocketAddr>),
 }
 
-pub(super) struct Assoc {
+pub struct Assoc {
     relay: UdpSocket,
     relay_readable: bool,
     client_ip: IpAddr,
@@ -70,7 +72,7 @@ pub(super) struct Assoc {
 }
 
 impl Assoc {
-    pub(super) fn on_readable(&mut self, side: Side) {
+    pub fn on_readable(&mut self, side: Side) {
         match side {
             Side::UdpRelay => self.relay_readable = true,
             Side::UdpOut(n) => {
@@ -86,7 +88,7 @@ impl Assoc {
         self.client_port.map(|p| SocketAddr::new(self.client_ip, p))
     }
 
-    pub(super) fn deregister(&mut self, registry: &Registry) {
+    pub fn deregister(&mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.relay);
         for (socket, _, _) in self.outs.iter_mut().flatten() {
             let _ = registry.deregister(socket);
@@ -94,159 +96,109 @@ impl Assoc {
     }
 }
 
-impl Conn {
-    /// Opens the relay socket on the address the client reached us on, and
-    /// answers with it.
-    pub(super) fn start_associate(&mut self, ctx: &mut Ctx<'_>, client: Client) {
+/// Why an association could not start.
+#[derive(Debug)]
+pub enum Refusal {
+    /// [`MAX_ASSOCIATIONS`] are open.
+    Full,
+    Relay(io::Error),
+}
+
+impl Assoc {
+    /// Opens the relay socket on `local`, the address the client reached
+    /// the proxy on; `client` is the control connection's peer, and
+    /// `client_port` the port it said it will send from, if it knows it.
+    pub fn open(
+        ctx: &mut Ctx<'_>,
+        conn: Handle,
+        local: SocketAddr,
+        client: SocketAddr,
+        client_port: Option<u16>,
+    ) -> Result<Assoc, Refusal> {
         if *ctx.associations >= MAX_ASSOCIATIONS {
             log::warn!(
-                "#{} {}: UDP ASSOCIATE refused: {MAX_ASSOCIATIONS} associations are open",
-                self.id,
-                self.client_addr
+                "#{} {client}: UDP ASSOCIATE refused: {MAX_ASSOCIATIONS} associations are open",
+                conn.id,
             );
-            self.fail(
-                ctx,
-                client,
-                Reply::GeneralFailure,
-                "too many UDP associations",
-                None,
-            );
-            return;
+            return Err(Refusal::Full);
         }
-        let opened = self.client.local_addr().and_then(|local| {
-            // On a dual-stack listener an IPv4 client reached `::ffff:a.b.c.d`:
-            // its relay is an IPv4 socket on `a.b.c.d`, which it can name.
-            let mut relay = UdpSocket::bind(SocketAddr::new(local.ip().to_canonical(), 0))?;
-            ctx.registry.register(
-                &mut relay,
-                token(self.key, Side::UdpRelay),
-                Interest::READABLE,
-            )?;
-            Ok(relay)
-        });
-        let relay = match opened {
-            Ok(relay) => relay,
-            Err(e) => {
-                self.fail(
-                    ctx,
-                    client,
-                    Reply::GeneralFailure,
-                    "cannot open UDP relay",
-                    Some(e),
-                );
-                return;
-            }
-        };
-        let bound = relay.local_addr().ok();
-        // The port the client says it will send from, when it knows it.
-        let client_port = match &self.target {
-            Some(super::Target::Addr(a)) if a.port() != 0 => Some(a.port()),
-            Some(super::Target::Name(_, port)) if *port != 0 => Some(*port),
-            _ => None,
-        };
+        // On a dual-stack listener an IPv4 client reached `::ffff:a.b.c.d`:
+        // its relay is an IPv4 socket on `a.b.c.d`, which it can name.
+        let mut relay = UdpSocket::bind(SocketAddr::new(local.ip().to_canonical(), 0))
+            .map_err(Refusal::Relay)?;
+        ctx.registry
+            .register(&mut relay, conn.token(Side::UdpRelay), Interest::READABLE)
+            .map_err(Refusal::Relay)?;
         *ctx.associations += 1;
-        self.local = bound;
-        self.queue_reply(ctx, client, Reply::Succeeded, bound);
-        self.deadline = None;
-        self.state = State::Associated(Box::new(Assoc {
+        Ok(Assoc {
             relay,
             relay_readable: true,
-            client_ip: self.client_addr.ip().to_canonical(),
+            client_ip: client.ip().to_canonical(),
             client_port,
             routes: HashMap::new(),
             outs: (0..ctx.links.iter().count()).map(|_| None).collect(),
             names: HashMap::new(),
             held_bytes: 0,
             limited: false,
-        }));
+        })
     }
 
-    /// Relays what the sockets have; the association ends with its control
-    /// connection.
-    pub(super) fn associated(&mut self, ctx: &mut Ctx<'_>) -> Flow {
-        if let Err(e) = self.flush_client(ctx) {
-            return self.broken("client write error", e);
-        }
-        // The control connection carries nothing more; its end is the end.
-        // (What a client sends on it anyway is read and dropped, a little
-        // at a time, so it cannot hold the loop.)
-        let mut sink = [0u8; 512];
+    /// The address of the relay socket, which the client is told.
+    pub fn relay_addr(&self) -> Option<SocketAddr> {
+        self.relay.local_addr().ok()
+    }
+
+    /// Relays what the sockets have: returns whether work is left, and the
+    /// payload bytes sent each way.
+    pub fn run(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> (bool, u64, u64) {
+        let (mut up, mut down) = (0u64, 0u64);
         for _ in 0..BURST {
-            if !self.client_ready.readable {
+            if !self.relay_readable {
                 break;
             }
-            match self.client.read(&mut sink) {
-                Ok(0) => {
-                    self.reason = "control connection closed";
-                    return Flow::Stop(Progress::Close);
+            match attempt(|| self.relay.recv_from(&mut ctx.udp_buf[..])) {
+                Outcome::Continue((n, from)) => {
+                    up += from_client(self, ctx, conn, n, from) as u64;
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.client_ready.readable = false
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.broken("control connection error", e),
-            }
-        }
-        let State::Associated(assoc) = &mut self.state else {
-            unreachable!("checked by drive")
-        };
-        let mut busy = self.client_ready.readable;
-        for _ in 0..BURST {
-            if !assoc.relay_readable {
-                break;
-            }
-            match assoc.relay.recv_from(&mut ctx.udp_buf[..]) {
-                Ok((n, from)) => {
-                    let up = from_client(assoc, ctx, self.key, self.id, n, from);
-                    self.up.bytes += up as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => assoc.relay_readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Outcome::WouldBlock => self.relay_readable = false,
                 // ICMP errors from earlier sends surface here; nothing to do.
-                Err(_) => {}
+                _ => {}
             }
         }
-        busy |= assoc.relay_readable;
-        for link in 0..assoc.outs.len() {
+        let mut busy = self.relay_readable;
+        for link in 0..self.outs.len() {
             for _ in 0..BURST {
-                let Some(Some((socket, readable, _))) = assoc.outs.get_mut(link) else {
+                let Some(Some((socket, readable, _))) = self.outs.get_mut(link) else {
                     break;
                 };
                 if !*readable {
                     break;
                 }
-                match socket.recv_from(&mut ctx.udp_buf[HEADROOM..]) {
-                    Ok((n, from)) => {
-                        let down = to_client(assoc, ctx, link, n, net::canonical(from));
-                        self.down.bytes += down as u64;
-                        ctx.links.add_bytes(link, 0, down as u64);
+                match attempt(|| socket.recv_from(&mut ctx.udp_buf[HEADROOM..])) {
+                    Outcome::Continue((n, from)) => {
+                        let sent = to_client(self, ctx, link, n, net::canonical(from));
+                        down += sent as u64;
+                        ctx.links.add_bytes(link, 0, sent as u64);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => *readable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {}
+                    Outcome::WouldBlock => *readable = false,
+                    _ => {}
                 }
             }
-            busy |= matches!(assoc.outs.get(link), Some(Some((_, true, _))));
+            busy |= matches!(self.outs.get(link), Some(Some((_, true, _))));
         }
-        Flow::Stop(if busy {
-            Progress::Yield
-        } else {
-            Progress::Idle
-        })
+        (busy, up, down)
     }
 
-    /// A name an association asked for resolved: send what waited for it.
-    pub(super) fn name_resolved(
+    /// A name this association asked for resolved: send what waited for
+    /// it. Returns the payload bytes sent.
+    pub fn name_resolved(
         &mut self,
         ctx: &mut Ctx<'_>,
+        conn: Handle,
         host: String,
         port: u16,
         result: io::Result<Vec<SocketAddr>>,
-    ) {
-        let State::Associated(assoc) = &mut self.state else {
-            return;
-        };
+    ) -> u64 {
         let addr = result.ok().and_then(|addrs| {
             addrs
                 .into_iter()
@@ -257,25 +209,26 @@ impl Conn {
         // A name that did not resolve is forgotten, so a later datagram
         // asks again (a passing DNS failure does not stick).
         let previous = match addr {
-            Some(_) => assoc.names.insert(key, Name::Resolved(addr)),
-            None => assoc.names.remove(&key),
+            Some(_) => self.names.insert(key, Name::Resolved(addr)),
+            None => self.names.remove(&key),
         };
         let held = match previous {
             Some(Name::Pending(held)) => held,
             _ => Vec::new(),
         };
-        assoc.held_bytes -= held.iter().map(|d| d.len()).sum::<usize>();
+        self.held_bytes -= held.iter().map(|d| d.len()).sum::<usize>();
+        let mut up = 0;
         if let Some(dest) = addr {
             for datagram in held {
-                let sent = send(assoc, ctx, self.key, dest, &datagram);
-                self.up.bytes += sent as u64;
+                up += send(self, ctx, conn, dest, &datagram) as u64;
             }
         }
+        up
     }
 
     /// Closes the association's sockets.
-    pub(super) fn end_associate(assoc: &mut Assoc, ctx: &mut Ctx<'_>) {
-        assoc.deregister(ctx.registry);
+    pub fn close(mut self, ctx: &mut Ctx<'_>) {
+        self.deregister(ctx.registry);
         *ctx.associations = ctx.associations.saturating_sub(1);
     }
 }
@@ -285,8 +238,7 @@ impl Conn {
 fn from_client(
     assoc: &mut Assoc,
     ctx: &mut Ctx<'_>,
-    key: usize,
-    id: u64,
+    conn: Handle,
     n: usize,
     from: SocketAddr,
 ) -> usize {
@@ -340,8 +292,8 @@ fn from_client(
                     };
                     assoc.names.insert(key_name, Name::Pending(held));
                     ctx.resolver.submit(Job {
-                        key,
-                        id,
+                        key: conn.key,
+                        id: conn.id,
                         host: name.to_string(),
                         port,
                         deadline: ctx.now + ctx.timeouts.connect,
@@ -352,27 +304,27 @@ fn from_client(
         }
     };
     // The payload stays in the shared buffer; `ctx` is needed mutably to route.
-    send_range(assoc, ctx, key, dest, start..n)
+    send_range(assoc, ctx, conn, dest, start..n)
 }
 
 fn send_range(
     assoc: &mut Assoc,
     ctx: &mut Ctx<'_>,
-    key: usize,
+    conn: Handle,
     dest: SocketAddr,
     range: std::ops::Range<usize>,
 ) -> usize {
-    let Some((link, socket)) = route(assoc, ctx, key, dest) else {
+    let Some((link, socket)) = route(assoc, ctx, conn, dest) else {
         return 0;
     };
     let payload = &ctx.udp_buf[range];
-    match socket.send_to(payload, dest) {
-        Ok(sent) => {
+    match attempt(|| socket.send_to(payload, dest)) {
+        Outcome::Continue(sent) => {
             ctx.links.add_bytes(link, sent as u64, 0);
             sent
         }
         // A full send buffer or an ICMP error: UDP may drop.
-        Err(_) => 0,
+        _ => 0,
     }
 }
 
@@ -380,19 +332,19 @@ fn send_range(
 fn send(
     assoc: &mut Assoc,
     ctx: &mut Ctx<'_>,
-    key: usize,
+    conn: Handle,
     dest: SocketAddr,
     payload: &[u8],
 ) -> usize {
-    let Some((link, socket)) = route(assoc, ctx, key, dest) else {
+    let Some((link, socket)) = route(assoc, ctx, conn, dest) else {
         return 0;
     };
-    match socket.send_to(payload, dest) {
-        Ok(sent) => {
+    match attempt(|| socket.send_to(payload, dest)) {
+        Outcome::Continue(sent) => {
             ctx.links.add_bytes(link, sent as u64, 0);
             sent
         }
-        Err(_) => 0,
+        _ => 0,
     }
 }
 
@@ -400,7 +352,7 @@ fn send(
 fn route<'a>(
     assoc: &'a mut Assoc,
     ctx: &mut Ctx<'_>,
-    key: usize,
+    conn: Handle,
     dest: SocketAddr,
 ) -> Option<(usize, &'a UdpSocket)> {
     if !net::is_connectable(dest) || ctx.is_self(dest) {
@@ -427,7 +379,7 @@ fn route<'a>(
         }
     }
     if assoc.outs[link].is_none() {
-        match open_out(ctx, key, link, dest.is_ipv6()) {
+        match open_out(ctx, conn, link, dest.is_ipv6()) {
             Ok((socket, ip)) => assoc.outs[link] = Some((socket, true, ip)),
             Err(e) => {
                 log::debug!(
@@ -447,7 +399,7 @@ fn route<'a>(
 /// An outgoing UDP socket bound to the link's address (and interface).
 fn open_out(
     ctx: &mut Ctx<'_>,
-    key: usize,
+    conn: Handle,
     link: usize,
     ipv6: bool,
 ) -> io::Result<(UdpSocket, IpAddr)> {
@@ -465,7 +417,7 @@ fn open_out(
     let mut socket = UdpSocket::from_std(socket.into());
     let n = u8::try_from(link).expect("at most 64 links");
     ctx.registry
-        .register(&mut socket, token(key, Side::UdpOut(n)), Interest::READABLE)?;
+        .register(&mut socket, conn.token(Side::UdpOut(n)), Interest::READABLE)?;
     Ok((socket, ip))
 }
 
@@ -487,12 +439,10 @@ fn to_client(
     };
     let start = HEADROOM - socks::udp_header_len(from);
     socks::emit_udp_header(from, &mut ctx.udp_buf[start..HEADROOM]);
-    match assoc
-        .relay
-        .send_to(&ctx.udp_buf[start..HEADROOM + n], client)
-    {
-        Ok(_) => n,
-        Err(_) => 0,
+    let datagram = &ctx.udp_buf[start..HEADROOM + n];
+    match attempt(|| assoc.relay.send_to(datagram, client)) {
+        Outcome::Continue(_) => n,
+        _ => 0,
     }
 }
 

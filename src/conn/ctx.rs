@@ -1,0 +1,57 @@
+//! What a connection borrows from the loop that owns it while it is called.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::Registry;
+
+use super::notice::Notices;
+use crate::auth::Credentials;
+use crate::dns::Resolver;
+use crate::links::Links;
+use crate::ring::RingPool;
+
+/// Deadlines waiting to fire: `(when, slab key, connection id)`. Entries are
+/// never removed early; one whose connection has moved on is skipped.
+pub type Timers = BinaryHeap<Reverse<(Instant, usize, u64)>>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub handshake: Duration,
+    pub connect: Duration,
+}
+
+pub struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub links: &'a mut Links,
+    pub pool: &'a mut RingPool,
+    pub resolver: &'a Resolver,
+    pub timers: &'a mut Timers,
+    pub notices: &'a mut Notices,
+    pub auth: &'a Credentials,
+    /// The buffer datagrams pass through ([`super::UDP_BUFFER`] bytes).
+    pub udp_buf: &'a mut [u8],
+    /// UDP associations open across connections.
+    pub associations: &'a mut usize,
+    /// The proxy's own listening address, which no request may target.
+    pub listen: SocketAddr,
+    /// Every address of this machine (for [`Ctx::is_self`] with a wildcard listener).
+    pub local_ips: &'a [IpAddr],
+    pub timeouts: Timeouts,
+    pub now: Instant,
+}
+
+impl Ctx<'_> {
+    /// Whether `addr` is the proxy itself: a request for it would loop.
+    pub fn is_self(&self, addr: SocketAddr) -> bool {
+        if addr.port() != self.listen.port() {
+            return false;
+        }
+        let ip = addr.ip();
+        ip == self.listen.ip()
+            || (self.listen.ip().is_unspecified()
+                && (ip.is_loopback() || ip.is_unspecified() || self.local_ips.contains(&ip)))
+    }
+}
