@@ -56,6 +56,9 @@ mod request;
 mod token;
 mod udp;
 
+#[cfg(test)]
+mod tests;
+
 pub use ctx::{Ctx, Timeouts, Timers};
 pub use notice::{Budget, Notices, RateLimit};
 pub use token::{from_token, Handle, Side};

@@ -1,0 +1,560 @@
+//! The state machine, state × event: one connection driven by hand over
+//! real loopback sockets, with the loop's parts built here instead of a
+//! reactor, so each test says which state meets which event and what
+//! follows.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream as StdStream};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token, Waker};
+
+use super::*;
+use crate::auth::Credentials;
+use crate::dns::Resolver;
+use crate::links::{LinkSpec, Links};
+use crate::ring::RingPool;
+
+const WAKER: Token = Token(usize::MAX - 1);
+const RING: usize = 4096;
+/// Long enough that only a hang reaches it.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The parts of a loop, and a listener standing for the proxy's.
+struct Rig {
+    poll: Poll,
+    events: Events,
+    links: Links,
+    pool: RingPool,
+    resolver: Resolver,
+    timers: Timers,
+    notices: Notices,
+    auth: Credentials,
+    udp_buf: Vec<u8>,
+    associations: usize,
+    listener: TcpListener,
+    listen: SocketAddr,
+    next_id: u64,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig::with_auth(Credentials::default())
+    }
+
+    fn with_auth(auth: Credentials) -> Rig {
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen = listener.local_addr().unwrap();
+        let spec = LinkSpec {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            weight: NonZeroU32::MIN,
+            iface: None,
+            follow: false,
+        };
+        Rig {
+            poll,
+            events: Events::with_capacity(64),
+            links: Links::new(vec![spec], &[], false),
+            pool: RingPool::new(RING, 4),
+            resolver: Resolver::new(1, waker).unwrap(),
+            timers: Timers::new(),
+            notices: Notices::default(),
+            auth,
+            udp_buf: vec![0; UDP_BUFFER],
+            associations: 0,
+            listener,
+            listen,
+            next_id: 0,
+        }
+    }
+
+    fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            registry: self.poll.registry(),
+            links: &mut self.links,
+            pool: &mut self.pool,
+            resolver: &self.resolver,
+            timers: &mut self.timers,
+            notices: &mut self.notices,
+            auth: &self.auth,
+            udp_buf: &mut self.udp_buf,
+            associations: &mut self.associations,
+            listen: self.listen,
+            local_ips: &[],
+            timeouts: Timeouts {
+                handshake: Duration::from_secs(30),
+                connect: Duration::from_secs(30),
+            },
+            now: Instant::now(),
+        }
+    }
+
+    /// A client connected to the proxy, and its connection in `greeting`.
+    fn accept(&mut self) -> (Conn, StdStream) {
+        let client = StdStream::connect(self.listen).unwrap();
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        let (accepted, addr) = self.listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        self.next_id += 1;
+        let (key, id) = (self.next_id as usize, self.next_id);
+        let stream = mio::net::TcpStream::from_std(accepted);
+        let conn = Conn::accept(&mut self.ctx(), key, id, stream, addr).unwrap();
+        (conn, client)
+    }
+
+    /// Delivers events (and DNS answers) to `conn` while `busy` says so and
+    /// it does not ask to close; returns what it last said.
+    fn run_while(&mut self, conn: &mut Conn, mut busy: impl FnMut(&Conn) -> bool) -> Progress {
+        let start = Instant::now();
+        let mut progress = conn.drive(&mut self.ctx());
+        loop {
+            if !busy(conn) || progress == Progress::Close {
+                return progress;
+            }
+            while let Some(answer) = self.resolver.try_recv() {
+                progress = conn.on_resolved(&mut self.ctx(), answer);
+                if !busy(conn) || progress == Progress::Close {
+                    return progress;
+                }
+            }
+            assert!(start.elapsed() < PATIENCE, "stuck in {}", conn.state.name());
+            self.poll
+                .poll(&mut self.events, Some(Duration::from_millis(20)))
+                .unwrap();
+            for e in self.events.iter() {
+                if e.token() != WAKER && conn.owns(e.token()) {
+                    conn.on_event(from_token(e.token()).1, e);
+                }
+            }
+            progress = conn.drive(&mut self.ctx());
+        }
+    }
+
+    /// Runs until the connection's state is `name`.
+    fn run_until(&mut self, conn: &mut Conn, name: &str) -> Progress {
+        let progress = self.run_while(conn, |c| c.state.name() != name);
+        assert_eq!(conn.state.name(), name, "closed ({}) instead", conn.reason);
+        progress
+    }
+
+    /// Runs until the connection asks to close; returns its reason.
+    fn run_to_close(&mut self, conn: &mut Conn) -> &'static str {
+        assert_eq!(self.run_while(conn, |_| true), Progress::Close);
+        conn.reason
+    }
+
+    /// Runs until `done` (a peer's thread) has finished; returns its result.
+    fn run_beside<T>(&mut self, conn: &mut Conn, done: std::thread::JoinHandle<T>) -> T {
+        self.run_while(conn, |_| !done.is_finished());
+        done.join().unwrap()
+    }
+
+    /// Fires the connection's deadline now.
+    fn expire(&mut self, conn: &mut Conn) -> Progress {
+        assert!(conn.deadline().is_some(), "no deadline armed");
+        conn.on_deadline(&mut self.ctx())
+    }
+
+    /// Closes the connection as the reactor does, checking nothing is left
+    /// lent.
+    fn close(&mut self, conn: Conn) {
+        conn.close(&mut self.ctx());
+        assert_eq!(self.pool.lent(), 0, "a ring was not given back");
+        assert_eq!(self.associations, 0);
+        assert_eq!(self.links.get(0).stats.open, 0, "the link still counts it");
+    }
+}
+
+fn read_exact(client: &mut StdStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    client.read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn socks5_connect_request(addr: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(a) = addr else {
+        panic!("IPv4 only")
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&a.ip().octets());
+    req.extend_from_slice(&a.port().to_be_bytes());
+    req
+}
+
+/// A connection through the SOCKS5 greeting, in `request`.
+fn in_request(rig: &mut Rig) -> (Conn, StdStream) {
+    let (mut conn, mut client) = rig.accept();
+    client.write_all(&[5, 1, 0]).unwrap();
+    rig.run_until(&mut conn, "request");
+    assert_eq!(read_exact(&mut client, 2), [5, 0]);
+    (conn, client)
+}
+
+/// A relaying connection to a target the test holds.
+fn relaying(rig: &mut Rig) -> (Conn, StdStream, StdStream) {
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut conn, mut client) = in_request(rig);
+    client
+        .write_all(&socks5_connect_request(target.local_addr().unwrap()))
+        .unwrap();
+    rig.run_until(&mut conn, "relaying");
+    let (server, _) = target.accept().unwrap();
+    server.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(read_exact(&mut client, 10)[..2], [5, 0]);
+    (conn, client, server)
+}
+
+#[test]
+fn greeting_with_no_auth_offered_goes_to_request() {
+    let mut rig = Rig::new();
+    let (conn, _client) = in_request(&mut rig);
+    assert!(rig.pool.lent() == 0, "no ring is lent for a handshake");
+    rig.close(conn);
+}
+
+#[test]
+fn greeting_without_an_acceptable_method_is_refused_then_closed_at_eof() {
+    let mut rig = Rig::with_auth({
+        let mut c = Credentials::default();
+        c.add("u:p").unwrap();
+        c
+    });
+    let (mut conn, mut client) = rig.accept();
+    client.write_all(&[5, 1, 0]).unwrap();
+    rig.run_until(&mut conn, "closing");
+    assert_eq!(read_exact(&mut client, 2), [5, 0xFF]);
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        rig.run_to_close(&mut conn),
+        "client offered no acceptable auth method"
+    );
+    rig.close(conn);
+}
+
+#[test]
+fn greeting_then_partial_bytes_then_eof_closes() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = rig.accept();
+    client.write_all(&[5, 2]).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        rig.run_to_close(&mut conn),
+        "client closed during handshake"
+    );
+    rig.close(conn);
+}
+
+#[test]
+fn greeting_deadline_closes() {
+    let mut rig = Rig::new();
+    let (mut conn, _client) = rig.accept();
+    assert_eq!(rig.expire(&mut conn), Progress::Close);
+    assert_eq!(conn.reason, "handshake timed out");
+    rig.close(conn);
+}
+
+#[test]
+fn request_to_an_address_connects_then_relays_both_ways() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client, mut server) = relaying(&mut rig);
+    let peers = std::thread::spawn(move || {
+        client.write_all(b"ping").unwrap();
+        server.write_all(b"pong").unwrap();
+        (read_exact(&mut server, 4), read_exact(&mut client, 4))
+    });
+    let (at_target, at_client) = rig.run_beside(&mut conn, peers);
+    assert_eq!(
+        (&at_target[..], &at_client[..]),
+        (&b"ping"[..], &b"pong"[..])
+    );
+    assert_eq!(conn.state.name(), "relaying");
+    rig.close(conn);
+}
+
+#[test]
+fn request_with_pipelined_payload_delivers_it_first() {
+    let mut rig = Rig::new();
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut conn, mut client) = rig.accept();
+    let mut burst = vec![5, 1, 0];
+    burst.extend(socks5_connect_request(target.local_addr().unwrap()));
+    burst.extend_from_slice(b"early bytes");
+    client.write_all(&burst).unwrap();
+    rig.run_until(&mut conn, "relaying");
+    let (mut server, _) = target.accept().unwrap();
+    server.set_read_timeout(Some(PATIENCE)).unwrap();
+    let got = rig.run_beside(
+        &mut conn,
+        std::thread::spawn(move || read_exact(&mut server, 11)),
+    );
+    assert_eq!(got, b"early bytes");
+    assert_eq!(conn.bytes_up, 11);
+    rig.close(conn);
+}
+
+#[test]
+fn connecting_refused_by_the_target_answers_and_closes() {
+    let mut rig = Rig::new();
+    let refused = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (mut conn, mut client) = in_request(&mut rig);
+    client.write_all(&socks5_connect_request(refused)).unwrap();
+    rig.run_until(&mut conn, "closing");
+    assert_eq!(
+        read_exact(&mut client, 10)[..2],
+        [5, 5],
+        "connection refused"
+    );
+    assert!(conn.failed);
+    assert_eq!(conn.reason, "connect failed");
+    rig.close(conn);
+}
+
+#[test]
+fn connecting_deadline_with_no_link_left_answers_ttl_expired() {
+    let mut rig = Rig::new();
+    // A target that takes the SYN but is never accepted is still connected
+    // by the kernel; to time out, fire the deadline while connecting.
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut conn, mut client) = in_request(&mut rig);
+    client
+        .write_all(&socks5_connect_request(target.local_addr().unwrap()))
+        .unwrap();
+    rig.run_until(&mut conn, "connecting");
+    rig.expire(&mut conn);
+    assert_eq!(conn.state.name(), "closing");
+    assert_eq!(read_exact(&mut client, 10)[..2], [5, 6], "TTL expired");
+    rig.close(conn);
+}
+
+#[test]
+fn request_for_a_name_resolves_then_connects() {
+    let mut rig = Rig::new();
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let (mut conn, mut client) = in_request(&mut rig);
+    let mut req = vec![5, 1, 0, 3, 9];
+    req.extend_from_slice(b"localhost");
+    req.extend_from_slice(&port.to_be_bytes());
+    client.write_all(&req).unwrap();
+    rig.run_until(&mut conn, "resolving");
+    rig.run_until(&mut conn, "relaying");
+    rig.close(conn);
+}
+
+#[test]
+fn resolving_deadline_answers_host_unreachable() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = in_request(&mut rig);
+    let mut req = vec![5, 1, 0, 3, 9];
+    req.extend_from_slice(b"localhost");
+    req.extend_from_slice(&80u16.to_be_bytes());
+    client.write_all(&req).unwrap();
+    rig.run_until(&mut conn, "resolving");
+    rig.expire(&mut conn);
+    assert_eq!(conn.state.name(), "closing");
+    assert_eq!(read_exact(&mut client, 10)[..2], [5, 4]);
+    assert_eq!(conn.reason, "name resolution timed out");
+    rig.close(conn);
+}
+
+#[test]
+fn relaying_client_eof_reaches_the_target_and_the_answer_still_comes_back() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client, mut server) = relaying(&mut rig);
+    client.write_all(b"question").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    let peers = std::thread::spawn(move || {
+        server.read_to_end(&mut got).unwrap();
+        server.write_all(b"answer").unwrap();
+        server.shutdown(Shutdown::Write).unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).unwrap();
+        (got, answer)
+    });
+    let (question, answer) = rig.run_beside(&mut conn, peers);
+    assert_eq!(question, b"question");
+    assert_eq!(answer, b"answer");
+    // Both EOFs passed on: the relay is done.
+    assert_eq!(rig.run_to_close(&mut conn), "done");
+    assert_eq!((conn.bytes_up, conn.bytes_down), (8, 6));
+    rig.close(conn);
+}
+
+#[test]
+fn relaying_deadline_changes_nothing() {
+    let mut rig = Rig::new();
+    let (mut conn, _client, _server) = relaying(&mut rig);
+    assert_eq!(conn.on_deadline(&mut rig.ctx()), Progress::Idle);
+    assert_eq!(conn.state.name(), "relaying");
+    rig.close(conn);
+}
+
+#[test]
+fn closing_client_that_keeps_sending_is_cut_off() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = rig.accept();
+    client.write_all(&[5, 1, 0x80]).unwrap();
+    rig.run_until(&mut conn, "closing");
+    let flood = vec![0u8; LINGER_DISCARD_MAX + 4096];
+    let writer = std::thread::spawn(move || {
+        let _ = client.write_all(&flood);
+        client
+    });
+    assert_eq!(
+        rig.run_to_close(&mut conn),
+        "client kept sending after the final reply"
+    );
+    drop(writer.join());
+    rig.close(conn);
+}
+
+#[test]
+fn closing_deadline_closes() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = rig.accept();
+    client.write_all(&[5, 1, 0x80]).unwrap();
+    rig.run_until(&mut conn, "closing");
+    assert_eq!(rig.expire(&mut conn), Progress::Close);
+    rig.close(conn);
+}
+
+#[test]
+fn socks4_request_while_authentication_is_required_is_refused() {
+    let mut rig = Rig::with_auth({
+        let mut c = Credentials::default();
+        c.add("u:p").unwrap();
+        c
+    });
+    let (mut conn, mut client) = rig.accept();
+    client.write_all(&[4, 1, 0, 80, 127, 0, 0, 1, 0]).unwrap();
+    rig.run_until(&mut conn, "closing");
+    assert_eq!(read_exact(&mut client, 8)[..2], [0, 0x5B]);
+    assert_eq!(conn.reason, "SOCKS4 refused: authentication is required");
+    rig.close(conn);
+}
+
+#[test]
+fn binding_client_eof_ends_the_bind() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = in_request(&mut rig);
+    client.write_all(&[5, 2, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    rig.run_until(&mut conn, "binding");
+    assert_eq!(read_exact(&mut client, 10)[..2], [5, 0]);
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(rig.run_to_close(&mut conn), "client closed during BIND");
+    rig.close(conn);
+}
+
+#[test]
+fn binding_deadline_answers_ttl_expired() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = in_request(&mut rig);
+    client.write_all(&[5, 2, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    rig.run_until(&mut conn, "binding");
+    read_exact(&mut client, 10);
+    rig.expire(&mut conn);
+    assert_eq!(conn.state.name(), "closing");
+    assert_eq!(read_exact(&mut client, 10)[..2], [5, 6]);
+    rig.close(conn);
+}
+
+#[test]
+fn binding_peer_connects_then_relays() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = in_request(&mut rig);
+    client.write_all(&[5, 2, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    rig.run_until(&mut conn, "binding");
+    let first = read_exact(&mut client, 10);
+    let port = u16::from_be_bytes([first[8], first[9]]);
+    let mut peer = StdStream::connect(("127.0.0.1", port)).unwrap();
+    rig.run_until(&mut conn, "relaying");
+    assert_eq!(read_exact(&mut client, 10)[..2], [5, 0], "second reply");
+    peer.write_all(b"hi").unwrap();
+    let got = rig.run_beside(
+        &mut conn,
+        std::thread::spawn(move || read_exact(&mut client, 2)),
+    );
+    assert_eq!(got, b"hi");
+    rig.close(conn);
+}
+
+#[test]
+fn associated_control_connection_eof_ends_the_association() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = in_request(&mut rig);
+    client.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    rig.run_until(&mut conn, "associated");
+    assert_eq!(rig.associations, 1);
+    assert_eq!(read_exact(&mut client, 10)[..2], [5, 0]);
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(rig.run_to_close(&mut conn), "control connection closed");
+    rig.close(conn);
+}
+
+#[test]
+fn http_forward_exchange_done_waits_for_the_next_request_then_idles_out() {
+    let mut rig = Rig::new();
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = origin.local_addr().unwrap().port();
+    let (mut conn, mut client) = rig.accept();
+    write!(
+        client,
+        "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    rig.run_until(&mut conn, "relaying");
+    let (mut server, _) = origin.accept().unwrap();
+    server
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .unwrap();
+    rig.run_until(&mut conn, "http request");
+    let mut response = vec![0; 40];
+    client.read_exact(&mut response).unwrap();
+    assert!(response.ends_with(b"ok"));
+    assert_eq!(rig.links.get(0).stats.open, 1, "the upstream is kept");
+    assert_eq!(rig.expire(&mut conn), Progress::Close);
+    assert_eq!(conn.reason, "done (idle keep-alive)");
+    rig.close(conn);
+}
+
+#[test]
+fn http_garbage_is_answered_400_at_once() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = rig.accept();
+    client.write_all(b"\x00\x01\x00").unwrap();
+    rig.run_until(&mut conn, "closing");
+    let mut head = [0u8; 12];
+    client.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 400");
+    rig.close(conn);
+}
+
+#[test]
+fn events_of_a_closed_connection_are_not_taken_by_the_next_one_on_its_key() {
+    // The old connection's client token, as it would sit in a poll batch.
+    let mut rig = Rig::new();
+    let (old, _c1) = rig.accept();
+    let stale = old.handle.token(Side::Client);
+    rig.close(old);
+    // A new connection takes the same slab key.
+    let (new, _c2) = rig.accept();
+    let reused = Conn {
+        handle: Handle {
+            key: 1,
+            id: new.handle.id,
+        },
+        ..new
+    };
+    assert_eq!(from_token(stale).0, reused.handle.key, "same key");
+    assert!(!reused.owns(stale), "the stale event is dropped");
+    assert!(reused.owns(reused.handle.token(Side::Client)));
+    rig.close(reused);
+}
