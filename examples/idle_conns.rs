@@ -2,12 +2,16 @@
 //! resident memory the proxy process gained per connection.
 //!
 //! ```text
-//! cargo run --release --example idle_conns -- <proxy addr> <proxy pid> [N]
+//! cargo run --release --example idle_conns -- <proxy addr> <proxy pid> [N] [MODE]
 //! ```
 //!
-//! Each connection does a SOCKS5 CONNECT to a local server, exchanges 1 KiB
-//! each way (so it has used rings once, as a BitTorrent peer that went
-//! quiet), then stays idle. Linux only: it reads `/proc/<pid>/status`.
+//! MODE `relayed` (the default): each connection does a SOCKS5 CONNECT to a
+//! local server, exchanges 1 KiB each way (so it has used rings once, as a
+//! BitTorrent peer that went quiet), then stays idle. MODE `partial-socks`:
+//! each client sends the first byte of a SOCKS5 greeting and stops there;
+//! `partial-http`: the first 40 bytes of an HTTP proxy request head (run
+//! the proxy with a long `--handshake-timeout`). Linux only: it reads
+//! `/proc/<pid>/status`.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -29,6 +33,7 @@ fn main() {
     let proxy: SocketAddr = args.get(1).expect("proxy address").parse().unwrap();
     let pid: u32 = args.get(2).expect("proxy pid").parse().unwrap();
     let n: usize = args.get(3).map_or(9_900, |s| s.parse().unwrap());
+    let mode = args.get(4).map_or("relayed", String::as_str);
     let limit = dispatch::sys::raise_nofile_limit().unwrap();
     eprintln!("open files limit here: {limit:?}");
 
@@ -56,7 +61,25 @@ fn main() {
     request.extend_from_slice(&t.port().to_be_bytes());
     let mut clients = Vec::with_capacity(n);
     let mut servers = Vec::with_capacity(n);
+    let partial: &[u8] = match mode {
+        "relayed" => b"",
+        "partial-socks" => &[5],
+        "partial-http" => b"GET http://example.test/index.html HTTP/1",
+        other => panic!("unknown mode {other}: relayed, partial-socks or partial-http"),
+    };
     for i in 0..n {
+        if !partial.is_empty() {
+            let mut s = match TcpStream::connect(proxy) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("connection {i}: {e}; stopping there");
+                    break;
+                }
+            };
+            s.write_all(partial).unwrap();
+            clients.push(s);
+            continue;
+        }
         let mut s = match TcpStream::connect(proxy) {
             Ok(s) => s,
             Err(e) => {
@@ -80,7 +103,7 @@ fn main() {
     let after = rss_kib(pid);
     let held = clients.len();
     println!(
-        "{held} idle connections: proxy RSS {before} KiB -> {after} KiB, {:.2} KiB per connection",
+        "{held} {mode} connections: proxy RSS {before} KiB -> {after} KiB, {:.2} KiB per connection",
         (after.saturating_sub(before)) as f64 / held as f64
     );
 }

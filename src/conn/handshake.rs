@@ -4,9 +4,10 @@
 //! (RFC 1929 credentials) → request, the method choice and the credentials'
 //! status queued in the [`Outbox`] on the way; SOCKS4/4a and HTTP send their
 //! request at once. The bytes are read into a small buffer sized to the
-//! protocol ([`SOCKS_MAX`], or an HTTP head up to [`http::MAX_HEAD`]),
-//! allocated at the first byte: a client that sent nothing costs nothing,
-//! and no relay ring is lent before the request is answered. Bytes the
+//! protocol ([`SOCKS_MAX`], or an HTTP head up to [`http::MAX_HEAD`]) and
+//! to what arrived: a client that sent nothing costs nothing, one that sent
+//! a byte a few bytes, and no relay ring is lent before the request is
+//! answered. Bytes the
 //! client sent behind its request are handed on with it.
 
 use std::io::Read;
@@ -30,8 +31,11 @@ pub const SOCKS_MAX: usize = 513;
 /// is too long is seen to be (431).
 const HTTP_MAX: usize = http::MAX_HEAD + 1;
 
-/// The first read asks for this much; the buffer doubles up to its limit.
-const FIRST_READ: usize = 512;
+/// One read asks for at most this much.
+const READ_CHUNK: usize = 1024;
+
+/// HTTP heads up to this long are parsed at every read.
+const EAGER_PARSE: usize = 512;
 
 /// Where the handshake is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,24 +115,20 @@ impl Handshake {
         self.phase
     }
 
-    /// Reads what the client sent, as far as the buffer's limit.
+    /// Reads what the client sent, as far as the buffer's limit. Each read
+    /// lands on the stack and is copied into a buffer sized to what came,
+    /// so a client that sent a few bytes holds a few bytes.
     pub fn read(&mut self, client: &mut impl Read, ready: &mut Ready) -> std::io::Result<()> {
+        let mut chunk = [0u8; READ_CHUNK];
         while ready.readable && !self.eof {
-            let limit = self.limit();
-            let len = self.buf.len();
-            if len >= limit {
+            let room = self.limit().saturating_sub(self.buf.len());
+            if room == 0 {
                 break;
             }
-            let want = (limit - len).min(len.max(FIRST_READ));
-            self.buf.resize(len + want, 0);
-            let outcome = sock::read(client, &mut self.buf[len..]);
-            let got = match outcome {
-                Outcome::Continue(n) => n,
-                _ => 0,
-            };
-            self.buf.truncate(len + got);
-            match outcome {
+            let want = room.min(READ_CHUNK);
+            match sock::read(client, &mut chunk[..want]) {
                 Outcome::Continue(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
                     if n < want && SHORT_IO_DRAINS && !ready.read_closed {
                         ready.readable = false;
                     }
@@ -234,11 +234,11 @@ impl Handshake {
 
     /// An HTTP head ends with an empty line, and httparse rejects a bad one
     /// at a line's end at the latest. Short heads are parsed at each read,
-    /// so garbage is answered at once; past [`FIRST_READ`] bytes, only
+    /// so garbage is answered at once; past [`EAGER_PARSE`] bytes, only
     /// once a line end arrived (or the head is too long), so a long head
     /// sent a byte at a time costs one parse per line, not per byte.
     fn head_may_be_complete(&mut self) -> bool {
-        if self.buf.len() <= FIRST_READ || self.buf.len() > http::MAX_HEAD || self.eof {
+        if self.buf.len() <= EAGER_PARSE || self.buf.len() > http::MAX_HEAD || self.eof {
             return true;
         }
         let fresh = self.buf[self.scanned..].contains(&b'\n');
