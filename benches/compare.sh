@@ -5,6 +5,10 @@
 #
 #   sudo benches/compare.sh            # as root: installs what is missing
 #   ROUNDS=5 BYTES=1000000000 sudo -E benches/compare.sh
+#   BASELINE=/path/to/an/older/dispatch sudo -E benches/compare.sh
+#
+# With BASELINE, that build of dispatch runs beside the current one as the
+# subject "baseline", so a change is measured before and after in one run.
 #
 # Each round runs every test against every server, the servers interleaved
 # (direct dispatch microsocks dante, then again), so a slow spell of this
@@ -32,7 +36,7 @@ idle=${IDLE:-5000}
 max_held=${MAX_HELD:-12000}
 max_secs=${MAX_SECS:-120}
 port_base=${PORT_BASE:-18180}
-out=benches/results
+out=${OUT:-benches/results}
 mkdir -p "$out"
 
 need=()
@@ -84,6 +88,8 @@ target=$(awk '/listening/ {print $2}' "$tmp/echo.out")
 p_dispatch=$port_base
 p_microsocks=$((port_base + 1))
 p_dante=$((port_base + 2))
+p_baseline=$((port_base + 3))
+baseline=${BASELINE:-}
 
 # dante: no authentication, loopback only both ways, in the foreground (no -D).
 # Its unprivileged user needs to write its TMPDIR.
@@ -109,6 +115,9 @@ start() { # server: starts it, sets pid_<server>
     case $1 in
     dispatch) # one local address, the loopback one, as target
         XDG_STATE_HOME=$tmp "$dispatch" start --port "$p_dispatch" 127.0.0.1 >>"$tmp/dispatch.log" 2>&1 &
+        ;;
+    baseline)
+        XDG_STATE_HOME=$tmp "$baseline" start --port "$p_baseline" 127.0.0.1 >>"$tmp/baseline.log" 2>&1 &
         ;;
     microsocks)
         microsocks -i 127.0.0.1 -p "$p_microsocks" >>"$tmp/microsocks.log" 2>&1 &
@@ -137,12 +146,13 @@ restart() {
     sleep 0.5
 }
 
-for s in dispatch microsocks dante; do start "$s"; done
+subjects=(direct dispatch microsocks dante)
+[ -n "$baseline" ] && subjects=(direct dispatch baseline microsocks dante)
+for s in "${subjects[@]}"; do [ "$s" = direct ] || start "$s"; done
 
 addr_of() { case $1 in direct) echo direct ;; *) eval echo "127.0.0.1:\$p_$1" ;; esac; }
 pid_of() { case $1 in direct) echo "" ;; *) eval echo "\$pid_$1" ;; esac; }
 
-subjects=(direct dispatch microsocks dante)
 tsv=$out/compare.tsv
 : >"$tsv"
 run() { # round subject test command...

@@ -11,11 +11,11 @@ use mio::net::TcpListener;
 use mio::Interest;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::connect::Upstream;
 use super::ctx::Ctx;
 use super::io::{attempt, Outcome, Ready};
 use super::request::Target;
 use super::token::{Handle, Side};
+use super::upstream::Upstream;
 use crate::sys;
 
 /// How long a BIND waits for its incoming connection.

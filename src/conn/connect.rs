@@ -13,24 +13,10 @@ use mio::Interest;
 use super::ctx::Ctx;
 use super::io::{forget, Ready};
 use super::token::{Handle, Side};
+use super::upstream::Upstream;
 use crate::links::Tried;
 use crate::net;
 use crate::socks::Reply;
-
-/// A connected outgoing socket, and the link it left by.
-pub struct Upstream {
-    pub stream: TcpStream,
-    pub ready: Ready,
-    pub link: usize,
-}
-
-impl Upstream {
-    /// Closes the socket and tells the link its connection ended.
-    pub fn close(mut self, ctx: &mut Ctx<'_>) {
-        forget(ctx.registry, &mut self.stream);
-        ctx.links.closed(self.link);
-    }
-}
 
 /// A connect attempt in flight.
 struct Attempt {
@@ -61,12 +47,6 @@ pub enum Next {
     Connected(Upstream),
     /// Every address through every link failed.
     Failed(Reply, Option<io::Error>),
-}
-
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Upstream(link {})", self.link)
-    }
 }
 
 impl Connecting {

@@ -19,6 +19,7 @@
 //! | `udp`       | UDP ASSOCIATE                                                |
 //! | `bind`      | BIND                                                         |
 //! | `reply`     | what the client is told, queued before any relayed byte      |
+//! | `upstream`  | the connected outgoing socket and its link                   |
 //! | `pipe`      | one direction of a relay: a lent ring between two streams    |
 //! | `io`        | the one helper every socket call goes through                |
 //! | `request`   | what a client asked for                                      |
@@ -55,6 +56,7 @@ mod reply;
 mod request;
 mod token;
 mod udp;
+mod upstream;
 
 #[cfg(test)]
 mod tests;
@@ -65,7 +67,7 @@ pub use token::{from_token, Handle, Side};
 pub use udp::BUFFER as UDP_BUFFER;
 
 use bind::Binding;
-use connect::{Connecting, Upstream};
+use connect::Connecting;
 use forward::Forward;
 use handshake::Handshake;
 use io::{Outcome, Ready};
@@ -73,6 +75,7 @@ use relay::Relay;
 use reply::Outbox;
 use request::{Client, HttpRequest, SocksRequest, Target};
 use udp::Assoc;
+use upstream::Upstream;
 
 /// How long a connection that ended with an error reply keeps reading (and
 /// discarding) what the client still sends, so closing does not turn into a
