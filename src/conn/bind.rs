@@ -104,14 +104,10 @@ impl Binding {
                 Outcome::Error(e) => return Next::Failed(e),
             };
             // Another peer could splice itself into the client's stream.
-            if self
-                .expected
-                .is_some_and(|ip| ip != peer.ip().to_canonical())
-            {
+            if let Some(expected) = self.expected.filter(|&ip| ip != peer.ip().to_canonical()) {
                 log::debug!(
-                    "#{} BIND: {peer} is not the expected {}; refused",
-                    conn.id,
-                    self.expected.expect("checked")
+                    "#{} BIND: {peer} is not the expected {expected}; refused",
+                    conn.id
                 );
                 drop(stream);
                 continue;

@@ -71,37 +71,36 @@ impl Connecting {
 
     /// After readiness: whether the attempt in flight connected or failed.
     pub fn poll(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> Next {
-        let Some(attempt) = self.attempt.as_mut() else {
+        let Some(mut attempt) = self
+            .attempt
+            .take_if(|a| a.ready.writable || a.ready.readable)
+        else {
             return Next::Wait;
         };
-        if !(attempt.ready.writable || attempt.ready.readable) {
-            return Next::Wait;
-        }
         match net::connect_result(&attempt.stream) {
             Ok(true) => {
-                let Attempt {
-                    stream,
-                    ready,
-                    link,
-                } = self.attempt.take().expect("checked above");
-                ctx.links.connected(link);
+                ctx.links.connected(attempt.link);
                 Next::Connected(Upstream {
-                    stream,
-                    ready,
-                    link,
+                    stream: attempt.stream,
+                    ready: attempt.ready,
+                    link: attempt.link,
                 })
             }
             Ok(false) => {
                 attempt.ready = Ready::default();
+                self.attempt = Some(attempt);
                 Next::Wait
             }
-            Err(e) => self.attempt_failed(ctx, conn, e),
+            Err(e) => self.attempt_failed(ctx, conn, attempt, e),
         }
     }
 
     /// The attempt in flight took too long.
     pub fn timed_out(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> Next {
-        self.attempt_failed(ctx, conn, io::ErrorKind::TimedOut.into())
+        match self.attempt.take() {
+            Some(a) => self.attempt_failed(ctx, conn, a, io::ErrorKind::TimedOut.into()),
+            None => self.next(ctx, conn),
+        }
     }
 
     /// The client left while connecting: the attempt says nothing of its link.
@@ -112,9 +111,14 @@ impl Connecting {
         }
     }
 
-    /// The attempt in flight failed: blame the link or the target, then go on.
-    fn attempt_failed(&mut self, ctx: &mut Ctx<'_>, conn: Handle, e: io::Error) -> Next {
-        let mut a = self.attempt.take().expect("an attempt was in flight");
+    /// An attempt failed: blame the link or the target, then go on.
+    fn attempt_failed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: Handle,
+        mut a: Attempt,
+        e: io::Error,
+    ) -> Next {
         forget(ctx.registry, &mut a.stream);
         let remote = self.addrs[self.at];
         log::debug!(
@@ -149,7 +153,9 @@ impl Connecting {
             };
             self.tried |= 1 << l;
             let through = ctx.links.get(l);
-            let local = through.ip().expect("picked links have an address");
+            let Some(local) = through.ip() else {
+                continue; // (the selector picks only links with an address)
+            };
             let attempt =
                 net::connect_from(local, through.device(), remote).and_then(|mut stream| {
                     ctx.registry

@@ -205,8 +205,8 @@ impl Forward {
         // Upstream to client: the response head, read whole, then its body.
         moved |=
             fill(upstream, upstream_ready, down, pool).map_err(|e| ("upstream read error", e))?;
-        if self.response.is_none() && down.pending() > 0 {
-            let ring = down.ring.as_mut().expect("has data");
+        let unparsed = down.ring.as_mut().filter(|r| !r.is_empty());
+        if let Some(ring) = unparsed.filter(|_| self.response.is_none()) {
             if ring.data().len() < ring.len() {
                 ring.make_contiguous();
             }

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! Handshake ─► Resolving ─► Connecting ─► Relaying ─► closed
-//!     │            │             │           │  (HTTP keep-alive: back to Handshake)
+//!     │            │             │       or Forwarding (HTTP: back to Handshake)
 //!     │            └─────────────┴───────────┼──► Closing (final reply, linger) ─► closed
 //!     ├─► Associated (UDP ASSOCIATE) ─► closed
 //!     └─► Binding (BIND) ─► Relaying
@@ -111,15 +111,13 @@ struct Pending {
 struct Relaying {
     upstream: Upstream,
     relay: Relay,
-    /// The HTTP forward exchange, for clients using one.
-    fwd: Option<Box<Forward>>,
 }
 
 /// What a finished HTTP forward exchange leaves for the next request: the
 /// exchange (its origin) and, unless the origin misbehaved, its connection.
 struct KeptAlive {
     fwd: Box<Forward>,
-    open: Option<(Upstream, Relay)>,
+    open: Option<Relaying>,
 }
 
 enum State {
@@ -129,6 +127,8 @@ enum State {
     Resolving(Pending),
     Connecting(Connecting, Pending),
     Relaying(Relaying),
+    /// An HTTP forward request's exchange with its origin.
+    Forwarding(Relaying, Box<Forward>),
     /// UDP ASSOCIATE: relaying datagrams while the control connection lives.
     Associated(Box<Assoc>),
     /// BIND: listening for the one incoming connection.
@@ -151,6 +151,7 @@ impl State {
             State::Resolving(_) => "resolving",
             State::Connecting(..) => "connecting",
             State::Relaying(_) => "relaying",
+            State::Forwarding(..) => "forwarding",
             State::Associated(_) => "associated",
             State::Binding(..) => "binding",
             State::Closing { .. } => "closing",
@@ -272,10 +273,10 @@ impl Conn {
                 Some(ready) => ready,
                 None => return,
             },
-            (Side::Upstream, State::Relaying(r)) => &mut r.upstream.ready,
+            (Side::Upstream, State::Relaying(r) | State::Forwarding(r, _)) => &mut r.upstream.ready,
             (Side::Upstream, State::Binding(b, _)) => b.ready_mut(),
             (Side::Upstream, State::Handshake(_, Some(kept))) => match &mut kept.open {
-                Some((upstream, _)) => &mut upstream.ready,
+                Some(r) => &mut r.upstream.ready,
                 None => return,
             },
             (Side::UdpRelay | Side::UdpOut(_), State::Associated(assoc)) => {
@@ -295,6 +296,7 @@ impl Conn {
                 State::Resolving(pending) => self.waiting(State::Resolving(pending)),
                 State::Connecting(c, pending) => self.connecting(ctx, c, pending),
                 State::Relaying(r) => self.relaying(ctx, r),
+                State::Forwarding(r, fwd) => self.forwarding(ctx, r, fwd),
                 State::Associated(assoc) => self.associated(ctx, assoc),
                 State::Binding(b, pending) => self.binding(ctx, b, pending),
                 State::Closing { shut, discarded } => self.closing(shut, discarded),
@@ -357,7 +359,7 @@ impl Conn {
                 let reason = "no connection came to BIND";
                 self.fail(ctx, pending.client, Reply::TtlExpired, reason, None)
             }
-            state @ (State::Relaying(_) | State::Associated(_)) => {
+            state @ (State::Relaying(_) | State::Forwarding(..) | State::Associated(_)) => {
                 (state, Flow::Stop(Progress::Idle))
             }
             state @ (State::Closing { .. } | State::Done) => (state, Flow::Stop(Progress::Close)),
@@ -377,10 +379,7 @@ impl Conn {
         match mem::replace(&mut self.state, State::Done) {
             State::Handshake(_, Some(kept)) => close_kept(ctx, *kept),
             State::Connecting(c, _) => c.abandon(ctx),
-            State::Relaying(mut r) => {
-                r.relay.release(ctx.pool);
-                r.upstream.close(ctx);
-            }
+            State::Relaying(r) | State::Forwarding(r, _) => close_open(ctx, r),
             State::Associated(assoc) => assoc.close(ctx),
             State::Binding(b, _) => b.close(ctx),
             _ => {}
@@ -506,22 +505,29 @@ impl Conn {
         request: SocksRequest,
         pipelined: Vec<u8>,
     ) -> Step {
-        let client = Client::Socks(request.version);
-        self.target = Some(request.target);
-        if request.version == Version::Socks4 && ctx.auth.required() {
-            // SOCKS4 carries no password.
-            let reason = "SOCKS4 refused: authentication is required";
-            return self.fail(ctx, client, Reply::NotAllowed, reason, None);
-        }
+        let SocksRequest {
+            version,
+            command,
+            target,
+        } = request;
+        let client = Client::Socks(version);
         let pending = Pending {
             client,
             pipelined,
             fwd: None,
         };
-        match (request.command, request.version) {
+        if command == Command::Connect && !(version == Version::Socks4 && ctx.auth.required()) {
+            return self.connect(ctx, pending, target);
+        }
+        self.target = Some(target);
+        match (command, version) {
+            (_, Version::Socks4) if ctx.auth.required() => {
+                // SOCKS4 carries no password.
+                let reason = "SOCKS4 refused: authentication is required";
+                self.fail(ctx, client, Reply::NotAllowed, reason, None)
+            }
             (Command::UdpAssociate, Version::Socks5) => self.associate(ctx, client),
             (Command::Bind, _) => self.bind(ctx, pending),
-            (Command::Connect, _) => self.connect(ctx, pending),
             (command, _) => {
                 log::debug!(
                     "#{} {}: {command:?} is not supported",
@@ -544,12 +550,11 @@ impl Conn {
         pipelined: Vec<u8>,
         kept: Option<Box<KeptAlive>>,
     ) -> Step {
-        let reusable = kept.as_ref().is_some_and(|k| {
-            request.authorized && request.forward.is_some() && k.fwd.origin == request.target
-        });
-        let kept = match kept {
-            Some(kept) if reusable => kept,
-            other => {
+        let kept = match (kept, &request.forward) {
+            (Some(kept), Some(_)) if request.authorized && kept.fwd.origin == request.target => {
+                kept
+            }
+            (other, _) => {
                 if let Some(kept) = other {
                     close_kept(ctx, *kept);
                 }
@@ -557,28 +562,26 @@ impl Conn {
             }
         };
         let KeptAlive { mut fwd, open } = *kept;
-        match open {
-            Some((upstream, mut relay))
-                if !upstream.ready.read_closed && !upstream.ready.error && !relay.down.eof =>
+        match (open, request.forward) {
+            (Some(mut r), Some(head))
+                if !r.upstream.ready.read_closed
+                    && !r.upstream.ready.error
+                    && !r.relay.down.eof =>
             {
-                fwd.next_exchange(request.forward.expect("checked above"));
+                fwd.next_exchange(head);
                 if !pipelined.is_empty() {
-                    let ring = relay.up.ring.get_or_insert_with(|| ctx.pool.take());
+                    let ring = r.relay.up.ring.get_or_insert_with(|| ctx.pool.take());
                     ring.push(&pipelined);
-                    self.count(ctx, upstream.link, pipelined.len() as u64, 0);
+                    self.count(ctx, r.upstream.link, pipelined.len() as u64, 0);
                 }
                 self.deadline = None;
-                let r = Relaying {
-                    upstream,
-                    relay,
-                    fwd: Some(fwd),
-                };
-                (State::Relaying(r), Flow::Next)
+                (State::Forwarding(r, fwd), Flow::Next)
             }
-            open => {
+            (open, forward) => {
                 if let Some(open) = open {
                     close_open(ctx, open);
                 }
+                let request = HttpRequest { forward, ..request };
                 self.http_request_anew(ctx, request, pipelined)
             }
         }
@@ -608,38 +611,39 @@ impl Conn {
                 Some(Box::new(Forward::new(request.target.clone(), head))),
             ),
         };
-        self.target = Some(request.target);
         let pending = Pending {
             client,
             pipelined,
             fwd,
         };
-        self.connect(ctx, pending)
+        self.connect(ctx, pending, request.target)
     }
 
     // --- connecting ------------------------------------------------------
 
     /// A CONNECT: to an address at once, or to a name once it resolves.
-    fn connect(&mut self, ctx: &mut Ctx<'_>, pending: Pending) -> Step {
+    fn connect(&mut self, ctx: &mut Ctx<'_>, pending: Pending, target: Target) -> Step {
         let client = pending.client;
-        match self.target.as_ref().expect("set with the request") {
-            Target::Addr(addr) => {
-                let addr = *addr;
-                if !net::is_connectable(addr) || ctx.is_self(addr) {
-                    let reason = "destination not allowed";
-                    self.fail(ctx, client, Reply::NotAllowed, reason, None)
-                } else if ctx.links.can_reach(addr.ip()) {
-                    self.start_connecting(ctx, pending, vec![addr])
-                } else {
-                    self.missing_family(ctx, client)
-                }
+        let lookup = match &target {
+            Target::Addr(addr) => Err(*addr),
+            Target::Name(host, port) => Ok((host.to_string(), *port)),
+        };
+        self.target = Some(target);
+        match lookup {
+            Err(addr) if !net::is_connectable(addr) || ctx.is_self(addr) => {
+                let reason = "destination not allowed";
+                self.fail(ctx, client, Reply::NotAllowed, reason, None)
             }
-            Target::Name(host, port) => {
+            Err(addr) if ctx.links.can_reach(addr.ip()) => {
+                self.start_connecting(ctx, pending, vec![addr])
+            }
+            Err(_) => self.missing_family(ctx, client),
+            Ok((host, port)) => {
                 ctx.resolver.submit(Job {
                     key: self.handle.key,
                     id: self.handle.id,
-                    host: host.to_string(),
-                    port: *port,
+                    host,
+                    port,
                     deadline: ctx.now + ctx.timeouts.connect,
                 });
                 self.arm(ctx, ctx.timeouts.connect);
@@ -748,12 +752,11 @@ impl Conn {
         // Payload the client pipelined behind its request counts as relayed.
         let relay = Relay::new(&pending.pipelined, ctx.pool);
         self.count(ctx, upstream.link, pending.pipelined.len() as u64, 0);
-        let r = Relaying {
-            upstream,
-            relay,
-            fwd: pending.fwd,
-        };
-        (State::Relaying(r), Flow::Next)
+        let r = Relaying { upstream, relay };
+        match pending.fwd {
+            None => (State::Relaying(r), Flow::Next),
+            Some(fwd) => (State::Forwarding(r, fwd), Flow::Next),
+        }
     }
 
     fn missing_family(&mut self, ctx: &mut Ctx<'_>, client: Client) -> Step {
@@ -784,25 +787,34 @@ impl Conn {
             return self.broken(State::Relaying(r), "client write error", e);
         }
         let (up_before, down_before) = (r.relay.up.bytes, r.relay.down.bytes);
-        let client = (&mut self.client, &mut self.client_ready);
-        let upstream = (&mut r.upstream.stream, &mut r.upstream.ready);
-        let outcome = match r.fwd.as_mut() {
-            None => Ok(r.relay.run(client, upstream, ctx.pool)),
-            Some(fwd) => Err(match r.relay.socket_errors(client, upstream) {
-                Some(relay::Step::Broken(what, e)) => forward::Next::Broken(what, e),
-                _ => {
-                    let client = (&mut self.client, &mut self.client_ready);
-                    let upstream = (&mut r.upstream.stream, &mut r.upstream.ready);
-                    fwd.run(
-                        client,
-                        upstream,
-                        &mut r.relay.up,
-                        &mut r.relay.down,
-                        ctx.pool,
-                    )
+        let step = r.relay.run(
+            (&mut self.client, &mut self.client_ready),
+            (&mut r.upstream.stream, &mut r.upstream.ready),
+            ctx.pool,
+        );
+        self.count_relayed(ctx, &mut r, up_before, down_before);
+        match step {
+            relay::Step::Idle => (State::Relaying(r), Flow::Stop(Progress::Idle)),
+            relay::Step::Yield => (State::Relaying(r), Flow::Stop(Progress::Yield)),
+            relay::Step::Done => {
+                if self.reason.is_empty() {
+                    self.reason = "done";
                 }
-            }),
-        };
+                (State::Relaying(r), Flow::Stop(Progress::Close))
+            }
+            relay::Step::Broken(what, e) => self.broken(State::Relaying(r), what, e),
+        }
+    }
+
+    /// Counts what a relay moved since `up_before`/`down_before`, and takes
+    /// its note of why the target's side ended.
+    fn count_relayed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        r: &mut Relaying,
+        up_before: u64,
+        down_before: u64,
+    ) {
         let (up, down) = (
             r.relay.up.bytes - up_before,
             r.relay.down.bytes - down_before,
@@ -811,28 +823,36 @@ impl Conn {
         if let Some((reason, e)) = r.relay.note.take() {
             (self.reason, self.error) = (reason, Some(e));
         }
-        match outcome {
-            Ok(relay::Step::Idle) => (State::Relaying(r), Flow::Stop(Progress::Idle)),
-            Ok(relay::Step::Yield) => (State::Relaying(r), Flow::Stop(Progress::Yield)),
-            Ok(relay::Step::Done) => {
-                if self.reason.is_empty() {
-                    self.reason = "done";
-                }
-                (State::Relaying(r), Flow::Stop(Progress::Close))
-            }
-            Ok(relay::Step::Broken(what, e)) => self.broken(State::Relaying(r), what, e),
-            Err(next) => self.forwarding(ctx, r, next),
-        }
     }
 
-    /// Acts on what an HTTP forward exchange came to.
-    fn forwarding(&mut self, ctx: &mut Ctx<'_>, r: Relaying, next: forward::Next) -> Step {
-        let answered = r.fwd.as_ref().is_some_and(|f| f.answered());
-        let failed = match next {
-            forward::Next::Idle => return (State::Relaying(r), Flow::Stop(Progress::Idle)),
-            forward::Next::Yield => return (State::Relaying(r), Flow::Stop(Progress::Yield)),
-            forward::Next::Broken(what, e) => return self.broken(State::Relaying(r), what, e),
-            forward::Next::Done => return self.exchange_done(ctx, r),
+    /// Moves an HTTP forward exchange on, and acts on what it came to.
+    fn forwarding(&mut self, ctx: &mut Ctx<'_>, mut r: Relaying, mut fwd: Box<Forward>) -> Step {
+        if let Err(e) = self.flush_outbox() {
+            return self.broken(State::Forwarding(r, fwd), "client write error", e);
+        }
+        let client = (&mut self.client, &mut self.client_ready);
+        let upstream = (&mut r.upstream.stream, &mut r.upstream.ready);
+        if let Some(relay::Step::Broken(what, e)) = r.relay.socket_errors(client, upstream) {
+            return self.broken(State::Forwarding(r, fwd), what, e);
+        }
+        let (up_before, down_before) = (r.relay.up.bytes, r.relay.down.bytes);
+        let next = fwd.run(
+            (&mut self.client, &mut self.client_ready),
+            (&mut r.upstream.stream, &mut r.upstream.ready),
+            &mut r.relay.up,
+            &mut r.relay.down,
+            ctx.pool,
+        );
+        self.count_relayed(ctx, &mut r, up_before, down_before);
+        let (status, detail, reason) = match next {
+            forward::Next::Idle => return (State::Forwarding(r, fwd), Flow::Stop(Progress::Idle)),
+            forward::Next::Yield => {
+                return (State::Forwarding(r, fwd), Flow::Stop(Progress::Yield))
+            }
+            forward::Next::Broken(what, e) => {
+                return self.broken(State::Forwarding(r, fwd), what, e)
+            }
+            forward::Next::Done => return self.exchange_done(ctx, r, fwd),
             forward::Next::Failed(status, what) => (status, what, what),
             forward::Next::ClientLeft => (
                 400,
@@ -840,28 +860,22 @@ impl Conn {
                 "client closed during its request body",
             ),
         };
-        let (status, detail, reason) = failed;
         self.reason = reason;
-        if answered {
-            return (State::Relaying(r), Flow::Stop(Progress::Close));
+        if fwd.answered() {
+            return (State::Forwarding(r, fwd), Flow::Stop(Progress::Close));
         }
         // Nothing of the origin's reached the client: drop what it sent
         // and answer for it.
-        close_open(ctx, (r.upstream, r.relay));
+        close_open(ctx, r);
         self.outbox.http_error(status, detail, "");
         (self.enter_closing(ctx), Flow::Next)
     }
 
     /// A forward exchange ended: close, or wait for the next request.
-    fn exchange_done(&mut self, ctx: &mut Ctx<'_>, r: Relaying) -> Step {
-        let Relaying {
-            upstream,
-            mut relay,
-            fwd,
-        } = r;
-        let fwd = fwd.expect("forwarding");
+    fn exchange_done(&mut self, ctx: &mut Ctx<'_>, mut r: Relaying, fwd: Box<Forward>) -> Step {
         // What the client sent after this request, and whether it closed.
-        let leftover = relay
+        let leftover = r
+            .relay
             .up
             .ring
             .as_mut()
@@ -870,9 +884,9 @@ impl Conn {
                 ring.data().to_vec()
             })
             .unwrap_or_default();
-        let client_eof = relay.up.eof;
-        relay.up.release(ctx.pool);
-        let open = if relay.down.pending() > 0 {
+        let client_eof = r.relay.up.eof;
+        r.relay.up.release(ctx.pool);
+        let open = if r.relay.down.pending() > 0 {
             // The origin sent more than its response: it cannot be
             // trusted with the next request.
             log::debug!(
@@ -880,10 +894,10 @@ impl Conn {
                 self.handle.id
             );
             self.local = None;
-            close_open(ctx, (upstream, relay));
+            close_open(ctx, r);
             None
         } else {
-            Some((upstream, relay))
+            Some(r)
         };
         if fwd.closes() || (client_eof && leftover.is_empty()) {
             self.reason = "done";
@@ -1102,7 +1116,7 @@ fn close_kept(ctx: &mut Ctx<'_>, kept: KeptAlive) {
     }
 }
 
-fn close_open(ctx: &mut Ctx<'_>, (upstream, mut relay): (Upstream, Relay)) {
-    relay.release(ctx.pool);
-    upstream.close(ctx);
+fn close_open(ctx: &mut Ctx<'_>, mut r: Relaying) {
+    r.relay.release(ctx.pool);
+    r.upstream.close(ctx);
 }

@@ -510,7 +510,7 @@ fn http_forward_exchange_done_waits_for_the_next_request_then_idles_out() {
         "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n"
     )
     .unwrap();
-    rig.run_until(&mut conn, "relaying");
+    rig.run_until(&mut conn, "forwarding");
     let (mut server, _) = origin.accept().unwrap();
     server
         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
