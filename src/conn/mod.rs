@@ -15,6 +15,7 @@
 //! | `handshake` | sniff, SOCKS5/4/4a and HTTP heads, credentials               |
 //! | `connect`   | link choice, failover across links and addresses             |
 //! | `relay`     | bytes both ways: half-close, back-pressure, resets           |
+//! | `closing`   | after a final reply: EOF, then linger for the client's       |
 //! | `forward`   | HTTP forward proxying: one exchange at a time, keep-alive    |
 //! | `udp`       | UDP ASSOCIATE                                                |
 //! | `bind`      | BIND                                                         |
@@ -44,6 +45,7 @@ use crate::net;
 use crate::socks::{Command, Reply, Version};
 
 mod bind;
+mod closing;
 mod connect;
 mod ctx;
 mod forward;
@@ -67,26 +69,16 @@ pub use token::{from_token, Handle, Side};
 pub use udp::BUFFER as UDP_BUFFER;
 
 use bind::Binding;
+use closing::Linger;
 use connect::Connecting;
 use forward::Forward;
 use handshake::Handshake;
-use io::{Outcome, Ready};
+use io::Ready;
 use relay::Relay;
 use reply::Outbox;
 use request::{Client, HttpRequest, SocksRequest, Target};
 use udp::Assoc;
 use upstream::Upstream;
-
-/// How long a connection that ended with an error reply keeps reading (and
-/// discarding) what the client still sends, so closing does not turn into a
-/// reset that destroys the reply before the client reads it.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// At most this much is read and thrown away while lingering.
-const LINGER_DISCARD_MAX: usize = 64 * 1024;
-
-/// Reads of a UDP association's control connection per turn.
-const CONTROL_READS: usize = 64;
 
 /// What the reactor should do with a connection after calling it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,13 +125,9 @@ enum State {
     Associated(Box<Assoc>),
     /// BIND: listening for the one incoming connection.
     Binding(Binding, Pending),
-    /// A final reply is going out; then what the client still sends is read
-    /// and discarded until its EOF or [`LINGER`].
-    Closing {
-        /// EOF was sent (after the reply).
-        shut: bool,
-        discarded: usize,
-    },
+    /// A final reply is going out; then the connection lingers until the
+    /// client's EOF or [`closing::LINGER`].
+    Closing(Linger),
     /// Between two states while a transition runs; never seen from outside.
     Done,
 }
@@ -154,7 +142,7 @@ impl State {
             State::Forwarding(..) => "forwarding",
             State::Associated(_) => "associated",
             State::Binding(..) => "binding",
-            State::Closing { .. } => "closing",
+            State::Closing(_) => "closing",
             State::Done => "done",
         }
     }
@@ -299,7 +287,7 @@ impl Conn {
                 State::Forwarding(r, fwd) => self.forwarding(ctx, r, fwd),
                 State::Associated(assoc) => self.associated(ctx, assoc),
                 State::Binding(b, pending) => self.binding(ctx, b, pending),
-                State::Closing { shut, discarded } => self.closing(shut, discarded),
+                State::Closing(linger) => self.closing(linger),
                 State::Done => (State::Done, Flow::Stop(Progress::Close)),
             };
             self.set_state(next);
@@ -362,7 +350,7 @@ impl Conn {
             state @ (State::Relaying(_) | State::Forwarding(..) | State::Associated(_)) => {
                 (state, Flow::Stop(Progress::Idle))
             }
-            state @ (State::Closing { .. } | State::Done) => (state, Flow::Stop(Progress::Close)),
+            state @ (State::Closing(_) | State::Done) => (state, Flow::Stop(Progress::Close)),
         };
         self.set_state(next);
         match flow {
@@ -957,25 +945,15 @@ impl Conn {
         if let Err(e) = self.flush_outbox() {
             return self.broken(State::Associated(assoc), "client write error", e);
         }
-        // The control connection carries nothing more; its end is the end.
-        // (What a client sends on it anyway is read and dropped, a little
-        // at a time, so it cannot hold the loop.)
-        let mut sink = [0u8; 512];
-        for _ in 0..CONTROL_READS {
-            if !self.client_ready.readable {
-                break;
+        match udp::drain_control(&mut self.client, &mut self.client_ready) {
+            udp::Control::Open => {}
+            udp::Control::Closed => {
+                self.reason = "control connection closed";
+                return (State::Associated(assoc), Flow::Stop(Progress::Close));
             }
-            match io::read(&mut self.client, &mut sink) {
-                Outcome::Continue(_) => {}
-                Outcome::Closed => {
-                    self.reason = "control connection closed";
-                    return (State::Associated(assoc), Flow::Stop(Progress::Close));
-                }
-                Outcome::WouldBlock => self.client_ready.readable = false,
-                Outcome::Reset(e) | Outcome::Error(e) => {
-                    let what = "control connection error";
-                    return self.broken(State::Associated(assoc), what, e);
-                }
+            udp::Control::Failed(e) => {
+                let what = "control connection error";
+                return self.broken(State::Associated(assoc), what, e);
             }
         }
         let (busy, up, down) = assoc.run(ctx, self.handle);
@@ -1050,42 +1028,26 @@ impl Conn {
     }
 
     fn enter_closing(&mut self, ctx: &mut Ctx<'_>) -> State {
-        self.arm(ctx, LINGER);
-        State::Closing {
-            shut: false,
-            discarded: 0,
-        }
+        self.arm(ctx, closing::LINGER);
+        State::Closing(Linger::default())
     }
 
-    /// Sends the final reply and EOF, then reads and drops what the client
-    /// still sends, until it closes too, but not without end.
-    fn closing(&mut self, mut shut: bool, mut discarded: usize) -> Step {
-        let closing = |shut, discarded| State::Closing { shut, discarded };
+    /// Sends the final reply, then lingers (see `closing.rs`).
+    fn closing(&mut self, mut linger: Linger) -> Step {
         if let Err(e) = self.flush_outbox() {
-            return self.broken(closing(shut, discarded), "client write error", e);
+            return self.broken(State::Closing(linger), "client write error", e);
         }
         if !self.outbox.is_empty() {
-            return (closing(shut, discarded), Flow::Stop(Progress::Idle));
+            return (State::Closing(linger), Flow::Stop(Progress::Idle));
         }
-        if !shut {
-            shut = true;
-            let _ = self.client.shutdown(std::net::Shutdown::Write);
-        }
-        let mut sink = [0u8; 4096];
-        while self.client_ready.readable {
-            if discarded >= LINGER_DISCARD_MAX {
+        match linger.run(&mut self.client, &mut self.client_ready) {
+            closing::Next::Wait => (State::Closing(linger), Flow::Stop(Progress::Idle)),
+            closing::Next::Done => (State::Closing(linger), Flow::Stop(Progress::Close)),
+            closing::Next::Flooded => {
                 self.reason = "client kept sending after the final reply";
-                return (closing(shut, discarded), Flow::Stop(Progress::Close));
-            }
-            match io::read(&mut self.client, &mut sink) {
-                Outcome::Continue(n) => discarded += n,
-                Outcome::WouldBlock => self.client_ready.readable = false,
-                Outcome::Closed | Outcome::Reset(_) | Outcome::Error(_) => {
-                    return (closing(shut, discarded), Flow::Stop(Progress::Close))
-                }
+                (State::Closing(linger), Flow::Stop(Progress::Close))
             }
         }
-        (closing(shut, discarded), Flow::Stop(Progress::Idle))
     }
 
     /// A state that only waits (for a DNS answer), flushing replies.

@@ -403,7 +403,7 @@ fn closing_client_that_keeps_sending_is_cut_off() {
     let (mut conn, mut client) = rig.accept();
     client.write_all(&[5, 1, 0x80]).unwrap();
     rig.run_until(&mut conn, "closing");
-    let flood = vec![0u8; LINGER_DISCARD_MAX + 4096];
+    let flood = vec![0u8; closing::LINGER_DISCARD_MAX + 4096];
     let writer = std::thread::spawn(move || {
         let _ = client.write_all(&flood);
         client

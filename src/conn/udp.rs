@@ -23,7 +23,7 @@ use mio::{Interest, Registry};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::ctx::Ctx;
-use super::io::{attempt, Outcome};
+use super::io::{attempt, read, Outcome, Ready};
 use super::token::{Handle, Side};
 use crate::dns::Job;
 use crate::net;
@@ -94,6 +94,34 @@ impl Assoc {
             let _ = registry.deregister(socket);
         }
     }
+}
+
+/// What an association's control connection did.
+#[derive(Debug)]
+pub enum Control {
+    Open,
+    /// Its EOF: the association ends.
+    Closed,
+    Failed(io::Error),
+}
+
+/// The control connection carries nothing more; its end is the end. What
+/// a client sends on it anyway is read and dropped, a little at a time
+/// ([`BURST`] reads a turn), so it cannot hold the loop.
+pub fn drain_control(client: &mut impl io::Read, ready: &mut Ready) -> Control {
+    let mut sink = [0u8; 512];
+    for _ in 0..BURST {
+        if !ready.readable {
+            break;
+        }
+        match read(client, &mut sink) {
+            Outcome::Continue(_) => {}
+            Outcome::Closed => return Control::Closed,
+            Outcome::WouldBlock => ready.readable = false,
+            Outcome::Reset(e) | Outcome::Error(e) => return Control::Failed(e),
+        }
+    }
+    Control::Open
 }
 
 /// Why an association could not start.
