@@ -286,3 +286,166 @@ fn frame_error(
         Broken::Io(io_what, e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::io::Ready;
+    use super::super::testio::Mem;
+    use super::*;
+
+    const HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: o\r\n\r\n";
+
+    struct Exchange {
+        fwd: Forward,
+        client: Mem,
+        origin: Mem,
+        up: Pipe,
+        down: Pipe,
+        pool: RingPool,
+    }
+
+    impl Exchange {
+        fn new(method: &str, body: http::Body) -> Exchange {
+            let head = ForwardHead {
+                head: HEAD.to_vec(),
+                method: method.into(),
+                body,
+                close: false,
+            };
+            Exchange {
+                fwd: Forward::new(Target::Name("o".into(), 80), head),
+                client: Mem::new(usize::MAX),
+                origin: Mem::new(usize::MAX),
+                up: Pipe::default(),
+                down: Pipe::default(),
+                pool: RingPool::new(256, 4),
+            }
+        }
+
+        fn run(&mut self) -> Next {
+            let (mut cr, mut or) = (Ready::BOTH, Ready::BOTH);
+            self.fwd.run(
+                (&mut self.client, &mut cr),
+                (&mut self.origin, &mut or),
+                &mut self.up,
+                &mut self.down,
+                &mut self.pool,
+            )
+        }
+
+        /// Runs until it stops moving; what reached the origin and the client.
+        fn settle(&mut self) -> (Next, Vec<u8>, Vec<u8>) {
+            let (mut to_origin, mut to_client) = (Vec::new(), Vec::new());
+            loop {
+                let next = self.run();
+                let moved = !self.origin.written.is_empty() || !self.client.written.is_empty();
+                to_origin.extend(self.origin.drain_written());
+                to_client.extend(self.client.drain_written());
+                if !matches!(next, Next::Idle | Next::Yield) || !moved {
+                    return (next, to_origin, to_client);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn request_head_then_sized_response_ends_the_exchange() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.origin
+            .send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        let (next, to_origin, to_client) = x.settle();
+        assert!(matches!(next, Next::Done), "{next:?}");
+        assert_eq!(to_origin, HEAD);
+        assert!(to_client.ends_with(b"\r\n\r\nhello"));
+        assert!(x.fwd.answered());
+        assert!(!x.fwd.closes());
+    }
+
+    #[test]
+    fn request_body_is_framed_and_the_next_request_stays_behind() {
+        let mut x = Exchange::new("POST", http::Body::Length(4));
+        x.client.send(b"bodyGET /next");
+        x.origin.send(b"HTTP/1.1 204 No Content\r\n\r\n");
+        let (next, to_origin, _) = x.settle();
+        assert!(matches!(next, Next::Done), "{next:?}");
+        assert_eq!(&to_origin[HEAD.len()..], b"body");
+        assert_eq!(x.up.pending(), 9, "the next request waits in the ring");
+    }
+
+    #[test]
+    fn chunked_response_ends_at_its_last_chunk() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.origin
+            .send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+        let (next, _, to_client) = x.settle();
+        assert!(matches!(next, Next::Done), "{next:?}");
+        assert!(to_client.ends_with(b"0\r\n\r\n"));
+    }
+
+    #[test]
+    fn close_delimited_response_ends_at_the_origins_eof_and_closes() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.origin.send(b"HTTP/1.1 200 OK\r\n\r\nuntil close");
+        x.origin.eof = true;
+        let (next, _, to_client) = x.settle();
+        assert!(matches!(next, Next::Done), "{next:?}");
+        assert!(to_client.ends_with(b"until close"));
+        assert!(x.fwd.closes());
+    }
+
+    #[test]
+    fn interim_100_continue_is_passed_on_before_the_real_response() {
+        let mut x = Exchange::new("POST", http::Body::Length(2));
+        x.origin
+            .send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        x.client.send(b"hi");
+        let (next, _, to_client) = x.settle();
+        assert!(matches!(next, Next::Done), "{next:?}");
+        let text = String::from_utf8(to_client).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn malformed_response_fails_with_502_before_anything_reached_the_client() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.origin.send(b"NOT HTTP AT ALL\r\n\r\n");
+        let (next, _, to_client) = x.settle();
+        assert!(matches!(next, Next::Failed(502, _)), "{next:?}");
+        assert!(to_client.is_empty());
+        assert!(!x.fwd.answered());
+    }
+
+    #[test]
+    fn origin_closing_mid_response_fails_with_502() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.origin
+            .send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort");
+        x.origin.eof = true;
+        let (next, _, _) = x.settle();
+        assert!(matches!(next, Next::Failed(502, _)), "{next:?}");
+        assert!(x.fwd.answered(), "part of the response went out");
+    }
+
+    #[test]
+    fn client_leaving_mid_body_is_told_apart() {
+        let mut x = Exchange::new("POST", http::Body::Length(10));
+        x.client.send(b"part");
+        x.client.eof = true;
+        let (next, _, _) = x.settle();
+        assert!(matches!(next, Next::ClientLeft), "{next:?}");
+    }
+
+    #[test]
+    fn origin_reset_is_a_broken_exchange() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.origin.reset = true;
+        let (next, _, _) = x.settle();
+        assert!(
+            matches!(next, Next::Broken("upstream read error", _)),
+            "{next:?}"
+        );
+    }
+}

@@ -61,6 +61,8 @@ mod udp;
 mod upstream;
 
 #[cfg(test)]
+mod testio;
+#[cfg(test)]
 mod tests;
 
 pub use ctx::{Ctx, Timeouts, Timers};

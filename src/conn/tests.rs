@@ -558,3 +558,75 @@ fn events_of_a_closed_connection_are_not_taken_by_the_next_one_on_its_key() {
     assert!(reused.owns(reused.handle.token(Side::Client)));
     rig.close(reused);
 }
+
+#[test]
+fn associated_datagrams_go_out_by_the_link_and_replies_come_back_with_a_header() {
+    use std::net::UdpSocket;
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = in_request(&mut rig);
+    let udp_client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let port = udp_client.local_addr().unwrap().port().to_be_bytes();
+    client
+        .write_all(&[5, 3, 0, 1, 127, 0, 0, 1, port[0], port[1]])
+        .unwrap();
+    rig.run_until(&mut conn, "associated");
+    let reply = read_exact(&mut client, 10);
+    let relay = SocketAddr::from(([127, 0, 0, 1], u16::from_be_bytes([reply[8], reply[9]])));
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    echo.set_read_timeout(Some(PATIENCE)).unwrap();
+    let dest = echo.local_addr().unwrap();
+    let mut datagram = vec![0, 0, 0, 1, 127, 0, 0, 1];
+    datagram.extend_from_slice(&dest.port().to_be_bytes());
+    datagram.extend_from_slice(b"ping");
+    udp_client.send_to(&datagram, relay).unwrap();
+    let echoed = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let (n, from) = echo.recv_from(&mut buf).unwrap();
+        echo.send_to(b"pong", from).unwrap();
+        let (m, _) = udp_client.recv_from(&mut buf[n..]).unwrap();
+        (buf[..n].to_vec(), buf[n..n + m].to_vec())
+    });
+    let (at_dest, at_client) = rig.run_beside(&mut conn, echoed);
+    assert_eq!(at_dest, b"ping");
+    assert_eq!(
+        &at_client[..10],
+        &datagram[..10],
+        "the header names the source"
+    );
+    assert_eq!(&at_client[10..], b"pong");
+    assert_eq!((conn.bytes_up, conn.bytes_down), (4, 4));
+    drop(client);
+    rig.close(conn);
+}
+
+#[test]
+fn binding_refuses_a_peer_other_than_the_expected_one() {
+    let mut rig = Rig::new();
+    let (mut conn, mut client) = in_request(&mut rig);
+    // Expect a peer at 127.0.0.9; the one that comes is 127.0.0.1.
+    client.write_all(&[5, 2, 0, 1, 127, 0, 0, 9, 0, 0]).unwrap();
+    rig.run_until(&mut conn, "binding");
+    let first = read_exact(&mut client, 10);
+    let port = u16::from_be_bytes([first[8], first[9]]);
+    let stranger = StdStream::connect(("127.0.0.1", port)).unwrap();
+    stranger.set_read_timeout(Some(PATIENCE)).unwrap();
+    let refused = std::thread::spawn(move || {
+        // EOF or a reset says it was refused; a timeout would not.
+        match (&stranger).read(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    });
+    assert!(
+        rig.run_beside(&mut conn, refused),
+        "the stranger was closed"
+    );
+    assert_eq!(
+        conn.state.name(),
+        "binding",
+        "still waiting for the right one"
+    );
+    rig.close(conn);
+}
