@@ -10,6 +10,7 @@
 //! | `auth`      | credentials, Basic headers, client address ranges             | no   |
 //! | `ring`      | fixed-capacity byte ring and the free list rings come from    | no   |
 //! | `wrr`       | smooth weighted round robin                                   | no   |
+//! | `eyeballs`  | Happy Eyeballs: address order, attempt delay, family memory   | no   |
 //! | `links`     | the links: selection per family, health, addresses, counters  | no   |
 //! | `conn`      | one client connection's state machine and its relay           | sockets given to it |
 //! | `reactor`   | the mio event loop: accept, route events, deadlines, DNS      | yes  |
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod dns;
+pub mod eyeballs;
 pub mod http;
 pub mod iface;
 pub mod links;

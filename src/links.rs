@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
+use crate::eyeballs::Families;
 use crate::iface::Interface;
 use crate::sys::Device;
 use crate::wrr::Selector;
@@ -82,6 +83,8 @@ pub struct Link {
     weight: NonZeroU32,
     state: State,
     failures_in_row: u32,
+    /// Smoothed time a connect through it takes (about one round trip).
+    srtt: Option<Duration>,
     pub stats: Stats,
 }
 
@@ -106,6 +109,11 @@ impl Link {
         self.ipv6
     }
 
+    /// Smoothed connect time, once a connection through it was measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
     /// `eth0 192.168.1.5`, or the address alone when no interface is known.
     pub fn label(&self) -> String {
         let ip = self.ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
@@ -123,6 +131,8 @@ pub struct Links {
     v6: Selector<usize>,
     /// A link failed: the interfaces should be re-read soon.
     refresh: bool,
+    /// Which address family leads when a name has both (Happy Eyeballs).
+    pub families: Families,
 }
 
 /// A set of link indices (links tried by one connection attempt).
@@ -150,6 +160,7 @@ impl Links {
                 weight: spec.weight,
                 state: State::Up,
                 failures_in_row: 0,
+                srtt: None,
                 stats: Stats::default(),
             })
             .collect();
@@ -167,6 +178,7 @@ impl Links {
             v6: family(true),
             links,
             refresh: false,
+            families: Families::default(),
         }
     }
 
@@ -244,6 +256,20 @@ impl Links {
             link.state = State::Up;
             log::info!("link {} up", link.label());
         }
+    }
+
+    /// A connect through link `i` took `rtt` (SYN to SYN-ACK, about one
+    /// round trip): smoothed as TCP does (RFC 6298, gain 1/8).
+    pub fn observe_connect(&mut self, i: usize, rtt: Duration) {
+        let link = &mut self.links[i];
+        link.srtt = Some(link.srtt.map_or(rtt, |s| (s * 7 + rtt) / 8));
+    }
+
+    /// Whether some link of the family is up (or on trial) with an address.
+    pub fn family_up(&self, ipv6: bool) -> bool {
+        self.links
+            .iter()
+            .any(|l| l.ipv6 == ipv6 && l.ip.is_some() && !matches!(l.state, State::Down { .. }))
     }
 
     /// The target refused (or the like): the link itself works.

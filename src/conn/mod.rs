@@ -259,7 +259,7 @@ impl Conn {
     pub fn on_event(&mut self, side: Side, event: &Event) {
         let ready = match (side, &mut self.state) {
             (Side::Client, _) => &mut self.client_ready,
-            (Side::Upstream, State::Connecting(c, _)) => match c.ready_mut() {
+            (Side::Upstream | Side::Racer, State::Connecting(c, _)) => match c.ready_mut(side) {
                 Some(ready) => ready,
                 None => return,
             },
@@ -341,7 +341,7 @@ impl Conn {
                 None,
             ),
             State::Connecting(mut c, pending) => {
-                let next = c.timed_out(ctx, self.handle);
+                let next = c.on_timer(ctx, self.handle, ctx.timeouts.connect);
                 self.connect_step(ctx, c, pending, next)
             }
             State::Binding(b, pending) => {
@@ -424,10 +424,16 @@ impl Conn {
     }
 
     fn arm(&mut self, ctx: &mut Ctx<'_>, after: Duration) {
-        let at = ctx.now + after;
-        self.deadline = Some(at);
-        ctx.timers
-            .push(std::cmp::Reverse((at, self.handle.key, self.handle.id)));
+        self.arm_at(ctx, ctx.now + after);
+    }
+
+    /// Sets the deadline to `at`, unless it already is.
+    fn arm_at(&mut self, ctx: &mut Ctx<'_>, at: Instant) {
+        if self.deadline != Some(at) {
+            self.deadline = Some(at);
+            ctx.timers
+                .push(std::cmp::Reverse((at, self.handle.key, self.handle.id)));
+        }
     }
 
     // --- handshake -------------------------------------------------------
@@ -712,10 +718,11 @@ impl Conn {
         next: connect::Next,
     ) -> Step {
         match next {
-            connect::Next::Wait => (State::Connecting(c, pending), Flow::Stop(Progress::Idle)),
-            connect::Next::Started => {
-                self.arm(ctx, ctx.timeouts.connect);
-                (State::Connecting(c, pending), Flow::Next)
+            connect::Next::Wait => {
+                if let Some(at) = c.deadline(ctx.timeouts.connect) {
+                    self.arm_at(ctx, at);
+                }
+                (State::Connecting(c, pending), Flow::Stop(Progress::Idle))
             }
             connect::Next::Connected(upstream) => {
                 self.local = upstream.stream.local_addr().ok();

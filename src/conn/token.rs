@@ -19,9 +19,13 @@ pub enum Side {
     UdpRelay,
     /// The outgoing UDP socket of an association through link `n`.
     UdpOut(u8),
+    /// A second connect attempt racing the first (Happy Eyeballs).
+    Racer,
 }
 
 const SIDE_BITS: u32 = 8;
+/// The side code of [`Side::Racer`], past every `UdpOut` (at most 64 links).
+const RACER: usize = 255;
 const GEN_BITS: u32 = if usize::BITS >= 64 { 16 } else { 4 };
 const GEN_MASK: usize = (1 << GEN_BITS) - 1;
 
@@ -41,6 +45,7 @@ impl Handle {
             Side::Upstream => 1,
             Side::UdpRelay => 2,
             Side::UdpOut(n) => 3 + n as usize,
+            Side::Racer => RACER,
         };
         Token((self.key << (GEN_BITS + SIDE_BITS)) | (generation(self.id) << SIDE_BITS) | code)
     }
@@ -73,6 +78,7 @@ pub fn from_token(token: Token) -> (usize, Side) {
         0 => Side::Client,
         1 => Side::Upstream,
         2 => Side::UdpRelay,
+        RACER => Side::Racer,
         n => Side::UdpOut((n - 3) as u8),
     };
     (key, side)
@@ -82,7 +88,8 @@ pub fn from_token(token: Token) -> (usize, Side) {
 mod tests {
     use super::*;
 
-    const SIDES: [Side; 5] = [
+    const SIDES: [Side; 6] = [
+        Side::Racer,
         Side::Client,
         Side::Upstream,
         Side::UdpRelay,
