@@ -968,12 +968,31 @@ pub fn is_root() -> bool {
     line.split_whitespace().nth(2) == Some("0")
 }
 
-/// True if the test may run; otherwise prints the NOT RUN line.
+/// The variable `.ci/run` sets: where every test must run, a skip fails.
+pub const REQUIRE_ALL: &str = "DISPATCH_TEST_REQUIRE_ALL";
+
+/// The one way a test says it does not run. The line goes to the process's
+/// real stderr (descriptor 2, unbuffered), which the harness does not
+/// capture, so `cargo test` shows it even though the test then passes.
+/// With `DISPATCH_TEST_REQUIRE_ALL` set (not empty, not "0"), as `.ci/run`
+/// does, the skip is a failure instead, with the same reason.
+pub fn not_run(test: &str, why: &str) {
+    let line = format!("NOT RUN: {test} {why}");
+    let required = std::env::var_os(REQUIRE_ALL).is_some_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{line}, and {REQUIRE_ALL} is set: this test must run here"
+    );
+    // `eprintln!` goes into the harness's capture, `io::stderr()` does not.
+    let _ = writeln!(io::stderr(), "{line}");
+}
+
+/// True if the test may run; otherwise says NOT RUN (see [`not_run`]).
 pub fn require_root(test: &str) -> bool {
     if is_root() {
         true
     } else {
-        eprintln!("NOT RUN: {test} needs root (network namespaces)");
+        not_run(test, "needs root (network namespaces)");
         false
     }
 }
