@@ -108,7 +108,9 @@ fn text(buf: &Buf) -> String {
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
+        // An error (never seen) counts as still running: this must not
+        // panic, `Proxy::drop` calls it while unwinding.
+        if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
         if Instant::now() >= deadline {
@@ -322,25 +324,23 @@ impl Proxy {
         }
     }
 
-    fn stop(&mut self) -> Option<Finished> {
+    /// SIGTERM and wait (SIGKILL after 10 s). `Err` says what went wrong;
+    /// never panics, so that it is safe from `drop` while unwinding.
+    fn stop(&mut self) -> Option<Result<Finished, String>> {
         let mut child = self.child.take()?;
-        let status = match child.try_wait().expect("try_wait") {
-            Some(status) => status,
-            None => {
-                sigterm(self.pid);
+        let status = match child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            _ => {
+                // A failed kill shows up as the timeout below.
+                let _ = Command::new("kill")
+                    .args(["-TERM", &self.pid.to_string()])
+                    .status();
                 match wait_timeout(&mut child, Duration::from_secs(10)) {
-                    Some(status) => status,
+                    Some(status) => Ok(status),
                     None => {
                         sigkill(self.pid);
                         let _ = child.wait();
-                        for r in self.readers.drain(..) {
-                            let _ = r.join();
-                        }
-                        panic!(
-                            "proxy did not exit within 10 s of SIGTERM\n--- stdout:\n{}\n--- stderr:\n{}",
-                            self.stdout(),
-                            self.stderr()
-                        );
+                        Err("proxy did not exit within 10 s of SIGTERM".to_string())
                     }
                 }
             }
@@ -348,16 +348,26 @@ impl Proxy {
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
-        Some(Finished {
-            status,
-            stdout: self.stdout(),
-            stderr: self.stderr(),
+        Some(match status {
+            Ok(status) => Ok(Finished {
+                status,
+                stdout: self.stdout(),
+                stderr: self.stderr(),
+            }),
+            Err(why) => Err(format!(
+                "{why}\n--- stdout:\n{}\n--- stderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            )),
         })
     }
 
     /// SIGTERM, wait, and check: exit status 0, no panic on stderr.
     pub fn finish(mut self) -> Finished {
-        let out = self.stop().expect("proxy already finished");
+        let out = self
+            .stop()
+            .expect("proxy already finished")
+            .unwrap_or_else(|why| panic!("{why}"));
         check_finished(&out);
         out
     }
@@ -385,17 +395,22 @@ pub fn tail(s: &str, lines: usize) -> String {
 }
 
 impl Drop for Proxy {
+    /// Stops the proxy. While the test is already panicking, only prints
+    /// what the proxy said: a second panic would abort the process and
+    /// leave this and every other proxy and namespace behind.
     fn drop(&mut self) {
-        if let Some(out) = self.stop() {
-            if !thread::panicking() {
-                check_finished(&out);
-            } else {
-                eprintln!(
+        let Some(out) = self.stop() else { return };
+        if thread::panicking() {
+            match out {
+                Ok(out) => eprintln!(
                     "--- proxy stdout (tail):\n{}\n--- proxy stderr:\n{}",
                     tail(&out.stdout, 40),
                     out.stderr
-                );
+                ),
+                Err(why) => eprintln!("{why}"),
             }
+        } else {
+            check_finished(&out.unwrap_or_else(|why| panic!("{why}")));
         }
     }
 }
@@ -1000,6 +1015,53 @@ pub fn require_root(test: &str) -> bool {
 /// `ip netns add`/`del` and mounts are not safe to race within one process.
 static NETNS_LOCK: Mutex<()> = Mutex::new(());
 
+/// The PID of the test process that made namespace `name`, if the name is
+/// one of ours: `dt<tag>-<pid>-<n>` as [`Netns::new`] makes it.
+fn netns_creator(name: &str) -> Option<u32> {
+    if !name.starts_with("dt") {
+        return None;
+    }
+    let mut fields = name.rsplit('-');
+    fields.next()?.parse::<u64>().ok()?;
+    fields.next()?.parse().ok()
+}
+
+/// Deletes the `dt*` namespaces, and their /etc/netns dirs, whose creating
+/// process is gone. Other test processes (other checkouts, other binaries)
+/// may be running namespace tests right now: theirs are left alone. A PID
+/// reused since only delays a sweep.
+fn sweep_orphan_netns() {
+    let listed = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let etc: Vec<String> = std::fs::read_dir("/etc/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let names = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .chain(etc);
+    for name in names {
+        let Some(pid) = netns_creator(&name) else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&name));
+    }
+}
+
 pub fn sh(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
         .args(args)
@@ -1031,10 +1093,13 @@ impl Netns {
         self.ip(&["link", "set", "v1", "up"]);
     }
 
+    /// A new namespace `dt<tag>-<pid>-<n>` (see [`unique`]); first sweeps
+    /// what test processes that died (an abort, a SIGKILL) left behind.
     pub fn new(tag: &str) -> Netns {
         let name = unique(&format!("dt{tag}"));
         {
             let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            sweep_orphan_netns();
             sh("ip", &["netns", "add", &name]);
         }
         let ns = Netns {
