@@ -755,16 +755,6 @@ fn netns_default_beyond_loopback_serves_only_private_clients() {
     let pair = Pair::new();
     for (listen, clients) in [("10.77.0.1", CLIENTS_V4), ("fd77::1", CLIENTS_V6)] {
         let proxy = Proxy::start_in_netns_on(&pair.proxy_ns, listen, &["127.0.0.1"]);
-        // The notice may follow the "listening on" line.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !proxy.stdout().contains(NOTICE) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-        }
-        assert!(
-            proxy.stdout().contains(NOTICE),
-            "listening on {listen} without --auth or --allow: expected a line with {NOTICE:?}\n{}",
-            tail(&proxy.stdout(), 20)
-        );
         let mut wrong = Vec::new();
         for &(src, allowed) in clients {
             let got = pair.greet_from(src, proxy.addr, &GREETING);
@@ -796,7 +786,14 @@ fn netns_default_beyond_loopback_serves_only_private_clients() {
             wrong.join("\n"),
             tail(&proxy.stdout(), 30)
         );
-        proxy.finish();
+        // The notice follows the "listening on" line: look for it in all
+        // the proxy printed, once it has exited.
+        let out = proxy.finish();
+        assert!(
+            out.stdout.contains(NOTICE),
+            "listening on {listen} without --auth or --allow: expected a line with {NOTICE:?}\n{}",
+            tail(&out.stdout, 20)
+        );
     }
 }
 
@@ -812,11 +809,6 @@ fn netns_auth_or_allow_replaces_the_default_ranges() {
         "10.77.0.1",
         &["--auth", "alice:s3cret", "127.0.0.1"],
     );
-    assert!(
-        !proxy.stdout().contains(NOTICE),
-        "with --auth the default ranges do not apply:\n{}",
-        tail(&proxy.stdout(), 20)
-    );
     for src in ["198.18.0.5", "10.77.0.2"] {
         let got = pair.greet_from(src, proxy.addr, &[0x05, 0x01, 0x02]);
         assert_eq!(
@@ -825,14 +817,20 @@ fn netns_auth_or_allow_replaces_the_default_ranges() {
             "from {src} with --auth"
         );
     }
-    proxy.finish();
+    // All it printed, once it has exited: the notice comes after the
+    // "listening on" line, so reading at start would race it.
+    let out = proxy.finish();
+    assert!(
+        !out.stdout.contains(NOTICE),
+        "with --auth the default ranges do not apply:\n{}",
+        tail(&out.stdout, 20)
+    );
     // With --allow, exactly the listed ranges.
     let proxy = Proxy::start_in_netns_on(
         &pair.proxy_ns,
         "10.77.0.1",
         &["--allow", "198.18.0.0/24", "127.0.0.1"],
     );
-    assert!(!proxy.stdout().contains(NOTICE));
     assert_eq!(
         pair.greet_from("198.18.0.5", proxy.addr, &GREETING)
             .as_deref(),
@@ -844,5 +842,10 @@ fn netns_auth_or_allow_replaces_the_default_ranges() {
         None,
         "10.77.0.2 is private but not in --allow 198.18.0.0/24"
     );
-    proxy.finish();
+    let out = proxy.finish();
+    assert!(
+        !out.stdout.contains(NOTICE),
+        "with --allow the default ranges do not apply:\n{}",
+        tail(&out.stdout, 20)
+    );
 }
