@@ -468,6 +468,37 @@ pub fn run_bin(args: &[&str], timeout: Duration) -> Run {
     run
 }
 
+/// Seconds since the Unix epoch of a log line that starts with the proxy's
+/// UTC timestamp (`2026-11-30T23:45:00.356Z ...`), to the millisecond.
+/// Lets a test compare when the proxy did two things by the proxy's own
+/// clock, not by when the test happened to look.
+pub fn log_time(line: &str) -> Option<f64> {
+    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (hh, mm): (i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let ss: f64 = t.next()?.parse().ok()?;
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+/// The proxy's timestamp of the `nth` (0-based) line of `text` containing
+/// `needle`.
+pub fn log_time_of(text: &str, needle: &str, nth: usize) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .nth(nth)
+        .and_then(log_time)
+}
+
 // ---------------------------------------------------------------------------
 // Servers
 // ---------------------------------------------------------------------------
