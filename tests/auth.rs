@@ -417,7 +417,7 @@ fn auth_file_is_reread_on_sighup() {
     thread::sleep(Duration::from_millis(300));
     socks5_auth_echo(proxy.addr, echo.addr, "alice", "one");
     sighup(proxy.pid);
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         proxy.assert_alive();
         let mut s = client(proxy.addr);
@@ -426,7 +426,7 @@ fn auth_file_is_reread_on_sighup() {
         }
         assert!(
             Instant::now() < deadline,
-            "alice:two still refused 3 s after SIGHUP\n--- stdout:\n{}",
+            "alice:two still refused 30 s after SIGHUP\n--- stdout:\n{}",
             tail(&proxy.stdout(), 20)
         );
         thread::sleep(Duration::from_millis(50));
@@ -572,7 +572,11 @@ fn allow_list_closes_other_clients_at_accept() {
     assert_eq!(echo.peers().len(), 1);
     // Logged once per address per minute: four refusals, one line.
     refused_at_accept("127.0.0.10", proxy.addr, &GREETING);
-    thread::sleep(Duration::from_millis(300));
+    // Lines come in order: once .10's is there, every line about .9 is too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines_with(&proxy.stdout(), "127.0.0.10").is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     let out = proxy.stdout();
     let nine = lines_with(&out, "127.0.0.9");
     assert_eq!(

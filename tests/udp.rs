@@ -836,7 +836,25 @@ fn unreachable_destinations_do_not_break_the_association() {
     for _ in 0..3 {
         assoc.send(&sock, &closed.into(), b"nobody here");
     }
+    // The proxy's own address: nobody would answer on UDP there anyway,
+    // so to tell a refusal from a datagram lost, the test listens there
+    // itself (UDP on the TCP listener's port number). A refused datagram
+    // never reaches it. The proxy relays datagrams in order through one
+    // socket per link, and loopback delivers at once: when a control
+    // datagram sent right after it has arrived, the first would have too.
+    let own = UdpSocket::bind(proxy.addr)
+        .unwrap_or_else(|e| panic!("bind UDP {} (the proxy's own address): {e}", proxy.addr));
+    let control = udp("127.0.0.1");
     assoc.send(&sock, &proxy.addr.into(), b"to the proxy itself");
+    assoc.send(&sock, &control.local_addr().unwrap().into(), b"control");
+    let (got, _) = recv(&control, ARRIVE).expect("the control datagram, sent right after, arrives");
+    assert_eq!(got, b"control");
+    own.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    match own.recv_from(&mut buf) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("a datagram for the proxy's own address was sent there: {other:?}"),
+    }
     let v6: SocketAddr = "[::1]:9".parse().unwrap();
     assoc.send(&sock, &v6.into(), b"no IPv6 link");
     assert_quiet(&sock, "after datagrams to unreachable destinations");

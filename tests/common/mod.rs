@@ -635,12 +635,45 @@ impl Drop for Server {
     }
 }
 
-/// A loopback port on which nobody listens (bound, then released).
-pub fn closed_port(ip: &str) -> SocketAddr {
-    let l = TcpListener::bind((ip, 0)).expect("bind");
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
+/// A loopback port on which nobody listens, held for as long as this lives:
+/// a TCP socket bound to it (without SO_REUSEADDR) but not listening, so a
+/// connect to it is refused, and no other socket can take the port meanwhile
+/// (neither a bind, even with SO_REUSEADDR, nor a connect's ephemeral port).
+/// Derefs to its address.
+pub struct ClosedPort {
+    pub addr: SocketAddr,
+    _held: socket2::Socket,
+}
+
+impl std::ops::Deref for ClosedPort {
+    type Target = SocketAddr;
+    fn deref(&self) -> &SocketAddr {
+        &self.addr
+    }
+}
+
+impl std::fmt::Display for ClosedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+pub fn closed_port(ip: &str) -> ClosedPort {
+    let ip: IpAddr = ip.parse().expect("closed_port takes an IP");
+    let any = SocketAddr::new(ip, 0);
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(any),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    sock.bind(&any.into()).expect("bind");
+    let addr = sock
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .expect("an IP socket");
+    ClosedPort { addr, _held: sock }
 }
 
 // ---------------------------------------------------------------------------
