@@ -1288,10 +1288,10 @@ fn netns_connect_timeout_gets_504_and_unreachable_502() {
         "CONNECT 192.0.2.2:80 HTTP/1.1\r\nHost: 192.0.2.2:80\r\n\r\n",
         "GET http://192.0.2.2:80/x HTTP/1.1\r\nHost: 192.0.2.2:80\r\n\r\n",
     ] {
-        let r = ns_raw(&ns, None, proxy.addr, req.as_bytes(), 0, 6.0);
+        let r = ns_raw(&ns, None, proxy.addr, req.as_bytes(), 0, 20.0);
         let (status, _, body) = parse_response(&r.received).unwrap_or_else(|| {
             panic!(
-                "{req:?}: no complete response within 6 s: {:?}",
+                "{req:?}: no complete response within 20 s: {:?}",
                 String::from_utf8_lossy(&r.received)
             )
         });
@@ -1303,8 +1303,10 @@ fn netns_connect_timeout_gets_504_and_unreachable_502() {
         );
         assert!(!body.is_empty(), "504 without a body");
         let first = r.first.unwrap();
+        // Not before the 1 s given; the upper bound only tells it from the
+        // 10 s default, with room for a loaded machine.
         assert!(
-            (0.8..2.5).contains(&first),
+            (0.8..8.0).contains(&first),
             "--connect-timeout 1 answered after {first} s"
         );
     }

@@ -97,8 +97,10 @@ fn netns_connect_timeout_is_ttl_expired() {
     ns.add_silent_link();
     let proxy = Proxy::start_in_netns(&ns, &["--connect-timeout", "1", "192.0.2.1"]);
     let r = expect(&ns, &proxy, "4", "192.0.2.2", 80, rep::TTL_EXPIRED);
+    // Not before the 1 s given; the upper bound only tells it from the
+    // 10 s default, with room for a loaded machine.
     assert!(
-        (0.8..2.5).contains(&r.secs),
+        (0.8..8.0).contains(&r.secs),
         "--connect-timeout 1 answered after {} s",
         r.secs
     );
