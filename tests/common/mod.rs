@@ -177,6 +177,34 @@ pub struct Proxy {
     _state: TempDir,
 }
 
+/// How [`Proxy::launch`] starts the binary.
+pub struct Launch<'a> {
+    /// Inside this network namespace (`ip netns exec`).
+    pub netns: Option<&'a str>,
+    /// `--ip` (default 127.0.0.1).
+    pub ip: &'a str,
+    /// `-d`: debug log on stdout (default). Without it the log goes to a
+    /// file under [`Proxy::state_dir`].
+    pub debug: bool,
+    /// Set in its environment (after the proxy variables are removed;
+    /// `XDG_STATE_HOME` here replaces the proxy's own temporary one).
+    pub env: Vec<(&'a str, String)>,
+    /// A command the binary runs under, e.g. `["setpriv", "--bounding-set=-net_raw", "--"]`.
+    pub wrap: Vec<&'a str>,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            netns: None,
+            ip: "127.0.0.1",
+            debug: true,
+            env: Vec::new(),
+            wrap: Vec::new(),
+        }
+    }
+}
+
 pub struct Finished {
     pub status: ExitStatus,
     pub stdout: String,
@@ -206,22 +234,50 @@ impl Proxy {
     }
 
     fn spawn(netns: Option<&str>, listen_ip: &str, args: &[&str]) -> Proxy {
+        Proxy::launch(
+            &Launch {
+                netns,
+                ip: listen_ip,
+                ..Launch::default()
+            },
+            args,
+        )
+    }
+
+    /// Starts the proxy as `launch` says; `args` follow `start --ip IP
+    /// --port 0`.
+    pub fn launch(launch: &Launch, args: &[&str]) -> Proxy {
         let state = TempDir::new();
-        let mut cmd = match netns {
+        let mut cmd = match launch.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, BIN]);
+                c.args(["netns", "exec", ns]);
                 c
             }
-            None => Command::new(BIN),
+            None => Command::new(launch.wrap.first().copied().unwrap_or(BIN)),
         };
-        cmd.args(["-d", "start", "--ip", listen_ip, "--port", "0"])
+        let wrap = if launch.netns.is_some() {
+            &launch.wrap[..]
+        } else {
+            launch.wrap.get(1..).unwrap_or(&[])
+        };
+        cmd.args(wrap);
+        if launch.netns.is_some() || !launch.wrap.is_empty() {
+            cmd.arg(BIN);
+        }
+        if launch.debug {
+            cmd.arg("-d");
+        }
+        cmd.args(["start", "--ip", launch.ip, "--port", "0"])
             .args(args)
             .env("XDG_STATE_HOME", &state.path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         scrub_env(&mut cmd);
+        for (k, v) in &launch.env {
+            cmd.env(k, v);
+        }
         let mut child = cmd.spawn().expect("spawn dispatch");
         let pid = child.id();
         let stdout = Buf::default();
@@ -285,6 +341,12 @@ impl Proxy {
 
     pub fn stdout(&self) -> String {
         text(&self.stdout)
+    }
+
+    /// Its `XDG_STATE_HOME`: without `-d` the log is
+    /// `<this>/dispatch/dispatch.log`. Removed when the `Proxy` is dropped.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self._state.path
     }
 
     pub fn stderr(&self) -> String {
