@@ -853,3 +853,109 @@ fn netns_auth_or_allow_replaces_the_default_ranges() {
         tail(&out.stdout, 20)
     );
 }
+
+/// "Passwords are ... never logged": not the right one, not a wrong one,
+/// not their Basic encoding, even with `-d` (debug lines for every
+/// connection, failed logins included) and with a log file at debug level.
+#[test]
+fn passwords_never_reach_the_log_after_failed_logins() {
+    let echo = Server::echo("127.0.0.1:0");
+    let server = HttpServer::start("127.0.0.1:0");
+    let (good, bad) = ("Corr3ctH0rse", "Wr0ngB4ttery");
+    let user = format!("alice:{good}");
+    let state = TempDir::new();
+    let file_log = Proxy::launch(
+        &Launch {
+            debug: false,
+            env: vec![
+                ("RUST_LOG", "debug".to_string()),
+                ("XDG_STATE_HOME", state.path.to_str().unwrap().to_string()),
+            ],
+            ..Launch::default()
+        },
+        &["--auth", &user, "127.0.0.2"],
+    );
+    let debug = Proxy::start(&["--auth", &user, "127.0.0.2"]);
+    for proxy in [&debug, &file_log] {
+        socks5_auth_refused(proxy.addr, "alice", bad);
+        socks5_auth_refused(proxy.addr, "mallory", good);
+        assert_407(
+            &http_get_with(proxy.addr, &server, Some(("alice", bad))),
+            "wrong password",
+        );
+        socks5_auth_echo(proxy.addr, echo.addr, "alice", good);
+        assert_eq!(
+            http_get_with(proxy.addr, &server, Some(("alice", good))).status,
+            200
+        );
+    }
+    let outs = [debug.finish(), file_log.finish()];
+    let log =
+        std::fs::read_to_string(state.path.join("dispatch/dispatch.log")).expect("the log file");
+    assert!(
+        log.contains(" DEBUG ") && outs[0].stdout.contains(" DEBUG "),
+        "both logs at debug level:\n{log}\n{}",
+        outs[0].stdout
+    );
+    let basic = |p: &str| {
+        proxy_auth_header("alice", p)
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for (what, text) in [
+        ("-d stdout", &outs[0].stdout),
+        ("-d stderr", &outs[0].stderr),
+        ("stdout", &outs[1].stdout),
+        ("log file", &log),
+    ] {
+        for secret in [good.to_string(), bad.to_string(), basic(good), basic(bad)] {
+            assert!(
+                !text.contains(&secret),
+                "{secret:?} in the {what}:\n{}",
+                text.lines()
+                    .filter(|l| l.contains(&secret))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+}
+
+/// An open proxy is an explicit `--allow 0.0.0.0/0` (`::/0` for IPv6): beyond
+/// loopback it then serves clients from anywhere, public addresses
+/// included, and prints no notice about the default ranges.
+#[test]
+fn netns_allow_everything_serves_public_clients() {
+    if !require_root("netns_allow_everything_serves_public_clients") {
+        return;
+    }
+    let pair = Pair::new();
+    for (listen, clients, all) in [
+        ("10.77.0.1", CLIENTS_V4, "0.0.0.0/0"),
+        ("fd77::1", CLIENTS_V6, "::/0"),
+    ] {
+        let proxy =
+            Proxy::start_in_netns_on(&pair.proxy_ns, listen, &["--allow", all, "127.0.0.1"]);
+        let mut wrong = Vec::new();
+        for &(src, _) in clients {
+            let got = pair.greet_from(src, proxy.addr, &GREETING);
+            if got.as_deref() != Some(&[0x05u8, 0x00][..]) {
+                wrong.push(format!("{src}: {got:02x?}"));
+            }
+        }
+        let out = proxy.finish();
+        assert!(
+            wrong.is_empty(),
+            "with --allow {all} on {listen}, refused:\n{}",
+            wrong.join("\n")
+        );
+        assert!(
+            !out.stdout.contains(NOTICE),
+            "no default-range notice with --allow:\n{}",
+            tail(&out.stdout, 20)
+        );
+    }
+}

@@ -242,3 +242,107 @@ fn netns_client_gone_while_connecting() {
     );
     proxy.finish();
 }
+
+/// A namespace with `lo`, `v0` (192.0.2.1, 2001:db8:77::1 and its
+/// link-local address) and `v1` (link-local only), as `dispatch list`
+/// and a start without ADDRESS see it.
+fn usable_and_not(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.add_silent_link();
+    ns.ip(&["addr", "add", "2001:db8:77::1/64", "dev", "v0", "nodad"]);
+    ns
+}
+
+/// The link-local IPv6 address of `dev` in `ns` (the kernel makes it when
+/// the link comes up; waits for it).
+fn link_local(ns: &Netns, dev: &str) -> String {
+    for _ in 0..300 {
+        let out = ns.exec(
+            "ip",
+            &["-6", "-o", "addr", "show", "dev", dev, "scope", "link"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(a) = text.split_whitespace().skip_while(|w| *w != "inet6").nth(1) {
+            return a.split('/').next().unwrap().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no link-local address on {dev} in {} within 30 s", ns.name);
+}
+
+/// `dispatch list` from the outside: every interface and address, and
+/// USABLE "no" for loopback and link-local, "yes" for the rest.
+#[test]
+fn netns_list_says_which_addresses_are_usable() {
+    if !require_root("netns_list_says_which_addresses_are_usable") {
+        return;
+    }
+    let ns = usable_and_not("ls");
+    let v0_ll = link_local(&ns, "v0");
+    let out = ns.exec(BIN, &["list"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "dispatch list: {text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows.first().cloned().unwrap_or_default(),
+        ["INTERFACE", "FAMILY", "ADDRESS", "USABLE"],
+        "{text}"
+    );
+    for want in [
+        ["lo", "IPv4", "127.0.0.1", "no"],
+        ["lo", "IPv6", "::1", "no"],
+        ["v0", "IPv4", "192.0.2.1", "yes"],
+        ["v0", "IPv6", "2001:db8:77::1", "yes"],
+        ["v0", "IPv6", &v0_ll, "no"],
+    ] {
+        assert!(
+            rows.iter().any(|r| r[..] == want[..]),
+            "no row {want:?} in:\n{text}"
+        );
+    }
+    // Nothing else is called usable.
+    let usable: Vec<&Vec<&str>> = rows.iter().filter(|r| r.last() == Some(&"yes")).collect();
+    assert_eq!(usable.len(), 2, "usable rows: {usable:?}\n{text}");
+}
+
+/// With no ADDRESS, every usable address is a target (both families), and
+/// the start-up lines say so; loopback and link-local are left out.
+#[test]
+fn netns_no_address_uses_every_usable_interface() {
+    if !require_root("netns_no_address_uses_every_usable_interface") {
+        return;
+    }
+    let ns = usable_and_not("na");
+    let v0_ll = link_local(&ns, "v0");
+    let proxy = Proxy::start_in_netns(&ns, &[]);
+    let out = proxy.finish();
+    let head: Vec<&str> = out
+        .stdout
+        .lines()
+        .take_while(|l| !l.contains("link "))
+        .collect();
+    let targets: Vec<Vec<&str>> = head
+        .iter()
+        .filter(|l| l.contains(" weight "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            vec!["192.0.2.1", "IPv4", "weight", "1", "v0"],
+            vec!["2001:db8:77::1", "IPv6", "weight", "1", "v0"],
+        ],
+        "targets at start:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("dispatching over every usable interface (no address given)"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(&v0_ll), "{}", out.stdout);
+}
