@@ -346,3 +346,78 @@ fn netns_no_address_uses_every_usable_interface() {
     );
     assert!(!out.stdout.contains(&v0_ll), "{}", out.stdout);
 }
+
+/// Runs `sys.argv[1:]` with `setsockopt(SOL_SOCKET, SO_BINDTODEVICE)`
+/// failing with EPERM (a seccomp filter, x86_64 numbering), as on Linux
+/// before 5.7 without CAP_NET_RAW. This kernel lets anyone bind to a
+/// device, so dropping the capability (setpriv) would show nothing.
+const PY_DENY_BINDTODEVICE: &str = r#"
+import ctypes, os, platform, struct, sys
+assert platform.machine() == "x86_64", "the filter uses x86_64 syscall numbers"
+def stmt(code, k): return struct.pack("HBBI", code, 0, 0, k)
+def jeq(k, jt, jf): return struct.pack("HBBI", 0x15, jt, jf, k)
+LD = 0x20  # BPF_LD | BPF_W | BPF_ABS
+RET = 0x06
+ALLOW, EPERM = 0x7fff0000, 0x00050000 | 1
+prog = b"".join([
+    stmt(LD, 4), jeq(0xC000003E, 1, 0), stmt(RET, ALLOW),   # arch
+    stmt(LD, 0), jeq(54, 1, 0), stmt(RET, ALLOW),           # setsockopt
+    stmt(LD, 24), jeq(1, 1, 0), stmt(RET, ALLOW),           # SOL_SOCKET
+    stmt(LD, 32), jeq(25, 1, 0), stmt(RET, ALLOW),          # SO_BINDTODEVICE
+    stmt(RET, EPERM),
+])
+buf = ctypes.create_string_buffer(prog)
+fprog = struct.pack("HxxxxxxQ", len(prog) // 8, ctypes.addressof(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+assert libc.prctl(38, 1, 0, 0, 0) == 0, "PR_SET_NO_NEW_PRIVS"
+fbuf = ctypes.create_string_buffer(fprog)
+assert libc.prctl(22, 2, ctypes.addressof(fbuf), 0, 0) == 0, "PR_SET_SECCOMP: errno %d" % ctypes.get_errno()
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+/// Where binding to a device is refused, dispatch says so once at start
+/// (with the fix) and falls back to source addresses: connections still
+/// work. The proof of the fallback: from v0's address to a listener on
+/// 127.0.0.1, which a socket bound to v0 could not reach.
+#[test]
+fn netns_refused_device_binding_falls_back_to_source_addresses() {
+    if !require_root("netns_refused_device_binding_falls_back_to_source_addresses") {
+        return;
+    }
+    let ns = Netns::new("cr");
+    ns.add_silent_link();
+    let target = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
+    let mut proxy = Proxy::launch(
+        &Launch {
+            netns: Some(&ns.name),
+            wrap: vec!["python3", "-c", PY_DENY_BINDTODEVICE],
+            ..Launch::default()
+        },
+        &["v0"],
+    );
+    let r = expect(
+        &ns,
+        &proxy,
+        "4",
+        "127.0.0.1",
+        target.addr.port(),
+        rep::SUCCEEDED,
+    );
+    assert_eq!(&r.raw[4..8], &[192, 0, 2, 1], "BND.ADDR in {:02x?}", r.raw);
+    proxy.assert_alive();
+    let out = proxy.finish();
+    let warning = "warning: cannot bind sockets to interfaces";
+    assert_eq!(
+        out.stderr.matches(warning).count(),
+        1,
+        "one notice on stderr:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("setcap cap_net_raw+ep"),
+        "the notice says how to fix it:\n{}",
+        out.stderr
+    );
+    target.finish();
+}
