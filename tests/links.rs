@@ -1352,6 +1352,74 @@ fn interface_without_address_is_down_until_it_returns() {
     proxy.finish();
 }
 
+/// An interface set down that keeps its address: connects through it fail
+/// (the link's fault, so the client is failed over at once and never
+/// notices), three mark it down, and once the interface is up again a
+/// trial brings it back.
+#[test]
+fn interface_set_down_with_its_address_fails_over_and_returns() {
+    if !require_root("interface_set_down_with_its_address_fails_over_and_returns") {
+        return;
+    }
+    let t = Topology::new("ld");
+    let server = t.exchange_server();
+    let proxy = t.proxy(&["--connect-timeout", "1", "l1", "l2", "l3"]);
+    let l3 = home_ip(3);
+    exchanges(&t, &proxy, &server, 3);
+
+    t.home.ip(&["link", "set", "dev", "l3", "down"]);
+    let out = t.home.exec("ip", &["-o", "addr", "show", "dev", "l3"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.3.0.2/24"),
+        "l3 keeps its address while down"
+    );
+    let down_line = "link l3 10.3.0.2 down:";
+    let mut n = 0;
+    while !proxy.stdout().contains(down_line) {
+        assert!(
+            n < 15,
+            "no {down_line:?} after {n} connections since l3 was set down\n--- proxy stdout (tail):\n{}",
+            tail(&proxy.stdout(), 30)
+        );
+        let e = exchange_ok(&t, &proxy, &server, 100, 100);
+        assert_ne!(
+            e.peer.ip(),
+            l3,
+            "a connection got through l3 while it was down"
+        );
+        n += 1;
+    }
+    assert_avoids_l3(&t, &proxy, &server, "l3 set down");
+
+    t.home.ip(&["link", "set", "dev", "l3", "up"]);
+    // Going down took l3's routes with it.
+    t.home.ip(&[
+        "route", "replace", "default", "via", "10.3.0.1", "dev", "l3", "metric", "300",
+    ]);
+    let up_line = "link l3 10.3.0.2 up";
+    let start = Instant::now();
+    while !proxy.stdout().contains(up_line) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no {up_line:?} within 60 s of setting l3 up (backoff 5 s)\n--- proxy stdout (tail):\n{}",
+            tail(&proxy.stdout(), 30)
+        );
+        exchange_ok(&t, &proxy, &server, 100, 100);
+        thread::sleep(Duration::from_millis(200));
+    }
+    let by = count_by_ip(
+        exchanges(&t, &proxy, &server, 6)
+            .iter()
+            .map(|e| e.peer.ip()),
+    );
+    assert_eq!(
+        count_of(&by, l3),
+        2,
+        "l3 up again carries its third: {by:?}"
+    );
+    proxy.finish();
+}
+
 /// At exit, one summary line per link with its state, connection and
 /// failure counts, and the exact bytes relayed each way.
 #[test]
