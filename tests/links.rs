@@ -20,6 +20,9 @@
 //! device l2 gets through link 2. [`topology_drops_source_only_binding`]
 //! checks that premise with curl.
 //!
+//! [`Topology::add_ipv6`] adds IPv6 beside it (fd0i::2 in home, fd0i::1 in
+//! inet, the server on fd09::1) for the IPv6 link test.
+//!
 //! Sockets are made inside a namespace by a thread that has entered it with
 //! `setns` (a network namespace is per thread); they stay in that namespace
 //! whichever thread uses them. Servers live in inet, clients in home; the
@@ -148,6 +151,14 @@ fn home_ip(link: u8) -> IpAddr {
     IpAddr::from([10, link, 0, 2])
 }
 
+/// The IPv6 server address (on inet's lo), after [`Topology::add_ipv6`].
+const SERVER_IP6: &str = "fd09::1";
+
+/// Home's IPv6 address on link `link`, after [`Topology::add_ipv6`].
+fn home_ip6(link: u8) -> IpAddr {
+    format!("fd0{link}::2").parse().unwrap()
+}
+
 /// home and inet joined by links 1-3 (see the module doc).
 struct Topology {
     home: Netns,
@@ -259,6 +270,53 @@ impl Topology {
             .trim()
             .parse()
             .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// IPv6 beside IPv4 on the three links: fd0i::2/64 on li, fd0i::1/64
+    /// on ri, the server address fd09::1 on inet's lo, and a default route
+    /// per link with the same metrics. No duplicate address detection, so
+    /// the addresses are usable at once. (No reverse-path filter exists for
+    /// IPv6: the tests check the egress link by its byte counter instead.)
+    fn add_ipv6(&self) {
+        self.inet
+            .ip(&["addr", "add", &format!("{SERVER_IP6}/128"), "dev", "lo"]);
+        for i in 1..=3u8 {
+            self.home.ip(&[
+                "addr",
+                "add",
+                &format!("fd0{i}::2/64"),
+                "dev",
+                &format!("l{i}"),
+                "nodad",
+            ]);
+            self.inet.ip(&[
+                "addr",
+                "add",
+                &format!("fd0{i}::1/64"),
+                "dev",
+                &format!("r{i}"),
+                "nodad",
+            ]);
+            self.home.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("fd0{i}::1"),
+                "dev",
+                &format!("l{i}"),
+                "metric",
+                &(u32::from(i) * 100).to_string(),
+            ]);
+        }
+    }
+
+    /// The exchange server on [fd09::1] in inet.
+    fn exchange_server6(&self) -> NsServer {
+        NsServer::wrap(&self.inet_fd, |_| {
+            Server::start(&format!("[{SERVER_IP6}]:0"), exchange_handler)
+        })
     }
 
     /// `dispatch -d start --ip 127.0.0.1 --port 0 ARGS` in home.
@@ -1416,6 +1474,99 @@ fn interface_set_down_with_its_address_fails_over_and_returns() {
         count_of(&by, l3),
         2,
         "l3 up again carries its third: {by:?}"
+    );
+    proxy.finish();
+}
+
+/// IPv6 links, given by interface name like the IPv4 ones: each leaves
+/// through its own interface (its byte counter shows the upload), a dead
+/// one is failed over and marked down, and an address change is followed.
+#[test]
+fn ipv6_links_bind_fail_over_and_follow_address_changes() {
+    if !require_root("ipv6_links_bind_fail_over_and_follow_address_changes") {
+        return;
+    }
+    let t = Topology::new("l6");
+    t.add_ipv6();
+    let server = t.exchange_server6();
+    let proxy = t.proxy(&["--connect-timeout", "1", "l1", "l2", "l3"]);
+    let log = |p: &Proxy| format!("\n--- proxy stdout (tail):\n{}", tail(&p.stdout(), 30));
+
+    // Binding: two connections per link, each uploading 200 kB, which
+    // leave by that link's interface (without device binding all would
+    // take l1, the lowest-metric default route).
+    const UP: u64 = 200_000;
+    let tx: Vec<u64> = (1..=3).map(|i| t.tx_bytes(i)).collect();
+    let seen: Vec<Exchanged> = (0..6)
+        .map(|_| exchange_ok(&t, &proxy, &server, UP, 100))
+        .collect();
+    let by = count_by_ip(seen.iter().map(|e| e.peer.ip()));
+    for i in 1..=3u8 {
+        assert_eq!(
+            count_of(&by, home_ip6(i)),
+            2,
+            "equal weights over 6 connections: {by:?}{}",
+            log(&proxy)
+        );
+        let sent = t.tx_bytes(i) - tx[usize::from(i) - 1];
+        assert!(
+            sent >= 2 * UP,
+            "l{i} sent {sent} bytes for two 200 kB uploads: not its own connections?"
+        );
+    }
+
+    // Failover: link 2 cut; clients still get through, and it goes down.
+    t.inet.ip(&["link", "set", "dev", "r2", "down"]);
+    let down_line = "link l2 fd02::2 down:";
+    let mut n = 0;
+    while !proxy.stdout().contains(down_line) {
+        assert!(
+            n < 15,
+            "no {down_line:?} after {n} connections since link 2 was cut{}",
+            log(&proxy)
+        );
+        let e = exchange_ok(&t, &proxy, &server, 100, 100);
+        assert_ne!(e.peer.ip(), home_ip6(2), "through the cut link 2");
+        n += 1;
+    }
+    let before = proxy.stdout().len();
+    let by = count_by_ip(
+        exchanges(&t, &proxy, &server, 4)
+            .iter()
+            .map(|e| e.peer.ip()),
+    );
+    assert_eq!(
+        (count_of(&by, home_ip6(1)), count_of(&by, home_ip6(3))),
+        (2, 2),
+        "links 1 and 3 while link 2 is down: {by:?}{}",
+        log(&proxy)
+    );
+    let out = proxy.stdout();
+    let tried = failed_attempts(&out[before..], Some("fd02::2"));
+    assert!(tried.is_empty(), "link 2 tried while down: {tried:?}");
+
+    // Address change on l3: followed, logged, and used.
+    ip_batch(
+        &t.home,
+        &[
+            "addr del fd03::2/64 dev l3",
+            "addr add fd03::7/64 dev l3 nodad",
+            "route replace default via fd03::1 dev l3 metric 300",
+        ],
+    );
+    let line = "link l3 address changed: fd03::2 -> fd03::7";
+    wait_log(&proxy, line, 1, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    let by = count_by_ip(
+        exchanges(&t, &proxy, &server, 4)
+            .iter()
+            .map(|e| e.peer.ip()),
+    );
+    let new: IpAddr = "fd03::7".parse().unwrap();
+    assert_eq!(
+        (count_of(&by, home_ip6(1)), count_of(&by, new)),
+        (2, 2),
+        "l3 from its new address, beside l1: {by:?}{}",
+        log(&proxy)
     );
     proxy.finish();
 }
