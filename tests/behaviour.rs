@@ -124,10 +124,9 @@ fn garbage_first_byte_is_closed() {
     for first in [0x00u8, 0x01, 0x03, 0x06, 0x17, 0x7F, 0x80, 0xFF] {
         let mut s = client(proxy.addr);
         s.write_all(&[first, 0x01, 0x00]).unwrap();
-        let t = Instant::now();
-        read_until_closed(&mut s, Duration::from_secs(5))
+        // Well before the 30 s handshake timeout: closed for the byte.
+        read_until_closed(&mut s, Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("first byte {first:#04x}: {e} (handshake timeout is 30 s)"));
-        assert!(t.elapsed() < Duration::from_secs(5));
     }
     still_serves(&mut proxy);
     proxy.finish();
