@@ -124,10 +124,9 @@ fn garbage_first_byte_is_closed() {
     for first in [0x00u8, 0x01, 0x03, 0x06, 0x17, 0x7F, 0x80, 0xFF] {
         let mut s = client(proxy.addr);
         s.write_all(&[first, 0x01, 0x00]).unwrap();
-        let t = Instant::now();
-        read_until_closed(&mut s, Duration::from_secs(5))
+        // Well before the 30 s handshake timeout: closed for the byte.
+        read_until_closed(&mut s, Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("first byte {first:#04x}: {e} (handshake timeout is 30 s)"));
-        assert!(t.elapsed() < Duration::from_secs(5));
     }
     still_serves(&mut proxy);
     proxy.finish();
@@ -166,7 +165,7 @@ fn truncated_handshakes_then_client_close() {
     proxy.finish();
 }
 
-fn http_request_gets_4xx(request: &str) {
+fn http_request_gets_400(request: &str) {
     let mut proxy = Proxy::start(&["127.0.0.2"]);
     let mut s = client(proxy.addr);
     s.write_all(request.as_bytes()).unwrap();
@@ -182,7 +181,8 @@ fn http_request_gets_4xx(request: &str) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status code in {text:?}"));
-    assert!((400..500).contains(&status), "status {status} in {text:?}");
+    // README: "a request meant for a web server (`GET /`) gets a 400".
+    assert_eq!(status, 400, "status {status} in {text:?}");
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
@@ -198,8 +198,8 @@ fn http_request_gets_4xx(request: &str) {
 // A request meant for a web server (origin form) is not a proxy request: the
 // answer says what this port speaks. (Proxy requests are tests/http_proxy.rs.)
 #[test]
-fn http_get_gets_4xx_mentioning_socks() {
-    http_request_gets_4xx("GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n");
+fn http_get_gets_400_mentioning_socks() {
+    http_request_gets_400("GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n");
 }
 
 #[test]
@@ -217,8 +217,8 @@ fn http_connect_to_a_closed_port_gets_502() {
 }
 
 #[test]
-fn http_post_gets_4xx_mentioning_socks() {
-    http_request_gets_4xx("POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc");
+fn http_post_gets_400_mentioning_socks() {
+    http_request_gets_400("POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc");
 }
 
 #[test]
@@ -251,16 +251,17 @@ fn stalled_handshakes_are_closed_after_handshake_timeout() {
                 }
                 let mut reply = vec![0u8; reply_len];
                 s.read_exact(&mut reply).unwrap();
-                let got = read_until_closed(&mut s, Duration::from_secs(4))
-                    .map_err(|e| format!("{name}: {e}"))?;
+                // `t` started before the connect, so the proxy's 1 s runs
+                // inside it: never closed before 1 s. The upper bound only
+                // tells the given 1 s from the default 10 s, with 7 s to
+                // spare for a loaded machine.
+                let got = read_until_closed(&mut s, Duration::from_secs(8))
+                    .map_err(|e| format!("{name}: {e} (the default timeout is 10 s)"))?;
                 let el = t.elapsed();
-                if el < Duration::from_millis(800) {
+                if el < Duration::from_secs(1) {
                     return Err(format!(
                         "{name}: closed after {el:?}, before the 1 s handshake timeout (got {got:02x?})"
                     ));
-                }
-                if el > Duration::from_secs(3) {
-                    return Err(format!("{name}: closed only after {el:?}"));
                 }
                 Ok(())
             })
@@ -400,7 +401,7 @@ fn no_descriptor_leaks() {
         s.shutdown(Shutdown::Write).unwrap();
         assert_eq!(read_to_eof(&mut s), b"x");
         // A refused one.
-        let (mut s, r) = socks5_connect(proxy.addr, refused);
+        let (mut s, r) = socks5_connect(proxy.addr, *refused);
         assert_eq!(r.rep, rep::CONNECTION_REFUSED);
         read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
         // An unsupported command.

@@ -220,3 +220,31 @@ fn listens_on_ipv6() {
     assert_eq!(bnd.ip().to_string(), "127.0.0.2");
     proxy.finish();
 }
+
+/// "At start the soft limit on open files is raised to the hard limit":
+/// started with a soft limit of 256 under a hard one of 4096, the running
+/// proxy has 4096 for both (/proc/PID/limits) and says so.
+#[test]
+fn open_files_soft_limit_is_raised_to_the_hard_limit() {
+    let proxy = Proxy::launch(
+        &Launch {
+            wrap: vec!["prlimit", "--nofile=256:4096", "--"],
+            ..Launch::default()
+        },
+        &["127.0.0.2"],
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", proxy.pid)).unwrap();
+    let row: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[3..5], ["4096", "4096"], "{limits}");
+    let out = proxy.finish();
+    assert!(
+        out.stdout.contains("open file limit: 4096"),
+        "{}",
+        out.stdout
+    );
+}

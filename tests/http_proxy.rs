@@ -764,24 +764,18 @@ fn origin_closing_after_an_answer_does_not_break_the_next_request() {
     c.send(&get("127.0.0.1", p, "/bye"));
     let r = c.response();
     assert_eq!(r.text(), format!("server {p} says bye\n"));
-    // The origin has closed its connection. Either the proxy closes the
-    // client connection too (a client then reconnects), or the next request
-    // to the same host gets a new upstream connection; not an error, not a
-    // hang.
-    thread::sleep(Duration::from_millis(200));
-    c.w.set_nonblocking(true).unwrap();
-    let mut b = [0u8; 1];
-    let closed = matches!(c.w.peek(&mut b), Ok(0));
-    c.w.set_nonblocking(false).unwrap();
-    if !closed {
-        c.send(&get("127.0.0.1", p, "/next"));
-        let r = c.try_response(false).unwrap_or_else(|e| {
-            panic!("client connection kept open, but the next request failed: {e}")
-        });
-        assert_eq!(r.status, 200, "{}{}", r.raw_head, r.text());
-        assert_eq!(r.text(), format!("server {p} saw GET /next\n"));
-        assert_eq!(s.peers().len(), 2);
-    }
+    // The origin said `Connection: close` and closed: the proxy closes the
+    // client connection too, at once (not after an idle timeout), and the
+    // client reconnects; not an error, not a hang.
+    let left = read_until_closed(&mut c.w, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("client connection not closed after `Connection: close`: {e}"));
+    assert!(left.is_empty(), "bytes after the response: {left:02x?}");
+    let mut c = HttpConn::connect(proxy.addr);
+    c.send(&get("127.0.0.1", p, "/next"));
+    let r = c.response();
+    assert_eq!(r.status, 200, "{}{}", r.raw_head, r.text());
+    assert_eq!(r.text(), format!("server {p} saw GET /next\n"));
+    assert_eq!(s.peers().len(), 2);
     proxy.finish();
 }
 
@@ -1089,7 +1083,9 @@ fn malformed_requests_get_400() {
 #[test]
 fn binary_garbage_that_is_not_socks_gets_400_promptly() {
     // A TLS ClientHello start: someone set an https:// proxy URL.
-    let proxy = Proxy::start(&["--handshake-timeout", "5", "127.0.0.2"]);
+    // A handshake timeout far beyond the bound below: a 400 within it came
+    // from the bytes, not from the timeout, however slow the machine.
+    let proxy = Proxy::start(&["--handshake-timeout", "120", "127.0.0.2"]);
     let started = Instant::now();
     let r = one(
         proxy.addr,
@@ -1097,7 +1093,7 @@ fn binary_garbage_that_is_not_socks_gets_400_promptly() {
     );
     assert_eq!(r.status, 400, "{}", r.raw_head);
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(60),
         "400 came after {:?}, not at the first impossible byte",
         started.elapsed()
     );
@@ -1292,10 +1288,10 @@ fn netns_connect_timeout_gets_504_and_unreachable_502() {
         "CONNECT 192.0.2.2:80 HTTP/1.1\r\nHost: 192.0.2.2:80\r\n\r\n",
         "GET http://192.0.2.2:80/x HTTP/1.1\r\nHost: 192.0.2.2:80\r\n\r\n",
     ] {
-        let r = ns_raw(&ns, None, proxy.addr, req.as_bytes(), 0, 6.0);
+        let r = ns_raw(&ns, None, proxy.addr, req.as_bytes(), 0, 20.0);
         let (status, _, body) = parse_response(&r.received).unwrap_or_else(|| {
             panic!(
-                "{req:?}: no complete response within 6 s: {:?}",
+                "{req:?}: no complete response within 20 s: {:?}",
                 String::from_utf8_lossy(&r.received)
             )
         });
@@ -1307,8 +1303,10 @@ fn netns_connect_timeout_gets_504_and_unreachable_502() {
         );
         assert!(!body.is_empty(), "504 without a body");
         let first = r.first.unwrap();
+        // Not before the 1 s given; the upper bound only tells it from the
+        // 10 s default, with room for a loaded machine.
         assert!(
-            (0.8..2.5).contains(&first),
+            (0.8..8.0).contains(&first),
             "--connect-timeout 1 answered after {first} s"
         );
     }

@@ -151,7 +151,7 @@ fn socks5_greeting_with_zero_methods_is_closed() {
 fn socks5_connection_refused() {
     let target = closed_port("127.0.0.1");
     let proxy = Proxy::start(&["127.0.0.2"]);
-    assert_error_reply(proxy.addr, target, rep::CONNECTION_REFUSED);
+    assert_error_reply(proxy.addr, *target, rep::CONNECTION_REFUSED);
     // By name too.
     assert_error_reply(
         proxy.addr,
@@ -165,7 +165,7 @@ fn socks5_connection_refused() {
 fn socks5_ipv6_connection_refused() {
     let target = closed_port("::1");
     let proxy = Proxy::start(&["::1"]);
-    assert_error_reply(proxy.addr, target, rep::CONNECTION_REFUSED);
+    assert_error_reply(proxy.addr, *target, rep::CONNECTION_REFUSED);
     proxy.finish();
 }
 

@@ -836,7 +836,25 @@ fn unreachable_destinations_do_not_break_the_association() {
     for _ in 0..3 {
         assoc.send(&sock, &closed.into(), b"nobody here");
     }
+    // The proxy's own address: nobody would answer on UDP there anyway,
+    // so to tell a refusal from a datagram lost, the test listens there
+    // itself (UDP on the TCP listener's port number). A refused datagram
+    // never reaches it. The proxy relays datagrams in order through one
+    // socket per link, and loopback delivers at once: when a control
+    // datagram sent right after it has arrived, the first would have too.
+    let own = UdpSocket::bind(proxy.addr)
+        .unwrap_or_else(|e| panic!("bind UDP {} (the proxy's own address): {e}", proxy.addr));
+    let control = udp("127.0.0.1");
     assoc.send(&sock, &proxy.addr.into(), b"to the proxy itself");
+    assoc.send(&sock, &control.local_addr().unwrap().into(), b"control");
+    let (got, _) = recv(&control, ARRIVE).expect("the control datagram, sent right after, arrives");
+    assert_eq!(got, b"control");
+    own.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    match own.recv_from(&mut buf) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("a datagram for the proxy's own address was sent there: {other:?}"),
+    }
     let v6: SocketAddr = "[::1]:9".parse().unwrap();
     assoc.send(&sock, &v6.into(), b"no IPv6 link");
     assert_quiet(&sock, "after datagrams to unreachable destinations");
@@ -862,4 +880,125 @@ fn associations_do_not_leak() {
     }
     assert_eq!(proxy.fd_count(), fds, "descriptors after 30 associations");
     proxy.finish();
+}
+
+/// One association sends to at most 4,096 destinations: each of the first
+/// 4,096 arrives, the next new one is dropped and the limit is logged,
+/// and the destinations it already has keep working.
+#[test]
+fn an_association_reaches_at_most_4096_destinations() {
+    const LIMIT: usize = 4096;
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    // One socket receives for every destination: 127.1.x.y, all on its port.
+    let sink = UdpSocket::bind("0.0.0.0:0").expect("bind the sink");
+    let port = sink.local_addr().unwrap().port();
+    let dest = |i: usize| -> SocketAddr {
+        SocketAddr::from(([127, 1, (i / 250) as u8, (i % 250) as u8 + 1], port))
+    };
+    for i in 0..LIMIT {
+        let data = (i as u32).to_be_bytes();
+        assoc.send(&sock, &dest(i).into(), &data);
+        let (got, _) = recv(&sink, ARRIVE).unwrap_or_else(|| {
+            panic!(
+                "destination {i} ({}): nothing arrived\n--- proxy stdout (tail):\n{}",
+                dest(i),
+                tail(&proxy.stdout(), 20)
+            )
+        });
+        assert_eq!(got, data, "destination {i}");
+    }
+    // One more: dropped. The control, to a destination it has, is relayed
+    // after it through the same socket: once it is in, the other would be.
+    assoc.send(&sock, &dest(LIMIT).into(), b"one too many");
+    assoc.send(&sock, &dest(0).into(), b"control");
+    let (got, _) = recv(&sink, ARRIVE).expect("the control datagram arrives");
+    assert_eq!(got, b"control", "the datagram beyond the limit was relayed");
+    let out = proxy.finish();
+    assert_eq!(
+        out.stdout
+            .matches("reached its limit of destinations")
+            .count(),
+        1,
+        "the limit is logged once:\n{}",
+        tail(&out.stdout, 20)
+    );
+}
+
+/// The soft and hard open-files limits of this process.
+fn nofile_limits() -> (u64, u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("read /proc/self/limits");
+    let row: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files row")
+        .split_whitespace()
+        .collect();
+    let n = |s: &str| s.parse().unwrap_or(u64::MAX);
+    (n(row[3]), n(row[4]))
+}
+
+/// At most 4,096 associations: the next one gets an error reply and the
+/// refusal is logged; closing one makes room.
+#[test]
+fn at_most_4096_associations() {
+    const LIMIT: usize = 4096;
+    // 4,097 control connections here: the soft limit up to the hard one.
+    let (soft, hard) = nofile_limits();
+    if soft < 6000 {
+        sh(
+            "prlimit",
+            &[
+                "--pid",
+                &std::process::id().to_string(),
+                &format!("--nofile={hard}:{hard}"),
+            ],
+        );
+    }
+    if nofile_limits().0 < 6000 {
+        not_run(
+            "at_most_4096_associations",
+            "needs an open-files limit of 6,000 (ulimit -Hn)",
+        );
+        return;
+    }
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let mut held: Vec<Assoc> = (0..LIMIT).map(|_| associate(proxy.addr, any4())).collect();
+    let (mut s, reply) = associate_raw(proxy.addr, any4());
+    assert_eq!(
+        reply.rep,
+        rep::GENERAL_FAILURE,
+        "association {}: {:02x?}",
+        LIMIT + 1,
+        reply.raw
+    );
+    read_until_closed(&mut s, Duration::from_secs(30)).expect("closed after the refusal");
+    // One closed: a new one fits once the proxy has seen the close.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, reply) = associate_raw(proxy.addr, any4());
+        if reply.rep == rep::SUCCEEDED {
+            held.push(Assoc {
+                control: s,
+                relay: reply.bnd.unwrap(),
+            });
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no room 30 s after closing an association"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = proxy.finish();
+    assert!(
+        out.stdout.contains(&format!(
+            "UDP ASSOCIATE refused: {LIMIT} associations are open"
+        )),
+        "the refusal is logged:\n{}",
+        tail(&out.stdout, 20)
+    );
+    drop(held);
 }

@@ -108,7 +108,9 @@ fn text(buf: &Buf) -> String {
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
+        // An error (never seen) counts as still running: this must not
+        // panic, `Proxy::drop` calls it while unwinding.
+        if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
         if Instant::now() >= deadline {
@@ -175,6 +177,34 @@ pub struct Proxy {
     _state: TempDir,
 }
 
+/// How [`Proxy::launch`] starts the binary.
+pub struct Launch<'a> {
+    /// Inside this network namespace (`ip netns exec`).
+    pub netns: Option<&'a str>,
+    /// `--ip` (default 127.0.0.1).
+    pub ip: &'a str,
+    /// `-d`: debug log on stdout (default). Without it the log goes to a
+    /// file under [`Proxy::state_dir`].
+    pub debug: bool,
+    /// Set in its environment (after the proxy variables are removed;
+    /// `XDG_STATE_HOME` here replaces the proxy's own temporary one).
+    pub env: Vec<(&'a str, String)>,
+    /// A command the binary runs under, e.g. `["setpriv", "--bounding-set=-net_raw", "--"]`.
+    pub wrap: Vec<&'a str>,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            netns: None,
+            ip: "127.0.0.1",
+            debug: true,
+            env: Vec::new(),
+            wrap: Vec::new(),
+        }
+    }
+}
+
 pub struct Finished {
     pub status: ExitStatus,
     pub stdout: String,
@@ -204,22 +234,50 @@ impl Proxy {
     }
 
     fn spawn(netns: Option<&str>, listen_ip: &str, args: &[&str]) -> Proxy {
+        Proxy::launch(
+            &Launch {
+                netns,
+                ip: listen_ip,
+                ..Launch::default()
+            },
+            args,
+        )
+    }
+
+    /// Starts the proxy as `launch` says; `args` follow `start --ip IP
+    /// --port 0`.
+    pub fn launch(launch: &Launch, args: &[&str]) -> Proxy {
         let state = TempDir::new();
-        let mut cmd = match netns {
+        let mut cmd = match launch.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, BIN]);
+                c.args(["netns", "exec", ns]);
                 c
             }
-            None => Command::new(BIN),
+            None => Command::new(launch.wrap.first().copied().unwrap_or(BIN)),
         };
-        cmd.args(["-d", "start", "--ip", listen_ip, "--port", "0"])
+        let wrap = if launch.netns.is_some() {
+            &launch.wrap[..]
+        } else {
+            launch.wrap.get(1..).unwrap_or(&[])
+        };
+        cmd.args(wrap);
+        if launch.netns.is_some() || !launch.wrap.is_empty() {
+            cmd.arg(BIN);
+        }
+        if launch.debug {
+            cmd.arg("-d");
+        }
+        cmd.args(["start", "--ip", launch.ip, "--port", "0"])
             .args(args)
             .env("XDG_STATE_HOME", &state.path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         scrub_env(&mut cmd);
+        for (k, v) in &launch.env {
+            cmd.env(k, v);
+        }
         let mut child = cmd.spawn().expect("spawn dispatch");
         let pid = child.id();
         let stdout = Buf::default();
@@ -285,6 +343,12 @@ impl Proxy {
         text(&self.stdout)
     }
 
+    /// Its `XDG_STATE_HOME`: without `-d` the log is
+    /// `<this>/dispatch/dispatch.log`. Removed when the `Proxy` is dropped.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self._state.path
+    }
+
     pub fn stderr(&self) -> String {
         text(&self.stderr)
     }
@@ -322,25 +386,23 @@ impl Proxy {
         }
     }
 
-    fn stop(&mut self) -> Option<Finished> {
+    /// SIGTERM and wait (SIGKILL after 10 s). `Err` says what went wrong;
+    /// never panics, so that it is safe from `drop` while unwinding.
+    fn stop(&mut self) -> Option<Result<Finished, String>> {
         let mut child = self.child.take()?;
-        let status = match child.try_wait().expect("try_wait") {
-            Some(status) => status,
-            None => {
-                sigterm(self.pid);
+        let status = match child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            _ => {
+                // A failed kill shows up as the timeout below.
+                let _ = Command::new("kill")
+                    .args(["-TERM", &self.pid.to_string()])
+                    .status();
                 match wait_timeout(&mut child, Duration::from_secs(10)) {
-                    Some(status) => status,
+                    Some(status) => Ok(status),
                     None => {
                         sigkill(self.pid);
                         let _ = child.wait();
-                        for r in self.readers.drain(..) {
-                            let _ = r.join();
-                        }
-                        panic!(
-                            "proxy did not exit within 10 s of SIGTERM\n--- stdout:\n{}\n--- stderr:\n{}",
-                            self.stdout(),
-                            self.stderr()
-                        );
+                        Err("proxy did not exit within 10 s of SIGTERM".to_string())
                     }
                 }
             }
@@ -348,16 +410,26 @@ impl Proxy {
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
-        Some(Finished {
-            status,
-            stdout: self.stdout(),
-            stderr: self.stderr(),
+        Some(match status {
+            Ok(status) => Ok(Finished {
+                status,
+                stdout: self.stdout(),
+                stderr: self.stderr(),
+            }),
+            Err(why) => Err(format!(
+                "{why}\n--- stdout:\n{}\n--- stderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            )),
         })
     }
 
     /// SIGTERM, wait, and check: exit status 0, no panic on stderr.
     pub fn finish(mut self) -> Finished {
-        let out = self.stop().expect("proxy already finished");
+        let out = self
+            .stop()
+            .expect("proxy already finished")
+            .unwrap_or_else(|why| panic!("{why}"));
         check_finished(&out);
         out
     }
@@ -385,17 +457,22 @@ pub fn tail(s: &str, lines: usize) -> String {
 }
 
 impl Drop for Proxy {
+    /// Stops the proxy. While the test is already panicking, only prints
+    /// what the proxy said: a second panic would abort the process and
+    /// leave this and every other proxy and namespace behind.
     fn drop(&mut self) {
-        if let Some(out) = self.stop() {
-            if !thread::panicking() {
-                check_finished(&out);
-            } else {
-                eprintln!(
+        let Some(out) = self.stop() else { return };
+        if thread::panicking() {
+            match out {
+                Ok(out) => eprintln!(
                     "--- proxy stdout (tail):\n{}\n--- proxy stderr:\n{}",
                     tail(&out.stdout, 40),
                     out.stderr
-                );
+                ),
+                Err(why) => eprintln!("{why}"),
             }
+        } else {
+            check_finished(&out.unwrap_or_else(|why| panic!("{why}")));
         }
     }
 }
@@ -451,6 +528,37 @@ pub fn run_bin(args: &[&str], timeout: Duration) -> Run {
         run.stderr
     );
     run
+}
+
+/// Seconds since the Unix epoch of a log line that starts with the proxy's
+/// UTC timestamp (`2026-11-30T23:45:00.356Z ...`), to the millisecond.
+/// Lets a test compare when the proxy did two things by the proxy's own
+/// clock, not by when the test happened to look.
+pub fn log_time(line: &str) -> Option<f64> {
+    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (hh, mm): (i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let ss: f64 = t.next()?.parse().ok()?;
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+/// The proxy's timestamp of the `nth` (0-based) line of `text` containing
+/// `needle`.
+pub fn log_time_of(text: &str, needle: &str, nth: usize) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .nth(nth)
+        .and_then(log_time)
 }
 
 // ---------------------------------------------------------------------------
@@ -589,12 +697,45 @@ impl Drop for Server {
     }
 }
 
-/// A loopback port on which nobody listens (bound, then released).
-pub fn closed_port(ip: &str) -> SocketAddr {
-    let l = TcpListener::bind((ip, 0)).expect("bind");
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
+/// A loopback port on which nobody listens, held for as long as this lives:
+/// a TCP socket bound to it (without SO_REUSEADDR) but not listening, so a
+/// connect to it is refused, and no other socket can take the port meanwhile
+/// (neither a bind, even with SO_REUSEADDR, nor a connect's ephemeral port).
+/// Derefs to its address.
+pub struct ClosedPort {
+    pub addr: SocketAddr,
+    _held: socket2::Socket,
+}
+
+impl std::ops::Deref for ClosedPort {
+    type Target = SocketAddr;
+    fn deref(&self) -> &SocketAddr {
+        &self.addr
+    }
+}
+
+impl std::fmt::Display for ClosedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+pub fn closed_port(ip: &str) -> ClosedPort {
+    let ip: IpAddr = ip.parse().expect("closed_port takes an IP");
+    let any = SocketAddr::new(ip, 0);
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(any),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    sock.bind(&any.into()).expect("bind");
+    let addr = sock
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .expect("an IP socket");
+    ClosedPort { addr, _held: sock }
 }
 
 // ---------------------------------------------------------------------------
@@ -968,18 +1109,84 @@ pub fn is_root() -> bool {
     line.split_whitespace().nth(2) == Some("0")
 }
 
-/// True if the test may run; otherwise prints the NOT RUN line.
+/// The variable `.ci/run` sets: where every test must run, a skip fails.
+pub const REQUIRE_ALL: &str = "DISPATCH_TEST_REQUIRE_ALL";
+
+/// The one way a test says it does not run. The line goes to the process's
+/// real stderr (descriptor 2, unbuffered), which the harness does not
+/// capture, so `cargo test` shows it even though the test then passes.
+/// With `DISPATCH_TEST_REQUIRE_ALL` set (not empty, not "0"), as `.ci/run`
+/// does, the skip is a failure instead, with the same reason.
+pub fn not_run(test: &str, why: &str) {
+    let line = format!("NOT RUN: {test} {why}");
+    let required = std::env::var_os(REQUIRE_ALL).is_some_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{line}, and {REQUIRE_ALL} is set: this test must run here"
+    );
+    // `eprintln!` goes into the harness's capture, `io::stderr()` does not.
+    let _ = writeln!(io::stderr(), "{line}");
+}
+
+/// True if the test may run; otherwise says NOT RUN (see [`not_run`]).
 pub fn require_root(test: &str) -> bool {
     if is_root() {
         true
     } else {
-        eprintln!("NOT RUN: {test} needs root (network namespaces)");
+        not_run(test, "needs root (network namespaces)");
         false
     }
 }
 
 /// `ip netns add`/`del` and mounts are not safe to race within one process.
 static NETNS_LOCK: Mutex<()> = Mutex::new(());
+
+/// The PID of the test process that made namespace `name`, if the name is
+/// one of ours: `dt<tag>-<pid>-<n>` as [`Netns::new`] makes it.
+fn netns_creator(name: &str) -> Option<u32> {
+    if !name.starts_with("dt") {
+        return None;
+    }
+    let mut fields = name.rsplit('-');
+    fields.next()?.parse::<u64>().ok()?;
+    fields.next()?.parse().ok()
+}
+
+/// Deletes the `dt*` namespaces, and their /etc/netns dirs, whose creating
+/// process is gone. Other test processes (other checkouts, other binaries)
+/// may be running namespace tests right now: theirs are left alone. A PID
+/// reused since only delays a sweep.
+fn sweep_orphan_netns() {
+    let listed = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let etc: Vec<String> = std::fs::read_dir("/etc/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let names = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .chain(etc);
+    for name in names {
+        let Some(pid) = netns_creator(&name) else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&name));
+    }
+}
 
 pub fn sh(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
@@ -1012,10 +1219,13 @@ impl Netns {
         self.ip(&["link", "set", "v1", "up"]);
     }
 
+    /// A new namespace `dt<tag>-<pid>-<n>` (see [`unique`]); first sweeps
+    /// what test processes that died (an abort, a SIGKILL) left behind.
     pub fn new(tag: &str) -> Netns {
         let name = unique(&format!("dt{tag}"));
         {
             let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            sweep_orphan_netns();
             sh("ip", &["netns", "add", &name]);
         }
         let ns = Netns {
