@@ -137,7 +137,15 @@ impl Reactor {
     }
 
     /// As [`Reactor::new`], with another ring size (for benchmarks).
+    ///
+    /// # Panics
+    /// If `ring_size` cannot hold what a client may send behind its request
+    /// in one handshake buffer (less than [`crate::http::MAX_HEAD`] + 1).
     pub fn with_ring_size(config: Config, ring_size: usize) -> io::Result<Reactor> {
+        assert!(
+            ring_size >= crate::http::MAX_HEAD,
+            "a ring must hold what follows a request head"
+        );
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;

@@ -232,3 +232,40 @@ fn bind_accepts_only_the_expected_peer() {
     assert_eq!(&got, b"hi");
     proxy.finish();
 }
+
+/// A handshake sent in one write that is longer than the handshake buffer
+/// (a greeting offering every method, 255-byte credentials, the request)
+/// is read in turns: each message parsed makes room for the next. Review of
+/// the connection core: the rest once waited for an edge that never came,
+/// until the handshake timeout.
+#[test]
+fn pipelined_handshake_longer_than_the_buffer_is_served() {
+    let (user, pass) = ("u".repeat(255), "p".repeat(255));
+    let auth = format!("{user}:{pass}");
+    let mut proxy = Proxy::start(&["--auth", &auth, "127.0.0.1"]);
+    let echo = Server::echo("127.0.0.1:0");
+    let mut burst = vec![5, 255];
+    burst.extend(0..=254u8);
+    burst.extend([1, 255]);
+    burst.extend(user.as_bytes());
+    burst.push(255);
+    burst.extend(pass.as_bytes());
+    burst.extend(socks5_request(0x01, &Dest::from(echo.addr)));
+    burst.extend_from_slice(b"ping");
+    assert!(burst.len() > 520, "longer than any one handshake message");
+    let mut s = client(proxy.addr);
+    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    s.write_all(&burst).unwrap();
+    let mut answers = [0u8; 2 + 2 + 10 + 4];
+    s.read_exact(&mut answers)
+        .expect("the whole handshake answered before the 10 s handshake timeout");
+    assert_eq!(
+        answers[..4],
+        [5, 2, 1, 0],
+        "method, then credentials accepted"
+    );
+    assert_eq!(answers[4..6], [5, 0], "connected");
+    assert_eq!(&answers[14..], b"ping");
+    proxy.assert_alive();
+    proxy.finish();
+}

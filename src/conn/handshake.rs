@@ -21,11 +21,10 @@ use crate::http;
 use crate::net;
 use crate::socks::{self, consts, Dest, ParseError, Protocol, Reply, Status, Version};
 
-/// The longest SOCKS handshake message: RFC 1929 credentials, 513 bytes
-/// (version, two lengths, two fields of up to 255). Greetings (257),
-/// requests (262) and SOCKS4a requests ([`consts::MAX_REQUEST_LEN`]) are
-/// shorter.
-pub const SOCKS_MAX: usize = 513;
+/// The longest SOCKS handshake message: a SOCKS4a request with a user ID
+/// and a host name of 255 bytes each, 520 bytes (8 + 2 × 256). RFC 1929
+/// credentials (513), greetings (257) and SOCKS5 requests (262) are shorter.
+pub const SOCKS_MAX: usize = 8 + 2 * (consts::SOCKS4_MAX_FIELD + 1);
 
 /// The HTTP head buffer: one byte past [`http::MAX_HEAD`], so a head that
 /// is too long is seen to be (431).
@@ -113,6 +112,11 @@ impl Handshake {
 
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// The client sent EOF.
+    pub fn eof(&self) -> bool {
+        self.eof
     }
 
     /// Reads what the client sent, as far as the buffer's limit. Each read
@@ -234,11 +238,14 @@ impl Handshake {
 
     /// An HTTP head ends with an empty line, and httparse rejects a bad one
     /// at a line's end at the latest. Short heads are parsed at each read,
-    /// so garbage is answered at once; past [`EAGER_PARSE`] bytes, only
-    /// once a line end arrived (or the head is too long), so a long head
-    /// sent a byte at a time costs one parse per line, not per byte.
+    /// so garbage is answered at once, and once more as they pass
+    /// [`EAGER_PARSE`] bytes; after that, only once a line end arrived (or
+    /// the head is too long), so a long head sent a byte at a time costs
+    /// one parse per line, not per byte.
     fn head_may_be_complete(&mut self) -> bool {
-        if self.buf.len() <= EAGER_PARSE || self.buf.len() > http::MAX_HEAD || self.eof {
+        let eager = self.buf.len() <= EAGER_PARSE || self.scanned <= EAGER_PARSE;
+        if eager || self.buf.len() > http::MAX_HEAD || self.eof {
+            self.scanned = self.buf.len();
             return true;
         }
         let fresh = self.buf[self.scanned..].contains(&b'\n');
@@ -418,5 +425,73 @@ fn http_request(data: &[u8], auth: &Credentials) -> Parsed {
             forward,
             authorized,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake_of(bytes: &[u8]) -> (Handshake, Outbox, Next) {
+        let mut hs = Handshake::new();
+        let mut out = Outbox::default();
+        let mut ready = Ready::BOTH;
+        let who = (1, "127.0.0.1:1".parse().unwrap());
+        let mut src = bytes;
+        let next = loop {
+            hs.read(&mut src, &mut ready).unwrap();
+            match hs.parse(&Credentials::default(), &mut out, who) {
+                Next::Wait if !src.is_empty() => ready = Ready::BOTH,
+                next => break next,
+            }
+        };
+        (hs, out, next)
+    }
+
+    #[test]
+    fn longest_socks4a_request_fits() {
+        let mut req = vec![4, 1, 0, 80, 0, 0, 0, 1];
+        req.extend([b'u'; 255]);
+        req.push(0);
+        req.extend([b'h'; 255]);
+        req.push(0);
+        assert_eq!(req.len(), SOCKS_MAX);
+        let (_, _, next) = handshake_of(&req);
+        assert!(matches!(next, Next::Socks(..)), "{next:?}");
+    }
+
+    #[test]
+    fn pipelined_greeting_and_request_longer_than_the_buffer_are_read_in_turn() {
+        let mut burst = vec![5, 255];
+        burst.extend(0..=254u8);
+        burst.extend([5, 1, 0, 3, 255]);
+        burst.extend([b'h'; 255]);
+        burst.extend([0, 80]);
+        burst.extend(b"payload");
+        assert!(burst.len() > SOCKS_MAX);
+        let (_, out, next) = handshake_of(&burst);
+        let Next::Socks(req, pipelined) = next else {
+            panic!("{next:?}")
+        };
+        assert!(matches!(req.target, Target::Name(ref n, 80) if n.len() == 255));
+        // What did not fit stays in the socket, for the relay to read.
+        assert!(b"payload".starts_with(&pipelined), "{pipelined:?}");
+        assert!(!out.is_empty(), "the method choice is queued");
+    }
+
+    #[test]
+    fn garbage_past_the_eager_limit_is_answered_when_it_crosses_it() {
+        let mut hs = Handshake::new();
+        let mut out = Outbox::default();
+        let who = (1, "127.0.0.1:1".parse().unwrap());
+        let mut ready = Ready::BOTH;
+        // A valid start, then a bad byte, with no line end.
+        let mut head = b"GET http://a/".to_vec();
+        head.extend([b'a'; EAGER_PARSE]);
+        head.push(0);
+        let mut src = &head[..];
+        hs.read(&mut src, &mut ready).unwrap();
+        let next = hs.parse(&Credentials::default(), &mut out, who);
+        assert!(matches!(next, Next::Refused("bad handshake")), "{next:?}");
     }
 }

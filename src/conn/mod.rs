@@ -463,6 +463,11 @@ impl Conn {
             return self.broken(state(hs, kept), "client write error", e);
         }
         match next {
+            // The buffer filled before the client's bytes ran out, and the
+            // parse made room: read on, or no new edge would ever come.
+            handshake::Next::Wait if self.client_ready.readable && !hs.eof() => {
+                (state(hs, kept), Flow::Next)
+            }
             handshake::Next::Wait => (state(hs, kept), Flow::Stop(Progress::Idle)),
             handshake::Next::ClientClosed => {
                 self.reason = if kept.is_some() {
@@ -566,9 +571,10 @@ impl Conn {
             {
                 fwd.next_exchange(head);
                 if !pipelined.is_empty() {
+                    // (Counted when they were read, before the exchange ended.)
                     let ring = r.relay.up.ring.get_or_insert_with(|| ctx.pool.take());
-                    ring.push(&pipelined);
-                    self.count(ctx, r.upstream.link, pipelined.len() as u64, 0);
+                    let kept = ring.push(&pipelined);
+                    debug_assert_eq!(kept, pipelined.len(), "rings hold a whole head");
                 }
                 self.deadline = None;
                 (State::Forwarding(r, fwd), Flow::Next)
@@ -783,6 +789,10 @@ impl Conn {
         if let Err(e) = self.flush_outbox() {
             return self.broken(State::Relaying(r), "client write error", e);
         }
+        // The reply goes before anything relayed, EOF included.
+        if !self.outbox.is_empty() {
+            return (State::Relaying(r), Flow::Stop(Progress::Idle));
+        }
         let (up_before, down_before) = (r.relay.up.bytes, r.relay.down.bytes);
         let step = r.relay.run(
             (&mut self.client, &mut self.client_ready),
@@ -826,6 +836,9 @@ impl Conn {
     fn forwarding(&mut self, ctx: &mut Ctx<'_>, mut r: Relaying, mut fwd: Box<Forward>) -> Step {
         if let Err(e) = self.flush_outbox() {
             return self.broken(State::Forwarding(r, fwd), "client write error", e);
+        }
+        if !self.outbox.is_empty() {
+            return (State::Forwarding(r, fwd), Flow::Stop(Progress::Idle));
         }
         let client = (&mut self.client, &mut self.client_ready);
         let upstream = (&mut r.upstream.stream, &mut r.upstream.ready);
