@@ -50,6 +50,10 @@ pub struct StartArgs {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub connect_timeout: Duration,
 
+    /// How long a SOCKS BIND waits for its incoming connection, in seconds
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
+    pub bind_timeout: Duration,
+
     /// Bind outgoing sockets to the source address only, not to the
     /// interface (traffic then follows the routing table)
     #[arg(long)]

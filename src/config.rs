@@ -20,6 +20,8 @@ pub struct Config {
     pub targets: Vec<LinkSpec>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How long a BIND waits for its incoming connection.
+    pub bind_timeout: Duration,
     /// Bind outgoing sockets to the target's interface, not only its address.
     pub bind_device: bool,
     /// Credentials given with `--auth`.
@@ -40,6 +42,7 @@ impl Config {
             targets,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            bind_timeout: Duration::from_secs(120),
             bind_device: true,
             auth: Credentials::default(),
             auth_file: None,
@@ -194,6 +197,7 @@ pub fn build(
         targets,
         handshake_timeout: args.handshake_timeout,
         connect_timeout: args.connect_timeout,
+        bind_timeout: args.bind_timeout,
         bind_device: !args.no_bind_device,
         auth,
         auth_file: args.auth_file.clone(),
@@ -324,6 +328,7 @@ mod tests {
             port: 0,
             handshake_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(3),
+            bind_timeout: Duration::from_secs(120),
             no_bind_device: false,
             quiet: false,
             auth: vec![],

@@ -192,6 +192,7 @@ impl Reactor {
             timeouts: Timeouts {
                 handshake: config.handshake_timeout,
                 connect: config.connect_timeout,
+                bind: config.bind_timeout,
             },
             stop: Arc::new(AtomicBool::new(false)),
             waker,

@@ -404,3 +404,30 @@ fn bind_without_a_link_of_the_family_is_refused() {
         .unwrap_or_else(|e| panic!("after the error reply: {e}"));
     proxy.finish();
 }
+
+/// README: BIND waits up to 2 minutes (`--bind-timeout`) for its peer, then
+/// answers TTL expired and closes. Shortened here; the default is checked
+/// in `--help`.
+#[test]
+fn bind_with_no_peer_answers_ttl_expired_at_its_timeout() {
+    let mut proxy = Proxy::start(&["--bind-timeout", "1", "127.0.0.1"]);
+    let mut s = socks5_bind(proxy.addr, "127.0.0.1:0".parse().unwrap());
+    reply_ok(&mut s, "first reply");
+    let waited = Instant::now();
+    let second = read_reply5(&mut s).expect("a second reply at the timeout");
+    assert_eq!(second.rep, 0x06, "TTL expired: {:02x?}", second.raw);
+    assert!(
+        waited.elapsed() >= Duration::from_millis(900),
+        "answered before the timeout: {:?}",
+        waited.elapsed()
+    );
+    read_until_closed(&mut s, Duration::from_secs(10)).expect("closed after the reply");
+    let help = run_bin(&["start", "--help"], Duration::from_secs(10));
+    assert!(
+        help.stdout.contains("--bind-timeout <SECS>") && help.stdout.contains("[default: 120]"),
+        "{}",
+        help.stdout
+    );
+    proxy.assert_alive();
+    proxy.finish();
+}

@@ -5,7 +5,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
 
 use mio::net::TcpListener;
 use mio::Interest;
@@ -17,9 +16,6 @@ use super::request::Target;
 use super::token::{Handle, Side};
 use super::upstream::Upstream;
 use crate::sys;
-
-/// How long a BIND waits for its incoming connection.
-pub const BIND_WAIT: Duration = Duration::from_secs(120);
 
 pub struct Binding {
     listener: TcpListener,

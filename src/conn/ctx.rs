@@ -21,6 +21,8 @@ pub type Timers = BinaryHeap<Reverse<(Instant, usize, u64)>>;
 pub struct Timeouts {
     pub handshake: Duration,
     pub connect: Duration,
+    /// How long a BIND waits for its peer.
+    pub bind: Duration,
 }
 
 pub struct Ctx<'a> {

@@ -996,7 +996,7 @@ impl Conn {
                 self.local = b.local_addr();
                 self.outbox
                     .reply(client, Reply::Succeeded, self.local, None);
-                self.arm(ctx, bind::BIND_WAIT);
+                self.arm(ctx, ctx.timeouts.bind);
                 (State::Binding(b, pending), Flow::Next)
             }
             Err(bind::Refusal::NoLink) => self.missing_family(ctx, client),

@@ -92,6 +92,7 @@ impl Rig {
             timeouts: Timeouts {
                 handshake: Duration::from_secs(30),
                 connect: Duration::from_secs(30),
+                bind: Duration::from_secs(120),
             },
             now: Instant::now().max(self.clock),
         }
