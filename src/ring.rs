@@ -289,4 +289,16 @@ mod tests {
         assert!(slot.is_none());
         assert_eq!(pool.lent(), 0);
     }
+
+    #[test]
+    fn ring_is_full_only_when_every_byte_is_filled() {
+        let mut r = Ring::with_capacity(4);
+        assert!(!r.is_full(), "empty");
+        fill(&mut r, b"wxy");
+        assert!(!r.is_full(), "one byte free");
+        fill(&mut r, b"z");
+        assert!(r.is_full());
+        r.consume(1);
+        assert!(!r.is_full(), "after a consume");
+    }
 }
