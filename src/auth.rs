@@ -447,4 +447,110 @@ mod tests {
             assert!(!rule.allows(no.parse().unwrap()), "{no}");
         }
     }
+
+    #[test]
+    fn bad_credential_says_which_line() {
+        assert_eq!(
+            BadCredential { line: Some(3) }.to_string(),
+            "line 3 is not user:pass"
+        );
+        assert_eq!(
+            BadCredential { line: None }.to_string(),
+            "credentials must be given as user:pass"
+        );
+    }
+
+    #[test]
+    fn len_and_is_empty_count_entries() {
+        let none = Credentials::default();
+        assert!(none.is_empty());
+        assert_eq!(none.len(), 0);
+        let two = creds(&["alice:1", "bob:2"]);
+        assert!(!two.is_empty());
+        assert_eq!(two.len(), 2);
+    }
+
+    #[test]
+    fn add_takes_fields_up_to_255_bytes_and_a_user() {
+        let (b255, b256) = ("u".repeat(255), "u".repeat(256));
+        let mut c = Credentials::default();
+        assert_eq!(c.add(&format!("{b255}:pw")), Ok(()));
+        assert_eq!(c.add(&format!("alice:{b255}")), Ok(()));
+        assert_eq!(c.add(&format!("{b255}:{b255}")), Ok(()));
+        for bad in [
+            format!("{b256}:pw"),
+            format!("alice:{b256}"),
+            format!("{b256}:{b256}"),
+            ":pw".to_string(),
+            ":".to_string(),
+        ] {
+            assert_eq!(
+                c.add(&bad),
+                Err(BadCredential { line: None }),
+                "{}",
+                &bad[..bad.len().min(20)]
+            );
+        }
+        assert_eq!(c.len(), 3, "refused pairs are not added");
+    }
+
+    #[test]
+    fn load_file_of_a_missing_path_is_an_error() {
+        let err = Credentials::load_file(Path::new("")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn extend_adds_entries_and_keeps_required() {
+        let mut c = creds(&["alice:1"]);
+        c.extend(creds(&["bob:2"]));
+        assert!(c.check(b"alice", b"1") && c.check(b"bob", b"2"));
+        // An emptied auth file still requires authentication after merging.
+        let mut required = Credentials::default();
+        required.require();
+        let mut merged = Credentials::default();
+        merged.extend(required);
+        assert!(merged.required());
+        merged.extend(Credentials::default());
+        assert!(merged.required(), "a later source does not turn it off");
+    }
+
+    #[test]
+    fn knows_configured_user_names_only() {
+        let c = creds(&["alice:s3cret"]);
+        assert!(c.knows(b"alice"));
+        assert!(!c.knows(b"alic"));
+        assert!(!c.knows(b"bob"));
+        assert!(!Credentials::default().knows(b""));
+    }
+
+    #[test]
+    fn a_pair_given_twice_still_matches() {
+        // `--auth` and `--auth-file` may both name the same user:pass.
+        let c = creds(&["alice:s3cret", "alice:s3cret"]);
+        assert!(c.check(b"alice", b"s3cret"));
+        assert!(c.check_basic(format!("Basic {}", base64(b"alice:s3cret")).as_bytes()));
+    }
+
+    #[test]
+    fn basic_token_under_another_scheme_is_refused() {
+        let c = creds(&["alice:s3cret"]);
+        let token = base64(b"alice:s3cret");
+        for header in [format!("Bearer {token}"), format!("Basix {token}")] {
+            assert!(!c.check_basic(header.as_bytes()), "{header}");
+        }
+    }
+
+    #[test]
+    fn ct_eq_compares_secrets_of_ct_len_bytes_and_refuses_longer() {
+        let max = vec![b'a'; CT_LEN];
+        assert!(ct_eq(&max, &max), "CT_LEN bytes are still compared");
+        let mut other = max.clone();
+        other[CT_LEN - 1] = b'b';
+        assert!(!ct_eq(&max, &other));
+        // Longer than CT_LEN and of another length: both flags set, not cancelled.
+        let long = vec![b'a'; CT_LEN + 1];
+        assert!(!ct_eq(&long, &max));
+        assert!(!ct_eq(&max, &long));
+    }
 }

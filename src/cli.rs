@@ -278,4 +278,11 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{argv:?}");
         }
     }
+
+    #[test]
+    fn addr_spec_displays_as_typed() {
+        assert_eq!(ip("10.0.0.1").to_string(), "10.0.0.1");
+        assert_eq!(ip("fe80::1").to_string(), "fe80::1");
+        assert_eq!(AddrSpec::Name("wlan0".into()).to_string(), "wlan0");
+    }
 }

@@ -836,4 +836,204 @@ mod tests {
         assert!(head.contains("Proxy-Authenticate: Basic realm=\"dispatch\""));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
     }
+
+    #[test]
+    fn errors_say_what_went_wrong() {
+        assert_eq!(HttpError::Malformed.to_string(), "malformed HTTP request");
+        assert_eq!(HttpError::TooLarge.to_string(), "request head too large");
+        assert!(HttpError::BadTarget
+            .to_string()
+            .contains("not a web server"));
+        assert_eq!(
+            HttpError::BadFraming.to_string(),
+            "invalid Content-Length or Transfer-Encoding"
+        );
+        assert_eq!(HttpError::BadFraming.status(), 400);
+    }
+
+    #[test]
+    fn header_lookup_ignores_case() {
+        let h = head("GET http://h/ HTTP/1.1\r\nProxy-Authorization: Basic x\r\nX-A: 1\r\n\r\n");
+        assert_eq!(h.header("proxy-authorization"), Some(&b"Basic x"[..]));
+        assert_eq!(h.header("X-A"), Some(&b"1"[..]));
+        assert_eq!(h.header("x-b"), None);
+    }
+
+    /// A complete request head of exactly `len` bytes.
+    fn request_of_len(len: usize) -> Vec<u8> {
+        let start = b"GET http://h/ HTTP/1.1\r\nX: ";
+        let mut text = start.to_vec();
+        text.extend(std::iter::repeat_n(b'a', len - start.len() - 4));
+        text.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(text.len(), len);
+        text
+    }
+
+    /// A complete response head of exactly `len` bytes.
+    fn response_of_len(len: usize) -> Vec<u8> {
+        let start = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX: ";
+        let mut text = start.to_vec();
+        text.extend(std::iter::repeat_n(b'a', len - start.len() - 4));
+        text.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(text.len(), len);
+        text
+    }
+
+    #[test]
+    fn request_head_of_16_kib_is_the_largest_accepted() {
+        let max = request_of_len(16 * 1024);
+        assert!(matches!(parse_request(&max), Ok(Status::Complete(_, n)) if n == max.len()));
+        // Complete in one read, one byte over: too large all the same.
+        let over = request_of_len(16 * 1024 + 1);
+        assert_eq!(parse_request(&over).unwrap_err(), HttpError::TooLarge);
+        // Still partial: refused once it passes MAX_HEAD, not before.
+        let partial = request_of_len(16 * 1024 + 10);
+        assert!(matches!(
+            parse_request(&partial[..MAX_HEAD]),
+            Ok(Status::Partial)
+        ));
+        assert_eq!(
+            parse_request(&partial[..MAX_HEAD + 1]).unwrap_err(),
+            HttpError::TooLarge
+        );
+    }
+
+    #[test]
+    fn response_head_limits_match_the_request_ones() {
+        let max = response_of_len(16 * 1024);
+        assert!(matches!(
+            parse_response(&max, "GET"),
+            Ok(Status::Complete(_, n)) if n == max.len()
+        ));
+        let over = response_of_len(16 * 1024 + 1);
+        assert_eq!(
+            parse_response(&over, "GET").unwrap_err(),
+            HttpError::TooLarge
+        );
+        let partial = response_of_len(16 * 1024 + 10);
+        assert_eq!(parse_response(&partial[..10], "GET"), Ok(Status::Partial));
+        assert_eq!(
+            parse_response(&partial[..MAX_HEAD], "GET"),
+            Ok(Status::Partial)
+        );
+        assert_eq!(
+            parse_response(&partial[..MAX_HEAD + 1], "GET").unwrap_err(),
+            HttpError::TooLarge
+        );
+    }
+
+    #[test]
+    fn http_1_0_request_may_have_a_length_but_not_chunks() {
+        let old = head("POST http://a/ HTTP/1.0\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(body_of(&old), Ok(Body::Length(3)));
+        let new = head("POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(body_of(&new), Ok(Body::Chunked));
+    }
+
+    #[test]
+    fn responses_without_a_body_by_status() {
+        let length = [("Content-Length", &b"5"[..])];
+        for status in [100, 101, 199, 204, 304] {
+            assert_eq!(
+                response_body("GET", status, &length),
+                Ok(Body::None),
+                "{status}"
+            );
+        }
+        for status in [200, 205, 404] {
+            assert_eq!(
+                response_body("GET", status, &length),
+                Ok(Body::Length(5)),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_length_is_digits_only_and_repeats_must_agree() {
+        let body = |headers: &[(&str, &[u8])]| request_body(headers);
+        for bad in [&b"+5"[..], b"", b" ", b"5 5", b"0x5"] {
+            assert_eq!(
+                body(&[("Content-Length", bad)]),
+                Err(HttpError::BadFraming),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            body(&[("Content-Length", b"5"), ("content-length", b" 5 ")]),
+            Ok(Body::Length(5))
+        );
+        assert_eq!(
+            body(&[("Content-Length", b"5"), ("Content-Length", b"6")]),
+            Err(HttpError::BadFraming)
+        );
+    }
+
+    #[test]
+    fn response_close_needs_the_close_token_in_connection() {
+        let close = |text: &str| match parse_response(text.as_bytes(), "GET") {
+            Ok(Status::Complete(h, _)) => h.close,
+            other => panic!("{other:?}"),
+        };
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n";
+        assert!(!close(&format!("{ok}Connection: keep-alive\r\n\r\n")));
+        assert!(!close(&format!("{ok}X-Note: close\r\n\r\n")));
+        assert!(close(&format!("{ok}Connection: upgrade, Close\r\n\r\n")));
+    }
+
+    #[test]
+    fn framing_is_not_done_before_the_body_ends() {
+        let mut f = Framing::new(Body::Length(5));
+        assert!(!f.is_done());
+        assert_eq!(f.advance(b"hel"), Ok(3));
+        assert!(!f.is_done());
+        assert!(!Framing::new(Body::Chunked).is_done());
+        assert!(!Framing::new(Body::UntilClose).is_done());
+        let mut c = Framing::new(Body::Chunked);
+        assert_eq!(c.advance(b"0\r\n"), Ok(3));
+        assert!(!c.is_done(), "the final empty line is still to come");
+    }
+
+    #[test]
+    fn chunk_data_cut_short_takes_only_the_bytes_given() {
+        let mut f = Framing::new(Body::Chunked);
+        assert_eq!(f.advance(b"5\r\nhe"), Ok(5));
+        assert_eq!(f, Framing::Chunked(Chunk::Data(3)));
+        assert_eq!(f.advance(b"l"), Ok(1));
+        assert_eq!(f, Framing::Chunked(Chunk::Data(2)));
+    }
+
+    #[test]
+    fn chunk_size_line_without_digits_or_with_a_bare_lf_is_refused() {
+        for bad in [&b";"[..], b" ", b"\t", b"5;ext\nhello", b"5 \n"] {
+            let mut f = Framing::new(Body::Chunked);
+            assert_eq!(
+                f.advance(bad),
+                Err(HttpError::BadFraming),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn own_responses_have_their_reason_phrases() {
+        for (status, reason) in [
+            (200, "Connection established"),
+            (400, "Bad Request"),
+            (403, "Forbidden"),
+            (407, "Proxy Authentication Required"),
+            (431, "Request Header Fields Too Large"),
+            (502, "Bad Gateway"),
+            (504, "Gateway Timeout"),
+            (500, "Error"),
+        ] {
+            let r = error_response(status, "why", "");
+            let line = format!("HTTP/1.1 {status} {reason}\r\n");
+            assert!(r.starts_with(line.as_bytes()), "{status}");
+            let body = format!("\r\n\r\n{status} {reason}: why\n");
+            assert!(r.ends_with(body.as_bytes()), "{status}");
+        }
+    }
 }

@@ -607,4 +607,111 @@ mod tests {
         assert_eq!(l.get(0).label(), "l2 10.2.0.2");
         assert_eq!(l.get(1).label(), "10.0.0.1");
     }
+
+    #[test]
+    fn link_reports_its_weight_and_family() {
+        let l = links(vec![spec("10.0.0.1", 3, None), spec("fd00::1", 2, None)]);
+        assert_eq!(l.get(0).weight().get(), 3);
+        assert_eq!(l.get(1).weight().get(), 2);
+        assert!(!l.get(0).is_ipv6());
+        assert!(l.get(1).is_ipv6());
+    }
+
+    #[test]
+    fn can_reach_only_families_with_a_link() {
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let only_v4 = links(vec![spec("10.0.0.1", 1, None)]);
+        assert!(only_v4.can_reach(target()));
+        assert!(!only_v4.can_reach(v6));
+        let only_v6 = links(vec![spec("fd00::1", 1, None)]);
+        assert!(!only_v6.can_reach(target()));
+        assert!(only_v6.can_reach(v6));
+        assert!(!links(vec![]).can_reach(target()));
+    }
+
+    #[test]
+    fn datagrams_take_up_links_by_weight_within_the_family() {
+        let mut l = links(vec![
+            spec("10.0.0.1", 2, None),
+            spec("fd00::1", 1, None),
+            spec("10.0.0.2", 1, None),
+        ]);
+        let v4: Vec<_> = (0..6)
+            .map(|_| l.pick_for_datagrams(target()).unwrap())
+            .collect();
+        assert_eq!(v4, [0, 2, 0, 0, 2, 0]);
+        assert_eq!(
+            l.pick_for_datagrams("2001:db8::1".parse().unwrap()),
+            Some(1)
+        );
+        let mut no_v6 = links(vec![spec("10.0.0.1", 1, None)]);
+        assert_eq!(
+            no_v6.pick_for_datagrams("2001:db8::1".parse().unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn datagrams_skip_a_down_link_and_start_no_trial() {
+        let mut l = links(vec![spec("10.0.0.1", 1, None), spec("10.0.0.2", 1, None)]);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            l.failed(1, &"x", t0);
+        }
+        let down = l.get(1).state();
+        for _ in 0..4 {
+            assert_eq!(l.pick_for_datagrams(target()), Some(0));
+        }
+        assert_eq!(l.get(1).state(), down, "no trial from datagrams");
+    }
+
+    #[test]
+    fn datagrams_fall_back_to_a_down_link_of_the_family() {
+        // The IPv6 link comes first and is up; the only IPv4 one is down.
+        let mut l = links(vec![spec("fd00::1", 1, None), spec("10.0.0.1", 1, None)]);
+        let now = Instant::now();
+        for _ in 0..3 {
+            l.failed(1, &"x", now);
+        }
+        assert_eq!(l.pick_for_datagrams(target()), Some(1));
+    }
+
+    #[test]
+    fn a_failure_requests_one_interface_refresh() {
+        let mut l = links(vec![spec("10.0.0.1", 1, None)]);
+        assert!(!l.take_refresh_request(), "none before a failure");
+        l.connected(0);
+        l.reached(0);
+        assert!(!l.take_refresh_request(), "successes ask for none");
+        l.failed(0, &"x", Instant::now());
+        assert!(l.take_refresh_request());
+        assert!(!l.take_refresh_request(), "taken once");
+    }
+
+    #[test]
+    fn closed_counts_open_connections_down_to_zero() {
+        let mut l = links(vec![spec("10.0.0.1", 1, None)]);
+        l.connected(0);
+        l.connected(0);
+        l.closed(0);
+        assert_eq!((l.get(0).stats.open, l.get(0).stats.total), (1, 2));
+        l.closed(0);
+        l.closed(0);
+        assert_eq!(l.get(0).stats.open, 0, "never below zero");
+    }
+
+    #[test]
+    fn interface_without_address_puts_its_link_down_for_the_first_backoff() {
+        let mut l = links(vec![spec("10.3.0.2", 1, Some("l3"))]);
+        let now = Instant::now();
+        l.apply_interfaces(&[iface("l3", 7, &[])], now);
+        assert_eq!(l.get(0).ip(), None);
+        assert_eq!(
+            l.get(0).state(),
+            State::Down {
+                retry_at: now + FIRST_BACKOFF,
+                backoff: FIRST_BACKOFF
+            }
+        );
+    }
 }

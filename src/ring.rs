@@ -170,13 +170,17 @@ mod tests {
         assert_eq!(r.push(bytes), bytes.len());
     }
 
+    /// Empties `r` in at most two reads of its contiguous data (the run up
+    /// to the end of the buffer, then the run from its start): a broken
+    /// ring fails here instead of looping for ever.
     fn drain(r: &mut Ring) -> Vec<u8> {
         let mut out = Vec::new();
-        while !r.is_empty() {
+        for _ in 0..2 {
             let d = r.data().to_vec();
             r.consume(d.len());
             out.extend(d);
         }
+        assert!(r.is_empty(), "two reads drain a ring");
         out
     }
 
@@ -288,5 +292,17 @@ mod tests {
         pool.give_if_empty(&mut slot);
         assert!(slot.is_none());
         assert_eq!(pool.lent(), 0);
+    }
+
+    #[test]
+    fn ring_is_full_only_when_every_byte_is_filled() {
+        let mut r = Ring::with_capacity(4);
+        assert!(!r.is_full(), "empty");
+        fill(&mut r, b"wxy");
+        assert!(!r.is_full(), "one byte free");
+        fill(&mut r, b"z");
+        assert!(r.is_full());
+        r.consume(1);
+        assert!(!r.is_full(), "after a consume");
     }
 }

@@ -941,4 +941,113 @@ mod tests {
         let n = emit_reply(Version::Socks4, Reply::HostUnreachable, None, &mut out);
         assert_eq!(&out[..n], &[0, 0x5B, 0, 0, 0, 0, 0, 0]);
     }
+
+    #[test]
+    fn greeting_takes_exactly_its_methods() {
+        let msg = [5, 3, 0x00, 0x02, 0x80, b'x'];
+        let (g, n) = complete(parse_greeting(&msg));
+        assert_eq!((g.methods, n), (&[0x00, 0x02, 0x80][..], 5));
+        assert!(g.offers(0x80) && !g.offers(0x01));
+    }
+
+    #[test]
+    fn socks4_address_is_4a_only_for_0_0_0_x() {
+        for ip in [
+            [0, 1, 0, 1],
+            [1, 0, 0, 1],
+            [1, 1, 0, 1],
+            [0, 0, 1, 1],
+            [0, 0, 0, 0],
+        ] {
+            let msg = [4, 1, 0, 80, ip[0], ip[1], ip[2], ip[3], 0];
+            let (r, n) = complete(parse_socks4(&msg));
+            let addr = SocketAddr::new(IpAddr::from(ip), 80);
+            assert_eq!((r.dest, n), (Dest::Addr(addr), msg.len()), "{ip:?}");
+        }
+    }
+
+    #[test]
+    fn longest_messages_fill_the_max_lengths_exactly() {
+        let name = "n".repeat(255);
+        let mut out = [0u8; 1024];
+        let reply = emit_reply(
+            Version::Socks5,
+            Reply::Succeeded,
+            Some("[2001:db8::1]:1".parse().unwrap()),
+            &mut out,
+        );
+        assert_eq!(reply, MAX_REPLY_LEN);
+        assert_eq!(MAX_REPLY_LEN, 22);
+        let socks4a = Request {
+            version: Version::Socks4,
+            command: Command::Connect,
+            dest: Dest::Name(&name, 80),
+        };
+        assert_eq!(socks4a.emit(&mut out), MAX_REQUEST_LEN);
+        assert_eq!(MAX_REQUEST_LEN, 265);
+        let socks5 = Request {
+            version: Version::Socks5,
+            ..socks4a
+        };
+        assert_eq!(socks5.emit(&mut out), 262);
+        let mut dgram = vec![0, 0, 0, ATYP_DOMAIN, 255];
+        dgram.extend_from_slice(name.as_bytes());
+        dgram.extend_from_slice(&[0, 53]);
+        let (_, n) = complete(parse_udp_header(&dgram));
+        assert_eq!(n, MAX_UDP_HEADER_LEN);
+        assert_eq!(MAX_UDP_HEADER_LEN, 262);
+    }
+
+    #[test]
+    fn errors_destinations_and_replies_display_as_text() {
+        for (err, text) in [
+            (ParseError::BadVersion(6), "unsupported SOCKS version 0x06"),
+            (
+                ParseError::NoMethods,
+                "greeting offers no authentication method",
+            ),
+            (ParseError::UnknownCommand(9), "unknown command 0x09"),
+            (
+                ParseError::UnknownAddressType(7),
+                "unknown address type 0x07",
+            ),
+            (ParseError::BadDomain, "empty or malformed domain name"),
+            (
+                ParseError::FieldTooLong,
+                "SOCKS4 user id or domain too long",
+            ),
+        ] {
+            assert_eq!(err.to_string(), text);
+        }
+        assert_eq!(
+            Dest::Name("example.org", 443).to_string(),
+            "example.org:443"
+        );
+        assert_eq!(
+            Dest::Addr("[::1]:80".parse().unwrap()).to_string(),
+            "[::1]:80"
+        );
+        for (reply, text) in [
+            (Reply::Succeeded, "succeeded"),
+            (Reply::GeneralFailure, "general failure"),
+            (Reply::NotAllowed, "not allowed"),
+            (Reply::NetworkUnreachable, "network unreachable"),
+            (Reply::HostUnreachable, "host unreachable"),
+            (Reply::ConnectionRefused, "connection refused"),
+            (Reply::TtlExpired, "timed out"),
+            (Reply::CommandNotSupported, "command not supported"),
+            (Reply::AddressTypeNotSupported, "address type not supported"),
+        ] {
+            assert_eq!(reply.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn method_reply_is_version_and_method() {
+        let mut out = [0u8; 2];
+        assert_eq!(emit_method(METHOD_USER_PASS, &mut out), 2);
+        assert_eq!(out, [5, 2]);
+        emit_method(METHOD_NONE_ACCEPTABLE, &mut out);
+        assert_eq!(out, [5, 0xFF]);
+    }
 }

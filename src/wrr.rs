@@ -139,4 +139,11 @@ mod tests {
         assert_eq!(all.matches('B').count(), 2);
         assert_eq!(s.next_where(|_| false), None);
     }
+
+    #[test]
+    fn is_empty_only_without_items() {
+        let none: Selector<char> = Selector::new([]);
+        assert!(none.is_empty());
+        assert!(!Selector::new([('A', w(1))]).is_empty());
+    }
 }
