@@ -59,6 +59,11 @@ pub struct StartArgs {
     #[arg(long)]
     pub no_bind_device: bool,
 
+    /// With no ADDRESS given: do not use this interface (may be given
+    /// several times)
+    #[arg(long, value_name = "IFACE")]
+    pub exclude: Vec<String>,
+
     /// Do not show the live table of links on a terminal
     #[arg(long, short)]
     pub quiet: bool,

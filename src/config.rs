@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::auth::{Access, Credentials};
 use crate::cli::{AddrSpec, StartArgs};
 use crate::iface::Interface;
-use crate::links::{LinkSpec, MAX_LINKS};
+use crate::links::{Follow, LinkSpec, MAX_LINKS};
 use std::path::PathBuf;
 
 /// Everything the reactor needs to run.
@@ -30,6 +30,11 @@ pub struct Config {
     pub auth_file: Option<PathBuf>,
     /// Which clients may connect.
     pub access: Access,
+    /// Which interfaces the links follow as they come and go.
+    pub follow: Follow,
+    /// Interfaces given by name that have no usable address yet (or do not
+    /// exist yet): their links come when they do.
+    pub waiting: Vec<String>,
 }
 
 impl Config {
@@ -47,6 +52,8 @@ impl Config {
             auth: Credentials::default(),
             auth_file: None,
             access: Access::Anyone,
+            follow: Follow::default(),
+            waiting: Vec::new(),
         }
     }
 
@@ -69,17 +76,10 @@ pub enum ConfigError {
     NotLocal(IpAddr),
     /// An IP the test bind refused for another reason.
     Unbindable(IpAddr, io::Error),
-    /// Neither an IP nor the name of an interface.
-    Unknown {
-        name: String,
-        interfaces: Vec<String>,
-    },
-    /// An interface with nothing to dispatch from.
-    NoUsableAddress(String),
     /// The same address reached twice.
     Duplicate(IpAddr),
-    /// No address given, and no interface has a usable one.
-    NothingUsable,
+    /// `--exclude` with addresses given: it only narrows the default set.
+    ExcludeWithAddresses,
     /// More addresses than a connection attempt can track.
     TooMany(usize),
     /// The unspecified address, a multicast or broadcast one: no source.
@@ -101,15 +101,10 @@ impl fmt::Display for ConfigError {
             ConfigError::Unbindable(ip, err) => {
                 write!(f, "cannot send from {ip}: {err}; {SEE_LIST}")
             }
-            ConfigError::Unknown { name, interfaces } => write!(
+            ConfigError::ExcludeWithAddresses => write!(
                 f,
-                "{name:?} is neither an IP address nor an interface; give an IP or one of: {}",
-                interfaces.join(", ")
-            ),
-            ConfigError::NoUsableAddress(name) => write!(
-                f,
-                "interface {name} has no usable address (only loopback, link-local or none); \
-                 give another interface or an IP; {SEE_LIST}"
+                "--exclude only narrows the uplinks used when no ADDRESS is given; \
+                 leave the interface out of the addresses instead"
             ),
             ConfigError::Duplicate(ip) => write!(
                 f,
@@ -137,11 +132,6 @@ impl fmt::Display for ConfigError {
             ConfigError::TooMany(n) => write!(
                 f,
                 "{n} addresses to dispatch to; at most {MAX_LINKS} are supported, give fewer"
-            ),
-            ConfigError::NothingUsable => write!(
-                f,
-                "no interface has a usable address; pass the addresses to dispatch to explicitly, \
-                 as in `dispatch start 127.0.0.1`"
             ),
         }
     }
@@ -171,12 +161,27 @@ pub fn build(
     ifaces: &[Interface],
     bind: impl Fn(IpAddr) -> io::Result<()>,
 ) -> Result<Config, ConfigError> {
+    let mut follow = Follow::default();
+    let mut waiting = Vec::new();
     let targets = if args.addresses.is_empty() {
-        every_usable(ifaces)?
+        follow.uplinks = Some(args.exclude.clone());
+        uplinks(ifaces, &args.exclude)
     } else {
+        if !args.exclude.is_empty() {
+            return Err(ConfigError::ExcludeWithAddresses);
+        }
         let mut targets: Vec<LinkSpec> = Vec::new();
         for wa in &args.addresses {
-            for target in resolve(&wa.addr, wa.weight, ifaces, &bind)? {
+            if let AddrSpec::Name(name) = &wa.addr {
+                follow.named.push((name.clone(), wa.weight));
+            }
+            let found = resolve(&wa.addr, wa.weight, ifaces, &bind)?;
+            if found.is_empty() {
+                if let AddrSpec::Name(name) = &wa.addr {
+                    waiting.push(name.clone());
+                }
+            }
+            for target in found {
                 if targets.iter().any(|t| t.ip == target.ip) {
                     return Err(ConfigError::Duplicate(target.ip));
                 }
@@ -202,6 +207,8 @@ pub fn build(
         auth,
         auth_file: args.auth_file.clone(),
         access: Access::Anyone,
+        follow,
+        waiting,
     };
     let credentials = config
         .credentials()
@@ -243,19 +250,13 @@ fn resolve(
                 follow: false,
             }])
         }
-        AddrSpec::Name(name) => {
-            let Some(iface) = ifaces.iter().find(|i| &i.name == name) else {
-                return Err(ConfigError::Unknown {
-                    name: name.clone(),
-                    interfaces: ifaces.iter().map(|i| i.name.clone()).collect(),
-                });
-            };
-            let targets = targets_of(iface, weight);
-            if targets.is_empty() {
-                return Err(ConfigError::NoUsableAddress(name.clone()));
-            }
-            Ok(targets)
-        }
+        // An interface that does not exist yet, or has no usable address
+        // yet, has no link now; it gets its links when it does.
+        AddrSpec::Name(name) => Ok(ifaces
+            .iter()
+            .find(|i| &i.name == name)
+            .map(|iface| targets_of(iface, weight))
+            .unwrap_or_default()),
     }
 }
 
@@ -271,22 +272,22 @@ fn targets_of(iface: &Interface, weight: NonZeroU32) -> Vec<LinkSpec> {
         .collect()
 }
 
-/// The default when no `ADDRESS` is given: every usable address, weight 1.
-fn every_usable(ifaces: &[Interface]) -> Result<Vec<LinkSpec>, ConfigError> {
+/// The default when no `ADDRESS` is given: every uplink's usable addresses
+/// (an interface with a default route of the family, see
+/// [`Interface::is_uplink`]), weight 1, but for the `excluded` interfaces.
+/// There may be none yet (a machine at boot): links come as uplinks do.
+fn uplinks(ifaces: &[Interface], excluded: &[String]) -> Vec<LinkSpec> {
     let mut targets: Vec<LinkSpec> = Vec::new();
-    for iface in ifaces {
+    for iface in ifaces.iter().filter(|i| !excluded.contains(&i.name)) {
         for t in targets_of(iface, NonZeroU32::MIN) {
             // Merged interfaces never share an address, but a bridge and its
             // port may; one target per address.
-            if !targets.iter().any(|seen| seen.ip == t.ip) {
+            if iface.is_uplink(t.ip.is_ipv6()) && !targets.iter().any(|seen| seen.ip == t.ip) {
                 targets.push(t);
             }
         }
     }
-    if targets.is_empty() {
-        return Err(ConfigError::NothingUsable);
-    }
-    Ok(targets)
+    targets
 }
 
 #[cfg(test)]
@@ -303,6 +304,7 @@ mod tests {
             name: name.into(),
             index: 0,
             addrs: addrs.iter().map(|a| ip(a)).collect(),
+            default_route: [true, true],
         };
         vec![
             iface("lo", &["127.0.0.1", "::1"]),
@@ -330,6 +332,7 @@ mod tests {
             connect_timeout: Duration::from_secs(3),
             bind_timeout: Duration::from_secs(120),
             no_bind_device: false,
+            exclude: vec![],
             quiet: false,
             auth: vec![],
             auth_file: None,
@@ -399,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn no_address_means_every_usable_one() {
+    fn no_address_means_every_uplink() {
         let config = build_from(&[]).unwrap();
         let ips: Vec<_> = config.targets.iter().map(|t| t.ip).collect();
         assert_eq!(
@@ -407,14 +410,38 @@ mod tests {
             vec![ip("192.168.1.5"), ip("2001:db8::5"), ip("10.0.0.7")]
         );
         assert!(config.targets.iter().all(|t| t.weight.get() == 1));
+        assert_eq!(config.follow.uplinks, Some(vec![]));
     }
 
     #[test]
-    fn nothing_usable_says_to_pass_addresses() {
+    fn no_address_leaves_out_interfaces_without_a_default_route() {
+        let mut ifaces = machine();
+        ifaces[1].default_route = [true, false]; // eth0: IPv4 only
+        ifaces[2].default_route = [false, false]; // wlan0: a bridge, say
+        let config = build(&args(&[]), &ifaces, fake_bind).unwrap();
+        let ips: Vec<_> = config.targets.iter().map(|t| t.ip).collect();
+        assert_eq!(ips, vec![ip("192.168.1.5")]);
+    }
+
+    #[test]
+    fn exclude_drops_an_uplink_and_needs_the_default_mode() {
+        let mut a = args(&[]);
+        a.exclude = vec!["eth0".into()];
+        let config = build(&a, &machine(), fake_bind).unwrap();
+        let ips: Vec<_> = config.targets.iter().map(|t| t.ip).collect();
+        assert_eq!(ips, vec![ip("10.0.0.7")]);
+        assert_eq!(config.follow.uplinks, Some(vec!["eth0".to_string()]));
+        let mut a = args(&["wlan0"]);
+        a.exclude = vec!["eth0".into()];
+        let err = build(&a, &machine(), fake_bind).unwrap_err();
+        assert!(matches!(err, ConfigError::ExcludeWithAddresses), "{err}");
+    }
+
+    #[test]
+    fn no_uplink_yet_starts_with_no_link() {
         let only_lo = &machine()[..1];
-        let err = build(&args(&[]), only_lo, fake_bind).unwrap_err();
-        assert!(matches!(err, ConfigError::NothingUsable));
-        assert!(err.to_string().contains("explicitly"));
+        let config = build(&args(&[]), only_lo, fake_bind).unwrap();
+        assert!(config.targets.is_empty());
     }
 
     #[test]
@@ -445,21 +472,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_name_lists_interfaces() {
-        let err = build_from(&["eht0"]).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("\"eht0\""), "{msg}");
-        assert!(msg.contains("lo, eth0, wlan0, tun0"), "{msg}");
-    }
-
-    #[test]
-    fn interface_without_usable_address() {
-        for name in ["tun0", "lo"] {
-            let err = build_from(&[name]).unwrap_err();
-            assert!(
-                matches!(&err, ConfigError::NoUsableAddress(n) if n == name),
-                "{err}"
-            );
+    fn interface_not_there_yet_is_waited_for() {
+        for name in ["wlan1", "tun0", "lo"] {
+            let config = build_from(&["eth0", name]).unwrap();
+            assert_eq!(config.waiting, vec![name.to_string()], "{name}");
+            assert!(config.follow.named.iter().any(|(n, _)| n == name));
+            assert_eq!(config.targets.len(), 2, "eth0's two addresses");
         }
     }
 

@@ -10,12 +10,15 @@ use std::time::Duration;
 use network_interface::{NetworkInterface, NetworkInterfaceConfig};
 
 /// A network interface and all its addresses, in the order the system gave them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interface {
     pub name: String,
     /// The system's interface index (what macOS and Windows bind sockets by).
     pub index: u32,
     pub addrs: Vec<IpAddr>,
+    /// Whether a default route leaves through it, for IPv4 and IPv6 (`[v4,
+    /// v6]`). Where routes cannot be read (not Linux), taken as true.
+    pub default_route: [bool; 2],
 }
 
 impl Interface {
@@ -23,17 +26,111 @@ impl Interface {
     pub fn usable_addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.addrs.iter().copied().filter(|&ip| is_usable(ip))
     }
+
+    /// Whether the interface reaches the internet in this family: a usable
+    /// address and a default route. What `dispatch start` with no address
+    /// uses.
+    pub fn is_uplink(&self, ipv6: bool) -> bool {
+        self.default_route[ipv6 as usize] && self.usable_addrs().any(|ip| ip.is_ipv6() == ipv6)
+    }
+
+    /// Whether `ip` (one of its addresses) is used with no address given,
+    /// or why not.
+    pub fn default_use(&self, ip: IpAddr) -> Result<(), &'static str> {
+        if ip.is_loopback() {
+            Err("loopback")
+        } else if !is_usable(ip) {
+            Err("link-local only")
+        } else if !self.default_route[ip.is_ipv6() as usize] {
+            Err("no default route")
+        } else {
+            Ok(())
+        }
+    }
 }
 
-/// The machine's interfaces, one entry per name, in the system's index order.
+/// The machine's interfaces, one entry per name, in the system's index
+/// order, with their default routes.
 pub fn discover() -> io::Result<Vec<Interface>> {
     let mut found = NetworkInterface::show().map_err(io::Error::other)?;
     // Some platforms return them in hash order; the index is stable.
     found.sort_by_key(|ni| ni.index);
-    Ok(merge(found.into_iter().map(|ni| {
+    let mut ifaces = merge(found.into_iter().map(|ni| {
         let addrs = ni.addr.iter().map(|a| a.ip()).collect();
         (ni.name, ni.index, addrs)
-    })))
+    }));
+    let routes = default_routes();
+    for iface in &mut ifaces {
+        iface.default_route = match &routes {
+            Some([v4, v6]) => [v4.contains(&iface.name), v6.contains(&iface.name)],
+            None => [true, true],
+        };
+    }
+    Ok(ifaces)
+}
+
+/// The interfaces default routes leave by, IPv4 and IPv6, as the kernel
+/// lists them (`/proc/net/route`, `/proc/net/ipv6_route`); `None` where
+/// they cannot be read.
+fn default_routes() -> Option<[Vec<String>; 2]> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let v4 = std::fs::read_to_string("/proc/net/route").ok()?;
+    // A kernel without IPv6 has no such file: no IPv6 default route.
+    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+    Some([default_routes_v4(&v4), default_routes_v6(&v6)])
+}
+
+const RTF_UP: u32 = 0x0001;
+const RTF_REJECT: u32 = 0x0200;
+
+/// Interfaces of the usable default routes in `/proc/net/route`: a header,
+/// then `Iface Destination Gateway Flags RefCnt Use Metric Mask ...`, in hex.
+fn default_routes_v4(table: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(name), Some(dest), Some(flags), Some(mask)) =
+            (f.first(), f.get(1), f.get(3), f.get(7))
+        else {
+            continue;
+        };
+        let flags = u32::from_str_radix(flags, 16).unwrap_or(0);
+        let default = *dest == "00000000" && *mask == "00000000";
+        if default
+            && flags & RTF_UP != 0
+            && flags & RTF_REJECT == 0
+            && !out.iter().any(|n| n == name)
+        {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+/// Interfaces of the usable default routes in `/proc/net/ipv6_route`: no
+/// header; `dest plen src splen nexthop metric refcnt use flags iface`.
+fn default_routes_v6(table: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in table.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 {
+            continue;
+        }
+        let (dest, plen, flags, name) = (f[0], f[1], f[8], f[9]);
+        let flags = u32::from_str_radix(flags, 16).unwrap_or(0);
+        let default = dest.bytes().all(|b| b == b'0') && plen == "00";
+        if default
+            && flags & RTF_UP != 0
+            && flags & RTF_REJECT == 0
+            && name != "lo"
+            && !out.iter().any(|n| n == name)
+        {
+            out.push(name.to_string());
+        }
+    }
+    out
 }
 
 /// Joins entries of the same name (some platforms list an interface once per
@@ -47,7 +144,7 @@ pub fn merge(entries: impl IntoIterator<Item = (String, u32, Vec<IpAddr>)>) -> V
                 out.push(Interface {
                     name,
                     index,
-                    addrs: Vec::new(),
+                    ..Interface::default()
                 });
                 out.len() - 1
             }
@@ -82,20 +179,29 @@ pub fn family(ip: IpAddr) -> &'static str {
 
 /// The `dispatch list` table: a header, then one row per address (`-` for an
 /// interface without any), in space-aligned columns so `awk` can split it.
+/// USABLE: whether the address can be given as a dispatch target; DEFAULT:
+/// whether `dispatch start` with no address uses it, or why not (the last
+/// column, so its words do not shift the others).
 pub fn format_table(ifaces: &[Interface]) -> String {
-    let mut rows: Vec<[String; 4]> =
-        vec![["INTERFACE", "FAMILY", "ADDRESS", "USABLE"].map(String::from)];
+    let mut rows: Vec<[String; 5]> =
+        vec![["INTERFACE", "FAMILY", "ADDRESS", "USABLE", "DEFAULT"].map(String::from)];
     for iface in ifaces {
         if iface.addrs.is_empty() {
-            rows.push([iface.name.clone(), "-".into(), "-".into(), "no".into()]);
+            let row = [&iface.name, "-", "-", "no", "no (no address)"];
+            rows.push(row.map(String::from));
         }
         for &ip in &iface.addrs {
             let usable = if is_usable(ip) { "yes" } else { "no" };
+            let default = match iface.default_use(ip) {
+                Ok(()) => "yes".to_string(),
+                Err(why) => format!("no ({why})"),
+            };
             rows.push([
                 iface.name.clone(),
                 family(ip).into(),
                 ip.to_string(),
                 usable.into(),
+                default,
             ]);
         }
     }
@@ -107,13 +213,14 @@ pub fn format_table(ifaces: &[Interface]) -> String {
     }
     let mut out = String::new();
     for row in &rows {
-        let [name, family, addr, usable] = row;
+        let [name, family, addr, usable, default] = row;
         let _ = writeln!(
             out,
-            "{name:<w0$}  {family:<w1$}  {addr:<w2$}  {usable}",
+            "{name:<w0$}  {family:<w1$}  {addr:<w2$}  {usable:<w3$}  {default}",
             w0 = widths[0],
             w1 = widths[1],
             w2 = widths[2],
+            w3 = widths[3],
         );
     }
     out
@@ -183,6 +290,7 @@ mod tests {
             name: name.into(),
             index: 0,
             addrs: addrs.iter().map(|a| ip(a)).collect(),
+            default_route: [false, false],
         }
     }
 
@@ -246,28 +354,72 @@ mod tests {
     }
 
     #[test]
-    fn table_is_aligned_and_splits_into_four_fields() {
+    fn table_is_aligned_and_says_why_an_address_is_not_used_by_default() {
+        let mut enp = iface(
+            "enp3s0",
+            &["192.168.1.20", "fe80::1234:5678", "2001:db8::20"],
+        );
+        enp.default_route = [true, false];
         let table = format_table(&[
             iface("lo", &["127.0.0.1", "::1"]),
-            iface("enp3s0", &["192.168.1.20", "fe80::1234:5678"]),
+            enp,
+            iface("docker0", &["172.17.0.1"]),
             iface("dummy0", &[]),
         ]);
         let expected = "\
-INTERFACE  FAMILY  ADDRESS          USABLE
-lo         IPv4    127.0.0.1        no
-lo         IPv6    ::1              no
-enp3s0     IPv4    192.168.1.20     yes
-enp3s0     IPv6    fe80::1234:5678  no
-dummy0     -       -                no
+INTERFACE  FAMILY  ADDRESS          USABLE  DEFAULT
+lo         IPv4    127.0.0.1        no      no (loopback)
+lo         IPv6    ::1              no      no (loopback)
+enp3s0     IPv4    192.168.1.20     yes     yes
+enp3s0     IPv6    fe80::1234:5678  no      no (link-local only)
+enp3s0     IPv6    2001:db8::20     yes     no (no default route)
+docker0    IPv4    172.17.0.1       yes     no (no default route)
+dummy0     -       -                no      no (no address)
 ";
         assert_eq!(table, expected);
-        for line in table.lines() {
-            assert_eq!(line.split_whitespace().count(), 4, "{line}");
-        }
+    }
+
+    #[test]
+    fn uplinks_need_a_usable_address_and_a_default_route_of_the_family() {
+        let mut eth = iface("eth0", &["fe80::1", "10.0.0.1"]);
+        eth.default_route = [true, true];
+        assert!(eth.is_uplink(false));
+        assert!(
+            !eth.is_uplink(true),
+            "a link-local address reaches no further"
+        );
+        eth.default_route = [false, true];
+        assert!(!eth.is_uplink(false));
+    }
+
+    #[test]
+    fn default_routes_are_read_from_the_kernels_tables() {
+        let v4 = "\
+Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+eth0\t000200C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
+";
+        assert_eq!(default_routes_v4(v4), ["eth0", "wlan0"]);
+        let v6 = "\
+fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000002 00000000 00000003     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo
+00000000000000000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000004 00000000 80200001       lo
+";
+        assert_eq!(
+            default_routes_v6(v6),
+            ["eth0"],
+            "the unreachable default on lo is none"
+        );
     }
 
     #[test]
     fn empty_table_has_header() {
-        assert_eq!(format_table(&[]), "INTERFACE  FAMILY  ADDRESS  USABLE\n");
+        assert_eq!(
+            format_table(&[]),
+            "INTERFACE  FAMILY  ADDRESS  USABLE  DEFAULT\n"
+        );
     }
 }

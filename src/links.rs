@@ -80,6 +80,11 @@ pub struct Link {
     /// Device binding applies to this link (its interface may come later).
     bind: bool,
     follow: bool,
+    /// In default mode: a link only while its interface has a default route
+    /// of its family (see [`Follow`]).
+    uplink: bool,
+    /// Joins and leaves, so a flapping interface is not logged at each flap.
+    flaps: Flaps,
     weight: NonZeroU32,
     state: State,
     failures_in_row: u32,
@@ -89,6 +94,30 @@ pub struct Link {
 }
 
 impl Link {
+    fn new(spec: LinkSpec, devices: &[Interface], bind_device: bool) -> Link {
+        // Loopback needs no binding, and binding to it would send every
+        // other destination into the loopback device.
+        let bind = spec.iface.is_some() && bind_device && !spec.ip.is_loopback();
+        Link {
+            ip: Some(spec.ip),
+            ipv6: spec.ip.is_ipv6(),
+            device: match &spec.iface {
+                Some(name) if bind => device_of(devices, name),
+                _ => None,
+            },
+            bind,
+            iface: spec.iface,
+            follow: spec.follow,
+            uplink: false,
+            flaps: Flaps::default(),
+            weight: spec.weight,
+            state: State::Up,
+            failures_in_row: 0,
+            srtt: None,
+            stats: Stats::default(),
+        }
+    }
+
     pub fn ip(&self) -> Option<IpAddr> {
         self.ip
     }
@@ -124,6 +153,68 @@ impl Link {
     }
 }
 
+/// Which interfaces the links follow as they come and go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Follow {
+    /// No address was given: every uplink (an interface with a usable
+    /// address and a default route of that family, see
+    /// [`Interface::is_uplink`]) is a link, but for these interfaces.
+    pub uplinks: Option<Vec<String>>,
+    /// Interfaces given by name, with their weights: one that appears after
+    /// start, or gains an address family, gets its links then.
+    pub named: Vec<(String, NonZeroU32)>,
+}
+
+impl Follow {
+    fn excludes(&self, name: &str) -> bool {
+        self.uplinks
+            .as_ref()
+            .is_some_and(|excluded| excluded.iter().any(|n| n == name))
+    }
+
+    /// The weight a link through `iface` in this family gets, if the
+    /// interface should have one now.
+    fn wants(&self, iface: &Interface, ipv6: bool) -> Option<NonZeroU32> {
+        if let Some((_, weight)) = self.named.iter().find(|(n, _)| *n == iface.name) {
+            let has = iface.usable_addrs().any(|ip| ip.is_ipv6() == ipv6);
+            return has.then_some(*weight);
+        }
+        let excluded = self.uplinks.as_ref()?;
+        (iface.is_uplink(ipv6) && !excluded.contains(&iface.name)).then_some(NonZeroU32::MIN)
+    }
+}
+
+/// Counts a link's joins and leaves per minute: the first two are logged,
+/// the rest only counted, and said in one line when the minute is over.
+#[derive(Debug, Default, Clone, Copy)]
+struct Flaps {
+    since: Option<Instant>,
+    changes: u32,
+}
+
+impl Flaps {
+    const WINDOW: Duration = Duration::from_secs(60);
+    const LOGGED: u32 = 2;
+
+    /// Notes a change: whether to log it, and how many went unlogged in the
+    /// window that just ended.
+    fn note(&mut self, now: Instant) -> (bool, u32) {
+        let mut unlogged = 0;
+        if self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= Self::WINDOW)
+        {
+            unlogged = self.changes.saturating_sub(Self::LOGGED);
+            *self = Flaps {
+                since: Some(now),
+                changes: 0,
+            };
+        }
+        self.changes += 1;
+        (self.changes <= Self::LOGGED, unlogged)
+    }
+}
+
 /// All links, with one selector per address family.
 pub struct Links {
     links: Vec<Link>,
@@ -133,6 +224,12 @@ pub struct Links {
     refresh: bool,
     /// Which address family leads when a name has both (Happy Eyeballs).
     pub families: Families,
+    /// Which interfaces to follow as they come and go.
+    follow: Follow,
+    /// Bind sockets to their link's interface.
+    bind_device: bool,
+    /// [`MAX_LINKS`] was reached and said so.
+    full: bool,
 }
 
 /// A set of link indices (links tried by one connection attempt).
@@ -145,41 +242,46 @@ impl Links {
         assert!(specs.len() <= MAX_LINKS, "at most {MAX_LINKS} links");
         let links: Vec<Link> = specs
             .into_iter()
-            .map(|spec| Link {
-                ip: Some(spec.ip),
-                ipv6: spec.ip.is_ipv6(),
-                // Loopback needs no binding, and binding to it would send
-                // every other destination into the loopback device.
-                bind: spec.iface.is_some() && bind_device && !spec.ip.is_loopback(),
-                device: match (&spec.iface, bind_device && !spec.ip.is_loopback()) {
-                    (Some(name), true) => device_of(devices, name),
-                    _ => None,
-                },
-                iface: spec.iface,
-                follow: spec.follow,
-                weight: spec.weight,
-                state: State::Up,
-                failures_in_row: 0,
-                srtt: None,
-                stats: Stats::default(),
-            })
+            .map(|spec| Link::new(spec, devices, bind_device))
             .collect();
+        let mut links = Links {
+            v4: Selector::new([]),
+            v6: Selector::new([]),
+            links,
+            refresh: false,
+            families: Families::default(),
+            follow: Follow::default(),
+            bind_device,
+            full: false,
+        };
+        links.reselect();
+        links
+    }
+
+    /// Follows interfaces as `follow` says (see [`Links::apply_interfaces`]).
+    /// In default mode the links given are the uplinks at start.
+    pub fn following(mut self, follow: Follow) -> Links {
+        if follow.uplinks.is_some() {
+            for link in &mut self.links {
+                link.uplink = true;
+            }
+        }
+        self.follow = follow;
+        self
+    }
+
+    /// One selector per family over the links there are now.
+    fn reselect(&mut self) {
         let family = |v6: bool| {
             Selector::new(
-                links
+                self.links
                     .iter()
                     .enumerate()
                     .filter(|(_, l)| l.ipv6 == v6)
                     .map(|(i, l)| (i, l.weight)),
             )
         };
-        Links {
-            v4: family(false),
-            v6: family(true),
-            links,
-            refresh: false,
-            families: Families::default(),
-        }
+        (self.v4, self.v6) = (family(false), family(true));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Link> {
@@ -331,59 +433,166 @@ impl Links {
 
     /// Follows the interfaces as they are now: a link given by interface
     /// name takes the interface's new address when its old one is gone, and
-    /// is down while the interface has none. Device indices are refreshed
-    /// (an interface that comes back may have a new one).
+    /// is down while the interface has none. In default mode a link leaves
+    /// when its interface loses its default route (or goes), and comes back
+    /// with it; an uplink or named interface seen for the first time gets
+    /// links. Device indices are refreshed (an interface that comes back may
+    /// have a new one). Links are never removed: a link that left keeps its
+    /// index and counters for the exit summary.
     pub fn apply_interfaces(&mut self, ifaces: &[Interface], now: Instant) {
         for i in 0..self.links.len() {
-            let Some(name) = self.links[i].iface.clone() else {
-                continue;
-            };
-            // The interface may have come back with a new index, or appeared
-            // only now (a tether plugged in after start).
-            if self.links[i].bind {
-                if let Some(fresh) = device_of(ifaces, &name) {
-                    self.links[i].device = Some(fresh);
+            self.follow_link(i, ifaces, now);
+        }
+        let mut added = false;
+        for iface in ifaces {
+            for ipv6 in [false, true] {
+                let Some(weight) = self.follow.wants(iface, ipv6) else {
+                    continue;
+                };
+                let known = self
+                    .links
+                    .iter()
+                    .any(|l| l.ipv6 == ipv6 && l.iface.as_deref() == Some(&iface.name));
+                if !known {
+                    added |= self.add(iface, ipv6, weight, ifaces, now);
                 }
-            }
-            if !self.links[i].follow {
-                continue;
-            }
-            let ipv6 = self.links[i].ipv6;
-            let current = self.links[i].ip;
-            let addrs: Vec<IpAddr> = ifaces
-                .iter()
-                .filter(|f| f.name == name)
-                .flat_map(|f| f.usable_addrs())
-                .filter(|ip| ip.is_ipv6() == ipv6)
-                .collect();
-            if current.is_some_and(|ip| addrs.contains(&ip)) {
-                continue;
-            }
-            let in_use: Vec<IpAddr> = self.links.iter().filter_map(|l| l.ip).collect();
-            let fresh = addrs.into_iter().find(|ip| !in_use.contains(ip));
-            let link = &mut self.links[i];
-            match (current, fresh) {
-                (Some(old), Some(new)) => {
-                    link.ip = Some(new);
-                    log::info!("link {name} address changed: {old} -> {new}");
-                }
-                (Some(_), None) => {
-                    log::info!("link {} down: no address", link.label());
-                    link.ip = None;
-                    link.state = State::Down {
-                        retry_at: now + FIRST_BACKOFF,
-                        backoff: FIRST_BACKOFF,
-                    };
-                }
-                (None, Some(new)) => {
-                    link.ip = Some(new);
-                    link.state = State::Up;
-                    link.failures_in_row = 0;
-                    log::info!("link {} up", link.label());
-                }
-                (None, None) => {}
             }
         }
+        if added {
+            self.reselect();
+        }
+    }
+
+    /// A new link through `iface`, if there is room and a free address.
+    fn add(
+        &mut self,
+        iface: &Interface,
+        ipv6: bool,
+        weight: NonZeroU32,
+        ifaces: &[Interface],
+        now: Instant,
+    ) -> bool {
+        if self.links.len() >= MAX_LINKS {
+            if !std::mem::replace(&mut self.full, true) {
+                log::warn!("{MAX_LINKS} links in use: {} is not used", iface.name);
+            }
+            return false;
+        }
+        let in_use: Vec<IpAddr> = self.links.iter().filter_map(|l| l.ip).collect();
+        let Some(ip) = iface
+            .usable_addrs()
+            .find(|ip| ip.is_ipv6() == ipv6 && !in_use.contains(ip))
+        else {
+            return false;
+        };
+        let spec = LinkSpec {
+            ip,
+            weight,
+            iface: Some(iface.name.clone()),
+            follow: true,
+        };
+        let mut link = Link::new(spec, ifaces, self.bind_device);
+        link.uplink = self.follow.uplinks.is_some()
+            && !self.follow.named.iter().any(|(n, _)| *n == iface.name);
+        link.flaps.note(now);
+        log::info!("link {} joined", link.label());
+        self.links.push(link);
+        true
+    }
+
+    /// Link `i` as its interface is now.
+    fn follow_link(&mut self, i: usize, ifaces: &[Interface], now: Instant) {
+        let Some(name) = self.links[i].iface.clone() else {
+            return;
+        };
+        let iface = ifaces.iter().find(|f| f.name == name);
+        // The interface may have come back with a new index, or appeared
+        // only now (a tether plugged in after start).
+        if self.links[i].bind {
+            if let Some(fresh) = iface.map(|f| Device {
+                name: f.name.clone(),
+                index: f.index,
+            }) {
+                self.links[i].device = Some(fresh);
+            }
+        }
+        if !self.links[i].follow {
+            return;
+        }
+        let ipv6 = self.links[i].ipv6;
+        let current = self.links[i].ip;
+        let why_not = match iface {
+            None => Some("interface gone"),
+            Some(f) if self.links[i].uplink && !f.default_route[ipv6 as usize] => {
+                Some("no default route")
+            }
+            Some(f) if self.links[i].uplink && self.follow.excludes(&f.name) => Some("excluded"),
+            _ => None,
+        };
+        let addrs: Vec<IpAddr> = match (iface, why_not) {
+            (Some(f), None) => f.usable_addrs().filter(|ip| ip.is_ipv6() == ipv6).collect(),
+            _ => Vec::new(),
+        };
+        if current.is_some_and(|ip| addrs.contains(&ip)) {
+            return;
+        }
+        let in_use: Vec<IpAddr> = self.links.iter().filter_map(|l| l.ip).collect();
+        let fresh = addrs.into_iter().find(|ip| !in_use.contains(ip));
+        let uplink = self.links[i].uplink;
+        let link = &mut self.links[i];
+        match (current, fresh) {
+            (Some(old), Some(new)) => {
+                link.ip = Some(new);
+                log::info!("link {name} address changed: {old} -> {new}");
+            }
+            (Some(_), None) => {
+                let (log_it, unlogged) = link.flaps.note(now);
+                flap_line(link, unlogged);
+                let label = link.label();
+                let why = why_not.unwrap_or("no address");
+                if !uplink {
+                    log_at(log_it, format_args!("link {label} down: {why}"));
+                } else {
+                    log_at(log_it, format_args!("link {label} left: {why}"));
+                }
+                link.ip = None;
+                link.state = State::Down {
+                    retry_at: now + FIRST_BACKOFF,
+                    backoff: FIRST_BACKOFF,
+                };
+            }
+            (None, Some(new)) => {
+                link.ip = Some(new);
+                link.state = State::Up;
+                link.failures_in_row = 0;
+                let (log_it, unlogged) = link.flaps.note(now);
+                flap_line(link, unlogged);
+                let label = link.label();
+                if !uplink {
+                    log_at(log_it, format_args!("link {label} up"));
+                } else {
+                    log_at(log_it, format_args!("link {label} joined"));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// Logs at info, or at debug when a flapping link's lines are held back.
+fn log_at(info: bool, line: fmt::Arguments<'_>) {
+    if info {
+        log::info!("{line}");
+    } else {
+        log::debug!("{line}");
+    }
+}
+
+/// Says how often a link changed beyond what was logged in the last minute.
+fn flap_line(link: &Link, unlogged: u32) {
+    if unlogged > 0 {
+        let iface = link.iface.as_deref().unwrap_or("-");
+        log::info!("link {iface} changed {unlogged} more times in a minute (flapping)");
     }
 }
 
@@ -552,6 +761,7 @@ mod tests {
             name: name.into(),
             index,
             addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            default_route: [true, true],
         }
     }
 
@@ -713,5 +923,116 @@ mod tests {
                 backoff: FIRST_BACKOFF
             }
         );
+    }
+
+    fn uplinks_mode(specs: Vec<LinkSpec>, excluded: &[&str]) -> Links {
+        links(specs).following(Follow {
+            uplinks: Some(excluded.iter().map(|s| s.to_string()).collect()),
+            named: vec![],
+        })
+    }
+
+    fn up_links(l: &Links) -> Vec<String> {
+        l.iter()
+            .filter(|k| k.ip().is_some())
+            .map(Link::label)
+            .collect()
+    }
+
+    #[test]
+    fn an_uplink_that_appears_joins_and_takes_its_share() {
+        let t = Instant::now();
+        let mut l = uplinks_mode(vec![spec("10.0.0.1", 1, Some("eth0"))], &[]);
+        let eth0 = iface("eth0", 1, &["10.0.0.1"]);
+        let mut wlan0 = iface("wlan0", 2, &["10.0.1.1", "fe80::1"]);
+        wlan0.default_route = [true, false];
+        l.apply_interfaces(&[eth0, wlan0], t);
+        assert_eq!(up_links(&l), ["eth0 10.0.0.1", "wlan0 10.0.1.1"]);
+        let picked: Vec<usize> = picks(&mut l, 4, t);
+        assert_eq!(picked.iter().filter(|&&i| i == 1).count(), 2, "{picked:?}");
+    }
+
+    #[test]
+    fn a_bridge_without_a_default_route_never_joins() {
+        let t = Instant::now();
+        let mut l = uplinks_mode(vec![spec("10.0.0.1", 1, Some("eth0"))], &[]);
+        let mut docker0 = iface("docker0", 3, &["172.17.0.1"]);
+        docker0.default_route = [false, false];
+        l.apply_interfaces(&[iface("eth0", 1, &["10.0.0.1"]), docker0], t);
+        assert_eq!(up_links(&l), ["eth0 10.0.0.1"]);
+    }
+
+    #[test]
+    fn an_excluded_uplink_never_joins() {
+        let t = Instant::now();
+        let mut l = uplinks_mode(vec![spec("10.0.0.1", 1, Some("eth0"))], &["wlan0"]);
+        l.apply_interfaces(
+            &[
+                iface("eth0", 1, &["10.0.0.1"]),
+                iface("wlan0", 2, &["10.0.1.1"]),
+            ],
+            t,
+        );
+        assert_eq!(up_links(&l), ["eth0 10.0.0.1"]);
+    }
+
+    #[test]
+    fn an_uplink_that_loses_its_default_route_leaves_and_comes_back() {
+        let t = Instant::now();
+        let mut l = uplinks_mode(
+            vec![
+                spec("10.0.0.1", 1, Some("eth0")),
+                spec("10.0.1.1", 1, Some("wlan0")),
+            ],
+            &[],
+        );
+        l.links[1].stats.total = 7;
+        let eth0 = iface("eth0", 1, &["10.0.0.1"]);
+        let mut wlan0 = iface("wlan0", 2, &["10.0.1.1"]);
+        wlan0.default_route = [false, false];
+        l.apply_interfaces(&[eth0.clone(), wlan0.clone()], t);
+        assert_eq!(up_links(&l), ["eth0 10.0.0.1"]);
+        assert_eq!(
+            picks(&mut l, 3, t),
+            [0, 0, 0],
+            "no new connection through it"
+        );
+        assert_eq!(l.get(1).stats.total, 7, "its counters stay");
+        wlan0.default_route = [true, true];
+        l.apply_interfaces(&[eth0.clone(), wlan0], t);
+        assert_eq!(up_links(&l), ["eth0 10.0.0.1", "wlan0 10.0.1.1"]);
+        // Gone altogether, then back: the same link, not a new one.
+        l.apply_interfaces(std::slice::from_ref(&eth0), t);
+        l.apply_interfaces(&[eth0, iface("wlan0", 9, &["10.0.1.1"])], t);
+        assert_eq!(l.iter().count(), 2);
+        assert_eq!(up_links(&l).len(), 2);
+    }
+
+    #[test]
+    fn a_named_interface_that_appears_after_start_gets_its_links() {
+        let t = Instant::now();
+        let mut l = links(vec![]).following(Follow {
+            uplinks: None,
+            named: vec![("usb0".into(), NonZeroU32::new(3).unwrap())],
+        });
+        assert!(l.pick(target(), 0, t).is_none());
+        // Named interfaces need no default route.
+        let mut usb0 = iface("usb0", 4, &["10.0.2.1", "2001:db8::2"]);
+        usb0.default_route = [false, false];
+        l.apply_interfaces(&[usb0], t);
+        assert_eq!(up_links(&l), ["usb0 10.0.2.1", "usb0 2001:db8::2"]);
+        assert_eq!(l.get(0).weight().get(), 3);
+        assert_eq!(l.pick(target(), 0, t), Some(0));
+    }
+
+    #[test]
+    fn flaps_are_logged_twice_a_minute_then_counted() {
+        let t = Instant::now();
+        let mut f = Flaps::default();
+        let logged: Vec<bool> = (0..5).map(|_| f.note(t).0).collect();
+        assert_eq!(logged, [true, true, false, false, false]);
+        let (log_it, unlogged) = f.note(t + Flaps::WINDOW);
+        assert!(log_it);
+        assert_eq!(unlogged, 3, "the held-back changes are said once");
     }
 }

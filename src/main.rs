@@ -67,6 +67,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
 
     let listen = config.listen;
     let targets = config.targets.clone();
+    let waiting = config.waiting.clone();
     let mut reactor = Reactor::new(config).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => Failure::Runtime(format!(
             "{listen} is already in use; stop the other program or pick another --port"
@@ -101,6 +102,10 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         say(&format!("{notice}\n"));
     }
     if let Some(notice) = binding_notice(reactor.binding()) {
+        log::warn!("{notice}");
+        eprintln!("warning: {notice}");
+    }
+    if let Some(notice) = waiting_notice(&targets, &waiting, args.addresses.is_empty()) {
         log::warn!("{notice}");
         eprintln!("warning: {notice}");
     }
@@ -231,7 +236,9 @@ fn banner(local: SocketAddr, targets: &[LinkSpec], every_iface: bool, log: &Dest
         out.push('\n');
     }
     if every_iface {
-        out.push_str("dispatching over every usable interface (no address given)\n");
+        out.push_str(
+            "dispatching over the uplinks, following them as they come and go (no address given)\n",
+        );
     }
     match log {
         Destination::Stdout => {}
@@ -241,6 +248,37 @@ fn banner(local: SocketAddr, targets: &[LinkSpec], every_iface: bool, log: &Dest
         Destination::Stderr => out.push_str("logging to stderr\n"),
     }
     out
+}
+
+/// Said at start when links are still to come: interfaces given by name
+/// that have no usable address yet (or do not exist: perhaps a typo), or no
+/// uplink at all in default mode.
+fn waiting_notice(targets: &[LinkSpec], waiting: &[String], every_iface: bool) -> Option<String> {
+    let present = || {
+        let names: Vec<String> = dispatch::iface::discover()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        names.join(", ")
+    };
+    if every_iface && targets.is_empty() {
+        return Some(format!(
+            "no interface has a default route yet (interfaces: {}); \
+             dispatching starts as soon as one has (see `dispatch list`)",
+            present()
+        ));
+    }
+    if waiting.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} {} no usable address yet (or does not exist: interfaces now are {}); \
+         used as soon as it has one",
+        waiting.join(", "),
+        if waiting.len() == 1 { "has" } else { "have" },
+        present()
+    ))
 }
 
 fn summary_line(s: &Summary) -> String {
@@ -290,7 +328,7 @@ mod tests {
             "dispatch listening on 127.0.0.1:43567\n\
              \x20 192.168.1.5  IPv4  weight 3  eth0\n\
              \x20 2001:db8::5  IPv6  weight 1\n\
-             dispatching over every usable interface (no address given)\n\
+             dispatching over the uplinks, following them as they come and go (no address given)\n\
              logging to /s/dispatch/dispatch.log\n"
         );
     }

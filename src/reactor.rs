@@ -163,7 +163,8 @@ impl Reactor {
         let auth = config.credentials()?;
         let ifaces = iface::discover().unwrap_or_default();
         let binding = binding(&config, &ifaces);
-        let links = Links::new(config.targets.clone(), &ifaces, binding == Binding::Device);
+        let links = Links::new(config.targets.clone(), &ifaces, binding == Binding::Device)
+            .following(config.follow.clone());
         let local_ips = all_addrs(&ifaces);
         let watcher = Watcher::spawn(ifaces, IFACE_PERIOD, Arc::clone(&waker))?;
         Ok(Reactor {

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,30 +18,11 @@ const V6_TARGET: &str = "2001:db8:2::10";
 const V4_TARGET: &str = "192.0.2.2";
 const PORT: u16 = 8080;
 
-/// Answers every HTTP request with the client's address.
-const PY_WHOAMI: &str = r#"
-import http.server, socket, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = self.client_address[0].encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-class S(http.server.HTTPServer):
-    address_family = socket.AF_INET6
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-S(("::", int(sys.argv[1])), H).serve_forever()
-"#;
-
 struct Setup {
     home: Netns,
-    far: Netns,
-    server: Child,
+    _server: WhoAmI,
+    /// Held for the namespace's life.
+    _far: Netns,
 }
 
 impl Setup {
@@ -94,68 +74,25 @@ impl Setup {
         } else {
             far.ip(&["-6", "route", "add", "blackhole", "2001:db8:2::/64"]);
         }
-        let server = Command::new("ip")
-            .args(["netns", "exec", &far.name, "python3", "-c", PY_WHOAMI])
-            .arg(PORT.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the HTTP server");
-        let setup = Setup { home, far, server };
-        setup.wait_for_server();
-        setup
-    }
-
-    fn wait_for_server(&self) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            let out = self.far.exec(
-                "python3",
-                &[
-                    "-c",
-                    "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)",
-                    V4_TARGET,
-                    &PORT.to_string(),
-                ],
-            );
-            if out.status.success() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let server = WhoAmI::start(&far, V4_TARGET, PORT);
+        Setup {
+            home,
+            _server: server,
+            _far: far,
         }
-        panic!("the HTTP server in the far namespace never listened");
     }
 
     /// `curl --socks5-hostname` to `host` from the home namespace: the body
     /// (the address the server saw) and how long it took.
     fn curl(&self, proxy: &Proxy, host: &str) -> (String, Duration) {
         let start = Instant::now();
-        let out = self.home.exec(
-            "curl",
-            &[
-                "-sS",
-                "--max-time",
-                "20",
-                "--socks5-hostname",
-                &proxy.addr.to_string(),
-                &format!("http://{host}:{PORT}/"),
-            ],
+        let seen = ns_curl(
+            &self.home,
+            proxy,
+            "--socks5-hostname",
+            &format!("http://{host}:{PORT}/"),
         );
-        let took = start.elapsed();
-        assert!(
-            out.status.success(),
-            "curl to {host} failed: {}\nproxy log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            tail(&proxy.stdout(), 30)
-        );
-        (String::from_utf8_lossy(&out.stdout).into_owned(), took)
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        (seen, start.elapsed())
     }
 }
 

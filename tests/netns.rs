@@ -243,13 +243,19 @@ fn netns_client_gone_while_connecting() {
     proxy.finish();
 }
 
-/// A namespace with `lo`, `v0` (192.0.2.1, 2001:db8:77::1 and its
-/// link-local address) and `v1` (link-local only), as `dispatch list`
-/// and a start without ADDRESS see it.
+/// A namespace with `lo`, `v0` (192.0.2.1 with an IPv4 default route,
+/// 2001:db8:77::1 without an IPv6 one, and its link-local address), `v1`
+/// (link-local only) and `br0`, a bridge with an address and no default
+/// route (as docker0 or virbr0), as `dispatch list` and a start without
+/// ADDRESS see it.
 fn usable_and_not(tag: &str) -> Netns {
     let ns = Netns::new(tag);
     ns.add_silent_link();
     ns.ip(&["addr", "add", "2001:db8:77::1/64", "dev", "v0", "nodad"]);
+    ns.ip(&["route", "add", "default", "via", "192.0.2.2", "dev", "v0"]);
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["addr", "add", "172.17.0.1/16", "dev", "br0"]);
+    ns.ip(&["link", "set", "br0", "up"]);
     ns
 }
 
@@ -270,8 +276,9 @@ fn link_local(ns: &Netns, dev: &str) -> String {
     panic!("no link-local address on {dev} in {} within 30 s", ns.name);
 }
 
-/// `dispatch list` from the outside: every interface and address, and
-/// USABLE "no" for loopback and link-local, "yes" for the rest.
+/// `dispatch list` from the outside: every interface and address, USABLE
+/// "no" for loopback and link-local, "yes" for the rest, and DEFAULT "yes"
+/// only for an address with a default route of its family, else why not.
 #[test]
 fn netns_list_says_which_addresses_are_usable() {
     if !require_root("netns_list_says_which_addresses_are_usable") {
@@ -282,34 +289,51 @@ fn netns_list_says_which_addresses_are_usable() {
     let out = ns.exec(BIN, &["list"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "dispatch list: {text}");
-    let rows: Vec<Vec<&str>> = text
+    // Four columns, then DEFAULT, which may have several words.
+    let rows: Vec<Vec<String>> = text
         .lines()
-        .map(|l| l.split_whitespace().collect())
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let mut row: Vec<String> = words.iter().take(4).map(|w| w.to_string()).collect();
+            row.push(words[4.min(words.len())..].join(" "));
+            row
+        })
         .collect();
     assert_eq!(
         rows.first().cloned().unwrap_or_default(),
-        ["INTERFACE", "FAMILY", "ADDRESS", "USABLE"],
+        ["INTERFACE", "FAMILY", "ADDRESS", "USABLE", "DEFAULT"],
         "{text}"
     );
     for want in [
-        ["lo", "IPv4", "127.0.0.1", "no"],
-        ["lo", "IPv6", "::1", "no"],
-        ["v0", "IPv4", "192.0.2.1", "yes"],
-        ["v0", "IPv6", "2001:db8:77::1", "yes"],
-        ["v0", "IPv6", &v0_ll, "no"],
+        ["lo", "IPv4", "127.0.0.1", "no", "no (loopback)"],
+        ["lo", "IPv6", "::1", "no", "no (loopback)"],
+        ["v0", "IPv4", "192.0.2.1", "yes", "yes"],
+        [
+            "v0",
+            "IPv6",
+            "2001:db8:77::1",
+            "yes",
+            "no (no default route)",
+        ],
+        ["v0", "IPv6", &v0_ll, "no", "no (link-local only)"],
+        ["br0", "IPv4", "172.17.0.1", "yes", "no (no default route)"],
     ] {
         assert!(
             rows.iter().any(|r| r[..] == want[..]),
             "no row {want:?} in:\n{text}"
         );
     }
-    // Nothing else is called usable.
-    let usable: Vec<&Vec<&str>> = rows.iter().filter(|r| r.last() == Some(&"yes")).collect();
-    assert_eq!(usable.len(), 2, "usable rows: {usable:?}\n{text}");
+    // Nothing else is called usable, and only one address is used by default.
+    let usable = rows.iter().filter(|r| r[3] == "yes").count();
+    assert_eq!(usable, 3, "usable rows:\n{text}");
+    let default = rows.iter().filter(|r| r[4] == "yes").count();
+    assert_eq!(default, 1, "rows used by default:\n{text}");
 }
 
-/// With no ADDRESS, every usable address is a target (both families), and
-/// the start-up lines say so; loopback and link-local are left out.
+/// With no ADDRESS, the uplinks' addresses are the targets: an address
+/// with a default route of its family. Loopback, link-local, an address
+/// whose family has no default route and a bridge with none are left out,
+/// and the start-up lines say how links are chosen.
 #[test]
 fn netns_no_address_uses_every_usable_interface() {
     if !require_root("netns_no_address_uses_every_usable_interface") {
@@ -331,16 +355,13 @@ fn netns_no_address_uses_every_usable_interface() {
         .collect();
     assert_eq!(
         targets,
-        [
-            vec!["192.0.2.1", "IPv4", "weight", "1", "v0"],
-            vec!["2001:db8:77::1", "IPv6", "weight", "1", "v0"],
-        ],
+        [vec!["192.0.2.1", "IPv4", "weight", "1", "v0"],],
         "targets at start:\n{}",
         out.stdout
     );
     assert!(
         out.stdout
-            .contains("dispatching over every usable interface (no address given)"),
+            .contains("dispatching over the uplinks, following them as they come and go"),
         "{}",
         out.stdout
     );

@@ -398,6 +398,10 @@ fn route<'a>(
             ctx.links.pick_for_datagrams(dest.ip())?
         }
     };
+    // A link that joined after the association started has no slot yet.
+    if link >= assoc.outs.len() {
+        assoc.outs.resize_with(link + 1, || None);
+    }
     // A link whose address changed (DHCP renew, roaming) needs a socket
     // bound to the new one; the old one could only fail.
     let bound = assoc.outs[link].as_ref().map(|(_, _, ip)| *ip);

@@ -1406,3 +1406,84 @@ fn ns_socks(
         secs: f[5].parse().unwrap(),
     }
 }
+
+/// Answers every HTTP request with the client's address (IPv4 clients of
+/// its dual-stack socket as `::ffff:a.b.c.d`).
+const PY_WHOAMI: &str = r#"
+import http.server, socket, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.client_address[0].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+S(("::", int(sys.argv[1])), H).serve_forever()
+"#;
+
+/// An HTTP server inside a namespace that answers with the client's
+/// address; killed on drop.
+#[allow(dead_code)] // not every test binary uses it
+pub struct WhoAmI(std::process::Child);
+
+#[allow(dead_code)]
+impl WhoAmI {
+    /// Starts it in `ns` on every address, port `port`, and waits until it
+    /// answers on `ip`.
+    pub fn start(ns: &Netns, ip: &str, port: u16) -> WhoAmI {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "python3", "-c", PY_WHOAMI])
+            .arg(port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the HTTP server");
+        let server = WhoAmI(child);
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            let probe =
+                "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)";
+            if ns
+                .exec("python3", &["-c", probe, ip, &port.to_string()])
+                .status
+                .success()
+            {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the HTTP server in {} never listened", ns.name);
+    }
+}
+
+impl Drop for WhoAmI {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `curl <how> PROXY URL` from inside `ns` (how: `--socks5`,
+/// `--socks5-hostname`, ...): the body, or a panic with curl's error and the
+/// proxy's log.
+#[allow(dead_code)]
+pub fn ns_curl(ns: &Netns, proxy: &Proxy, how: &str, url: &str) -> String {
+    let out = ns.exec(
+        "curl",
+        &["-sS", "--max-time", "20", how, &proxy.addr.to_string(), url],
+    );
+    assert!(
+        out.status.success(),
+        "curl {how} {url} failed: {}\nproxy log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail(&proxy.stdout(), 30)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
