@@ -113,6 +113,9 @@ pub trait Stream: Read + Write {
     fn shutdown_write(&mut self);
     /// The error the socket holds, if any (`SO_ERROR`).
     fn take_error(&self) -> Option<io::Error>;
+    /// Makes its close a reset (RST, `SO_LINGER` 0) rather than an EOF: a
+    /// reset from one peer is passed on to the other as a reset.
+    fn abort(&mut self);
 }
 
 impl Stream for mio::net::TcpStream {
@@ -127,6 +130,21 @@ impl Stream for mio::net::TcpStream {
             Err(e) => Some(e),
         }
     }
+
+    fn abort(&mut self) {
+        let _ = socket2::SockRef::from(&*self).set_linger(Some(std::time::Duration::ZERO));
+    }
+}
+
+/// Whether an error is the peer's reset (a write to a socket the peer
+/// reset fails with a broken pipe), as opposed to a local failure.
+pub fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 #[cfg(test)]

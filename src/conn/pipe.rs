@@ -24,6 +24,8 @@ pub struct Pipe {
     pub eof: bool,
     /// EOF was passed on: the destination's write side is shut down.
     pub shut: bool,
+    /// The source reset: once drained, the destination gets a reset too.
+    pub reset: bool,
     /// Payload bytes read from the source.
     pub bytes: u64,
 }

@@ -7,12 +7,15 @@
 //! - half-close: EOF from one side is passed on (a FIN) once its ring has
 //!   drained, and the other direction goes on until its own EOF;
 //! - a target that resets, or stops taking data, ends the upload, but what it
-//!   sent before still reaches the client;
-//! - the client failing (reset or error) ends the connection at once.
+//!   sent before still reaches the client; a reset is then passed on to the
+//!   client as a reset, so a truncated download never looks complete;
+//! - a client that resets: what it sent before still reaches the target,
+//!   which then gets a reset too; nothing more goes to the client;
+//! - the client failing otherwise ends the connection at once.
 
 use std::io;
 
-use super::io::Stream;
+use super::io::{is_reset, Stream};
 use super::pipe::{fill, flush, Pipe, Side, MAX_ROUNDS};
 use crate::ring::RingPool;
 
@@ -76,12 +79,18 @@ impl Relay {
                 pool,
             );
             let moved = match (up, down) {
+                // The client reset (seen reading or writing): its last bytes
+                // still go to the target, then a reset.
+                (Err(Failed::Read(e)), _) if is_reset(&e) => self.client_reset(e, pool),
+                (_, Err(Failed::Write(e))) if is_reset(&e) => self.client_reset(e, pool),
                 (_, Err(Failed::Write(e))) => return Step::Broken("client write error", e),
                 (Err(Failed::Read(e)), _) => return Step::Broken("client read error", e),
                 // The target reset, or stopped taking data (it answered and
                 // closed, say): the upload ends, but what the target sent
-                // before still reaches the client, then the connection ends.
+                // before still reaches the client, then the connection ends
+                // (with a reset, if the target reset).
                 (_, Err(Failed::Read(e))) => {
+                    self.down.reset = is_reset(&e);
                     self.note = Some(("upstream reset", e));
                     self.up.end(pool);
                     self.down.eof = true;
@@ -102,6 +111,14 @@ impl Relay {
             }
         }
         Step::Yield
+    }
+
+    fn client_reset(&mut self, e: io::Error, pool: &mut RingPool) -> bool {
+        self.note = Some(("client reset", e));
+        self.up.eof = true;
+        self.up.reset = true;
+        self.down.end(pool);
+        true
     }
 
     /// A socket reported an error that no read will surface, because that
@@ -153,7 +170,11 @@ fn pump<S: Stream, D: Stream>(
     if pipe.eof && !pipe.shut && pipe.pending() == 0 {
         pipe.shut = true;
         shut = true;
-        dst.0.shutdown_write();
+        if pipe.reset {
+            dst.0.abort();
+        } else {
+            dst.0.shutdown_write();
+        }
     }
     Ok(read || wrote || shut)
 }
@@ -309,6 +330,29 @@ mod tests {
         assert!(matches!(step, Step::Done), "{step:?}");
         assert_eq!(to_client, b"partial body");
         assert_eq!(h.relay.note.as_ref().map(|n| n.0), Some("upstream reset"));
+        assert!(h.client.aborted && !h.client.shut, "the reset is passed on");
+        assert_eq!(h.pool.lent(), 0);
+    }
+
+    #[test]
+    fn client_reset_delivers_what_it_sent_then_resets_the_target() {
+        let mut h = Harness::new(5);
+        h.client.send(b"last words");
+        h.client.reset = true;
+        h.client.gone = true;
+        h.upstream.send(b"never delivered");
+        let (step, to_target, to_client) = h.settle();
+        assert!(matches!(step, Step::Done), "{step:?}");
+        assert_eq!(to_target, b"last words");
+        assert!(
+            h.upstream.aborted && !h.upstream.shut,
+            "the reset is passed on"
+        );
+        assert!(
+            to_client.is_empty(),
+            "nothing to a client that reset: {to_client:?}"
+        );
+        assert_eq!(h.relay.note.as_ref().map(|n| n.0), Some("client reset"));
         assert_eq!(h.pool.lent(), 0);
     }
 
@@ -329,27 +373,28 @@ mod tests {
     }
 
     #[test]
-    fn client_reset_breaks_the_connection_at_once() {
-        let mut h = Harness::new(usize::MAX);
-        h.client.reset = true;
-        h.upstream.send(b"unsent");
-        let step = h.run();
-        assert!(
-            matches!(step, Step::Broken("client read error", _)),
-            "{step:?}"
-        );
+    fn client_read_error_other_than_a_reset_breaks_the_connection_at_once() {
+        struct Failing;
+        impl std::io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::InvalidInput.into())
+            }
+        }
+        let mut up = Pipe::default();
+        let mut pool = RingPool::new(RING, 4);
+        let mut ready = Ready::BOTH;
+        let err = fill(&mut Failing, &mut ready, &mut up, &mut pool).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]
-    fn client_that_is_gone_breaks_the_connection_on_write() {
+    fn client_that_is_gone_is_a_reset_passed_on_to_the_target() {
         let mut h = Harness::new(usize::MAX);
         h.client.gone = true;
         h.upstream.send(b"data");
-        let step = h.run();
-        assert!(
-            matches!(step, Step::Broken("client write error", _)),
-            "{step:?}"
-        );
+        let (step, _, _) = h.settle();
+        assert!(matches!(step, Step::Done), "{step:?}");
+        assert!(h.upstream.aborted);
     }
 
     #[test]

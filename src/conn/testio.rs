@@ -22,6 +22,8 @@ pub struct Mem {
     pub shut: bool,
     /// Writes fail with a reset (the peer is gone).
     pub gone: bool,
+    /// Its close will be a reset.
+    pub aborted: bool,
 }
 
 impl Mem {
@@ -87,5 +89,9 @@ impl Stream for Mem {
 
     fn take_error(&self) -> Option<io::Error> {
         None
+    }
+
+    fn abort(&mut self) {
+        self.aborted = true;
     }
 }
