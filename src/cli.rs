@@ -23,6 +23,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: the size of `Start` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List all available network interfaces
@@ -53,6 +55,21 @@ pub struct StartArgs {
     /// How long a SOCKS BIND waits for its incoming connection, in seconds
     #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
     pub bind_timeout: Duration,
+
+    /// Close a connection that carried no byte either way for this long, in
+    /// seconds (default: 2 h 4 min, what RFC 5382 asks of NATs)
+    #[arg(long, value_name = "SECS", default_value = "7440", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+
+    /// Close a connection whose receiver took none of the bytes waiting for
+    /// it for this long, in seconds
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs)]
+    pub stall_timeout: Duration,
+
+    /// Answer 504 when a web server sends no response head this long after
+    /// an HTTP proxy request, in seconds
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
+    pub response_timeout: Duration,
 
     /// Bind outgoing sockets to the source address only, not to the
     /// interface (traffic then follows the routing table)

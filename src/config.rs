@@ -22,6 +22,12 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long a BIND waits for its incoming connection.
     pub bind_timeout: Duration,
+    /// No byte either way for this long: the connection is closed.
+    pub idle_timeout: Duration,
+    /// Bytes waiting that the receiver does not take for this long: closed.
+    pub stall_timeout: Duration,
+    /// No HTTP response head this long after the request: 504.
+    pub response_timeout: Duration,
     /// Bind outgoing sockets to the target's interface, not only its address.
     pub bind_device: bool,
     /// Credentials given with `--auth`.
@@ -48,6 +54,9 @@ impl Config {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             bind_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(7440),
+            stall_timeout: Duration::from_secs(300),
+            response_timeout: Duration::from_secs(120),
             bind_device: true,
             auth: Credentials::default(),
             auth_file: None,
@@ -203,6 +212,9 @@ pub fn build(
         handshake_timeout: args.handshake_timeout,
         connect_timeout: args.connect_timeout,
         bind_timeout: args.bind_timeout,
+        idle_timeout: args.idle_timeout,
+        stall_timeout: args.stall_timeout,
+        response_timeout: args.response_timeout,
         bind_device: !args.no_bind_device,
         auth,
         auth_file: args.auth_file.clone(),
@@ -331,6 +343,9 @@ mod tests {
             handshake_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(3),
             bind_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(7440),
+            stall_timeout: Duration::from_secs(300),
+            response_timeout: Duration::from_secs(120),
             no_bind_device: false,
             exclude: vec![],
             quiet: false,

@@ -23,6 +23,12 @@ pub struct Timeouts {
     pub connect: Duration,
     /// How long a BIND waits for its peer.
     pub bind: Duration,
+    /// No byte either way for this long: closed.
+    pub idle: Duration,
+    /// Bytes waiting that their receiver does not take for this long: closed.
+    pub stall: Duration,
+    /// No HTTP response head this long after a forwarded request: 504.
+    pub response: Duration,
 }
 
 pub struct Ctx<'a> {

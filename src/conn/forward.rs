@@ -74,6 +74,11 @@ impl Forward {
         self.answered
     }
 
+    /// The request went out whole and no response head came back yet.
+    pub fn awaiting_response(&self) -> bool {
+        self.head_sent == self.head.len() && self.request.is_done() && self.response.is_none()
+    }
+
     /// The client asked (or HTTP/1.0 implies) to close after this exchange.
     pub fn closes(&self) -> bool {
         self.close

@@ -105,6 +105,66 @@ struct Pending {
 struct Relaying {
     upstream: Upstream,
     relay: Relay,
+    /// When a byte last moved either way.
+    active: Instant,
+    /// Since when bytes have waited that their receiver does not take.
+    stalled: Option<Instant>,
+    /// HTTP forwarding: since when the request is out and its response head
+    /// has not come.
+    waiting: Option<Instant>,
+}
+
+/// What a relay had moved, to tell what one step did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    up: u64,
+    down: u64,
+    sent: u64,
+}
+
+impl Relaying {
+    fn new(upstream: Upstream, relay: Relay, now: Instant) -> Relaying {
+        Relaying {
+            upstream,
+            relay,
+            active: now,
+            stalled: None,
+            waiting: None,
+        }
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            up: self.relay.up.bytes,
+            down: self.relay.down.bytes,
+            sent: self.relay.up.sent + self.relay.down.sent,
+        }
+    }
+
+    /// When its next timeout falls: idle, stalled, or (HTTP) no response.
+    fn deadline(&self, t: &Timeouts) -> Instant {
+        let mut at = self.active + t.idle;
+        if let Some(since) = self.stalled {
+            at = at.min(since + t.stall);
+        }
+        if let Some(since) = self.waiting {
+            at = at.min(since + t.response);
+        }
+        at
+    }
+
+    /// Which timeout has passed at `now`, if one has.
+    fn expired(&self, t: &Timeouts, now: Instant) -> Option<&'static str> {
+        if self.stalled.is_some_and(|since| now >= since + t.stall) {
+            Some("stalled: the receiver took none of the bytes waiting for it")
+        } else if self.waiting.is_some_and(|since| now >= since + t.response) {
+            Some("no response head in time")
+        } else if now >= self.active + t.idle {
+            Some("idle")
+        } else {
+            None
+        }
+    }
 }
 
 /// What a finished HTTP forward exchange leaves for the next request: the
@@ -349,9 +409,34 @@ impl Conn {
                 let reason = "no connection came to BIND";
                 self.fail(ctx, pending.client, Reply::TtlExpired, reason, None)
             }
-            state @ (State::Relaying(_) | State::Forwarding(..) | State::Associated(_)) => {
-                (state, Flow::Stop(Progress::Idle))
-            }
+            State::Relaying(r) => match r.expired(&ctx.timeouts, ctx.now) {
+                Some(reason) => {
+                    self.reason = reason;
+                    (State::Relaying(r), Flow::Stop(Progress::Close))
+                }
+                None => {
+                    self.arm_at(ctx, r.deadline(&ctx.timeouts));
+                    (State::Relaying(r), Flow::Stop(Progress::Idle))
+                }
+            },
+            State::Forwarding(r, fwd) => match r.expired(&ctx.timeouts, ctx.now) {
+                Some(reason) if !fwd.answered() && r.waiting.is_some() => {
+                    self.reason = reason;
+                    close_open(ctx, r);
+                    self.outbox
+                        .http_error(504, "the server sent no response in time", "");
+                    (self.enter_closing(ctx), Flow::Next)
+                }
+                Some(reason) => {
+                    self.reason = reason;
+                    (State::Forwarding(r, fwd), Flow::Stop(Progress::Close))
+                }
+                None => {
+                    self.arm_at(ctx, r.deadline(&ctx.timeouts));
+                    (State::Forwarding(r, fwd), Flow::Stop(Progress::Idle))
+                }
+            },
+            state @ State::Associated(_) => (state, Flow::Stop(Progress::Idle)),
             state @ (State::Closing(_) | State::Done) => (state, Flow::Stop(Progress::Close)),
         };
         self.set_state(next);
@@ -570,6 +655,7 @@ impl Conn {
                     && !r.relay.down.eof =>
             {
                 fwd.next_exchange(head);
+                (r.active, r.stalled, r.waiting) = (ctx.now, None, None);
                 if !pipelined.is_empty() {
                     // (Counted when they were read, before the exchange ended.)
                     let ring = r.relay.up.ring.get_or_insert_with(|| ctx.pool.take());
@@ -755,7 +841,7 @@ impl Conn {
         // Payload the client pipelined behind its request counts as relayed.
         let relay = Relay::new(&pending.pipelined, ctx.pool);
         self.count(ctx, upstream.link, pending.pipelined.len() as u64, 0);
-        let r = Relaying { upstream, relay };
+        let r = Relaying::new(upstream, relay, ctx.now);
         match pending.fwd {
             None => (State::Relaying(r), Flow::Next),
             Some(fwd) => (State::Forwarding(r, fwd), Flow::Next),
@@ -793,13 +879,13 @@ impl Conn {
         if !self.outbox.is_empty() {
             return (State::Relaying(r), Flow::Stop(Progress::Idle));
         }
-        let (up_before, down_before) = (r.relay.up.bytes, r.relay.down.bytes);
+        let before = r.mark();
         let step = r.relay.run(
             (&mut self.client, &mut self.client_ready),
             (&mut r.upstream.stream, &mut r.upstream.ready),
             ctx.pool,
         );
-        self.count_relayed(ctx, &mut r, up_before, down_before);
+        self.moved(ctx, &mut r, before);
         match step {
             relay::Step::Idle => (State::Relaying(r), Flow::Stop(Progress::Idle)),
             relay::Step::Yield => (State::Relaying(r), Flow::Stop(Progress::Yield)),
@@ -813,22 +899,34 @@ impl Conn {
         }
     }
 
-    /// Counts what a relay moved since `up_before`/`down_before`, and takes
-    /// its note of why the target's side ended.
-    fn count_relayed(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        r: &mut Relaying,
-        up_before: u64,
-        down_before: u64,
-    ) {
-        let (up, down) = (
-            r.relay.up.bytes - up_before,
-            r.relay.down.bytes - down_before,
+    /// Counts what a relay moved since `before`, notes its activity (or
+    /// that it stalled), takes its note of why the target's side ended,
+    /// and brings its deadline forward if a timeout now falls earlier.
+    fn moved(&mut self, ctx: &mut Ctx<'_>, r: &mut Relaying, before: Mark) {
+        let now = r.mark();
+        self.count(
+            ctx,
+            r.upstream.link,
+            now.up - before.up,
+            now.down - before.down,
         );
-        self.count(ctx, r.upstream.link, up, down);
+        if now != before {
+            r.active = ctx.now;
+        }
+        let pending = r.relay.up.pending() + r.relay.down.pending() > 0;
+        if !pending || now.sent != before.sent {
+            r.stalled = None;
+        } else if r.stalled.is_none() {
+            r.stalled = Some(ctx.now);
+        }
         if let Some((reason, e)) = r.relay.note.take() {
             (self.reason, self.error) = (reason, Some(e));
+        }
+        // Later deadlines are not armed each time bytes move: the one armed
+        // is checked when it fires, and moved on then.
+        let at = r.deadline(&ctx.timeouts);
+        if self.deadline.is_none_or(|d| at < d) {
+            self.arm_at(ctx, at);
         }
     }
 
@@ -845,7 +943,7 @@ impl Conn {
         if let Some(relay::Step::Broken(what, e)) = r.relay.socket_errors(client, upstream) {
             return self.broken(State::Forwarding(r, fwd), what, e);
         }
-        let (up_before, down_before) = (r.relay.up.bytes, r.relay.down.bytes);
+        let before = r.mark();
         let next = fwd.run(
             (&mut self.client, &mut self.client_ready),
             (&mut r.upstream.stream, &mut r.upstream.ready),
@@ -853,7 +951,12 @@ impl Conn {
             &mut r.relay.down,
             ctx.pool,
         );
-        self.count_relayed(ctx, &mut r, up_before, down_before);
+        r.waiting = match r.waiting {
+            _ if !fwd.awaiting_response() => None,
+            Some(since) => Some(since),
+            None => Some(ctx.now),
+        };
+        self.moved(ctx, &mut r, before);
         let (status, detail, reason) = match next {
             forward::Next::Idle => return (State::Forwarding(r, fwd), Flow::Stop(Progress::Idle)),
             forward::Next::Yield => {

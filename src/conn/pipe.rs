@@ -28,6 +28,8 @@ pub struct Pipe {
     pub reset: bool,
     /// Payload bytes read from the source.
     pub bytes: u64,
+    /// Bytes written to the destination.
+    pub sent: u64,
 }
 
 impl Pipe {
@@ -159,6 +161,7 @@ pub fn send_framed(
                     framing.advance(&data[..n]).map_err(invalid)?;
                 }
                 ring.consume(n);
+                pipe.sent += n as u64;
                 moved = true;
                 // A short write means the send buffer is full.
                 if n < allowed && SHORT_IO_DRAINS {

@@ -93,6 +93,9 @@ impl Rig {
                 handshake: Duration::from_secs(30),
                 connect: Duration::from_secs(30),
                 bind: Duration::from_secs(120),
+                idle: Duration::from_secs(600),
+                stall: Duration::from_secs(60),
+                response: Duration::from_secs(60),
             },
             now: Instant::now().max(self.clock),
         }
@@ -634,5 +637,34 @@ fn binding_refuses_a_peer_other_than_the_expected_one() {
         "binding",
         "still waiting for the right one"
     );
+    rig.close(conn);
+}
+
+#[test]
+fn relaying_moves_its_idle_deadline_lazily_not_per_event() {
+    let mut rig = Rig::new();
+    let (mut conn, client, server) = relaying(&mut rig);
+    let armed = rig.timers.len();
+    let peers = std::thread::spawn(move || {
+        let (mut client, mut server) = (client, server);
+        for _ in 0..100 {
+            client.write_all(b"ping").unwrap();
+            read_exact(&mut server, 4);
+        }
+        (client, server)
+    });
+    let _peers = rig.run_beside(&mut conn, peers);
+    assert!(
+        rig.timers.len() <= armed + 1,
+        "{} timers after 100 exchanges",
+        rig.timers.len()
+    );
+    // Its deadline comes, bytes having moved since: it is moved on, not fired.
+    let first = conn.deadline().unwrap();
+    assert_eq!(rig.expire(&mut conn), Progress::Idle);
+    assert!(conn.deadline().unwrap() > first);
+    // Then nothing moves until it comes again: idle.
+    assert_eq!(rig.expire(&mut conn), Progress::Close);
+    assert_eq!(conn.reason, "idle");
     rig.close(conn);
 }
