@@ -959,3 +959,26 @@ fn netns_allow_everything_serves_public_clients() {
         );
     }
 }
+
+/// A malformed RFC 1929 message (a wrong version, an empty user name) is
+/// answered in RFC 1929's own format, `01` and a failure, then closed; not
+/// with a SOCKS5 method selection (`05 FF`), which the client is no longer
+/// reading.
+#[test]
+fn malformed_credentials_get_an_rfc1929_failure() {
+    let proxy = Proxy::start(&["--auth", "alice:s3cret", "127.0.0.2"]);
+    for bad in [
+        &[0x05, 0x05, b'a', b'l', b'i', b'c', b'e', 0x01, b'x'][..],
+        &[0x01, 0x00, 0x01, b'x'][..],
+    ] {
+        let mut s = client(proxy.addr);
+        s.write_all(&[0x05, 0x01, 0x02]).unwrap();
+        let mut method = [0u8; 2];
+        s.read_exact(&mut method).unwrap();
+        assert_eq!(method, [0x05, 0x02]);
+        s.write_all(bad).unwrap();
+        let got = read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
+        assert_eq!(got, [0x01, 0x01], "answer to {bad:02x?}");
+    }
+    proxy.finish();
+}

@@ -228,6 +228,7 @@ impl Handshake {
                             out.reply(super::request::Client::Socks(v), reply, None, None)
                         }
                         Answer::NoMethod => out.method(consts::METHOD_NONE_ACCEPTABLE),
+                        Answer::AuthFailure => out.user_pass_status(false),
                         Answer::Http(status) => out.http_error(status, &error.to_string(), ""),
                     }
                     return Next::Refused("bad handshake");
@@ -303,6 +304,8 @@ enum Answer {
     Reply(Version, Reply),
     /// A SOCKS5 method selection of "no acceptable method".
     NoMethod,
+    /// An RFC 1929 status of failure (`01 01`).
+    AuthFailure,
     /// An HTTP error response with this status.
     Http(u16),
 }
@@ -349,7 +352,9 @@ fn user_pass(data: &[u8], auth: &Credentials) -> Parsed {
             user: String::from_utf8_lossy(up.user).into_owned(),
             ok: auth.check(up.user, up.pass),
         },
-        Err(error) => invalid(Answer::NoMethod, error),
+        // RFC 1929 answers its own version: a bad message is a failure
+        // status, not a method selection.
+        Err(error) => invalid(Answer::AuthFailure, error),
     }
 }
 
