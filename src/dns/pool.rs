@@ -42,10 +42,15 @@ struct State {
     closed: bool,
 }
 
+/// What a thread runs for a name: `getaddrinfo`, or a stand-in in tests.
+pub type Lookup = Arc<dyn Fn(&str) -> io::Result<Vec<IpAddr>> + Send + Sync>;
+
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
     min: usize,
+    idle_exit: Duration,
+    lookup: Lookup,
 }
 
 pub struct Pool {
@@ -61,8 +66,20 @@ impl Pool {
     /// How long a thread beyond the first few waits for work before it ends.
     pub const IDLE_EXIT: Duration = Duration::from_secs(30);
 
-    /// Starts `min` threads; at most `max` will run.
+    /// Starts `min` threads running `getaddrinfo`; at most `max` will run.
     pub fn new(min: usize, max: usize, waker: Arc<Waker>) -> io::Result<Pool> {
+        Pool::with_lookup(min, max, Pool::IDLE_EXIT, waker, Arc::new(getaddrinfo))
+    }
+
+    /// As [`Pool::new`], with threads beyond `min` ending after `idle_exit`
+    /// without work, and `lookup` run for each name.
+    pub fn with_lookup(
+        min: usize,
+        max: usize,
+        idle_exit: Duration,
+        waker: Arc<Waker>,
+        lookup: Lookup,
+    ) -> io::Result<Pool> {
         let (done_tx, done) = mpsc::channel();
         let min = min.max(1);
         let mut pool = Pool {
@@ -70,6 +87,8 @@ impl Pool {
                 state: Mutex::new(State::default()),
                 work: Condvar::new(),
                 min,
+                idle_exit,
+                lookup,
             }),
             max: max.max(min),
             done_tx,
@@ -143,7 +162,7 @@ fn worker(shared: &Shared, done: &Sender<Done>, waker: &Waker) {
     loop {
         if let Some(work) = state.queue.pop_front() {
             drop(state);
-            let answer = run(work);
+            let answer = run(work, &shared.lookup);
             if done.send(answer).is_err() {
                 break; // the pool is gone
             }
@@ -159,7 +178,7 @@ fn worker(shared: &Shared, done: &Sender<Done>, waker: &Waker) {
         state.idle += 1;
         let (guard, wait) = shared
             .work
-            .wait_timeout(state, Pool::IDLE_EXIT)
+            .wait_timeout(state, shared.idle_exit)
             .unwrap_or_else(|e| e.into_inner());
         state = guard;
         state.idle -= 1;
@@ -174,7 +193,13 @@ fn exit(mut state: MutexGuard<'_, State>) {
     state.threads -= 1;
 }
 
-fn run(work: Work) -> Done {
+fn getaddrinfo(name: &str) -> io::Result<Vec<IpAddr>> {
+    (name, 0)
+        .to_socket_addrs()
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
+}
+
+fn run(work: Work, lookup: &Lookup) -> Done {
     if Instant::now() >= work.deadline {
         return Done {
             name: work.name,
@@ -182,13 +207,108 @@ fn run(work: Work) -> Done {
             resolved: false,
         };
     }
-    let result = (work.name.as_str(), 0)
-        .to_socket_addrs()
-        .map(|addrs| addrs.map(|a| a.ip()).collect())
-        .map_err(|e| Failure::from_io(&e));
+    let result = lookup(&work.name).map_err(|e| Failure::from_io(&e));
     Done {
         name: work.name,
         result,
         resolved: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll, Token};
+    use std::collections::HashSet;
+
+    /// Names starting with "slow" block until `release` is dropped.
+    fn gated() -> (Lookup, mpsc::Sender<()>) {
+        let (release, gate) = mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let lookup: Lookup = Arc::new(move |name: &str| {
+            if name.starts_with("slow") {
+                // Only a disconnect ends the wait (every slow name alike).
+                let _ = gate.lock().unwrap().recv();
+            }
+            Ok(vec![IpAddr::from([192, 0, 2, 1])])
+        });
+        (lookup, release)
+    }
+
+    fn wait_for(poll: &mut Poll, pool: &Pool, n: usize) -> Vec<String> {
+        let mut events = Events::with_capacity(8);
+        let mut names = Vec::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        while names.len() < n {
+            assert!(Instant::now() < end, "only {names:?} within 10 s");
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            while let Some(done) = pool.try_recv() {
+                names.push(done.name);
+            }
+        }
+        names
+    }
+
+    fn work(name: &str) -> Work {
+        Work {
+            name: name.into(),
+            deadline: Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn slow_names_get_threads_of_their_own_up_to_the_bound_and_extras_exit_when_idle() {
+        let mut poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
+        let (lookup, release) = gated();
+        let idle = Duration::from_millis(50);
+        let mut pool = Pool::with_lookup(1, 3, idle, waker, lookup).unwrap();
+        assert_eq!(pool.threads(), 1);
+        pool.submit(work("slow-1"));
+        pool.submit(work("slow-2"));
+        pool.submit(work("fast-1"));
+        assert_eq!(pool.threads(), 3, "a thread per waiting name");
+        // Two threads are stuck; the third answers the fast name.
+        assert_eq!(wait_for(&mut poll, &pool, 1), vec!["fast-1"]);
+        pool.submit(work("slow-3"));
+        pool.submit(work("fast-2"));
+        assert_eq!(pool.threads(), 3, "never beyond the bound");
+        drop(release);
+        let rest: HashSet<String> = wait_for(&mut poll, &pool, 4).into_iter().collect();
+        let want = ["slow-1", "slow-2", "slow-3", "fast-2"];
+        assert_eq!(rest, want.iter().map(|s| s.to_string()).collect());
+        let end = Instant::now() + Duration::from_secs(10);
+        while pool.threads() > 1 {
+            assert!(
+                Instant::now() < end,
+                "idle threads beyond the first never ended"
+            );
+            thread::sleep(idle);
+        }
+    }
+
+    #[test]
+    fn work_whose_deadline_passed_in_the_queue_is_not_looked_up() {
+        let mut poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
+        let lookup: Lookup = Arc::new(|_: &str| panic!("looked up"));
+        let mut pool = Pool::with_lookup(1, 1, Pool::IDLE_EXIT, waker, lookup).unwrap();
+        pool.submit(Work {
+            name: "late.test".into(),
+            deadline: Instant::now(),
+        });
+        let mut events = Events::with_capacity(8);
+        let end = Instant::now() + Duration::from_secs(10);
+        let done = loop {
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            if let Some(done) = pool.try_recv() {
+                break done;
+            }
+            assert!(Instant::now() < end, "no answer within 10 s");
+        };
+        assert!(!done.resolved);
+        assert_eq!(done.result.unwrap_err().kind, io::ErrorKind::TimedOut);
     }
 }
