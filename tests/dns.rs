@@ -166,6 +166,7 @@ fn ask(ns: &Netns, proxy: &Proxy, specs: &[String]) -> Vec<Reply> {
 /// One request from `src` for `name`, answered at once with `want`.
 fn expect_at_once(ns: &Netns, proxy: &Proxy, src: &str, name: &str, want: &str) {
     let r = &ask(ns, proxy, &[format!("{src},{name},9")])[0];
+    eprintln!("{name} from {src}: REP {} after {:.3} s", r.rep, r.secs);
     assert!(
         r.rep == want && r.secs < AT_ONCE,
         "CONNECT {name} from {src}: expected REP {want} at once, got {} after {} s\n\
@@ -348,6 +349,17 @@ fn r11_no_name_waits_behind_a_hanging_nameserver() {
     );
 
     let log = proxy.finish().stdout;
+    let threads = log
+        .lines()
+        .filter_map(|l| {
+            l.split("DNS threads now ")
+                .nth(1)?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .max();
+    eprintln!("DNS threads at most: {threads:?}");
     assert!(
         log.contains("name lookups pending"),
         "the refusal over the cap is logged:\n{}",
