@@ -244,7 +244,8 @@ impl Drop for Nameserver {
 /// answer all resolve at once; a client with its cap of lookups pending is
 /// refused at once; a failed name is answered from the negative cache, then
 /// looked up again once the cache forgets it. The hanging names get host
-/// unreachable at the connect timeout.
+/// unreachable at the connect timeout. A name added to the hosts file is
+/// then answered from it.
 #[test]
 fn r11_no_name_waits_behind_a_hanging_nameserver() {
     if !require_root("r11_no_name_waits_behind_a_hanging_nameserver") {
@@ -254,15 +255,17 @@ fn r11_no_name_waits_behind_a_hanging_nameserver() {
     ns.isolate_dns();
     let etc = std::path::PathBuf::from("/etc/netns").join(&ns.name);
     // Our own files: a search domain the server answers (so a failed name
-    // fails at once, whatever the host's name is), no NSS module that could
-    // reach a resolver outside the namespace (nss-resolve talks to the
-    // host's systemd-resolved over a Unix socket).
+    // fails at once, whatever the host's name is), and getaddrinfo asks DNS
+    // only: no NSS module that could reach a resolver outside the namespace
+    // (nss-resolve talks to the host's systemd-resolved over a Unix
+    // socket), and no `files`, so a hosts-file name can only be answered
+    // by the proxy itself.
     std::fs::write(
         etc.join("resolv.conf"),
         "nameserver 127.0.0.1\nsearch ok.test\n",
     )
     .unwrap();
-    std::fs::write(etc.join("nsswitch.conf"), "hosts: files dns\n").unwrap();
+    std::fs::write(etc.join("nsswitch.conf"), "hosts: dns\n").unwrap();
     std::fs::write(
         etc.join("hosts"),
         "127.0.0.1 localhost\n127.0.0.5 files.test\n",
@@ -347,6 +350,28 @@ fn r11_no_name_waits_behind_a_hanging_nameserver() {
         "the failure was forgotten after {:?}",
         failed_at.elapsed()
     );
+
+    // A name added to the hosts file is answered once the proxy sees the
+    // change (it looks every 2 s). The server says NXDOMAIN for it, and
+    // getaddrinfo does not read the file here, so only the proxy can.
+    let hosts = etc.join("hosts");
+    expect_at_once(&ns, &proxy, "127.0.0.12", "late.ok.test", UNRESOLVED);
+    let mut text = std::fs::read_to_string(&hosts).unwrap();
+    text.push_str("127.0.0.9 late.ok.test\n");
+    // Written in place: the namespace's /etc/hosts is a bind mount of this inode.
+    std::fs::write(&hosts, text).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = &ask(&ns, &proxy, &["127.0.0.12,late.ok.test,9".to_string()])[0];
+        if r.rep == RESOLVED {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "late.ok.test not answered from the changed hosts file within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     let log = proxy.finish().stdout;
     let threads = log
