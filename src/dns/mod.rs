@@ -56,8 +56,10 @@ pub struct Job {
     pub port: u16,
     /// The client's address, for the cap on its pending lookups.
     pub client: IpAddr,
-    /// When the connection stops waiting. A job still queued then is skipped,
-    /// so a burst of slow names does not delay the names asked after it.
+    /// When the connection stops waiting. A lookup still queued at its
+    /// first asker's deadline is skipped (every asker is told it timed out),
+    /// so a burst of slow names does not delay the names asked after it;
+    /// lookups queue only while all [`MAX_THREADS`] threads are busy.
     pub deadline: Instant,
 }
 
@@ -175,11 +177,6 @@ impl Resolver {
                 self.ready.push_back(answer(waiter, result));
             }
         }
-    }
-
-    /// Pool threads running now.
-    pub fn threads(&self) -> usize {
-        self.pool.threads()
     }
 }
 

@@ -139,6 +139,7 @@ impl Pool {
     }
 
     /// Threads running now.
+    #[cfg(test)]
     pub fn threads(&self) -> usize {
         lock(&self.shared).threads
     }
