@@ -14,7 +14,7 @@
 //! | `links`     | the links: selection per family, health, addresses, counters  | no   |
 //! | `conn`      | one client connection's state machine and its relay           | sockets given to it |
 //! | `reactor`   | the mio event loop: accept, route events, deadlines, DNS      | yes  |
-//! | `dns`       | the resolver thread pool that wakes the reactor               | yes  |
+//! | `dns`       | names: hosts file, lookups in flight, a pool that wakes the loop | yes |
 //! | `net`       | outgoing sockets: bind to a local address, connect, errors    | yes  |
 //! | `sys`       | the few platform-specific calls, behind `cfg`                 | yes  |
 //! | `report`    | the links' live table and summary lines, as text             | no   |

@@ -40,7 +40,6 @@ const WAKER: Token = Token(usize::MAX - 1);
 pub const RING_SIZE: usize = 128 * 1024;
 /// Spare rings kept for reuse; the rest are freed when drained.
 const SPARE_RINGS: usize = 64;
-const DNS_THREADS: usize = 4;
 /// How long accepting pauses when the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Descriptors kept free for the listener, DNS, logs and the like: accepting
@@ -159,7 +158,7 @@ impl Reactor {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let resolver = Resolver::new(DNS_THREADS, Arc::clone(&waker))?;
+        let resolver = Resolver::new(Arc::clone(&waker))?;
         let auth = config.credentials()?;
         let ifaces = iface::discover().unwrap_or_default();
         let binding = binding(&config, &ifaces);
@@ -278,6 +277,9 @@ impl Reactor {
                 }
             }
             self.run_again(now);
+            // Names answered without the pool (a literal, a hosts-file name)
+            // come back here, in the same turn, with no wake-up.
+            self.dns_answers(now);
             self.expire(now);
             if self.accept_paused_until.is_some_and(|t| t <= now) {
                 self.accept_paused_until = None;
@@ -304,7 +306,7 @@ impl Reactor {
     }
 
     fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() {
+        if !self.again.is_empty() || self.resolver.has_ready() {
             return Some(Duration::ZERO);
         }
         let mut next = self.timers.peek().map(|t| t.0 .0);
@@ -321,7 +323,7 @@ impl Reactor {
                 registry: self.poll.registry(),
                 links: &mut self.links,
                 pool: &mut self.pool,
-                resolver: &self.resolver,
+                resolver: &mut self.resolver,
                 timers: &mut self.timers,
                 notices: &mut self.notices,
                 auth: &self.auth,
@@ -446,7 +448,7 @@ impl Reactor {
     }
 
     fn dns_answers(&mut self, now: Instant) {
-        while let Some(answer) = self.resolver.try_recv() {
+        while let Some(answer) = self.resolver.try_recv(now) {
             let (mut ctx, conns) = self.ctx(now);
             let Some(conn) = conns.get_mut(answer.key).filter(|c| c.id() == answer.id) else {
                 continue; // the connection is gone; its slot may hold a newer one

@@ -49,6 +49,18 @@ pub fn nofile_limit() -> Option<u64> {
     None
 }
 
+/// The hosts file the system resolver reads.
+#[cfg(not(windows))]
+pub fn hosts_path() -> std::path::PathBuf {
+    std::path::PathBuf::from("/etc/hosts")
+}
+
+#[cfg(windows)]
+pub fn hosts_path() -> std::path::PathBuf {
+    let root = std::env::var_os("SystemRoot").unwrap_or_else(|| r"C:\Windows".into());
+    std::path::PathBuf::from(root).join(r"System32\drivers\etc\hosts")
+}
+
 /// Linux: let `bind(ip, 0)` defer choosing the port to `connect`, so the
 /// 4-tuple (not the port alone) must be unique and thousands of outgoing
 /// connections from one address do not exhaust the ephemeral range.

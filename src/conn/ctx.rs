@@ -35,7 +35,7 @@ pub struct Ctx<'a> {
     pub registry: &'a Registry,
     pub links: &'a mut Links,
     pub pool: &'a mut RingPool,
-    pub resolver: &'a Resolver,
+    pub resolver: &'a mut Resolver,
     pub timers: &'a mut Timers,
     pub notices: &'a mut Notices,
     pub auth: &'a Credentials,

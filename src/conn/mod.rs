@@ -727,13 +727,15 @@ impl Conn {
             }
             Err(_) => self.missing_family(ctx, client),
             Ok((host, port)) => {
-                ctx.resolver.submit(Job {
+                let job = Job {
                     key: self.handle.key,
                     id: self.handle.id,
                     host,
                     port,
+                    client: self.client_addr.ip().to_canonical(),
                     deadline: ctx.now + ctx.timeouts.connect,
-                });
+                };
+                ctx.resolver.submit(job, ctx.now);
                 self.arm(ctx, ctx.timeouts.connect);
                 (State::Resolving(pending), Flow::Next)
             }

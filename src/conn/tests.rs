@@ -63,7 +63,7 @@ impl Rig {
             events: Events::with_capacity(64),
             links: Links::new(vec![spec], &[], false),
             pool: RingPool::new(RING, 4),
-            resolver: Resolver::new(1, waker).unwrap(),
+            resolver: Resolver::with(1, crate::sys::hosts_path(), waker).unwrap(),
             timers: Timers::new(),
             notices: Notices::default(),
             auth,
@@ -81,7 +81,7 @@ impl Rig {
             registry: self.poll.registry(),
             links: &mut self.links,
             pool: &mut self.pool,
-            resolver: &self.resolver,
+            resolver: &mut self.resolver,
             timers: &mut self.timers,
             notices: &mut self.notices,
             auth: &self.auth,
@@ -123,7 +123,7 @@ impl Rig {
             if !busy(conn) || progress == Progress::Close {
                 return progress;
             }
-            while let Some(answer) = self.resolver.try_recv() {
+            while let Some(answer) = self.resolver.try_recv(Instant::now()) {
                 progress = conn.on_resolved(&mut self.ctx(), answer);
                 if !busy(conn) || progress == Progress::Close {
                     return progress;

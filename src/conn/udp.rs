@@ -319,13 +319,15 @@ fn from_client(
                         Vec::new()
                     };
                     assoc.names.insert(key_name, Name::Pending(held));
-                    ctx.resolver.submit(Job {
+                    let job = Job {
                         key: conn.key,
                         id: conn.id,
                         host: name.to_string(),
                         port,
+                        client: assoc.client_ip,
                         deadline: ctx.now + ctx.timeouts.connect,
-                    });
+                    };
+                    ctx.resolver.submit(job, ctx.now);
                     return 0;
                 }
             }
