@@ -1,4 +1,6 @@
-//! Nanoseconds per parsed message: each SOCKS request kind, and the greeting.
+//! Nanoseconds per parsed message: each SOCKS request kind, and the greeting;
+//! and per credential check with 10 and 10,000 users (RFC 1929 and HTTP
+//! Basic, a right and a wrong password), which runs on the reactor thread.
 //!
 //! `cargo bench --bench parse`
 
@@ -6,6 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dispatch::auth::{base64, Credentials};
 use dispatch::socks::{parse_greeting, parse_request, parse_socks4, Status};
 
 fn parse(c: &mut Criterion) {
@@ -53,5 +56,33 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse);
+fn auth(c: &mut Criterion) {
+    let mut group = c.benchmark_group("auth");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(1));
+    group.warm_up_time(Duration::from_millis(300));
+    for users in [10usize, 10_000] {
+        let mut creds = Credentials::default();
+        for i in 0..users {
+            creds.add(&format!("user{i}:password-of-user-{i}")).unwrap();
+        }
+        let who = format!("user{}", users / 2);
+        let right = format!("password-of-user-{}", users / 2);
+        let basic = format!("Basic {}", base64(format!("{who}:{right}").as_bytes()));
+        assert!(creds.check(who.as_bytes(), right.as_bytes()));
+        assert!(creds.check_basic(basic.as_bytes()));
+        group.bench_function(BenchmarkId::new("rfc1929-right", users), |b| {
+            b.iter(|| creds.check(black_box(who.as_bytes()), black_box(right.as_bytes())))
+        });
+        group.bench_function(BenchmarkId::new("rfc1929-wrong", users), |b| {
+            b.iter(|| creds.check(black_box(who.as_bytes()), black_box(b"wrong")))
+        });
+        group.bench_function(BenchmarkId::new("basic-right", users), |b| {
+            b.iter(|| creds.check_basic(black_box(basic.as_bytes())))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, auth);
 criterion_main!(benches);

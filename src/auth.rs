@@ -4,6 +4,7 @@
 //! Comparisons of secrets run in time independent of where they differ, and
 //! passwords are never written to logs.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
@@ -28,11 +29,27 @@ impl fmt::Debug for Entry {
 
 /// The accepted credentials. With none, authentication is off unless it was
 /// [`Credentials::require`]d (then every client is refused).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// A check looks the user (or the Basic token) up in a map, then compares
+/// the secret once in constant time: O(1) per attempt whatever the number
+/// of users, on the reactor thread.
+#[derive(Debug, Clone, Default)]
 pub struct Credentials {
     entries: Vec<Entry>,
+    /// Index in `entries` by user name (the last entry for a name wins).
+    by_user: HashMap<Vec<u8>, usize>,
+    /// Index in `entries` by Basic token.
+    by_basic: HashMap<Vec<u8>, usize>,
     required: bool,
 }
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.required == other.required
+    }
+}
+
+impl Eq for Credentials {}
 
 /// A `user:pass` that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,12 +95,19 @@ impl Credentials {
         if user.is_empty() || user.len() > 255 || pass.len() > 255 {
             return Err(BadCredential { line: None });
         }
-        self.entries.push(Entry {
+        self.push(Entry {
             user: user.as_bytes().to_vec(),
             pass: pass.as_bytes().to_vec(),
             basic: base64(pair.as_bytes()).into_bytes(),
         });
         Ok(())
+    }
+
+    fn push(&mut self, entry: Entry) {
+        let i = self.entries.len();
+        self.by_user.insert(entry.user.clone(), i);
+        self.by_basic.insert(entry.basic.clone(), i);
+        self.entries.push(entry);
     }
 
     /// Parses an auth file: one `user:pass` a line; blank lines and lines
@@ -108,22 +132,23 @@ impl Credentials {
     }
 
     pub fn extend(&mut self, other: Credentials) {
-        self.entries.extend(other.entries);
+        for entry in other.entries {
+            self.push(entry);
+        }
         self.required |= other.required;
     }
 
     /// Whether `user` is one of the configured user names.
     pub fn knows(&self, user: &[u8]) -> bool {
-        self.entries.iter().any(|e| e.user == user)
+        self.by_user.contains_key(user)
     }
 
-    /// RFC 1929 username and password.
+    /// RFC 1929 username and password. An unknown user costs the same
+    /// comparison as a known one.
     pub fn check(&self, user: &[u8], pass: &[u8]) -> bool {
-        // Every entry is compared in full, whatever matched.
-        self.entries.iter().fold(false, |ok, e| {
-            let hit = ct_eq(&e.user, user) & ct_eq(&e.pass, pass);
-            ok | hit
-        })
+        let entry = self.by_user.get(user).map(|&i| &self.entries[i]);
+        let expected = entry.map_or(&[][..], |e| &e.pass[..]);
+        ct_eq(expected, pass) & entry.is_some()
     }
 
     /// The value of a `Proxy-Authorization` header: `Basic <base64>`.
@@ -136,9 +161,9 @@ impl Credentials {
         else {
             return false;
         };
-        self.entries
-            .iter()
-            .fold(false, |ok, e| ok | ct_eq(&e.basic, token))
+        let entry = self.by_basic.get(token).map(|&i| &self.entries[i]);
+        let expected = entry.map_or(&[][..], |e| &e.basic[..]);
+        ct_eq(expected, token) & entry.is_some()
     }
 }
 
