@@ -66,6 +66,11 @@ pub struct StartArgs {
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs)]
     pub stall_timeout: Duration,
 
+    /// On SIGTERM, how long transfers under way may take to finish before
+    /// they are cut, in seconds (a second signal stops at once)
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub drain_timeout: Duration,
+
     /// Answer 504 when a web server sends no response head this long after
     /// an HTTP proxy request, in seconds
     #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]

@@ -28,6 +28,8 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// No HTTP response head this long after the request: 504.
     pub response_timeout: Duration,
+    /// How long a graceful stop lets transfers finish.
+    pub drain_timeout: Duration,
     /// Bind outgoing sockets to the target's interface, not only its address.
     pub bind_device: bool,
     /// Credentials given with `--auth`.
@@ -57,6 +59,7 @@ impl Config {
             idle_timeout: Duration::from_secs(7440),
             stall_timeout: Duration::from_secs(300),
             response_timeout: Duration::from_secs(120),
+            drain_timeout: Duration::from_secs(30),
             bind_device: true,
             auth: Credentials::default(),
             auth_file: None,
@@ -215,6 +218,7 @@ pub fn build(
         idle_timeout: args.idle_timeout,
         stall_timeout: args.stall_timeout,
         response_timeout: args.response_timeout,
+        drain_timeout: args.drain_timeout,
         bind_device: !args.no_bind_device,
         auth,
         auth_file: args.auth_file.clone(),
@@ -346,6 +350,7 @@ mod tests {
             idle_timeout: Duration::from_secs(7440),
             stall_timeout: Duration::from_secs(300),
             response_timeout: Duration::from_secs(120),
+            drain_timeout: Duration::from_secs(30),
             no_bind_device: false,
             exclude: vec![],
             quiet: false,

@@ -127,7 +127,8 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-/// SIGINT and SIGTERM stop the reactor; SIGHUP has it re-read the auth file.
+/// SIGTERM stops the reactor gracefully (a second signal at once), SIGINT
+/// at once; SIGHUP has it re-read the auth file.
 #[cfg(unix)]
 fn catch_signals(reactor: &Reactor) -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -139,11 +140,15 @@ fn catch_signals(reactor: &Reactor) -> io::Result<()> {
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                if signal == SIGHUP {
-                    reload.store(true, Ordering::SeqCst);
-                    shutdown.wake();
-                } else {
-                    shutdown.trigger();
+                match signal {
+                    SIGHUP => {
+                        reload.store(true, Ordering::SeqCst);
+                        shutdown.wake();
+                    }
+                    // A service manager's stop: let transfers finish.
+                    SIGTERM => shutdown.drain(),
+                    // Ctrl-C: now.
+                    _ => shutdown.trigger(),
                 }
             }
         })?;
@@ -282,12 +287,16 @@ fn waiting_notice(targets: &[LinkSpec], waiting: &[String], every_iface: bool) -
 }
 
 fn summary_line(s: &Summary) -> String {
-    format!(
+    let mut line = format!(
         "dispatch stopped: {}, {} bytes up, {} bytes down",
         report::count(s.connections, "connection"),
         s.bytes_up,
         s.bytes_down
-    )
+    );
+    if s.cut > 0 {
+        let _ = write!(line, ", {} cut", s.cut);
+    }
+    line
 }
 
 /// Prints and flushes; a closed stdout (a reader that went away) is not an error.
@@ -362,14 +371,20 @@ mod tests {
 
     #[test]
     fn summary() {
-        let s = Summary {
+        let mut s = Summary {
             connections: 3,
             bytes_up: 10,
             bytes_down: 2048,
+            cut: 0,
         };
         assert_eq!(
             summary_line(&s),
             "dispatch stopped: 3 connections, 10 bytes up, 2048 bytes down"
+        );
+        s.cut = 1;
+        assert_eq!(
+            summary_line(&s),
+            "dispatch stopped: 3 connections, 10 bytes up, 2048 bytes down, 1 cut"
         );
     }
 }

@@ -13,7 +13,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,16 +62,35 @@ pub enum Binding {
     SourceOnlyRefused(String),
 }
 
+/// The reactor runs.
+const RUN: u8 = 0;
+/// It accepts no more and lets transfers finish (up to the drain timeout).
+const DRAIN: u8 = 1;
+/// It stops now.
+const STOP: u8 = 2;
+
 /// Asks a running reactor to stop; cheap to clone, safe to call from a signal thread.
 #[derive(Clone)]
 pub struct Shutdown {
-    flag: Arc<AtomicBool>,
+    flag: Arc<AtomicU8>,
     waker: Arc<Waker>,
 }
 
 impl Shutdown {
+    /// Stops now: open connections are cut.
     pub fn trigger(&self) {
-        self.flag.store(true, Ordering::SeqCst);
+        self.flag.store(STOP, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Stops gracefully: no new connections, transfers finish (up to the
+    /// drain timeout). Asked again, stops now.
+    pub fn drain(&self) {
+        let _ = self
+            .flag
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| {
+                Some(if f == RUN { DRAIN } else { STOP })
+            });
         self.wake();
     }
 
@@ -87,11 +106,14 @@ pub struct Summary {
     pub connections: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// Connections still carrying a request when the reactor stopped.
+    pub cut: u64,
 }
 
 pub struct Reactor {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once draining: no new client is accepted.
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
     conns: Slab<Conn>,
     links: Links,
@@ -120,7 +142,11 @@ pub struct Reactor {
     timers: Timers,
     notices: Notices,
     timeouts: Timeouts,
-    stop: Arc<AtomicBool>,
+    stop: Arc<AtomicU8>,
+    /// How long a graceful stop lets transfers finish.
+    drain_timeout: Duration,
+    /// Draining until then.
+    draining: Option<Instant>,
     waker: Arc<Waker>,
     /// Connections that yielded with work left.
     again: Vec<(usize, u64)>,
@@ -168,7 +194,7 @@ impl Reactor {
         let watcher = Watcher::spawn(ifaces, IFACE_PERIOD, Arc::clone(&waker))?;
         Ok(Reactor {
             poll,
-            listener,
+            listener: Some(listener),
             local_addr,
             conns: Slab::new(),
             links,
@@ -197,7 +223,9 @@ impl Reactor {
                 stall: config.stall_timeout,
                 response: config.response_timeout,
             },
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicU8::new(RUN)),
+            drain_timeout: config.drain_timeout,
+            draining: None,
             waker,
             again: Vec::new(),
             accept_paused_until: None,
@@ -243,7 +271,19 @@ impl Reactor {
     pub fn run_reporting(&mut self, mut report: impl FnMut(&Links)) -> io::Result<Summary> {
         let mut events = Events::with_capacity(1024);
         let mut next_report = Instant::now() + REPORT_PERIOD;
-        while !self.stop.load(Ordering::SeqCst) {
+        loop {
+            match self.stop.load(Ordering::SeqCst) {
+                RUN => {}
+                DRAIN => {
+                    let now = Instant::now();
+                    let until = *self.draining.get_or_insert(now + self.drain_timeout);
+                    self.drain(now);
+                    if self.conns.is_empty() || now >= until {
+                        break;
+                    }
+                }
+                _ => break,
+            }
             let timeout = self
                 .poll_timeout(Instant::now())
                 .map_or(REPORT_PERIOD, |t| t.min(REPORT_PERIOD));
@@ -299,10 +339,35 @@ impl Reactor {
         let now = Instant::now();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
+            self.summary.cut += u64::from(self.conns[key].in_flight());
             self.close(key, now);
         }
         debug_assert_eq!(self.pool.lent(), 0, "a ring was not given back");
         Ok(self.summary)
+    }
+
+    /// While draining: the listener is closed (clients are refused, not
+    /// left in its backlog), and connections with no request in flight are
+    /// closed; the others finish.
+    fn drain(&mut self, now: Instant) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            let busy = self.conns.iter().filter(|(_, c)| c.in_flight()).count();
+            log::info!(
+                "stopping: no new connections; {busy} still carrying a request have up to {} s \
+                 to finish (signal again to stop at once)",
+                self.drain_timeout.as_secs()
+            );
+        }
+        let quiet: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.in_flight())
+            .map(|(k, _)| k)
+            .collect();
+        for key in quiet {
+            self.close(key, now);
+        }
     }
 
     fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
@@ -310,7 +375,10 @@ impl Reactor {
             return Some(Duration::ZERO);
         }
         let mut next = self.timers.peek().map(|t| t.0 .0);
-        if let Some(t) = self.accept_paused_until {
+        for t in [self.accept_paused_until, self.draining]
+            .into_iter()
+            .flatten()
+        {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         // Round up: waking a hair early would only poll again.
@@ -359,7 +427,10 @@ impl Reactor {
                 self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                 return;
             }
-            match self.listener.accept() {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, addr)) => {
                     if !self.access.allows(addr.ip()) {
                         self.refuse(addr.ip(), now);

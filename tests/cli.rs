@@ -259,3 +259,73 @@ fn open_files_soft_limit_is_raised_to_the_hard_limit() {
         out.stdout
     );
 }
+
+/// SIGTERM (a service manager's stop) drains: no new client is accepted,
+/// a transfer under way finishes, then dispatch exits; a second signal
+/// stops at once and the summary counts what was cut.
+#[test]
+fn sigterm_lets_a_transfer_finish_and_a_second_signal_cuts() {
+    let proxy = Proxy::start(&["--drain-timeout", "30", "127.0.0.1"]);
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    use std::io::{Read, Write};
+    let (mut busy, _) = socks5_ok(proxy.addr, target.local_addr().unwrap());
+    let (mut far, _) = target.accept().unwrap();
+    // A client that only connected, with no request yet: closed at once.
+    let mut idle = client(proxy.addr);
+    sigterm(proxy.pid);
+    wait_for(
+        &proxy,
+        "stopping: no new connections; 1 still carrying a request",
+    );
+    assert!(
+        std::net::TcpStream::connect(proxy.addr).is_err(),
+        "no new client while draining"
+    );
+    let mut b = [0u8; 1];
+    assert_eq!(
+        idle.read(&mut b).unwrap_or(0),
+        0,
+        "the idle client is closed"
+    );
+    // The transfer goes on, then ends, and dispatch with it.
+    busy.write_all(b"last request").unwrap();
+    let mut got = [0u8; 12];
+    far.read_exact(&mut got).unwrap();
+    far.write_all(b"last answer").unwrap();
+    drop(far);
+    let mut answer = Vec::new();
+    busy.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"last answer");
+    drop(busy);
+    let out = proxy.wait_exit();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(!out.stdout.contains(" cut"), "{}", tail(&out.stdout, 5));
+
+    // Again, but a second signal does not wait for the transfer.
+    let proxy = Proxy::start(&["--drain-timeout", "30", "127.0.0.1"]);
+    let (_client, _) = socks5_ok(proxy.addr, target.local_addr().unwrap());
+    let (_far, _) = target.accept().unwrap();
+    sigterm(proxy.pid);
+    wait_for(&proxy, "stopping: no new connections");
+    sigterm(proxy.pid);
+    let out = proxy.wait_exit();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("dispatch stopped: 1 connection, ") && out.stdout.contains(", 1 cut"),
+        "{}",
+        tail(&out.stdout, 5)
+    );
+}
+
+/// Waits until the proxy's output has `text`.
+fn wait_for(proxy: &Proxy, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !proxy.stdout().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} in:\n{}",
+            proxy.stdout()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -315,6 +315,16 @@ impl Conn {
         self.deadline
     }
 
+    /// Whether it carries a request a graceful stop should let finish: not
+    /// a client still to send one (or between two on a kept-alive HTTP
+    /// connection), nor one being closed.
+    pub fn in_flight(&self) -> bool {
+        !matches!(
+            self.state,
+            State::Handshake(..) | State::Closing(_) | State::Done
+        )
+    }
+
     /// Records the readiness an event reports for one of its sockets.
     pub fn on_event(&mut self, side: Side, event: &Event) {
         let ready = match (side, &mut self.state) {

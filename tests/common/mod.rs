@@ -165,7 +165,7 @@ pub fn scrub_env(cmd: &mut Command) {
 
 /// A running `dispatch -d start --ip 127.0.0.1 --port 0 ...`.
 ///
-/// `finish()` (or drop) sends SIGTERM, waits for exit status 0 and asserts
+/// `finish()` (or drop) sends SIGINT (stop at once), waits for exit status 0 and asserts
 /// that stderr does not contain "panicked".
 pub struct Proxy {
     child: Option<Child>,
@@ -386,23 +386,24 @@ impl Proxy {
         }
     }
 
-    /// SIGTERM and wait (SIGKILL after 10 s). `Err` says what went wrong;
+    /// SIGINT and wait (SIGKILL after 10 s). `Err` says what went wrong;
     /// never panics, so that it is safe from `drop` while unwinding.
     fn stop(&mut self) -> Option<Result<Finished, String>> {
         let mut child = self.child.take()?;
         let status = match child.try_wait() {
             Ok(Some(status)) => Ok(status),
             _ => {
-                // A failed kill shows up as the timeout below.
+                // A failed kill shows up as the timeout below. SIGINT stops
+                // at once; SIGTERM would let open connections finish first.
                 let _ = Command::new("kill")
-                    .args(["-TERM", &self.pid.to_string()])
+                    .args(["-INT", &self.pid.to_string()])
                     .status();
                 match wait_timeout(&mut child, Duration::from_secs(10)) {
                     Some(status) => Ok(status),
                     None => {
                         sigkill(self.pid);
                         let _ = child.wait();
-                        Err("proxy did not exit within 10 s of SIGTERM".to_string())
+                        Err("proxy did not exit within 10 s of SIGINT".to_string())
                     }
                 }
             }
@@ -424,7 +425,30 @@ impl Proxy {
         })
     }
 
-    /// SIGTERM, wait, and check: exit status 0, no panic on stderr.
+    /// Waits (up to 60 s) for the proxy to exit by itself, after a signal
+    /// the test sent; its output.
+    #[allow(dead_code)]
+    pub fn wait_exit(mut self) -> Finished {
+        let mut child = self.child.take().expect("proxy already finished");
+        let status = wait_timeout(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
+            sigkill(self.pid);
+            let _ = child.wait();
+            panic!(
+                "proxy did not exit within 60 s:\n{}",
+                tail(&self.stdout(), 30)
+            )
+        });
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        Finished {
+            status,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+
+    /// SIGINT, wait, and check: exit status 0, no panic on stderr.
     pub fn finish(mut self) -> Finished {
         let out = self
             .stop()
@@ -444,7 +468,7 @@ fn check_finished(out: &Finished) {
     assert_eq!(
         out.status.code(),
         Some(0),
-        "proxy did not exit with status 0 after SIGTERM ({})\n--- stdout (tail):\n{}\n--- stderr:\n{}",
+        "proxy did not exit with status 0 after SIGINT ({})\n--- stdout (tail):\n{}\n--- stderr:\n{}",
         out.status,
         tail(&out.stdout, 40),
         out.stderr
