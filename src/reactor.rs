@@ -374,7 +374,7 @@ impl Reactor {
         if !self.again.is_empty() || self.resolver.has_ready() {
             return Some(Duration::ZERO);
         }
-        let mut next = self.timers.peek().map(|t| t.0 .0);
+        let mut next = self.timers.first().map(|t| t.0);
         for t in [self.accept_paused_until, self.draining]
             .into_iter()
             .flatten()
@@ -561,11 +561,11 @@ impl Reactor {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some(&std::cmp::Reverse((at, key, id))) = self.timers.peek() {
+        while let Some(&(at, key, id)) = self.timers.first() {
             if at > now {
                 break;
             }
-            self.timers.pop();
+            self.timers.pop_first();
             let (mut ctx, conns) = self.ctx(now);
             let Some(conn) = conns.get_mut(key) else {
                 continue;

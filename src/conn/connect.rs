@@ -44,7 +44,11 @@ struct Attempt {
     started: Instant,
 }
 
-pub struct Connecting {
+/// Boxed: a connection spends little time here, and the state enum is as
+/// large as its largest variant.
+pub struct Connecting(Box<Inner>);
+
+struct Inner {
     /// In the order to try them.
     addrs: Vec<SocketAddr>,
     /// Links already tried, per address.
@@ -90,7 +94,7 @@ impl Connecting {
         } else {
             addrs
         };
-        let mut c = Connecting {
+        let mut c = Connecting(Box::new(Inner {
             tried: vec![0; addrs.len()],
             addrs,
             at: 0,
@@ -100,26 +104,58 @@ impl Connecting {
             next_start: None,
             failure: Reply::GeneralFailure,
             error: None,
-        };
-        let next = c.fill(ctx, conn);
+        }));
+        let next = c.0.fill(ctx, conn);
         (c, next)
     }
 
     /// The readiness of the attempt registered as `side`.
     pub fn ready_mut(&mut self, side: Side) -> Option<&mut Ready> {
+        self.0.ready_mut(side)
+    }
+
+    /// When [`Connecting::on_timer`] is due: the next racing attempt, or
+    /// the earliest attempt's connect timeout.
+    pub fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.0.deadline(timeout)
+    }
+
+    /// After readiness: whether an attempt connected or failed.
+    pub fn poll(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> Next {
+        self.0.poll(ctx, conn)
+    }
+
+    /// The deadline passed: start the next racing attempt, or time out the
+    /// attempts that took too long.
+    pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, conn: Handle, timeout: Duration) -> Next {
+        self.0.on_timer(ctx, conn, timeout)
+    }
+
+    /// The client left while connecting: the attempts say nothing of their
+    /// links.
+    pub fn abandon(mut self, ctx: &mut Ctx<'_>) {
+        for a in self.0.attempts.iter_mut().filter_map(Option::take) {
+            cancel(ctx, a);
+        }
+    }
+}
+
+impl Inner {
+    /// The readiness of the attempt registered as `side`.
+    fn ready_mut(&mut self, side: Side) -> Option<&mut Ready> {
         let slot = SLOTS.iter().position(|&s| s == side)?;
         self.attempts[slot].as_mut().map(|a| &mut a.ready)
     }
 
     /// When [`Connecting::on_timer`] is due: the next racing attempt, or
     /// the earliest attempt's connect timeout.
-    pub fn deadline(&self, timeout: Duration) -> Option<Instant> {
+    fn deadline(&self, timeout: Duration) -> Option<Instant> {
         let timeouts = self.attempts.iter().flatten().map(|a| a.started + timeout);
         timeouts.chain(self.next_start).min()
     }
 
     /// After readiness: whether an attempt connected or failed.
-    pub fn poll(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> Next {
+    fn poll(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> Next {
         for slot in 0..RACING {
             let Some(mut attempt) =
                 self.attempts[slot].take_if(|a| a.ready.writable || a.ready.readable)
@@ -140,21 +176,13 @@ impl Connecting {
 
     /// The deadline passed: start the next racing attempt, or time out the
     /// attempts that took too long.
-    pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, conn: Handle, timeout: Duration) -> Next {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, conn: Handle, timeout: Duration) -> Next {
         for slot in 0..RACING {
             if let Some(a) = self.attempts[slot].take_if(|a| a.started + timeout <= ctx.now) {
                 self.attempt_failed(ctx, conn, a, io::ErrorKind::TimedOut.into());
             }
         }
         self.fill(ctx, conn)
-    }
-
-    /// The client left while connecting: the attempts say nothing of their
-    /// links.
-    pub fn abandon(mut self, ctx: &mut Ctx<'_>) {
-        for a in self.attempts.iter_mut().filter_map(Option::take) {
-            cancel(ctx, a);
-        }
     }
 
     /// `attempt` connected: the others are closed, and it becomes the upstream.

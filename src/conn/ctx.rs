@@ -1,7 +1,6 @@
 //! What a connection borrows from the loop that owns it while it is called.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -13,9 +12,11 @@ use crate::dns::Resolver;
 use crate::links::Links;
 use crate::ring::RingPool;
 
-/// Deadlines waiting to fire: `(when, slab key, connection id)`. Entries are
-/// never removed early; one whose connection has moved on is skipped.
-pub type Timers = BinaryHeap<Reverse<(Instant, usize, u64)>>;
+/// Deadlines waiting to fire, soonest first: `(when, slab key, connection
+/// id)`. A connection has at most one: re-arming or closing removes the old
+/// one, so a long timeout (idle: hours) leaves nothing behind when its
+/// connection goes, however many come and go.
+pub type Timers = BTreeSet<(Instant, usize, u64)>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {

@@ -35,6 +35,9 @@ pub struct Forward {
     /// Some of the response has reached the client (an error can no longer
     /// be answered with a status of our own).
     answered: bool,
+    /// Since when the request is out and its response head has not come
+    /// (kept by the connection, for its response timeout).
+    pub waiting: Option<std::time::Instant>,
 }
 
 impl Forward {
@@ -50,6 +53,7 @@ impl Forward {
             interim: false,
             close: false,
             answered: false,
+            waiting: None,
         };
         f.next_exchange(head);
         f

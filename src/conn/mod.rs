@@ -109,9 +109,6 @@ struct Relaying {
     active: Instant,
     /// Since when bytes have waited that their receiver does not take.
     stalled: Option<Instant>,
-    /// HTTP forwarding: since when the request is out and its response head
-    /// has not come.
-    waiting: Option<Instant>,
 }
 
 /// What a relay had moved, to tell what one step did.
@@ -129,7 +126,6 @@ impl Relaying {
             relay,
             active: now,
             stalled: None,
-            waiting: None,
         }
     }
 
@@ -137,27 +133,33 @@ impl Relaying {
         Mark {
             up: self.relay.up.bytes,
             down: self.relay.down.bytes,
-            sent: self.relay.up.sent + self.relay.down.sent,
+            sent: self.relay.up.sent() + self.relay.down.sent(),
         }
     }
 
-    /// When its next timeout falls: idle, stalled, or (HTTP) no response.
-    fn deadline(&self, t: &Timeouts) -> Instant {
+    /// When its next timeout falls: idle, stalled, or (HTTP, `waiting`
+    /// for a response head since then) no response.
+    fn deadline(&self, t: &Timeouts, waiting: Option<Instant>) -> Instant {
         let mut at = self.active + t.idle;
         if let Some(since) = self.stalled {
             at = at.min(since + t.stall);
         }
-        if let Some(since) = self.waiting {
+        if let Some(since) = waiting {
             at = at.min(since + t.response);
         }
         at
     }
 
     /// Which timeout has passed at `now`, if one has.
-    fn expired(&self, t: &Timeouts, now: Instant) -> Option<&'static str> {
+    fn expired(
+        &self,
+        t: &Timeouts,
+        now: Instant,
+        waiting: Option<Instant>,
+    ) -> Option<&'static str> {
         if self.stalled.is_some_and(|since| now >= since + t.stall) {
             Some("stalled: the receiver took none of the bytes waiting for it")
-        } else if self.waiting.is_some_and(|since| now >= since + t.response) {
+        } else if waiting.is_some_and(|since| now >= since + t.response) {
             Some("no response head in time")
         } else if now >= self.active + t.idle {
             Some("idle")
@@ -393,6 +395,7 @@ impl Conn {
 
     /// The deadline armed last has passed (the reactor checked it is current).
     pub fn on_deadline(&mut self, ctx: &mut Ctx<'_>) -> Progress {
+        // (The reactor took the entry off its timers.)
         self.deadline = None;
         let (next, flow) = match mem::replace(&mut self.state, State::Done) {
             State::Handshake(hs, kept) => {
@@ -419,18 +422,18 @@ impl Conn {
                 let reason = "no connection came to BIND";
                 self.fail(ctx, pending.client, Reply::TtlExpired, reason, None)
             }
-            State::Relaying(r) => match r.expired(&ctx.timeouts, ctx.now) {
+            State::Relaying(r) => match r.expired(&ctx.timeouts, ctx.now, None) {
                 Some(reason) => {
                     self.reason = reason;
                     (State::Relaying(r), Flow::Stop(Progress::Close))
                 }
                 None => {
-                    self.arm_at(ctx, r.deadline(&ctx.timeouts));
+                    self.arm_at(ctx, r.deadline(&ctx.timeouts, None));
                     (State::Relaying(r), Flow::Stop(Progress::Idle))
                 }
             },
-            State::Forwarding(r, fwd) => match r.expired(&ctx.timeouts, ctx.now) {
-                Some(reason) if !fwd.answered() && r.waiting.is_some() => {
+            State::Forwarding(r, fwd) => match r.expired(&ctx.timeouts, ctx.now, fwd.waiting) {
+                Some(reason) if !fwd.answered() && fwd.waiting.is_some() => {
                     self.reason = reason;
                     close_open(ctx, r);
                     self.outbox
@@ -442,7 +445,7 @@ impl Conn {
                     (State::Forwarding(r, fwd), Flow::Stop(Progress::Close))
                 }
                 None => {
-                    self.arm_at(ctx, r.deadline(&ctx.timeouts));
+                    self.arm_at(ctx, r.deadline(&ctx.timeouts, fwd.waiting));
                     (State::Forwarding(r, fwd), Flow::Stop(Progress::Idle))
                 }
             },
@@ -459,6 +462,7 @@ impl Conn {
     /// Closes its sockets, returns the rings, logs the connection's
     /// summary, and gives `(bytes up, bytes down)` for the totals.
     pub fn close(mut self, ctx: &mut Ctx<'_>) -> (u64, u64) {
+        self.disarm(ctx);
         io::forget(ctx.registry, &mut self.client);
         let name = self.state.name();
         match mem::replace(&mut self.state, State::Done) {
@@ -525,9 +529,16 @@ impl Conn {
     /// Sets the deadline to `at`, unless it already is.
     fn arm_at(&mut self, ctx: &mut Ctx<'_>, at: Instant) {
         if self.deadline != Some(at) {
+            self.disarm(ctx);
             self.deadline = Some(at);
-            ctx.timers
-                .push(std::cmp::Reverse((at, self.handle.key, self.handle.id)));
+            ctx.timers.insert((at, self.handle.key, self.handle.id));
+        }
+    }
+
+    /// No deadline: the one armed is taken off the loop's timers.
+    fn disarm(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(at) = self.deadline.take() {
+            ctx.timers.remove(&(at, self.handle.key, self.handle.id));
         }
     }
 
@@ -665,14 +676,16 @@ impl Conn {
                     && !r.relay.down.eof =>
             {
                 fwd.next_exchange(head);
-                (r.active, r.stalled, r.waiting) = (ctx.now, None, None);
+                (r.active, r.stalled, fwd.waiting) = (ctx.now, None, None);
                 if !pipelined.is_empty() {
                     // (Counted when they were read, before the exchange ended.)
                     let ring = r.relay.up.ring.get_or_insert_with(|| ctx.pool.take());
                     let kept = ring.push(&pipelined);
                     debug_assert_eq!(kept, pipelined.len(), "rings hold a whole head");
+                    // In the pipe's own count (not the connection's again).
+                    r.relay.up.bytes += kept as u64;
                 }
-                self.deadline = None;
+                self.disarm(ctx);
                 (State::Forwarding(r, fwd), Flow::Next)
             }
             (open, forward) => {
@@ -849,7 +862,7 @@ impl Conn {
     ) -> Step {
         self.outbox
             .reply(pending.client, Reply::Succeeded, bound, None);
-        self.deadline = None;
+        self.disarm(ctx);
         // Payload the client pipelined behind its request counts as relayed.
         let relay = Relay::new(&pending.pipelined, ctx.pool);
         self.count(ctx, upstream.link, pending.pipelined.len() as u64, 0);
@@ -897,7 +910,7 @@ impl Conn {
             (&mut r.upstream.stream, &mut r.upstream.ready),
             ctx.pool,
         );
-        self.moved(ctx, &mut r, before);
+        self.moved(ctx, &mut r, before, None);
         match step {
             relay::Step::Idle => (State::Relaying(r), Flow::Stop(Progress::Idle)),
             relay::Step::Yield => (State::Relaying(r), Flow::Stop(Progress::Yield)),
@@ -914,7 +927,13 @@ impl Conn {
     /// Counts what a relay moved since `before`, notes its activity (or
     /// that it stalled), takes its note of why the target's side ended,
     /// and brings its deadline forward if a timeout now falls earlier.
-    fn moved(&mut self, ctx: &mut Ctx<'_>, r: &mut Relaying, before: Mark) {
+    fn moved(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        r: &mut Relaying,
+        before: Mark,
+        waiting: Option<Instant>,
+    ) {
         let now = r.mark();
         self.count(
             ctx,
@@ -931,12 +950,12 @@ impl Conn {
         } else if r.stalled.is_none() {
             r.stalled = Some(ctx.now);
         }
-        if let Some((reason, e)) = r.relay.note.take() {
+        if let Some((reason, e)) = r.relay.note.take().map(|n| *n) {
             (self.reason, self.error) = (reason, Some(e));
         }
         // Later deadlines are not armed each time bytes move: the one armed
         // is checked when it fires, and moved on then.
-        let at = r.deadline(&ctx.timeouts);
+        let at = r.deadline(&ctx.timeouts, waiting);
         if self.deadline.is_none_or(|d| at < d) {
             self.arm_at(ctx, at);
         }
@@ -963,12 +982,12 @@ impl Conn {
             &mut r.relay.down,
             ctx.pool,
         );
-        r.waiting = match r.waiting {
+        fwd.waiting = match fwd.waiting {
             _ if !fwd.awaiting_response() => None,
             Some(since) => Some(since),
             None => Some(ctx.now),
         };
-        self.moved(ctx, &mut r, before);
+        self.moved(ctx, &mut r, before, fwd.waiting);
         let (status, detail, reason) = match next {
             forward::Next::Idle => return (State::Forwarding(r, fwd), Flow::Stop(Progress::Idle)),
             forward::Next::Yield => {
@@ -1063,7 +1082,7 @@ impl Conn {
                 self.local = assoc.relay_addr();
                 self.outbox
                     .reply(client, Reply::Succeeded, self.local, None);
-                self.deadline = None;
+                self.disarm(ctx);
                 (State::Associated(Box::new(assoc)), Flow::Next)
             }
             Err(udp::Refusal::Full) => {

@@ -28,14 +28,18 @@ pub struct Pipe {
     pub reset: bool,
     /// Payload bytes read from the source.
     pub bytes: u64,
-    /// Bytes written to the destination.
-    pub sent: u64,
 }
 
 impl Pipe {
     /// Bytes read and not yet written.
     pub fn pending(&self) -> usize {
         self.ring.as_ref().map_or(0, Ring::len)
+    }
+
+    /// Bytes written on (read, less what waits; what [`Pipe::end`] dropped
+    /// counts as written).
+    pub fn sent(&self) -> u64 {
+        self.bytes.saturating_sub(self.pending() as u64)
     }
 
     /// A pipe whose ring starts with `bytes` (what a client pipelined behind
@@ -161,7 +165,6 @@ pub fn send_framed(
                     framing.advance(&data[..n]).map_err(invalid)?;
                 }
                 ring.consume(n);
-                pipe.sent += n as u64;
                 moved = true;
                 // A short write means the send buffer is full.
                 if n < allowed && SHORT_IO_DRAINS {

@@ -27,7 +27,8 @@ pub struct Relay {
     /// Target to client.
     pub down: Pipe,
     /// Why the target's side ended early, for the connection's log line.
-    pub note: Option<(&'static str, io::Error)>,
+    /// (Boxed: rare, and a relay lives in every relaying connection.)
+    pub note: Option<Box<(&'static str, io::Error)>>,
 }
 
 /// What a call to [`Relay::run`] came to.
@@ -91,13 +92,13 @@ impl Relay {
                 // (with a reset, if the target reset).
                 (_, Err(Failed::Read(e))) => {
                     self.down.reset = is_reset(&e);
-                    self.note = Some(("upstream reset", e));
+                    self.note = Some(Box::new(("upstream reset", e)));
                     self.up.end(pool);
                     self.down.eof = true;
                     true
                 }
                 (Err(Failed::Write(e)), Ok(_)) => {
-                    self.note = Some(("target stopped reading", e));
+                    self.note = Some(Box::new(("target stopped reading", e)));
                     self.up.end(pool);
                     true
                 }
@@ -114,7 +115,7 @@ impl Relay {
     }
 
     fn client_reset(&mut self, e: io::Error, pool: &mut RingPool) -> bool {
-        self.note = Some(("client reset", e));
+        self.note = Some(Box::new(("client reset", e)));
         self.up.eof = true;
         self.up.reset = true;
         self.down.end(pool);

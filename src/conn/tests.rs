@@ -668,3 +668,25 @@ fn relaying_moves_its_idle_deadline_lazily_not_per_event() {
     assert_eq!(conn.reason, "idle");
     rig.close(conn);
 }
+
+/// A connection's size is what every idle connection costs (README: about
+/// 0.4 KiB each); it must not creep up unnoticed.
+#[test]
+fn a_connection_stays_small() {
+    assert!(
+        std::mem::size_of::<Conn>() <= 416,
+        "{}",
+        std::mem::size_of::<Conn>()
+    );
+}
+
+#[test]
+fn closed_connections_leave_no_timer_behind() {
+    let mut rig = Rig::new();
+    for _ in 0..20 {
+        let (conn, _client, _server) = relaying(&mut rig);
+        assert_eq!(rig.timers.len(), 1, "one deadline a connection");
+        rig.close(conn);
+    }
+    assert!(rig.timers.is_empty(), "{} left", rig.timers.len());
+}
