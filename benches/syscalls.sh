@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# System calls per proxied connection: runs a release dispatch (or the build
+# DISPATCH names) on loopback under `strace -c -f`, drives SOCKS5 CONNECTs
+# with a 32-byte echo through it for SECS seconds (examples/loadgen rate,
+# CONCURRENCY clients), and prints the calls per connection and the table.
+#
+#   benches/syscalls.sh [SECS] [CONCURRENCY]
+#   DISPATCH=/path/to/older/dispatch benches/syscalls.sh
+#
+# Linux only; needs strace (installed with apt-get when run as root).
+set -euo pipefail
+secs=${1:-2}
+conc=${2:-4}
+port=${PORT:-18301}
+cd "$(dirname "$0")/.."
+if ! command -v strace >/dev/null; then
+    [ "$(id -u)" = 0 ] || { echo "syscalls.sh: strace missing; run as root to install it" >&2; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q strace >/dev/null
+fi
+cargo build --release --quiet --bin dispatch --example loadgen
+bin=${DISPATCH:-./target/release/dispatch}
+loadgen=./target/release/examples/loadgen
+tmp=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+"$loadgen" serve 127.0.0.1:0 >"$tmp/echo.out" &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$tmp/echo.out" && break; sleep 0.05; done
+target=$(awk '/listening/ {print $2}' "$tmp/echo.out")
+XDG_STATE_HOME=$tmp "$bin" start --port "$port" --quiet 127.0.0.1 >/dev/null 2>&1 &
+proxy=$!
+pids+=($proxy)
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+strace -c -f -p "$proxy" -o "$tmp/strace.txt" &
+tracer=$!
+sleep 0.5
+line=$("$loadgen" rate "127.0.0.1:$port" "$target" "$conc" "$secs" | tail -n 1)
+sleep 0.3
+kill -INT "$tracer"
+wait "$tracer" 2>/dev/null || true
+conns=$(echo "$line" | grep -o 'conns=[0-9]*' | cut -d= -f2)
+calls=$(awk '$NF == "total" {print $4}' "$tmp/strace.txt")
+echo "$bin: $conns connections, $calls system calls, $(awk -v c="$calls" -v n="$conns" 'BEGIN {printf "%.1f", c / n}') per connection"
+grep -v '^strace' "$tmp/strace.txt"
