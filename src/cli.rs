@@ -54,6 +54,17 @@ pub struct StartArgs {
     #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
     pub bind_timeout: Duration,
 
+    /// How long a UDP association keeps a destination pinned with no
+    /// datagram either way, in seconds (RFC 4787: at least 120)
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
+    pub udp_idle_timeout: Duration,
+
+    /// Destinations one UDP association remembers, live or idle; at the cap
+    /// the least recently used one is forgotten
+    #[arg(long, value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub udp_max_destinations: u32,
+
     /// Bind outgoing sockets to the source address only, not to the
     /// interface (traffic then follows the routing table)
     #[arg(long)]

@@ -22,6 +22,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long a BIND waits for its incoming connection.
     pub bind_timeout: Duration,
+    /// How long a UDP destination stays pinned while no datagram passes.
+    pub udp_idle_timeout: Duration,
+    /// Destinations (and names) one UDP association remembers.
+    pub udp_max_destinations: usize,
     /// Bind outgoing sockets to the target's interface, not only its address.
     pub bind_device: bool,
     /// Credentials given with `--auth`.
@@ -43,6 +47,8 @@ impl Config {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             bind_timeout: Duration::from_secs(120),
+            udp_idle_timeout: Duration::from_secs(120),
+            udp_max_destinations: 4096,
             bind_device: true,
             auth: Credentials::default(),
             auth_file: None,
@@ -198,6 +204,8 @@ pub fn build(
         handshake_timeout: args.handshake_timeout,
         connect_timeout: args.connect_timeout,
         bind_timeout: args.bind_timeout,
+        udp_idle_timeout: args.udp_idle_timeout,
+        udp_max_destinations: args.udp_max_destinations as usize,
         bind_device: !args.no_bind_device,
         auth,
         auth_file: args.auth_file.clone(),
@@ -329,6 +337,8 @@ mod tests {
             handshake_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(3),
             bind_timeout: Duration::from_secs(120),
+            udp_idle_timeout: Duration::from_secs(120),
+            udp_max_destinations: 4096,
             no_bind_device: false,
             quiet: false,
             auth: vec![],

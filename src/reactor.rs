@@ -193,6 +193,8 @@ impl Reactor {
                 handshake: config.handshake_timeout,
                 connect: config.connect_timeout,
                 bind: config.bind_timeout,
+                udp_idle: config.udp_idle_timeout,
+                udp_destinations: config.udp_max_destinations,
             },
             stop: Arc::new(AtomicBool::new(false)),
             waker,

@@ -129,6 +129,16 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
         self.map.get(key).map(|&i| &self.slots[i as usize].value)
     }
 
+    /// The entry for `key`, live or idle, to change, without counting a use.
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let &i = self.map.get(key)?;
+        Some(&mut self.slots[i as usize].value)
+    }
+
     /// A datagram for `key` at `now`: the entry, live again if it was idle,
     /// becomes the most recently used.
     pub fn touch<Q>(&mut self, key: &Q, now: Instant) -> Option<Touched<'_, V>>
@@ -147,6 +157,23 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
             value: &mut self.slots[i as usize].value,
             was_live,
         })
+    }
+
+    /// A datagram for `key` at `now`, if its entry is live: it becomes the
+    /// most recently used. An idle entry is left as it is.
+    pub fn touch_live<Q>(&mut self, key: &Q, now: Instant) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let i = *self.map.get(key)?;
+        if !self.slots[i as usize].live {
+            return None;
+        }
+        self.unlink(i);
+        self.slots[i as usize].last = now;
+        self.push_live(i);
+        Some(&mut self.slots[i as usize].value)
     }
 
     /// Adds `key` (not in the table) as live and most recently used. At the
@@ -351,8 +378,10 @@ mod tests {
         assert_eq!(t.live_len(), 1);
         assert_eq!(t.len(), 2);
         assert!(t.get_live(&1).is_none());
+        assert!(t.touch_live(&1, at(t0, 121)).is_none(), "idle stays idle");
+        assert_eq!(t.touch_live(&2, at(t0, 121)), Some(&mut 8));
         assert_eq!(t.get(&1), Some(&7), "an idle entry keeps its value");
-        assert_eq!(t.next_expiry(), Some(at(t0, 180)));
+        assert_eq!(t.next_expiry(), Some(at(t0, 241)));
         // Comes back: live again, told it had been idle.
         let got = t.touch(&1, at(t0, 500)).unwrap();
         assert!(!got.was_live);

@@ -882,47 +882,242 @@ fn associations_do_not_leak() {
     proxy.finish();
 }
 
-/// One association sends to at most 4,096 destinations: each of the first
-/// 4,096 arrives, the next new one is dropped and the limit is logged,
-/// and the destinations it already has keep working.
+/// The link summary line for UDP at exit, `link <label> udp: ...`.
+fn udp_summary(stdout: &str, label: &str) -> String {
+    let prefix = format!("link {label} udp: ");
+    stdout
+        .lines()
+        .filter_map(|l| l.find(&prefix).map(|p| l[p + prefix.len()..].to_string()))
+        .next_back()
+        .unwrap_or_else(|| panic!("no UDP summary line for {label}:\n{}", tail(stdout, 20)))
+}
+
+/// The proxy's resident memory, from /proc.
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// A destination address of its own for each `i` (100,000 fit): 127.1.x.y
+/// and 127.2.x.y, all loopback, never .0 or .255.
+fn distinct_dest(i: usize, port: u16) -> SocketAddr {
+    let (hi, lo) = (i / 62_500, i % 62_500);
+    SocketAddr::from((
+        [127, 1 + hi as u8, (lo / 250) as u8, (lo % 250) as u8 + 1],
+        port,
+    ))
+}
+
+/// At the cap (lowered to 4 by `--udp-max-destinations`) a new destination
+/// is never refused: the least recently used one is forgotten, so its
+/// answers are dropped, while the others keep answering. The cap is
+/// logged once.
 #[test]
-fn an_association_reaches_at_most_4096_destinations() {
-    const LIMIT: usize = 4096;
-    let proxy = Proxy::start(&["127.0.0.2"]);
+fn at_the_cap_the_least_recently_used_destination_is_forgotten() {
+    let proxy = Proxy::start(&["--udp-max-destinations", "4", "127.0.0.2"]);
     let assoc = associate(proxy.addr, any4());
     let sock = udp("127.0.0.1");
-    // One socket receives for every destination: 127.1.x.y, all on its port.
-    let sink = UdpSocket::bind("0.0.0.0:0").expect("bind the sink");
-    let port = sink.local_addr().unwrap().port();
-    let dest = |i: usize| -> SocketAddr {
-        SocketAddr::from(([127, 1, (i / 250) as u8, (i % 250) as u8 + 1], port))
+    let peers: Vec<UdpSocket> = (0..6).map(|_| udp("127.0.0.1")).collect();
+    let addr = |i: usize| peers[i].local_addr().unwrap();
+    // Returns where the proxy sent from (one socket for the link).
+    let reach = |i: usize, what: &[u8]| -> SocketAddr {
+        assoc.send(&sock, &addr(i).into(), what);
+        let (d, from) =
+            recv(&peers[i], ARRIVE).unwrap_or_else(|| panic!("destination {i}: nothing arrived"));
+        assert_eq!(d, what, "destination {i}");
+        from
     };
-    for i in 0..LIMIT {
-        let data = (i as u32).to_be_bytes();
-        assoc.send(&sock, &dest(i).into(), &data);
-        let (got, _) = recv(&sink, ARRIVE).unwrap_or_else(|| {
-            panic!(
-                "destination {i} ({}): nothing arrived\n--- proxy stdout (tail):\n{}",
-                dest(i),
-                tail(&proxy.stdout(), 20)
-            )
-        });
-        assert_eq!(got, data, "destination {i}");
+    let relay_out = reach(0, b"to 0");
+    for i in 1..4 {
+        assert_eq!(
+            reach(i, format!("to {i}").as_bytes()),
+            relay_out,
+            "one socket"
+        );
     }
-    // One more: dropped. The control, to a destination it has, is relayed
-    // after it through the same socket: once it is in, the other would be.
-    assoc.send(&sock, &dest(LIMIT).into(), b"one too many");
-    assoc.send(&sock, &dest(0).into(), b"control");
-    let (got, _) = recv(&sink, ARRIVE).expect("the control datagram arrives");
-    assert_eq!(got, b"control", "the datagram beyond the limit was relayed");
+    // 0 answers: the most recently used now. 1 is the least.
+    peers[0].send_to(b"from 0", relay_out).unwrap();
+    assert_eq!(
+        recv_relayed(&sock, assoc.relay, "answer of 0"),
+        (addr(0), b"from 0".to_vec())
+    );
+    // A fifth: relayed, and 1 is forgotten.
+    reach(4, b"to 4");
+    // 1's answer is dropped; 2's, sent after it to the same socket, arrives
+    // first (one socket delivers in order).
+    peers[1].send_to(b"from 1, forgotten", relay_out).unwrap();
+    peers[2].send_to(b"from 2", relay_out).unwrap();
+    assert_eq!(
+        recv_relayed(&sock, assoc.relay, "answer of 2"),
+        (addr(2), b"from 2".to_vec())
+    );
+    // Again: a sixth forgets 3, and 1 comes back (forgetting 0).
+    reach(5, b"to 5");
+    reach(1, b"to 1 again");
+    peers[3].send_to(b"from 3, forgotten", relay_out).unwrap();
+    peers[0].send_to(b"from 0, forgotten", relay_out).unwrap();
+    peers[1].send_to(b"from 1", relay_out).unwrap();
+    assert_eq!(
+        recv_relayed(&sock, assoc.relay, "answer of 1"),
+        (addr(1), b"from 1".to_vec())
+    );
+    drop(assoc);
     let out = proxy.finish();
     assert_eq!(
         out.stdout
-            .matches("reached its limit of destinations")
+            .matches("a UDP association reached 4 destinations")
             .count(),
         1,
-        "the limit is logged once:\n{}",
+        "the cap is logged once:\n{}",
         tail(&out.stdout, 20)
+    );
+    assert!(
+        !out.stdout.contains("datagrams beyond it are dropped"),
+        "nothing refused"
+    );
+}
+
+/// A destination idle past `--udp-idle-timeout` is forgotten (its answers
+/// are dropped), and when the client sends to it again it goes out through
+/// the link and socket it had, although the selector's next pick is the
+/// other link.
+#[test]
+fn idle_destination_is_forgotten_then_pinned_again_to_its_link() {
+    let proxy = Proxy::start(&["--udp-idle-timeout", "1", "127.0.0.2", "127.0.0.3"]);
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let peers: Vec<UdpSocket> = (0..5).map(|_| udp("127.0.0.1")).collect();
+    let addr = |i: usize| peers[i].local_addr().unwrap();
+    let reach = |i: usize, what: &[u8]| -> SocketAddr {
+        assoc.send(&sock, &addr(i).into(), what);
+        let (d, from) =
+            recv(&peers[i], ARRIVE).unwrap_or_else(|| panic!("destination {i}: nothing arrived"));
+        assert_eq!(d, what, "destination {i}");
+        from
+    };
+    let (d, e, f) = (0, 1, 2);
+    let via_d = reach(d, b"to d");
+    let via_e = reach(e, b"to e");
+    let via_f = reach(f, b"to f");
+    assert_ne!(via_d.ip(), via_e.ip(), "new destinations alternate links");
+    assert_eq!(via_d, via_f, "and share the link's socket");
+    peers[d].send_to(b"from d", via_d).unwrap();
+    assert_eq!(
+        recv_relayed(&sock, assoc.relay, "answer of d"),
+        (addr(d), b"from d".to_vec())
+    );
+    // Nothing passes for d: the proxy forgets it within the idle time.
+    wait_log(&proxy, &format!("UDP {} idle: forgotten", addr(d)));
+    // Two new destinations: picks 4 and 5, on e's link then d's.
+    let (g, h) = (3, 4);
+    let via_g = reach(g, b"to g");
+    let via_h = reach(h, b"to h");
+    assert_eq!((via_g, via_h), (via_e, via_d), "picks keep alternating");
+    // d's answer is dropped now; h's, after it on the same socket, arrives.
+    peers[d].send_to(b"from d, forgotten", via_d).unwrap();
+    peers[h].send_to(b"from h", via_d).unwrap();
+    assert_eq!(
+        recv_relayed(&sock, assoc.relay, "answer of h"),
+        (addr(h), b"from h".to_vec())
+    );
+    // d speaks again: the next pick would be e's link, but d keeps its own.
+    assert_eq!(
+        reach(d, b"to d again"),
+        via_d,
+        "d comes back through its link"
+    );
+    peers[d].send_to(b"from d again", via_d).unwrap();
+    assert_eq!(
+        recv_relayed(&sock, assoc.relay, "answer of d again"),
+        (addr(d), b"from d again".to_vec())
+    );
+    drop(assoc);
+    proxy.finish();
+}
+
+/// One association sends to 100,000 distinct destinations over time, with
+/// destinations forgotten both at the cap (lowered to 2,000) and when idle
+/// (1 s): every datagram is relayed, every 100th destination's answer comes
+/// back, the proxy's memory stays flat, and the link counters add up.
+#[test]
+fn a_hundred_thousand_destinations_through_one_association() {
+    const TOTAL: usize = 100_000;
+    const ANSWERING: usize = 100;
+    let proxy = Proxy::start(&[
+        "--udp-idle-timeout",
+        "1",
+        "--udp-max-destinations",
+        "2000",
+        "127.0.0.2",
+    ]);
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    // One socket receives for the silent destinations, on every 127.1/16
+    // and 127.2/16 address, all on its port.
+    let sink = UdpSocket::bind("0.0.0.0:0").expect("bind the sink");
+    let port = sink.local_addr().unwrap().port();
+    let mut rss = Vec::new();
+    let (mut up, mut down) = (0u64, 0u64);
+    for i in 0..TOTAL {
+        let data = format!("datagram {i}");
+        if i % ANSWERING == 0 {
+            // One that answers: a socket of its own on its own address.
+            let peer = UdpSocket::bind(distinct_dest(i, 0)).expect("bind a destination");
+            peer.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+            let addr = peer.local_addr().unwrap();
+            assoc.send(&sock, &addr.into(), data.as_bytes());
+            let (got, from) = recv(&peer, ARRIVE)
+                .unwrap_or_else(|| panic!("destination {i} ({addr}): nothing arrived"));
+            assert_eq!(got, data.as_bytes(), "destination {i}");
+            peer.send_to(b"answer", from).unwrap();
+            let what = format!("answer of destination {i}");
+            assert_eq!(
+                recv_relayed(&sock, assoc.relay, &what),
+                (addr, b"answer".to_vec())
+            );
+            down += 6;
+        } else {
+            let dest = distinct_dest(i, port);
+            assoc.send(&sock, &dest.into(), data.as_bytes());
+            let (got, _) = recv(&sink, ARRIVE).unwrap_or_else(|| {
+                panic!(
+                    "destination {i} ({dest}): nothing arrived\n--- proxy stdout (tail):\n{}",
+                    tail(&proxy.stdout(), 20)
+                )
+            });
+            assert_eq!(got, data.as_bytes(), "destination {i}");
+        }
+        up += data.len() as u64;
+        if i % 20_000 == 19_999 {
+            rss.push(vm_rss_kib(proxy.pid));
+        }
+    }
+    eprintln!("proxy VmRSS every 20,000 destinations: {rss:?} KiB");
+    // Full since 2,000: from 20,000 on, what it holds does not grow.
+    let growth = rss.iter().max().unwrap() - rss[0];
+    assert!(
+        growth <= 1024,
+        "VmRSS grew by {growth} KiB after 20,000 destinations: {rss:?} KiB"
+    );
+    drop(assoc);
+    let out = proxy.finish();
+    assert_eq!(
+        udp_summary(&out.stdout, "127.0.0.2"),
+        format!(
+            "0 destinations, up {TOTAL} datagrams {up} B, down {} datagrams {down} B",
+            TOTAL / ANSWERING
+        ),
+        "the link's UDP counters at exit"
+    );
+    assert_eq!(link_bytes(&out.stdout, "127.0.0.2"), (up, down));
+    assert!(
+        out.stdout.contains("link 127.0.0.2: up, 1 connection,"),
+        "the association counts as the link's connection:\n{}",
+        tail(&out.stdout, 5)
     );
 }
 

@@ -23,6 +23,10 @@ pub struct Timeouts {
     pub connect: Duration,
     /// How long a BIND waits for its peer.
     pub bind: Duration,
+    /// How long a UDP destination stays pinned with no datagram.
+    pub udp_idle: Duration,
+    /// Destinations (and names) one association remembers.
+    pub udp_destinations: usize,
 }
 
 pub struct Ctx<'a> {

@@ -93,6 +93,8 @@ impl Rig {
                 handshake: Duration::from_secs(30),
                 connect: Duration::from_secs(30),
                 bind: Duration::from_secs(120),
+                udp_idle: Duration::from_secs(120),
+                udp_destinations: 4096,
             },
             now: Instant::now().max(self.clock),
         }
