@@ -1080,6 +1080,9 @@ impl Results {
 }
 
 fn fmt_num(v: f64) -> String {
+    if v < 0.0 {
+        return format!("−{}", fmt_num(-v));
+    }
     if v >= 100.0 {
         let s = format!("{v:.0}");
         // Thousands separators.
