@@ -457,6 +457,37 @@ fn domain_name_echo_round_trip() {
     assert_eq!(seen[0].0.ip().to_string(), "127.0.0.2");
 }
 
+/// A name idle past `--udp-idle-timeout` is forgotten like an address,
+/// and resolved again when the client uses it again.
+#[test]
+fn idle_name_is_resolved_again() {
+    let proxy = Proxy::start(&["--udp-idle-timeout", "1", "127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let port = echo.addr.port();
+    let dest = Dest::name("localhost", port);
+    round_trip(&assoc, &sock, &dest, echo.addr, b"first");
+    round_trip(&assoc, &sock, &dest, echo.addr, b"resolved");
+    wait_log(
+        &proxy,
+        &format!("UDP name localhost:{port} idle: forgotten"),
+    );
+    round_trip(&assoc, &sock, &dest, echo.addr, b"again");
+    drop(assoc);
+    let out = proxy.finish();
+    let lookups = out
+        .stdout
+        .matches(&format!("UDP resolving localhost:{port}"))
+        .count();
+    assert_eq!(
+        lookups,
+        2,
+        "resolved once, then again after idling:\n{}",
+        tail(&out.stdout, 20)
+    );
+}
+
 /// Several datagrams sent at once to a name not yet resolved.
 #[test]
 fn domain_name_burst_before_resolution() {

@@ -146,8 +146,17 @@ impl Assoc {
                 links.get(usize::from(link)).label()
             );
         });
-        // A name idle while it resolves waits for its answer as it is.
-        self.names.expire(ctx.now, |_, _| {});
+        // A name idle while it resolves waits for its answer as it is; a
+        // resolved one will be resolved again.
+        self.names.expire(ctx.now, |key, _| {
+            let (name, port) = key.split_at(key.len() - 2);
+            log::debug!(
+                "#{} UDP name {}:{} idle: forgotten",
+                conn.id,
+                String::from_utf8_lossy(name),
+                u16::from_be_bytes([port[0], port[1]])
+            );
+        });
     }
 }
 
@@ -439,6 +448,7 @@ fn hold(assoc: &mut Assoc, key: &[u8], payload: &[u8]) -> usize {
 }
 
 fn resolve(ctx: &Ctx<'_>, conn: Handle, name: &str, port: u16) {
+    log::debug!("#{} UDP resolving {name}:{port}", conn.id);
     ctx.resolver.submit(Job {
         key: conn.key,
         id: conn.id,
@@ -530,6 +540,10 @@ fn route<'a>(
             "cannot open a UDP socket on link {}: {e}",
             ctx.links.get(link).label()
         );
+        // Forgotten: a live one stops counting on its link.
+        if known && !pinned {
+            ctx.links.pin(link, false);
+        }
         if known {
             assoc.routes.remove(&dest);
         }
