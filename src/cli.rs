@@ -60,7 +60,8 @@ pub struct StartArgs {
     pub udp_idle_timeout: Duration,
 
     /// Destinations one UDP association remembers, live or idle; at the cap
-    /// the least recently used one is forgotten
+    /// the least recently used idle one is forgotten (while all are live,
+    /// new ones are dropped)
     #[arg(long, value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub udp_max_destinations: u32,

@@ -8,8 +8,9 @@
 //! the key went, until the table is full and it is the least recently used:
 //! a destination that comes back finds its link there.
 //!
-//! At the cap the least recently used entry is evicted: an idle one if
-//! there is any, else the live one quiet the longest. Inserting never fails.
+//! At the cap the least recently used idle entry is evicted. While every
+//! entry is live, a new one is refused: a flow that keeps talking keeps its
+//! place (and its link) however many new keys come.
 //!
 //! Every operation is O(1) (amortized for [`Table::expire`], which moves
 //! each entry at most once per time it was used, and for the hash map): two
@@ -109,6 +110,11 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
         self.live.len
     }
 
+    /// Whether [`Table::insert`] would take a new key now.
+    pub fn has_room(&self) -> bool {
+        self.len() < self.cap || self.idle.len > 0
+    }
+
     /// The live entry for `key`, without counting this as a use.
     pub fn get_live<Q>(&self, key: &Q) -> Option<&V>
     where
@@ -177,9 +183,13 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     }
 
     /// Adds `key` (not in the table) as live and most recently used. At the
-    /// cap, the least recently used entry makes room and is returned.
-    pub fn insert(&mut self, key: K, value: V, now: Instant) -> Option<Gone<K, V>> {
+    /// cap, the least recently used idle entry makes room and is returned;
+    /// with none idle, `value` is given back: refused.
+    pub fn insert(&mut self, key: K, value: V, now: Instant) -> Result<Option<Gone<K, V>>, V> {
         debug_assert!(!self.map.contains_key(&key), "insert of a key already in");
+        if self.len() >= self.cap && self.idle.len == 0 {
+            return Err(value);
+        }
         let fresh = Slot {
             key: key.clone(),
             value,
@@ -189,11 +199,7 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
             live: true,
         };
         let (i, gone) = if self.len() >= self.cap {
-            let victim = if self.idle.len > 0 {
-                self.idle.tail
-            } else {
-                self.live.tail
-            };
+            let victim = self.idle.tail;
             self.unlink(victim);
             let old = std::mem::replace(&mut self.slots[victim as usize], fresh);
             self.map.remove(&old.key);
@@ -212,7 +218,7 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
         };
         self.map.insert(key, i);
         self.push_live(i);
-        gone
+        Ok(gone)
     }
 
     /// Forgets `key`.
@@ -357,7 +363,7 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Table::new(8, IDLE);
         for k in 0..3 {
-            assert!(t.insert(k, k as u8 + 10, t0).is_none());
+            assert!(t.insert(k, k as u8 + 10, t0).unwrap().is_none());
         }
         let got = t.touch(&0, at(t0, 1)).unwrap();
         assert!(got.was_live);
@@ -370,8 +376,8 @@ mod tests {
     fn live_until_idle_time_then_kept_idle_with_its_value() {
         let t0 = Instant::now();
         let mut t = Table::new(8, IDLE);
-        t.insert(1, 7, t0);
-        t.insert(2, 8, at(t0, 60));
+        t.insert(1, 7, t0).unwrap();
+        t.insert(2, 8, at(t0, 60)).unwrap();
         assert_eq!(t.next_expiry(), Some(at(t0, 120)));
         assert!(expired(&mut t, at(t0, 119)).is_empty());
         assert_eq!(expired(&mut t, at(t0, 120)), [1]);
@@ -391,20 +397,23 @@ mod tests {
     }
 
     #[test]
-    fn at_the_cap_the_least_recently_used_idle_entry_goes_first() {
+    fn at_the_cap_the_least_recently_used_idle_entry_goes() {
         let t0 = Instant::now();
         let mut t = Table::new(3, IDLE);
-        t.insert(1, 1, t0);
-        t.insert(2, 2, at(t0, 1));
-        t.insert(3, 3, at(t0, 200));
-        t.touch(&1, at(t0, 201)); // live again, most recent
-        assert_eq!(expired(&mut t, at(t0, 202)), [2]);
-        let gone = t.insert(4, 4, at(t0, 203)).expect("room made");
+        t.insert(1, 1, t0).unwrap();
+        t.insert(2, 2, at(t0, 1)).unwrap();
+        t.insert(3, 3, at(t0, 2)).unwrap();
+        // All live: a new one is refused, and nothing changes.
+        assert_eq!(t.insert(4, 4, at(t0, 3)).err(), Some(4));
+        assert_eq!(order(&t), (vec![], vec![1, 2, 3]));
+        t.touch(&1, at(t0, 200)); // live still, most recent
+        assert_eq!(expired(&mut t, at(t0, 201)), [2, 3]);
+        let gone = t.insert(4, 4, at(t0, 203)).unwrap().expect("room made");
         assert_eq!((gone.key, gone.value, gone.was_live), (2, 2, false));
-        assert_eq!(order(&t), (vec![], vec![3, 1, 4]));
-        // None idle: the live one quiet the longest goes; never refused.
-        let gone = t.insert(5, 5, at(t0, 204)).expect("room made");
-        assert_eq!((gone.key, gone.was_live), (3, true));
+        assert_eq!(order(&t), (vec![3], vec![1, 4]));
+        let gone = t.insert(5, 5, at(t0, 204)).unwrap().expect("room made");
+        assert_eq!((gone.key, gone.was_live), (3, false));
+        assert_eq!(t.insert(6, 6, at(t0, 205)).err(), Some(6));
         assert_eq!(t.len(), 3);
         assert!(t.get(&3).is_none());
     }
@@ -412,29 +421,35 @@ mod tests {
     #[test]
     fn a_full_table_reuses_its_slots() {
         let t0 = Instant::now();
-        let mut t = Table::new(100, Duration::from_secs(1));
+        // 50 live at most: room for every new one.
+        let mut t = Table::new(100, Duration::from_millis(50));
         for k in 0..100_000u32 {
             let now = t0 + Duration::from_millis(u64::from(k));
             t.expire(now, |_, _| {});
-            t.insert(k, 0, now);
+            t.insert(k, 0, now).expect("an idle entry gives way");
             assert!(t.len() <= 100);
         }
         assert_eq!(t.slots.len(), 100);
         assert!(t.slots.capacity() <= 128, "grown only to the cap");
         let (idle, live) = order(&t);
         assert_eq!(idle.len() + live.len(), 100);
-        assert_eq!(live, (99_900..100_000).collect::<Vec<_>>());
+        // The last 50 ms are live, the 50 before them remembered.
+        assert_eq!(live, (99_950..100_000).collect::<Vec<_>>());
+        assert_eq!(idle, (99_900..99_950).collect::<Vec<_>>());
     }
 
     #[test]
     fn remove_frees_a_slot_for_the_next_insert() {
         let t0 = Instant::now();
         let mut t = Table::new(2, IDLE);
-        t.insert(1, 1, t0);
-        t.insert(2, 2, t0);
+        t.insert(1, 1, t0).unwrap();
+        t.insert(2, 2, t0).unwrap();
         assert_eq!(t.remove(&1), Some((1, true)));
         assert_eq!(t.remove(&1), None);
-        assert!(t.insert(3, 3, t0).is_none(), "room without eviction");
+        assert!(
+            t.insert(3, 3, t0).unwrap().is_none(),
+            "room without eviction"
+        );
         assert_eq!(order(&t), (vec![], vec![2, 3]));
         assert_eq!(t.slots.len(), 2);
     }
@@ -443,21 +458,22 @@ mod tests {
     fn drain_gives_every_entry() {
         let t0 = Instant::now();
         let mut t = Table::new(4, IDLE);
-        t.insert(1, 1, t0);
-        t.insert(2, 2, at(t0, 200));
+        t.insert(1, 1, t0).unwrap();
+        t.insert(2, 2, at(t0, 200)).unwrap();
         t.expire(at(t0, 200), |_, _| {});
         let mut gone: Vec<(u32, bool)> = t.drain().map(|g| (g.key, g.was_live)).collect();
         gone.sort();
         assert_eq!(gone, [(1, false), (2, true)]);
         assert!(t.is_empty());
-        assert!(t.insert(1, 1, t0).is_none());
+        assert!(t.insert(1, 1, t0).unwrap().is_none());
     }
 
     #[test]
     fn borrowed_keys_find_boxed_ones() {
         let t0 = Instant::now();
         let mut t: Table<Box<[u8]>, u8> = Table::new(4, IDLE);
-        t.insert(Box::from(&b"example.org\x00\x35"[..]), 1, t0);
+        t.insert(Box::from(&b"example.org\x00\x35"[..]), 1, t0)
+            .unwrap();
         let key: &[u8] = b"example.org\x00\x35";
         assert_eq!(t.get_live(key), Some(&1));
         assert!(t.touch(key, t0).is_some());

@@ -8,12 +8,12 @@ addresses below exist nowhere else):
 
 NET is a /24 prefix such as 198.51.100: NODES plain DHT nodes listen on
 NET.10 and up, SEEDERS seeders on NET.200 and up, each its own session with
-the DHT on and no proxy. The downloader, on 127.0.0.1, has the DHT on and
+the DHT on and no proxy; a seeder joins when the one before has served its
+share (1/SEEDERS of the file) and then stops. The downloader, on 127.0.0.1, has the DHT on and
 uses the proxy for everything (its DHT, uTP and tracker traffic all go
 through the association); TCP peer connections are off on every side, so
 pieces can only come over uTP. There is no tracker: the downloader learns
-of every seeder from the DHT. The seeders join one after another while the
-download runs, each rate-limited so that it takes a while.
+of every seeder from the DHT.
 
 Once the downloader has sent DHT packets to more than CAP distinct
 destinations (the proxy's lowered cap), it asks the DHT again, for the
@@ -21,7 +21,8 @@ peers of the torrent and for an item a DHT node stored: both must answer.
 
 On stdout:
   `SEEN <seeder ip> <peer ip:port> <socket type>` for each connection a
-  seeder accepted, `UPLOADED <seeder ip> <bytes>` what each seeder sent,
+  seeder accepted, `UPLOADED <seeder ip> <bytes>` what the downloader had
+  from each seeder (its largest count for one connection),
   `PEER <seeder ip> <ip:port>` each peer address a seeder had, `DESTS <n>` the distinct DHT destinations the downloader
   sent to, `DHT get_peers <n>` and `DHT item ok` for the final questions,
   then `OK <bytes> <sha256> <seconds>`, else `FAIL <reason>` (exit status 1).
@@ -173,6 +174,8 @@ def run(proxy_host, proxy_port, work, size, timeout, net, n_nodes, n_seeders, ca
             "proxy_hostnames": True,
             "alert_mask": lt.alert_category.error
             | lt.alert_category.status
+            | lt.alert_category.peer
+            | lt.alert_category.connect
             | lt.alert_category.dht
             | lt.alert_category.dht_operation
             | lt.alert_category.dht_log,
@@ -195,16 +198,23 @@ def run(proxy_host, proxy_port, work, size, timeout, net, n_nodes, n_seeders, ca
             v = v.get("value", v) if isinstance(v, dict) else v
             answers["item"] = v.decode() if isinstance(v, bytes) else str(v)
 
-    # The seeders join one after another while the download runs; each
-    # announces itself in the DHT, and the downloader asks it again often.
+    # The seeders join one after another while the download runs, each
+    # once the downloader has its share from the one before, which then
+    # stops (pauses its torrent): the file arrives whole only if the
+    # downloader finds each newcomer through the DHT. Each announces itself
+    # in the DHT, and the downloader asks it again often.
     seeders = []
     peers_seen = set()  # (seeder, the address a peer of it had)
+    got_from = {}  # peer ip -> most bytes the downloader had from it
     h = down.add_torrent({"ti": info, "save_path": down_dir})
-    next_seeder = time.monotonic()
     last_ask = last_report = 0.0
     while True:
         now = time.monotonic()
-        if len(seeders) < n_seeders and now >= next_seeder:
+        share = size * len(seeders) // n_seeders
+        if len(seeders) < n_seeders and h.status().total_wanted_done >= share:
+            if seeders:
+                seeders[-1][2].pause()
+                log("seeder %s stopped" % seeders[-1][0])
             ip = "%s.%d" % (net, 200 + len(seeders))
             extra = {"upload_rate_limit": SEED_RATE, "ignore_limits_on_local_network": False}
             ses = lt.session(settings("%s:%d" % (ip, PORT), "seeder", extra))
@@ -213,13 +223,15 @@ def run(proxy_host, proxy_port, work, size, timeout, net, n_nodes, n_seeders, ca
             sh = ses.add_torrent({"ti": info, "save_path": seed_dir})
             seeders.append((ip, ses, sh))
             named.append((ip, ses))
-            next_seeder = now + 3.0
             log("seeder %s joined" % ip)
         for ip, _, sh in seeders:
             if sh.status().is_seeding and now - last_ask > 2.0:
                 sh.force_dht_announce()
             for p in sh.get_peer_info():
                 peers_seen.add((ip, "%s:%d" % p.ip))
+        for p in h.get_peer_info():
+            ip = p.ip[0]
+            got_from[ip] = max(got_from.get(ip, 0), p.total_download)
         st = h.status()
         if st.is_seeding:
             break
@@ -278,8 +290,8 @@ def run(proxy_host, proxy_port, work, size, timeout, net, n_nodes, n_seeders, ca
     print("DHT item ok", flush=True)
     for name, ses in named:
         drain(name, ses)
-    for ip, _, sh in seeders:
-        print("UPLOADED %s %d" % (ip, sh.status().total_payload_upload), flush=True)
+    for ip, _, _ in seeders:
+        print("UPLOADED %s %d" % (ip, got_from.get(ip, 0)), flush=True)
     for ip in sorted(peers_seen):
         print("PEER %s %s" % ip, flush=True)
     print("OK %d %s %.3f" % (size, got, secs), flush=True)

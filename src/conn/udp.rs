@@ -15,8 +15,10 @@
 //! 2 minutes by default, as RFC 4787 asks of a NAT), then idle: replies
 //! from it are dropped, but its link is remembered, so when the client
 //! sends to it again it goes out the same way while that link is up. At
-//! the cap (`--udp-max-destinations`) the least recently used is forgotten;
-//! a new destination is never refused. An idle name is resolved again.
+//! the cap (`--udp-max-destinations`) the least recently used idle one is
+//! forgotten to make room; while all are live, a new destination is
+//! refused (a live flow is never cut for a newcomer). An idle name is
+//! resolved again.
 //!
 //! Datagrams move through one buffer the reactor lends (with headroom for
 //! the header in front of a reply): nothing is allocated per datagram, except
@@ -97,6 +99,8 @@ pub struct Assoc {
     held_bytes: usize,
     /// The destination cap was reached and logged (once per association).
     full: bool,
+    /// A new destination was refused, every one being live; logged once.
+    refused: bool,
     /// Too many names were resolving at once, logged once.
     limited: bool,
 }
@@ -235,6 +239,7 @@ impl Assoc {
             lookups: 0,
             held_bytes: 0,
             full: false,
+            refused: false,
             limited: false,
         })
     }
@@ -310,8 +315,9 @@ impl Assoc {
         let before = match (addr, self.names.touch(key, ctx.now)) {
             (Some(a), Some(t)) => Some(std::mem::replace(t.value, Name::Resolved(a))),
             (Some(a), None) => {
-                let gone = self.names.insert(key.into(), Name::Resolved(a), ctx.now);
-                self.forget_name(gone.map(|g| g.value));
+                if let Ok(gone) = self.names.insert(key.into(), Name::Resolved(a), ctx.now) {
+                    self.forget_name(gone.map(|g| g.value));
+                }
                 None
             }
             (None, _) => self.names.remove(key).map(|(v, _)| v),
@@ -418,7 +424,10 @@ fn from_client(
                         limit(assoc, "names resolving at once", LOOKUPS);
                         return 0;
                     }
-                    let gone = assoc.names.insert(key.into(), Name::default(), ctx.now);
+                    let Ok(gone) = assoc.names.insert(key.into(), Name::default(), ctx.now) else {
+                        refuse(assoc, conn, ctx.timeouts.udp_destinations, "names");
+                        return 0;
+                    };
                     assoc.forget_name(gone.map(|g| g.value));
                     assoc.lookups += 1;
                     let held = hold(assoc, key, payload);
@@ -533,7 +542,13 @@ fn route<'a>(
             }
         }
         // Put in the table below, once its socket is open.
-        None => (ctx.links.pick_for_datagrams(dest.ip())?, true, false),
+        None => {
+            if !assoc.routes.has_room() {
+                refuse(assoc, conn, ctx.timeouts.udp_destinations, "destinations");
+                return None;
+            }
+            (ctx.links.pick_for_datagrams(dest.ip())?, true, false)
+        }
     };
     if let Err(e) = ensure_out(assoc, ctx, conn, link, dest.is_ipv6()) {
         log::debug!(
@@ -554,14 +569,15 @@ fn route<'a>(
     }
     if !known {
         let link_index = u8::try_from(link).expect("at most 64 links");
-        if let Some(gone) = assoc.routes.insert(dest, link_index, ctx.now) {
+        // Room was checked above: an idle one at most gives way.
+        if let Ok(Some(gone)) = assoc.routes.insert(dest, link_index, ctx.now) {
             if gone.was_live {
                 ctx.links.pin(usize::from(gone.value), false);
             }
             if !std::mem::replace(&mut assoc.full, true) {
                 log::info!(
                     "#{} a UDP association reached {} destinations: from now on the \
-                     least recently used are forgotten",
+                     least recently used idle ones are forgotten to make room",
                     conn.id,
                     ctx.timeouts.udp_destinations
                 );
@@ -655,6 +671,18 @@ fn to_client(
             n
         }
         _ => 0,
+    }
+}
+
+/// Every one of `cap` destinations (or names) is live: a new one is
+/// dropped. Logged once per association.
+fn refuse(assoc: &mut Assoc, conn: Handle, cap: usize, what: &str) {
+    if !std::mem::replace(&mut assoc.refused, true) {
+        log::warn!(
+            "#{} a UDP association has {cap} live {what}, its cap: datagrams to new ones \
+             are dropped until some go idle (--udp-max-destinations, --udp-idle-timeout)",
+            conn.id
+        );
     }
 }
 
