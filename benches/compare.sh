@@ -146,6 +146,14 @@ start() { # server: starts it, sets pid_<server>
     eval "pid_$1=$!"
     pids+=($!)
     wait_port "$(eval echo "\$p_$1")"
+    # Something else may hold the port (another run of this script): then
+    # ours has exited, and the figures would be another server's.
+    sleep 0.2
+    if ! kill -0 "$(eval echo "\$pid_$1")" 2>/dev/null; then
+        echo "compare.sh: $1 exited at start (port $(eval echo "\$p_$1") in use? set PORT_BASE)" >&2
+        tail -n 5 "$tmp"/*.log "$tmp"/*.out >&2 || true
+        exit 1
+    fi
 }
 
 # A fresh process, so the memory measured is what these connections cost,
