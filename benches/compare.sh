@@ -20,11 +20,19 @@
 #             each checking a 32-byte echo; p50/p99 of the connect-to-reply time
 #   idle      memory (PSS of the server's process tree) per connection with
 #             IDLE connections held open and idle after a 1 KiB echo
+#   udp       UDP_COUNT datagrams of 1,200 bytes echoed through one UDP
+#             ASSOCIATE to UDP_DESTS destinations, UDP_WINDOW in flight
+#             (round trips per second; CPU seconds per GB relayed, both
+#             directions counted), after 2,000 one at a time for the round
+#             trip's p50/p99; every datagram checked. Not microsocks (it
+#             has no UDP ASSOCIATE).
 # and once, after the rounds:
 #   held      the most connections each holds: opened one after another
 #             until one fails or stalls, MAX_HELD are open, or MAX_SECS pass
 # Results: benches/results/compare.tsv (raw lines), compare.md (the README
 # table: median of the rounds, min–max) and compare.svg (the chart).
+# TESTS picks some of them (default: "tp1 tp8 rate idle held udp"), e.g.
+# TESTS=udp sudo -E benches/compare.sh for the UDP figures alone.
 # Linux only. Traffic stays on 127.0.0.1. Ports: PORT_BASE..PORT_BASE+3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +43,11 @@ rate_secs=${RATE_SECS:-4}
 idle=${IDLE:-5000}
 max_held=${MAX_HELD:-12000}
 max_secs=${MAX_SECS:-120}
+udp_count=${UDP_COUNT:-200000}
+udp_dests=${UDP_DESTS:-1000}
+udp_window=${UDP_WINDOW:-32}
+tests=" ${TESTS:-tp1 tp8 rate idle held udp} "
+want() { [[ $tests == *" $1 "* ]]; }
 port_base=${PORT_BASE:-18180}
 out=${OUT:-benches/results}
 mkdir -p "$out"
@@ -107,7 +120,11 @@ client pass {
 }
 socks pass {
     from: 127.0.0.0/8 to: 127.0.0.0/8
-    command: connect
+    command: connect udpassociate
+}
+socks pass {
+    from: 127.0.0.0/8 to: 127.0.0.0/8
+    command: udpreply
 }
 EOF
 
@@ -129,6 +146,14 @@ start() { # server: starts it, sets pid_<server>
     eval "pid_$1=$!"
     pids+=($!)
     wait_port "$(eval echo "\$p_$1")"
+    # Something else may hold the port (another run of this script): then
+    # ours has exited, and the figures would be another server's.
+    sleep 0.2
+    if ! kill -0 "$(eval echo "\$pid_$1")" 2>/dev/null; then
+        echo "compare.sh: $1 exited at start (port $(eval echo "\$p_$1") in use? set PORT_BASE)" >&2
+        tail -n 5 "$tmp"/*.log "$tmp"/*.out >&2 || true
+        exit 1
+    fi
 }
 
 # A fresh process, so the memory measured is what these connections cost,
@@ -167,16 +192,25 @@ run() { # round subject test command...
 
 for round in $(seq "$rounds"); do
     for s in "${subjects[@]}"; do
+        want tp1 || break
         run "$round" "$s" tp1 "$loadgen" throughput "$(addr_of "$s")" "$target" 1 "$bytes" $(pid_of "$s")
     done
     for s in "${subjects[@]}"; do
+        want tp8 || break
         run "$round" "$s" tp8 "$loadgen" throughput "$(addr_of "$s")" "$target" 8 "$bytes" $(pid_of "$s")
     done
     for s in "${subjects[@]}"; do
+        want rate || break
         run "$round" "$s" rate "$loadgen" rate "$(addr_of "$s")" "$target" 64 "$rate_secs"
         sleep 1
     done
     for s in "${subjects[@]}"; do
+        want udp || break
+        [ "$s" = microsocks ] && continue
+        run "$round" "$s" udp "$loadgen" udp "$(addr_of "$s")" "$udp_dests" "$udp_count" "$udp_window" $(pid_of "$s")
+    done
+    for s in "${subjects[@]}"; do
+        want idle || break
         [ "$s" = direct ] && continue
         restart "$s"
         run "$round" "$s" idle "$loadgen" idle "$(addr_of "$s")" "$target" "$(pid_of "$s")" "$idle" "$idle"
@@ -186,6 +220,7 @@ for round in $(seq "$rounds"); do
 done
 # The most each could hold: once, at the end, up to MAX_HELD or MAX_SECS.
 for s in "${subjects[@]}"; do
+    want held || break
     [ "$s" = direct ] && continue
     restart "$s"
     run 0 "$s" held "$loadgen" idle "$(addr_of "$s")" "$target" "$(pid_of "$s")" "$idle" "$max_held" "$max_secs"

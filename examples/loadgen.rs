@@ -9,6 +9,7 @@
 //! loadgen throughput PROXY TARGET STREAMS BYTES [PID]
 //! loadgen rate PROXY TARGET CONCURRENCY SECS
 //! loadgen idle PROXY TARGET PID CONNS MAX [SECS]
+//! loadgen udp PROXY DESTS COUNT WINDOW [PID]
 //! loadgen report RESULTS.tsv OUT.md OUT.svg MACHINE-LINE
 //! ```
 //!
@@ -18,6 +19,13 @@
 //! PSS so pages shared between processes count once. Each measuring command
 //! prints one line of `key=value` fields; `report` turns the lines that
 //! compare.sh collected into the README table and chart.
+//!
+//! `udp` echoes COUNT datagrams of [`UDP_PAYLOAD`] bytes (uTP's size)
+//! through one UDP ASSOCIATE (or straight, with `direct`) to DESTS echo
+//! sockets of its own on 127.0.0.1, round robin, WINDOW in flight; every
+//! datagram that comes back is checked (the header names its destination,
+//! the bytes are the pattern for its sequence number). Before that, 2,000
+//! datagrams one at a time give the round trip's p50/p99 unloaded.
 //!
 //! Linux only for the measurements (`/proc`); it builds everywhere.
 
@@ -62,6 +70,13 @@ fn main() {
             parse(a(4)),
             parse(a(5)),
             args.get(6).map_or(f64::INFINITY, |s| parse(s)),
+        ),
+        "udp" => udp(
+            proxy_arg(a(1)),
+            parse(a(2)),
+            parse(a(3)),
+            parse(a(4)),
+            args.get(5).map(|p| parse(p)),
         ),
         "report" => report(a(1), a(2), a(3), a(4)),
         other => {
@@ -209,6 +224,245 @@ fn expect_eof(s: &mut TcpStream) -> io::Result<()> {
             "bytes after the echo",
         )),
     }
+}
+
+// --- udp: one association, many destinations --------------------------------
+
+/// uTP's datagram size.
+const UDP_PAYLOAD: usize = 1200;
+/// Round trips timed one at a time for the latency figures.
+const UDP_PINGS: u64 = 2000;
+/// A datagram not back within this is lost.
+const UDP_LOST_AFTER: Duration = Duration::from_millis(300);
+
+/// Opens a UDP ASSOCIATE on `proxy` for `client` (whose address it
+/// announces): the control connection (kept open) and the relay address.
+fn associate(proxy: SocketAddr, client: SocketAddr) -> io::Result<(TcpStream, SocketAddr)> {
+    let mut s = TcpStream::connect(proxy)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(&[5, 1, 0])?;
+    let mut method = [0u8; 2];
+    s.read_exact(&mut method)?;
+    if method != [5, 0] {
+        return Err(io::Error::other(format!("method reply {method:?}")));
+    }
+    let SocketAddr::V4(c) = client else {
+        return Err(io::Error::other("IPv4 clients only"));
+    };
+    let mut req = vec![5, 3, 0, 1];
+    req.extend_from_slice(&c.ip().octets());
+    req.extend_from_slice(&c.port().to_be_bytes());
+    s.write_all(&req)?;
+    let mut head = [0u8; 10];
+    s.read_exact(&mut head)?;
+    if head[..2] != [5, 0] || head[3] != 1 {
+        return Err(io::Error::other(format!("UDP ASSOCIATE reply {head:?}")));
+    }
+    let ip = std::net::Ipv4Addr::new(head[4], head[5], head[6], head[7]);
+    let mut relay = SocketAddr::from((ip, u16::from_be_bytes([head[8], head[9]])));
+    if ip.is_unspecified() {
+        relay.set_ip(proxy.ip()); // "send to the address you reached me on"
+    }
+    Ok((s, relay))
+}
+
+/// The echo sockets, on one mio thread: each sends back what it gets.
+fn udp_echoes(n: usize) -> Vec<SocketAddr> {
+    use mio::net::UdpSocket;
+    use mio::{Events, Interest, Poll, Token};
+    let mut poll = Poll::new().unwrap();
+    let mut socks: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap())
+        .collect();
+    for (i, s) in socks.iter_mut().enumerate() {
+        poll.registry()
+            .register(s, Token(i), Interest::READABLE)
+            .unwrap();
+    }
+    let addrs = socks.iter().map(|s| s.local_addr().unwrap()).collect();
+    thread::spawn(move || {
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            if poll.poll(&mut events, None).is_err() {
+                continue;
+            }
+            for e in events.iter() {
+                let s = &socks[e.token().0];
+                while let Ok((len, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(&buf[..len], from);
+                }
+            }
+        }
+    });
+    addrs
+}
+
+/// Sends datagram `seq` to `dest`: through the relay with a SOCKS5 UDP
+/// header (an IPv4 destination), or straight. The payload is the sequence
+/// number, then the pattern from an offset it gives.
+fn udp_send(
+    sock: &std::net::UdpSocket,
+    relay: Option<SocketAddr>,
+    dest: SocketAddr,
+    seq: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    buf.clear();
+    if relay.is_some() {
+        let SocketAddr::V4(d) = dest else {
+            unreachable!("echoes are on 127.0.0.1")
+        };
+        buf.extend_from_slice(&[0, 0, 0, 1]);
+        buf.extend_from_slice(&d.ip().octets());
+        buf.extend_from_slice(&d.port().to_be_bytes());
+    }
+    buf.extend_from_slice(&seq.to_be_bytes());
+    buf.extend_from_slice(udp_pattern(seq));
+    sock.send_to(buf, relay.unwrap_or(dest)).map(|_| ())
+}
+
+/// The bytes after datagram `seq`'s sequence number.
+fn udp_pattern(seq: u64) -> &'static [u8] {
+    pattern_at(
+        seq as usize * 131 % (PATTERN_LEN - UDP_PAYLOAD),
+        UDP_PAYLOAD - 8,
+    )
+}
+
+/// Checks a datagram that came back and returns its sequence number.
+fn udp_check(got: &[u8], relay: Option<SocketAddr>, dests: &[SocketAddr]) -> Result<u64, String> {
+    let payload = match relay {
+        Some(_) => {
+            if got.len() < 10 || got[..4] != [0, 0, 0, 1] {
+                return Err(format!("bad header {:?}", &got[..got.len().min(10)]));
+            }
+            got.get(10..).unwrap_or_default()
+        }
+        None => got,
+    };
+    if payload.len() != UDP_PAYLOAD {
+        return Err(format!("{} bytes, not {UDP_PAYLOAD}", payload.len()));
+    }
+    let seq = u64::from_be_bytes(payload[..8].try_into().unwrap());
+    if relay.is_some() {
+        let dest = dests[(seq % dests.len() as u64) as usize];
+        let SocketAddr::V4(d) = dest else {
+            unreachable!()
+        };
+        if got[4..8] != d.ip().octets() || got[8..10] != d.port().to_be_bytes() {
+            return Err(format!("datagram {seq} names another source"));
+        }
+    }
+    if payload[8..] != *udp_pattern(seq) {
+        return Err(format!("datagram {seq} came back wrong"));
+    }
+    Ok(seq)
+}
+
+fn udp(proxy: Option<SocketAddr>, dests: usize, count: u64, window: u64, pid: Option<u32>) {
+    let addrs = udp_echoes(dests);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (_control, relay) = match proxy {
+        Some(p) => match associate(p, sock.local_addr().unwrap()) {
+            Ok((c, r)) => (Some(c), Some(r)),
+            Err(e) => fail("udp", format!("UDP ASSOCIATE: {e}")),
+        },
+        None => (None, None),
+    };
+    let mut out = Vec::with_capacity(UDP_PAYLOAD + 10);
+    let mut buf = vec![0u8; 65_536];
+    let dest = |seq: u64| addrs[(seq % dests as u64) as usize];
+    // Latency: one at a time, each datagram to the next destination.
+    let mut rtt = Vec::with_capacity(UDP_PINGS as usize);
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut lost_pings = 0;
+    for seq in 0..UDP_PINGS {
+        let t = Instant::now();
+        if let Err(e) = udp_send(&sock, relay, dest(seq), seq, &mut out) {
+            fail("udp", format!("send: {e}"));
+        }
+        loop {
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) => match udp_check(&buf[..n], relay, &addrs) {
+                    Ok(s) if s == seq => {
+                        rtt.push(t.elapsed().as_secs_f64() * 1e6);
+                        break;
+                    }
+                    Ok(_) => {} // a late one
+                    Err(e) => fail("udp", e),
+                },
+                Err(_) => {
+                    lost_pings += 1;
+                    break;
+                }
+            }
+        }
+    }
+    if rtt.is_empty() {
+        fail("udp", "no datagram came back");
+    }
+    rtt.sort_by(f64::total_cmp);
+    let pct = |p: f64| rtt[((rtt.len() - 1) as f64 * p).round() as usize];
+    // Throughput: WINDOW in flight; one lost frees its place after a while.
+    let base = UDP_PINGS;
+    let mut back = vec![false; count as usize];
+    let (mut sent, mut received, mut lost) = (0u64, 0u64, 0u64);
+    let mut oldest = 0u64; // the oldest not known back or lost
+    sock.set_read_timeout(Some(UDP_LOST_AFTER)).unwrap();
+    let cpu0 = pid.map(cpu_seconds);
+    let t0 = Instant::now();
+    while oldest < count {
+        while sent < count && sent - oldest < window {
+            if let Err(e) = udp_send(&sock, relay, dest(base + sent), base + sent, &mut out) {
+                fail("udp", format!("send: {e}"));
+            }
+            sent += 1;
+        }
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                let seq = match udp_check(&buf[..n], relay, &addrs) {
+                    Ok(s) => s,
+                    Err(e) => fail("udp", e),
+                };
+                if seq < base || seq - base < oldest || back[(seq - base) as usize] {
+                    continue; // a ping, one given up as lost, or a duplicate
+                }
+                back[(seq - base) as usize] = true;
+                received += 1;
+            }
+            Err(_) => {
+                // Nothing for a while: what is in flight is lost.
+                lost += sent - oldest - (oldest..sent).filter(|&s| back[s as usize]).count() as u64;
+                oldest = sent;
+            }
+        }
+        while oldest < sent && back[oldest as usize] {
+            oldest += 1;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = pid.map(|p| cpu_seconds(p) - cpu0.unwrap());
+    // Payload relayed, both ways.
+    let bytes = received * UDP_PAYLOAD as u64 * 2;
+    if lost * 20 > count {
+        fail("udp", format!("{lost} of {count} datagrams lost"));
+    }
+    let mut line = format!(
+        "udp ok=1 dests={dests} window={window} sent={count} received={received} lost={lost} \
+         secs={secs:.3} per_sec={:.0} bytes={bytes} p50_us={:.1} p99_us={:.1} lost_pings={lost_pings}",
+        received as f64 / secs,
+        pct(0.5),
+        pct(0.99),
+    );
+    if let Some(cpu) = cpu {
+        let _ = write!(
+            line,
+            " cpu_s={cpu:.3} cpu_s_per_gb={:.3}",
+            cpu / (bytes as f64 / 1e9)
+        );
+    }
+    println!("{line}");
 }
 
 // --- /proc accounting ----------------------------------------------------
@@ -803,17 +1057,32 @@ impl Results {
 
     /// Per round, subject's value over the direct path's in the same round.
     fn ratio(&self, subject: &str, test: &str, key: &str) -> Option<Stat> {
-        let direct: BTreeMap<u32, f64> = self.values("direct", test, key).into_iter().collect();
+        self.per_round(subject, "direct", test, key, |v, base| v / base)
+    }
+
+    /// Per round, `f(subject's value, base's value)` in the same round.
+    fn per_round(
+        &self,
+        subject: &str,
+        base: &str,
+        test: &str,
+        key: &str,
+        f: impl Fn(f64, f64) -> f64,
+    ) -> Option<Stat> {
+        let base: BTreeMap<u32, f64> = self.values(base, test, key).into_iter().collect();
         stat(
             self.values(subject, test, key)
                 .into_iter()
-                .filter_map(|(r, v)| Some(v / direct.get(&r)?))
+                .filter_map(|(r, v)| Some(f(v, *base.get(&r)?)))
                 .collect(),
         )
     }
 }
 
 fn fmt_num(v: f64) -> String {
+    if v < 0.0 {
+        return format!("−{}", fmt_num(-v));
+    }
     if v >= 100.0 {
         let s = format!("{v:.0}");
         // Thousands separators.
@@ -887,11 +1156,17 @@ fn report(results: &str, md_path: &str, svg_path: &str, machine: &str) {
         md,
         "Measured {machine}; median of {rounds} interleaved rounds, (min–max).\n"
     );
-    md.push_str(
-        "| server | 1 stream GB/s | × direct | 8 streams GB/s | × direct | CPU s/GB | conn/s @64 | p50 ms | p99 ms | KiB/idle conn | most held |\n",
-    );
-    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for subject in &r.subjects {
+    let has = |test: &str| r.runs.keys().any(|(_, t)| t == test);
+    let tcp = ["tp1", "tp8", "rate", "idle", "held"]
+        .iter()
+        .any(|t| has(t));
+    if tcp {
+        md.push_str(
+            "| server | 1 stream GB/s | × direct | 8 streams GB/s | × direct | CPU s/GB | conn/s @64 | p50 ms | p99 ms | KiB/idle conn | most held |\n",
+        );
+        md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    }
+    for subject in r.subjects.iter().filter(|_| tcp) {
         let tp = |test: &str| match r.failure(subject, test) {
             Some(e) => (format!("**FAIL**: {e}"), "–".to_string()),
             None => (
@@ -956,9 +1231,78 @@ fn report(results: &str, md_path: &str, svg_path: &str, machine: &str) {
             }
         );
     }
+    if has("udp") {
+        udp_table(&r, &mut md, tcp);
+    }
     std::fs::write(md_path, &md).unwrap();
-    std::fs::write(svg_path, svg(&r, machine, rounds)).unwrap();
+    if has("tp1") {
+        std::fs::write(svg_path, svg(&r, machine, rounds)).unwrap();
+    }
     print!("{md}");
+}
+
+/// The UDP table: round trips a second through one association, CPU per
+/// GB, the round trip unloaded and what the server adds to it.
+fn udp_table(r: &Results, md: &mut String, after_tcp: bool) {
+    if after_tcp {
+        md.push('\n');
+    }
+    md.push_str(
+        "| server (UDP) | round trips/s | × dante | CPU s/GB | RTT p50 µs | RTT p99 µs | added p50 µs | added p99 µs | lost |\n",
+    );
+    md.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for subject in &r.subjects {
+        if r.runs(subject, "udp").is_empty() {
+            continue;
+        }
+        if let Some(e) = r.failure(subject, "udp") {
+            let _ = writeln!(
+                md,
+                "| {subject} | **FAIL**: {e} | – | – | – | – | – | – | – |"
+            );
+            continue;
+        }
+        let direct = subject == "direct";
+        let vs_dante = if subject == "dante" {
+            "1".to_string()
+        } else if direct {
+            "–".to_string()
+        } else {
+            cell(r.per_round(subject, "dante", "udp", "per_sec", |v, b| v / b))
+        };
+        let added = |key: &str| {
+            if direct {
+                "–".to_string()
+            } else {
+                cell(r.per_round(subject, "direct", "udp", key, |v, b| v - b))
+            }
+        };
+        let lost: f64 = r
+            .values(subject, "udp", "lost")
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
+        let sent: f64 = r
+            .values(subject, "udp", "sent")
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
+        let _ = writeln!(
+            md,
+            "| {subject} | {} | {vs_dante} | {} | {} | {} | {} | {} | {lost:.0} of {} |",
+            cell(r.stat(subject, "udp", "per_sec")),
+            if direct {
+                "–".to_string()
+            } else {
+                cell(r.stat(subject, "udp", "cpu_s_per_gb"))
+            },
+            cell(r.stat(subject, "udp", "p50_us")),
+            cell(r.stat(subject, "udp", "p99_us")),
+            added("p50_us"),
+            added("p99_us"),
+            fmt_num(sent),
+        );
+    }
 }
 
 /// Two bar charts side by side: throughput (1 and 8 streams) and memory per

@@ -75,6 +75,17 @@ pub struct StartArgs {
     /// an HTTP proxy request, in seconds
     #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
     pub response_timeout: Duration,
+    /// How long a UDP association keeps a destination pinned with no
+    /// datagram either way, in seconds (RFC 4787: at least 120)
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
+    pub udp_idle_timeout: Duration,
+
+    /// Destinations one UDP association remembers, live or idle; at the cap
+    /// the least recently used idle one is forgotten (while all are live,
+    /// new ones are dropped)
+    #[arg(long, value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub udp_max_destinations: u32,
 
     /// Bind outgoing sockets to the source address only, not to the
     /// interface (traffic then follows the routing table)

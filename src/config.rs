@@ -30,6 +30,10 @@ pub struct Config {
     pub response_timeout: Duration,
     /// How long a graceful stop lets transfers finish.
     pub drain_timeout: Duration,
+    /// How long a UDP destination stays pinned while no datagram passes.
+    pub udp_idle_timeout: Duration,
+    /// Destinations (and names) one UDP association remembers.
+    pub udp_max_destinations: usize,
     /// Bind outgoing sockets to the target's interface, not only its address.
     pub bind_device: bool,
     /// Credentials given with `--auth`.
@@ -60,6 +64,8 @@ impl Config {
             stall_timeout: Duration::from_secs(300),
             response_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(30),
+            udp_idle_timeout: Duration::from_secs(120),
+            udp_max_destinations: 4096,
             bind_device: true,
             auth: Credentials::default(),
             auth_file: None,
@@ -219,6 +225,8 @@ pub fn build(
         stall_timeout: args.stall_timeout,
         response_timeout: args.response_timeout,
         drain_timeout: args.drain_timeout,
+        udp_idle_timeout: args.udp_idle_timeout,
+        udp_max_destinations: args.udp_max_destinations as usize,
         bind_device: !args.no_bind_device,
         auth,
         auth_file: args.auth_file.clone(),
@@ -351,6 +359,8 @@ mod tests {
             stall_timeout: Duration::from_secs(300),
             response_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(30),
+            udp_idle_timeout: Duration::from_secs(120),
+            udp_max_destinations: 4096,
             no_bind_device: false,
             exclude: vec![],
             quiet: false,

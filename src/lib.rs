@@ -39,4 +39,5 @@ pub mod report;
 pub mod ring;
 pub mod socks;
 pub mod sys;
+pub mod udp_table;
 pub mod wrr;

@@ -68,6 +68,15 @@ pub struct Stats {
     pub failures: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// Datagrams sent to UDP destinations through it (their bytes are in
+    /// `udp_bytes_up`, and in `bytes_up` too).
+    pub udp_up: u64,
+    /// Datagrams from UDP destinations relayed back to clients.
+    pub udp_down: u64,
+    pub udp_bytes_up: u64,
+    pub udp_bytes_down: u64,
+    /// UDP destinations pinned to it now (live, across associations).
+    pub udp_pinned: u64,
 }
 
 pub struct Link {
@@ -423,6 +432,48 @@ impl Links {
     pub fn closed(&mut self, i: usize) {
         let stats = &mut self.links[i].stats;
         stats.open = stats.open.saturating_sub(1);
+    }
+
+    /// A UDP association sends through link `i` for the first time: it
+    /// counts as a connection until it closes ([`Links::closed`]), but says
+    /// nothing of the link's health.
+    pub fn associated(&mut self, i: usize) {
+        let stats = &mut self.links[i].stats;
+        stats.open += 1;
+        stats.total += 1;
+    }
+
+    /// A datagram of `bytes` went out through link `i`.
+    pub fn datagram_up(&mut self, i: usize, bytes: u64) {
+        let stats = &mut self.links[i].stats;
+        stats.udp_up += 1;
+        stats.udp_bytes_up += bytes;
+        stats.bytes_up += bytes;
+    }
+
+    /// A datagram of `bytes` came in through link `i` and went to a client.
+    pub fn datagram_down(&mut self, i: usize, bytes: u64) {
+        let stats = &mut self.links[i].stats;
+        stats.udp_down += 1;
+        stats.udp_bytes_down += bytes;
+        stats.bytes_down += bytes;
+    }
+
+    /// A UDP destination is pinned to link `i` (`true`), or no longer is.
+    pub fn pin(&mut self, i: usize, pinned: bool) {
+        let stats = &mut self.links[i].stats;
+        if pinned {
+            stats.udp_pinned += 1;
+        } else {
+            stats.udp_pinned = stats.udp_pinned.saturating_sub(1);
+        }
+    }
+
+    /// Whether link `i` is up with an address: a UDP destination that comes
+    /// back after idling is pinned to it again.
+    pub fn is_usable(&self, i: usize) -> bool {
+        let link = &self.links[i];
+        link.state == State::Up && link.ip.is_some()
     }
 
     pub fn add_bytes(&mut self, i: usize, up: u64, down: u64) {

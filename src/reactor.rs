@@ -222,6 +222,8 @@ impl Reactor {
                 idle: config.idle_timeout,
                 stall: config.stall_timeout,
                 response: config.response_timeout,
+                udp_idle: config.udp_idle_timeout,
+                udp_destinations: config.udp_max_destinations,
             },
             stop: Arc::new(AtomicU8::new(RUN)),
             drain_timeout: config.drain_timeout,

@@ -7,23 +7,36 @@ use std::time::Duration;
 
 use crate::links::{Links, Stats};
 
-/// One link's summary: `link eth0 10.0.0.2: up, 41 connections, 0 failures, up 1200 B, down 34000 B`.
+/// One link's summary: `link eth0 10.0.0.2: up, 41 connections, 0 failures, up 1200 B, down 34000 B`
+/// (UDP associations count as connections, and their bytes are in), then
+/// for a link that carried datagrams, a second line:
+/// `link eth0 10.0.0.2 udp: 3 destinations, up 10 datagrams 12000 B, down 8 datagrams 9600 B`.
 pub fn summary_lines(links: &Links) -> Vec<String> {
-    links
-        .iter()
-        .map(|l| {
-            let s = l.stats;
-            format!(
-                "link {}: {}, {}, {}, up {} B, down {} B",
+    let mut lines = Vec::new();
+    for l in links.iter() {
+        let s = l.stats;
+        lines.push(format!(
+            "link {}: {}, {}, {}, up {} B, down {} B",
+            l.label(),
+            l.state(),
+            count(s.total, "connection"),
+            count(s.failures, "failure"),
+            s.bytes_up,
+            s.bytes_down
+        ));
+        if s.udp_up + s.udp_down + s.udp_pinned > 0 {
+            lines.push(format!(
+                "link {} udp: {}, up {} {} B, down {} {} B",
                 l.label(),
-                l.state(),
-                count(s.total, "connection"),
-                count(s.failures, "failure"),
-                s.bytes_up,
-                s.bytes_down
-            )
-        })
-        .collect()
+                count(s.udp_pinned, "destination"),
+                count(s.udp_up, "datagram"),
+                s.udp_bytes_up,
+                count(s.udp_down, "datagram"),
+                s.udp_bytes_down
+            ));
+        }
+    }
+    lines
 }
 
 /// `1 connection`, `2 connections`.
@@ -47,10 +60,20 @@ pub fn rate(bytes: u64, over: Duration) -> String {
     }
 }
 
+/// A count per second for people: `0/s`, `850/s`, `12.3k/s`.
+pub fn per_second(n: u64, over: Duration) -> String {
+    let per_s = n as f64 / over.as_secs_f64().max(1e-9);
+    if per_s < 1e3 {
+        format!("{per_s:.0}/s")
+    } else {
+        format!("{:.1}k/s", per_s / 1e3)
+    }
+}
+
 /// The live table: one row a link with its throughput since `before` (the
 /// stats `over` ago, in link order).
 pub fn table(links: &Links, before: &[Stats], over: Duration) -> String {
-    let rows: Vec<[String; 7]> = links
+    let rows: Vec<[String; 10]> = links
         .iter()
         .zip(
             before
@@ -68,10 +91,24 @@ pub fn table(links: &Links, before: &[Stats], over: Duration) -> String {
                 s.failures.to_string(),
                 rate(s.bytes_up.saturating_sub(b.bytes_up), over),
                 rate(s.bytes_down.saturating_sub(b.bytes_down), over),
+                s.udp_pinned.to_string(),
+                per_second(s.udp_up.saturating_sub(b.udp_up), over),
+                per_second(s.udp_down.saturating_sub(b.udp_down), over),
             ]
         })
         .collect();
-    let header = ["LINK", "STATE", "OPEN", "TOTAL", "FAILED", "UP", "DOWN"];
+    let header = [
+        "LINK",
+        "STATE",
+        "OPEN",
+        "TOTAL",
+        "FAILED",
+        "UP",
+        "DOWN",
+        "UDP DEST",
+        "DGRAM UP",
+        "DGRAM DOWN",
+    ];
     let mut widths = header.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -119,6 +156,12 @@ mod tests {
         );
         l.connected(0);
         l.add_bytes(0, 2_000, 3_000_000);
+        l.associated(1);
+        l.pin(1, true);
+        for _ in 0..3 {
+            l.datagram_up(1, 1_200);
+        }
+        l.datagram_down(1, 100);
         l
     }
 
@@ -137,7 +180,8 @@ mod tests {
             summary_lines(&links()),
             [
                 "link l1 10.1.0.2: up, 1 connection, 0 failures, up 2000 B, down 3000000 B",
-                "link 10.2.0.2: up, 0 connections, 0 failures, up 0 B, down 0 B",
+                "link 10.2.0.2: up, 1 connection, 0 failures, up 3600 B, down 100 B",
+                "link 10.2.0.2 udp: 1 destination, up 3 datagrams 3600 B, down 1 datagram 100 B",
             ]
         );
     }
@@ -148,14 +192,14 @@ mod tests {
         let text = table(&l, &[], Duration::from_secs(1));
         assert_eq!(
             text,
-            "LINK         STATE  OPEN  TOTAL  FAILED        UP       DOWN\n\
-             l1 10.1.0.2  up        1      1       0  2.0 kB/s  3.00 MB/s\n\
-             10.2.0.2     up        0      0       0     0 B/s      0 B/s\n"
+            "LINK         STATE  OPEN  TOTAL  FAILED        UP       DOWN  UDP DEST  DGRAM UP  DGRAM DOWN\n\
+             l1 10.1.0.2  up        1      1       0  2.0 kB/s  3.00 MB/s         0       0/s         0/s\n\
+             10.2.0.2     up        1      1       0  3.6 kB/s    100 B/s         1       3/s         1/s\n"
         );
         // Against a snapshot taken now, nothing moved.
         let still = table(&l, &stats(&l), Duration::from_secs(1));
         assert!(
-            !still.contains("kB/s") && !still.contains("MB/s"),
+            !still.contains("kB/s") && !still.contains("MB/s") && !still.contains(" 3/s"),
             "{still}"
         );
     }

@@ -6,6 +6,10 @@
 //! every side, so the pieces can only have come through the association;
 //! the test checks the file's hash, what the seeders saw (one link address
 //! each, both links used), and the proxy's log and link counters.
+//!
+//! tests/bittorrent_dht.py is the DHT's turn (issue 15): in a namespace of
+//! its own, the downloader finds its seeders only through the DHT, with
+//! the proxy's destination cap lowered below what the session reaches.
 
 mod common;
 
@@ -281,4 +285,162 @@ fn libtorrent_announcing_its_udp_endpoint() {
 #[test]
 fn libtorrent_through_a_dual_stack_listener() {
     utp_download_through_proxy("libtorrent_through_a_dual_stack_listener", "::", false);
+}
+
+const DHT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bittorrent_dht.py");
+/// The namespace's own addresses: links, DHT nodes (.10 on), seeders (.200 on).
+const DHT_NET: &str = "198.51.100";
+const DHT_NODES: usize = 30;
+const DHT_SEEDERS: usize = 4;
+/// The proxy's destination cap, lowered below what the session reaches.
+const DHT_CAP: usize = 12;
+const DHT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A real session finding its peers through the DHT (issue 15): libtorrent
+/// with the DHT on, everything through the proxy's UDP ASSOCIATE, against
+/// DHT nodes and seeders on addresses of a namespace made for the test;
+/// the seeders join one after another while the download runs, each when
+/// the one before has served its share and stops, so the file arrives only
+/// if each newcomer is found through the DHT. The cap is
+/// lowered to 12 destinations and the idle time to 2 s: every piece
+/// arrives, and past the cap the DHT still answers (peers of the torrent,
+/// an item another node stored). Needs root for the namespace.
+#[test]
+fn libtorrent_dht_keeps_answering_past_the_destination_cap() {
+    const TEST: &str = "libtorrent_dht_keeps_answering_past_the_destination_cap";
+    if !require_root(TEST) {
+        return;
+    }
+    let Some(py) = require_libtorrent(TEST) else {
+        return;
+    };
+    let ns = Netns::new("dht");
+    let links = [format!("{DHT_NET}.2"), format!("{DHT_NET}.3")];
+    let hosts = (10..10 + DHT_NODES).chain(200..200 + DHT_SEEDERS);
+    for host in [2, 3].into_iter().chain(hosts) {
+        ns.ip(&["addr", "add", &format!("{DHT_NET}.{host}/32"), "dev", "lo"]);
+    }
+    let cap = DHT_CAP.to_string();
+    let proxy = Proxy::start_in_netns(
+        &ns,
+        &[
+            "--udp-max-destinations",
+            &cap,
+            "--udp-idle-timeout",
+            "2",
+            &links[0],
+            &links[1],
+        ],
+    );
+    let work = TempDir::new();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, py, DHT_SCRIPT])
+        .arg(proxy.addr.ip().to_string())
+        .arg(proxy.addr.port().to_string())
+        .arg(&work.path)
+        .arg((2u64 << 20).to_string())
+        .arg(DHT_TIMEOUT.as_secs().to_string())
+        .args([
+            DHT_NET,
+            &DHT_NODES.to_string(),
+            &DHT_SEEDERS.to_string(),
+            &cap,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {DHT_SCRIPT} in the namespace: {e}"));
+    // `ip netns exec` becomes the script: its PID is the script's.
+    let pid = child.id();
+    let (done, waited) = mpsc::channel::<()>();
+    let limit = DHT_TIMEOUT + Duration::from_secs(30);
+    let watchdog = thread::spawn(move || {
+        if waited.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            return true;
+        }
+        false
+    });
+    let out = child.wait_with_output().expect("wait for the script");
+    let _ = done.send(());
+    let killed = watchdog.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !killed && out.status.success() && stdout.lines().any(|l| l.starts_with("OK ")),
+        "the libtorrent DHT session through the proxy failed ({}{})\n--- stdout:\n{stdout}\n\
+         --- stderr (tail):\n{}\n--- proxy stdout (tail):\n{}",
+        out.status,
+        if killed { ", killed" } else { "" },
+        tail(&stderr, 60),
+        tail(&proxy.stdout(), 20)
+    );
+    let field = |prefix: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    // The DHT answered after more destinations than the cap.
+    let dests: usize = field("DESTS ")[0].parse().unwrap();
+    assert!(dests > DHT_CAP, "{dests} DHT destinations, cap {DHT_CAP}");
+    let peers: usize = field("DHT get_peers ")[0].parse().unwrap();
+    assert!(
+        peers >= 1,
+        "get_peers past the cap found no peer:\n{stdout}"
+    );
+    assert_eq!(field("DHT item "), ["ok"], "the stored item past the cap");
+    // Seeders that joined over time served it, and saw the downloader only
+    // from the links' addresses (other seeders aside: they meet directly).
+    let uploaded: Vec<u64> = field("UPLOADED ")
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    // (Each seeder joins when the one before has served its share; on a
+    // loaded machine the first may serve it all before the next is found,
+    // so one is enough here: the DHT checks above are the point.)
+    assert!(
+        uploaded.iter().any(|&b| b > 0),
+        "no seeder served the downloader: {uploaded:?}\n{stdout}"
+    );
+    let mut via_links = BTreeMap::<String, usize>::new();
+    for line in field("PEER ") {
+        let (seeder, peer) = line.split_once(' ').unwrap();
+        if let Some(l) = links.iter().find(|l| peer.starts_with(&format!("{l}:"))) {
+            *via_links.entry(l.clone()).or_default() += 1;
+        }
+        let ip = peer.rsplit_once(':').unwrap().0;
+        let other_seeder = ip
+            .strip_prefix(&format!("{DHT_NET}."))
+            .and_then(|h| h.parse::<usize>().ok())
+            .is_some_and(|h| h >= 200);
+        assert!(
+            other_seeder || links.iter().any(|l| l == ip),
+            "seeder {seeder} had a peer at {peer}, neither a seeder nor a link"
+        );
+    }
+    eprintln!(
+        "DHT destinations {dests}, seeders uploaded {uploaded:?}, peers via links {via_links:?}"
+    );
+    assert!(
+        !via_links.is_empty(),
+        "no seeder had the downloader as a peer:\n{stdout}"
+    );
+    let log = proxy.finish().stdout;
+    assert!(
+        log.contains(&format!("a UDP association reached {DHT_CAP} destinations")),
+        "the proxy's cap was not reached:\n{}",
+        tail(&log, 20)
+    );
+    for link in &links {
+        assert!(
+            log.contains(&format!("link lo {link} udp: ")),
+            "no UDP counters for link {link}:\n{}",
+            tail(&log, 10)
+        );
+    }
 }

@@ -457,6 +457,37 @@ fn domain_name_echo_round_trip() {
     assert_eq!(seen[0].0.ip().to_string(), "127.0.0.2");
 }
 
+/// A name idle past `--udp-idle-timeout` is forgotten like an address,
+/// and resolved again when the client uses it again.
+#[test]
+fn idle_name_is_resolved_again() {
+    let proxy = Proxy::start(&["--udp-idle-timeout", "1", "127.0.0.2"]);
+    let echo = Echo::start("127.0.0.1:0");
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let port = echo.addr.port();
+    let dest = Dest::name("localhost", port);
+    round_trip(&assoc, &sock, &dest, echo.addr, b"first");
+    round_trip(&assoc, &sock, &dest, echo.addr, b"resolved");
+    wait_log(
+        &proxy,
+        &format!("UDP name localhost:{port} idle: forgotten"),
+    );
+    round_trip(&assoc, &sock, &dest, echo.addr, b"again");
+    drop(assoc);
+    let out = proxy.finish();
+    let lookups = out
+        .stdout
+        .matches(&format!("UDP resolving localhost:{port}"))
+        .count();
+    assert_eq!(
+        lookups,
+        2,
+        "resolved once, then again after idling:\n{}",
+        tail(&out.stdout, 20)
+    );
+}
+
 /// Several datagrams sent at once to a name not yet resolved.
 #[test]
 fn domain_name_burst_before_resolution() {
@@ -882,47 +913,253 @@ fn associations_do_not_leak() {
     proxy.finish();
 }
 
-/// One association sends to at most 4,096 destinations: each of the first
-/// 4,096 arrives, the next new one is dropped and the limit is logged,
-/// and the destinations it already has keep working.
+/// The link summary line for UDP at exit, `link <label> udp: ...`.
+fn udp_summary(stdout: &str, label: &str) -> String {
+    let prefix = format!("link {label} udp: ");
+    stdout
+        .lines()
+        .filter_map(|l| l.find(&prefix).map(|p| l[p + prefix.len()..].to_string()))
+        .next_back()
+        .unwrap_or_else(|| panic!("no UDP summary line for {label}:\n{}", tail(stdout, 20)))
+}
+
+/// The proxy's resident memory, from /proc.
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// A destination address of its own for each `i` (100,000 fit): 127.1.x.y
+/// and 127.2.x.y, all loopback, never .0 or .255.
+fn distinct_dest(i: usize, port: u16) -> SocketAddr {
+    let (hi, lo) = (i / 62_500, i % 62_500);
+    SocketAddr::from((
+        [127, 1 + hi as u8, (lo / 250) as u8, (lo % 250) as u8 + 1],
+        port,
+    ))
+}
+
+/// At the cap (lowered to 4 by `--udp-max-destinations`), while all four
+/// destinations are live a new one is refused: a flow that keeps talking is
+/// never cut for a newcomer. Once some are idle (`--udp-idle-timeout` 1 s),
+/// the least recently used idle one makes room; one remembered comes back
+/// without needing room. Both are logged once.
 #[test]
-fn an_association_reaches_at_most_4096_destinations() {
-    const LIMIT: usize = 4096;
-    let proxy = Proxy::start(&["127.0.0.2"]);
+fn at_the_cap_a_new_destination_waits_for_an_idle_one() {
+    let proxy = Proxy::start(&[
+        "--udp-max-destinations",
+        "4",
+        "--udp-idle-timeout",
+        "1",
+        "127.0.0.2",
+    ]);
     let assoc = associate(proxy.addr, any4());
     let sock = udp("127.0.0.1");
-    // One socket receives for every destination: 127.1.x.y, all on its port.
+    // One socket receives for every destination: 127.1.0.k, all on its
+    // port, so what it receives comes in the order the proxy relayed it.
     let sink = UdpSocket::bind("0.0.0.0:0").expect("bind the sink");
     let port = sink.local_addr().unwrap().port();
-    let dest = |i: usize| -> SocketAddr {
-        SocketAddr::from(([127, 1, (i / 250) as u8, (i % 250) as u8 + 1], port))
-    };
-    for i in 0..LIMIT {
-        let data = (i as u32).to_be_bytes();
-        assoc.send(&sock, &dest(i).into(), &data);
+    let dest = |k: u8| SocketAddr::from(([127, 1, 0, k], port));
+    let relayed = |k: u8, what: &[u8]| {
+        assoc.send(&sock, &dest(k).into(), what);
         let (got, _) = recv(&sink, ARRIVE).unwrap_or_else(|| {
             panic!(
-                "destination {i} ({}): nothing arrived\n--- proxy stdout (tail):\n{}",
-                dest(i),
-                tail(&proxy.stdout(), 20)
+                "{}: nothing arrived\n{}",
+                dest(k),
+                tail(&proxy.stdout(), 10)
             )
         });
-        assert_eq!(got, data, "destination {i}");
+        assert_eq!(got, what, "to {}", dest(k));
+    };
+    for k in 1..=4 {
+        relayed(k, format!("to {k}").as_bytes());
     }
-    // One more: dropped. The control, to a destination it has, is relayed
-    // after it through the same socket: once it is in, the other would be.
-    assoc.send(&sock, &dest(LIMIT).into(), b"one too many");
-    assoc.send(&sock, &dest(0).into(), b"control");
-    let (got, _) = recv(&sink, ARRIVE).expect("the control datagram arrives");
-    assert_eq!(got, b"control", "the datagram beyond the limit was relayed");
+    // Five while four are live: dropped. The control, sent after it to a
+    // destination it has, is what the sink gets next.
+    assoc.send(&sock, &dest(5).into(), b"to 5, refused");
+    relayed(1, b"control");
+    wait_log(&proxy, "a UDP association has 4 live destinations, its cap");
+    // 2, 3 and 4 go idle (1 is younger): five takes 2's place.
+    wait_log(&proxy, &format!("UDP {} idle: forgotten", dest(4)));
+    relayed(5, b"to 5");
+    // 3 is remembered: it comes back without needing room; 2 is gone and
+    // needs it, which 4 (idle) gives.
+    relayed(3, b"to 3 again");
+    relayed(2, b"to 2 again");
+    drop(assoc);
+    let out = proxy.finish();
+    for line in [
+        "a UDP association has 4 live destinations, its cap",
+        "a UDP association reached 4 destinations",
+    ] {
+        assert_eq!(
+            out.stdout.matches(line).count(),
+            1,
+            "{line:?} logged once:\n{}",
+            tail(&out.stdout, 20)
+        );
+    }
+}
+
+/// A destination idle past `--udp-idle-timeout` is forgotten (its answers
+/// are dropped), and when the client sends to it again it goes out through
+/// the link and socket it had, although the selector's next pick is the
+/// other link.
+#[test]
+fn idle_destination_is_forgotten_then_pinned_again_to_its_link() {
+    let proxy = Proxy::start(&["--udp-idle-timeout", "1", "127.0.0.2", "127.0.0.3"]);
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    let peers: Vec<UdpSocket> = (0..5).map(|_| udp("127.0.0.1")).collect();
+    let addr = |i: usize| peers[i].local_addr().unwrap();
+    let reach = |i: usize, what: &[u8]| -> SocketAddr {
+        assoc.send(&sock, &addr(i).into(), what);
+        let (d, from) =
+            recv(&peers[i], ARRIVE).unwrap_or_else(|| panic!("destination {i}: nothing arrived"));
+        assert_eq!(d, what, "destination {i}");
+        from
+    };
+    let (d, e, f) = (0, 1, 2);
+    let via_d = reach(d, b"to d");
+    let via_e = reach(e, b"to e");
+    let via_f = reach(f, b"to f");
+    assert_ne!(via_d.ip(), via_e.ip(), "new destinations alternate links");
+    assert_eq!(via_d, via_f, "and share the link's socket");
+    peers[d].send_to(b"from d", via_d).unwrap();
+    assert_eq!(
+        recv_relayed(&sock, assoc.relay, "answer of d"),
+        (addr(d), b"from d".to_vec())
+    );
+    // Nothing passes for d: the proxy forgets it within the idle time.
+    wait_log(&proxy, &format!("UDP {} idle: forgotten", addr(d)));
+    // Two new destinations: picks 4 and 5, on e's link then d's.
+    let (g, h) = (3, 4);
+    let via_g = reach(g, b"to g");
+    let via_h = reach(h, b"to h");
+    assert_eq!((via_g, via_h), (via_e, via_d), "picks keep alternating");
+    // d's answer is dropped now; h's, after it on the same socket, arrives.
+    peers[d].send_to(b"from d, forgotten", via_d).unwrap();
+    peers[h].send_to(b"from h", via_d).unwrap();
+    assert_eq!(
+        recv_relayed(&sock, assoc.relay, "answer of h"),
+        (addr(h), b"from h".to_vec())
+    );
+    // d speaks again: the next pick would be e's link, but d keeps its own.
+    assert_eq!(
+        reach(d, b"to d again"),
+        via_d,
+        "d comes back through its link"
+    );
+    peers[d].send_to(b"from d again", via_d).unwrap();
+    assert_eq!(
+        recv_relayed(&sock, assoc.relay, "answer of d again"),
+        (addr(d), b"from d again".to_vec())
+    );
+    drop(assoc);
+    proxy.finish();
+}
+
+/// One association sends to 100,000 distinct destinations over time, in
+/// batches of 2,000, each sent once the one before is forgotten
+/// (`--udp-idle-timeout` 0.3 s; the default cap of 4,096 is reached on the
+/// third batch, after which idle ones make room): every datagram is
+/// relayed, every 100th destination's answer comes back, the proxy's
+/// memory stays flat, and the link counters add up.
+#[test]
+fn a_hundred_thousand_destinations_through_one_association() {
+    const TOTAL: usize = 100_000;
+    const BATCH: usize = 2_000;
+    const ANSWERING: usize = 100;
+    let proxy = Proxy::start(&["--udp-idle-timeout", "0.3", "127.0.0.2"]);
+    let assoc = associate(proxy.addr, any4());
+    let sock = udp("127.0.0.1");
+    // One socket receives for the silent destinations, on every 127.1/16
+    // and 127.2/16 address, all on its port.
+    let sink = UdpSocket::bind("0.0.0.0:0").expect("bind the sink");
+    let port = sink.local_addr().unwrap().port();
+    let mut rss = Vec::new();
+    let (mut up, mut down) = (0u64, 0u64);
+    let mut log_seen = 0;
+    for batch in 0..TOTAL / BATCH {
+        let mut last = None;
+        for i in batch * BATCH..(batch + 1) * BATCH {
+            let data = format!("datagram {i}");
+            if i % ANSWERING == 0 {
+                // One that answers: a socket of its own on its own address.
+                let peer = UdpSocket::bind(distinct_dest(i, 0)).expect("bind a destination");
+                peer.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                let addr = peer.local_addr().unwrap();
+                assoc.send(&sock, &addr.into(), data.as_bytes());
+                let (got, from) = recv(&peer, ARRIVE)
+                    .unwrap_or_else(|| panic!("destination {i} ({addr}): nothing arrived"));
+                assert_eq!(got, data.as_bytes(), "destination {i}");
+                peer.send_to(b"answer", from).unwrap();
+                let what = format!("answer of destination {i}");
+                assert_eq!(
+                    recv_relayed(&sock, assoc.relay, &what),
+                    (addr, b"answer".to_vec())
+                );
+                down += 6;
+                last = Some(addr);
+            } else {
+                let dest = distinct_dest(i, port);
+                assoc.send(&sock, &dest.into(), data.as_bytes());
+                let (got, _) = recv(&sink, ARRIVE).unwrap_or_else(|| {
+                    panic!(
+                        "destination {i} ({dest}): nothing arrived\n--- proxy stdout (tail):\n{}",
+                        tail(&proxy.stdout(), 20)
+                    )
+                });
+                assert_eq!(got, data.as_bytes(), "destination {i}");
+                last = Some(dest);
+            }
+            up += data.len() as u64;
+        }
+        // The batch's last destination forgotten: the whole batch is.
+        let needle = format!("UDP {} idle: forgotten", last.unwrap());
+        let deadline = Instant::now() + ARRIVE;
+        while !proxy.stdout_from(log_seen).contains(&needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not logged within {ARRIVE:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        log_seen = proxy.stdout_len();
+        if batch % 10 == 9 {
+            rss.push(vm_rss_kib(proxy.pid));
+        }
+    }
+    eprintln!("proxy VmRSS every 20,000 destinations: {rss:?} KiB");
+    // Full since the third batch: from 20,000 on, what it holds stays.
+    let growth = rss.iter().max().unwrap() - rss[0];
+    assert!(
+        growth <= 1024,
+        "VmRSS grew by {growth} KiB after 20,000 destinations: {rss:?} KiB"
+    );
+    drop(assoc);
     let out = proxy.finish();
     assert_eq!(
-        out.stdout
-            .matches("reached its limit of destinations")
-            .count(),
-        1,
-        "the limit is logged once:\n{}",
-        tail(&out.stdout, 20)
+        udp_summary(&out.stdout, "127.0.0.2"),
+        format!(
+            "0 destinations, up {TOTAL} datagrams {up} B, down {} datagrams {down} B",
+            TOTAL / ANSWERING
+        ),
+        "the link's UDP counters at exit"
+    );
+    assert_eq!(link_bytes(&out.stdout, "127.0.0.2"), (up, down));
+    assert!(
+        out.stdout.contains("link 127.0.0.2: up, 1 connection,"),
+        "the association counts as the link's connection:\n{}",
+        tail(&out.stdout, 5)
+    );
+    assert!(
+        !out.stdout.contains("live destinations, its cap"),
+        "a destination was refused"
     );
 }
 

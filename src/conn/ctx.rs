@@ -30,6 +30,10 @@ pub struct Timeouts {
     pub stall: Duration,
     /// No HTTP response head this long after a forwarded request: 504.
     pub response: Duration,
+    /// How long a UDP destination stays pinned with no datagram.
+    pub udp_idle: Duration,
+    /// Destinations (and names) one association remembers.
+    pub udp_destinations: usize,
 }
 
 pub struct Ctx<'a> {

@@ -449,7 +449,8 @@ impl Conn {
                     (State::Forwarding(r, fwd), Flow::Stop(Progress::Idle))
                 }
             },
-            state @ State::Associated(_) => (state, Flow::Stop(Progress::Idle)),
+            // Destinations went idle: the association forgets them as it runs.
+            state @ State::Associated(_) => (state, Flow::Next),
             state @ (State::Closing(_) | State::Done) => (state, Flow::Stop(Progress::Close)),
         };
         self.set_state(next);
@@ -1115,6 +1116,15 @@ impl Conn {
         let (busy, up, down) = assoc.run(ctx, self.handle);
         self.bytes_up += up;
         self.bytes_down += down;
+        // Wake when the oldest destination goes idle. A deadline already
+        // armed stays, even if that destination was used since: waking
+        // early only finds nothing to forget, and keeps the timer heap to
+        // one entry per idle time rather than one per datagram.
+        if self.deadline.is_none() {
+            if let Some(at) = assoc.next_expiry() {
+                self.arm_at(ctx, at);
+            }
+        }
         let progress = if busy || self.client_ready.readable {
             Progress::Yield
         } else {

@@ -96,6 +96,8 @@ impl Rig {
                 idle: Duration::from_secs(600),
                 stall: Duration::from_secs(60),
                 response: Duration::from_secs(60),
+                udp_idle: Duration::from_secs(120),
+                udp_destinations: 4096,
             },
             now: Instant::now().max(self.clock),
         }

@@ -7,16 +7,26 @@
 //! reflector. The first datagram to a destination picks a link with the
 //! weighted selector, and the destination keeps it (a uTP flow must keep its
 //! source address). Each link used gets one outgoing UDP socket, bound like
-//! TCP connections are. Replies are accepted only from destinations the
-//! client sent to, and come back with a header naming their source.
+//! TCP connections are. Replies are accepted only from live destinations,
+//! and come back with a header naming their source.
+//!
+//! Destinations and names live in a [`Table`]: a destination is live while
+//! a datagram passes either way within the idle time (`--udp-idle-timeout`,
+//! 2 minutes by default, as RFC 4787 asks of a NAT), then idle: replies
+//! from it are dropped, but its link is remembered, so when the client
+//! sends to it again it goes out the same way while that link is up. At
+//! the cap (`--udp-max-destinations`) the least recently used idle one is
+//! forgotten to make room; while all are live, a new destination is
+//! refused (a live flow is never cut for a newcomer). An idle name is
+//! resolved again.
 //!
 //! Datagrams move through one buffer the reactor lends (with headroom for
 //! the header in front of a reply): nothing is allocated per datagram, except
-//! the few held while a destination's name resolves.
+//! the few held while a destination's name resolves, and a new table entry.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
@@ -25,15 +35,14 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::ctx::Ctx;
 use super::io::{attempt, read, Outcome, Ready};
 use super::token::{Handle, Side};
-use crate::dns::Job;
+use crate::dns::{Job, Resolver};
 use crate::net;
 use crate::socks::{self, Dest, Status};
 use crate::sys;
+use crate::udp_table::Table;
 
 /// Associations open at once, across clients.
 pub const MAX_ASSOCIATIONS: usize = 4096;
-/// Destinations one association may send to.
-pub const MAX_DESTINATIONS: usize = 4096;
 /// Datagrams held while their destination's name resolves.
 const HELD_PER_NAME: usize = 4;
 /// Bytes held across all names of one association.
@@ -46,12 +55,28 @@ const BURST: usize = 64;
 pub const HEADROOM: usize = 22;
 /// The buffer the reactor lends: headroom plus the largest datagram.
 pub const BUFFER: usize = HEADROOM + 65_535;
+/// A name key: the name's bytes (at most 255), then the port, big-endian.
+const NAME_KEY: usize = 255 + 2;
 
 enum Name {
     /// Being resolved; datagrams for it wait here.
     Pending(Vec<Box<[u8]>>),
-    /// The address used for the association's life (`None`: did not resolve).
-    Resolved(Option<SocketAddr>),
+    /// The address it resolved to.
+    Resolved(SocketAddr),
+}
+
+impl Default for Name {
+    fn default() -> Name {
+        Name::Pending(Vec::new())
+    }
+}
+
+/// One link's outgoing socket.
+struct Out {
+    socket: UdpSocket,
+    readable: bool,
+    /// The link's address it is bound to.
+    ip: IpAddr,
 }
 
 pub struct Assoc {
@@ -60,14 +85,23 @@ pub struct Assoc {
     client_ip: IpAddr,
     /// Announced in the request, or learnt from the first datagram.
     client_port: Option<u16>,
-    /// Each destination's link.
-    routes: HashMap<SocketAddr, usize>,
-    /// Outgoing sockets by link index, made on first use, with readiness.
-    outs: Vec<Option<(UdpSocket, bool, IpAddr)>>,
-    names: HashMap<(Box<str>, u16), Name>,
+    /// Each destination's link (index).
+    routes: Table<SocketAddr, u8>,
+    /// Outgoing sockets by link index, made on first use.
+    outs: Vec<Option<Out>>,
+    /// Links counted as carrying this association (a bit per link index).
+    counted: u64,
+    /// Names by [`name_key`].
+    names: Table<Box<[u8]>, Name>,
+    /// Names being resolved.
+    lookups: usize,
     /// Bytes of datagrams held for names being resolved.
     held_bytes: usize,
-    /// A limit was hit and logged (once per association).
+    /// The destination cap was reached and logged (once per association).
+    full: bool,
+    /// A new destination was refused, every one being live; logged once.
+    refused: bool,
+    /// Too many names were resolving at once, logged once.
     limited: bool,
 }
 
@@ -76,8 +110,8 @@ impl Assoc {
         match side {
             Side::UdpRelay => self.relay_readable = true,
             Side::UdpOut(n) => {
-                if let Some(Some((_, readable, _))) = self.outs.get_mut(n as usize) {
-                    *readable = true;
+                if let Some(Some(out)) = self.outs.get_mut(n as usize) {
+                    out.readable = true;
                 }
             }
             _ => {}
@@ -90,9 +124,43 @@ impl Assoc {
 
     pub fn deregister(&mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.relay);
-        for (socket, _, _) in self.outs.iter_mut().flatten() {
-            let _ = registry.deregister(socket);
+        for out in self.outs.iter_mut().flatten() {
+            let _ = registry.deregister(&mut out.socket);
         }
+    }
+
+    /// When a live destination or name next goes idle, unless used first:
+    /// the association should look again then ([`Assoc::run`] does).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        match (self.routes.next_expiry(), self.names.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Destinations and names unused for the idle time go idle; amortized
+    /// O(1) per datagram (each entry moves once per time it was used).
+    fn expire(&mut self, ctx: &mut Ctx<'_>, conn: Handle) {
+        let links = &mut *ctx.links;
+        self.routes.expire(ctx.now, |dest, &mut link| {
+            links.pin(usize::from(link), false);
+            log::debug!(
+                "#{} UDP {dest} idle: forgotten (remembered on link {})",
+                conn.id,
+                links.get(usize::from(link)).label()
+            );
+        });
+        // A name idle while it resolves waits for its answer as it is; a
+        // resolved one will be resolved again.
+        self.names.expire(ctx.now, |key, _| {
+            let (name, port) = key.split_at(key.len() - 2);
+            log::debug!(
+                "#{} UDP name {}:{} idle: forgotten",
+                conn.id,
+                String::from_utf8_lossy(name),
+                u16::from_be_bytes([port[0], port[1]])
+            );
+        });
     }
 }
 
@@ -158,15 +226,20 @@ impl Assoc {
             .register(&mut relay, conn.token(Side::UdpRelay), Interest::READABLE)
             .map_err(Refusal::Relay)?;
         *ctx.associations += 1;
+        let (cap, idle) = (ctx.timeouts.udp_destinations, ctx.timeouts.udp_idle);
         Ok(Assoc {
             relay,
             relay_readable: true,
             client_ip: client.ip().to_canonical(),
             client_port,
-            routes: HashMap::new(),
+            routes: Table::new(cap, idle),
             outs: (0..ctx.links.iter().count()).map(|_| None).collect(),
-            names: HashMap::new(),
+            counted: 0,
+            names: Table::new(cap, idle),
+            lookups: 0,
             held_bytes: 0,
+            full: false,
+            refused: false,
             limited: false,
         })
     }
@@ -179,6 +252,7 @@ impl Assoc {
     /// Relays what the sockets have: returns whether work is left, and the
     /// payload bytes sent each way.
     pub fn run(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> (bool, u64, u64) {
+        self.expire(ctx, conn);
         let (mut up, mut down) = (0u64, 0u64);
         for _ in 0..BURST {
             if !self.relay_readable {
@@ -196,23 +270,21 @@ impl Assoc {
         let mut busy = self.relay_readable;
         for link in 0..self.outs.len() {
             for _ in 0..BURST {
-                let Some(Some((socket, readable, _))) = self.outs.get_mut(link) else {
+                let Some(Some(out)) = self.outs.get_mut(link) else {
                     break;
                 };
-                if !*readable {
+                if !out.readable {
                     break;
                 }
-                match attempt(|| socket.recv_from(&mut ctx.udp_buf[HEADROOM..])) {
+                match attempt(|| out.socket.recv_from(&mut ctx.udp_buf[HEADROOM..])) {
                     Outcome::Continue((n, from)) => {
-                        let sent = to_client(self, ctx, link, n, net::canonical(from));
-                        down += sent as u64;
-                        ctx.links.add_bytes(link, 0, sent as u64);
+                        down += to_client(self, ctx, link, n, net::canonical(from)) as u64;
                     }
-                    Outcome::WouldBlock => *readable = false,
+                    Outcome::WouldBlock => out.readable = false,
                     _ => {}
                 }
             }
-            busy |= matches!(self.outs.get(link), Some(Some((_, true, _))));
+            busy |= matches!(self.outs.get(link), Some(Some(out)) if out.readable);
         }
         (busy, up, down)
     }
@@ -233,17 +305,27 @@ impl Assoc {
                 .map(net::canonical)
                 .find(|&a| ctx.links.can_reach(a.ip()) && net::is_connectable(a) && !ctx.is_self(a))
         });
-        let key = (host.into_boxed_str(), port);
+        let mut key = [0u8; NAME_KEY];
+        let Some(key) = name_key(&mut key, &host, port) else {
+            return 0;
+        };
         // A name that did not resolve is forgotten, so a later datagram
-        // asks again (a passing DNS failure does not stick).
-        let previous = match addr {
-            Some(_) => self.names.insert(key, Name::Resolved(addr)),
-            None => self.names.remove(&key),
+        // asks again (a passing DNS failure does not stick). One evicted
+        // while it resolved is kept again.
+        let before = match (addr, self.names.touch(key, ctx.now)) {
+            (Some(a), Some(t)) => Some(std::mem::replace(t.value, Name::Resolved(a))),
+            (Some(a), None) => {
+                if let Ok(gone) = self.names.insert(key.into(), Name::Resolved(a), ctx.now) {
+                    self.forget_name(gone.map(|g| g.value));
+                }
+                None
+            }
+            (None, _) => self.names.remove(key).map(|(v, _)| v),
         };
-        let held = match previous {
-            Some(Name::Pending(held)) => held,
-            _ => Vec::new(),
+        let Some(Name::Pending(held)) = before else {
+            return 0;
         };
+        self.lookups -= 1;
         self.held_bytes -= held.iter().map(|d| d.len()).sum::<usize>();
         let mut up = 0;
         if let Some(dest) = addr {
@@ -254,11 +336,41 @@ impl Assoc {
         up
     }
 
-    /// Closes the association's sockets.
+    /// Accounts for a name that left the table while it was resolving.
+    fn forget_name(&mut self, name: Option<Name>) {
+        if let Some(Name::Pending(held)) = name {
+            self.lookups -= 1;
+            self.held_bytes -= held.iter().map(|d| d.len()).sum::<usize>();
+        }
+    }
+
+    /// Closes the association's sockets; its links count it no more.
     pub fn close(mut self, ctx: &mut Ctx<'_>) {
         self.deregister(ctx.registry);
+        for gone in self.routes.drain() {
+            if gone.was_live {
+                ctx.links.pin(usize::from(gone.value), false);
+            }
+        }
+        for link in 0..self.outs.len() {
+            if self.counted & (1 << link) != 0 {
+                ctx.links.closed(link);
+            }
+        }
         *ctx.associations = ctx.associations.saturating_sub(1);
     }
+}
+
+/// The table key of a name: its bytes, then the port. `None` for a name
+/// longer than SOCKS allows (255 bytes).
+fn name_key<'k>(buf: &'k mut [u8; NAME_KEY], name: &str, port: u16) -> Option<&'k [u8]> {
+    let len = name.len();
+    if len > NAME_KEY - 2 {
+        return None;
+    }
+    buf[..len].copy_from_slice(name.as_bytes());
+    buf[len..len + 2].copy_from_slice(&port.to_be_bytes());
+    Some(&buf[..len + 2])
 }
 
 /// A datagram from the client is in `ctx.udp_buf[..n]`: check its source
@@ -288,53 +400,93 @@ fn from_client(
     let dest = match header.dest {
         Dest::Addr(a) => net::canonical(a),
         Dest::Name(name, port) => {
-            let key_name = (Box::<str>::from(name), port);
-            match assoc.names.get_mut(&key_name) {
-                Some(Name::Resolved(Some(a))) => *a,
-                Some(Name::Resolved(None)) => return 0,
-                Some(Name::Pending(held)) => {
-                    let payload = &datagram[start..];
-                    if held.len() < HELD_PER_NAME && assoc.held_bytes + payload.len() <= HELD_BYTES
-                    {
-                        held.push(payload.into());
-                        assoc.held_bytes += payload.len();
+            let mut key = [0u8; NAME_KEY];
+            let Some(key) = name_key(&mut key, name, port) else {
+                return 0;
+            };
+            let payload = &datagram[start..];
+            match assoc.names.touch(key, ctx.now) {
+                Some(t) => match t.value {
+                    // An idle name is resolved again, as if new (unless
+                    // too many are: then it goes where it went).
+                    Name::Resolved(a) if t.was_live || assoc.lookups >= LOOKUPS => *a,
+                    Name::Resolved(_) => {
+                        *t.value = Name::Pending(Vec::new());
+                        assoc.lookups += 1;
+                        let held = hold(assoc, key, payload);
+                        resolve(
+                            ctx.resolver,
+                            (ctx.now, ctx.timeouts.connect),
+                            conn,
+                            (name, port),
+                            assoc.client_ip,
+                        );
+                        return held;
                     }
-                    return 0;
-                }
+                    Name::Pending(_) => return hold(assoc, key, payload),
+                },
                 None => {
-                    let pending = assoc
-                        .names
-                        .values()
-                        .filter(|n| matches!(n, Name::Pending(_)))
-                        .count();
-                    if assoc.names.len() >= MAX_DESTINATIONS || pending >= LOOKUPS {
-                        limit(assoc, "names");
+                    if assoc.lookups >= LOOKUPS {
+                        limit(assoc, "names resolving at once", LOOKUPS);
                         return 0;
                     }
-                    let payload = &datagram[start..];
-                    let held: Vec<Box<[u8]>> = if assoc.held_bytes + payload.len() <= HELD_BYTES {
-                        assoc.held_bytes += payload.len();
-                        vec![payload.into()]
-                    } else {
-                        Vec::new()
+                    let Ok(gone) = assoc.names.insert(key.into(), Name::default(), ctx.now) else {
+                        refuse(assoc, conn, ctx.timeouts.udp_destinations, "names");
+                        return 0;
                     };
-                    assoc.names.insert(key_name, Name::Pending(held));
-                    let job = Job {
-                        key: conn.key,
-                        id: conn.id,
-                        host: name.to_string(),
-                        port,
-                        client: assoc.client_ip,
-                        deadline: ctx.now + ctx.timeouts.connect,
-                    };
-                    ctx.resolver.submit(job, ctx.now);
-                    return 0;
+                    assoc.forget_name(gone.map(|g| g.value));
+                    assoc.lookups += 1;
+                    let held = hold(assoc, key, payload);
+                    resolve(
+                        ctx.resolver,
+                        (ctx.now, ctx.timeouts.connect),
+                        conn,
+                        (name, port),
+                        assoc.client_ip,
+                    );
+                    return held;
                 }
             }
         }
     };
     // The payload stays in the shared buffer; `ctx` is needed mutably to route.
     send_range(assoc, ctx, conn, dest, start..n)
+}
+
+/// Keeps a copy of `payload` for the name `key` being resolved, if the
+/// association holds little enough. Returns 0 (nothing sent yet).
+fn hold(assoc: &mut Assoc, key: &[u8], payload: &[u8]) -> usize {
+    if assoc.held_bytes + payload.len() > HELD_BYTES {
+        return 0;
+    }
+    if let Some(Name::Pending(held)) = assoc.names.get_mut(key) {
+        if held.len() < HELD_PER_NAME {
+            held.push(payload.into());
+            assoc.held_bytes += payload.len();
+        }
+    }
+    0
+}
+
+/// Asks the resolver for `name` (a borrow of the datagram buffer, so the
+/// resolver is passed apart from the rest of the context).
+fn resolve(
+    resolver: &mut Resolver,
+    (now, timeout): (Instant, Duration),
+    conn: Handle,
+    (name, port): (&str, u16),
+    client: IpAddr,
+) {
+    log::debug!("#{} UDP resolving {name}:{port}", conn.id);
+    let job = Job {
+        key: conn.key,
+        id: conn.id,
+        host: name.to_string(),
+        port,
+        client,
+        deadline: now + timeout,
+    };
+    resolver.submit(job, now);
 }
 
 fn send_range(
@@ -350,7 +502,7 @@ fn send_range(
     let payload = &ctx.udp_buf[range];
     match attempt(|| socket.send_to(payload, dest)) {
         Outcome::Continue(sent) => {
-            ctx.links.add_bytes(link, sent as u64, 0);
+            ctx.links.datagram_up(link, sent as u64);
             sent
         }
         // A full send buffer or an ICMP error: UDP may drop.
@@ -371,14 +523,16 @@ fn send(
     };
     match attempt(|| socket.send_to(payload, dest)) {
         Outcome::Continue(sent) => {
-            ctx.links.add_bytes(link, sent as u64, 0);
+            ctx.links.datagram_up(link, sent as u64);
             sent
         }
         _ => 0,
     }
 }
 
-/// The link and outgoing socket for `dest`: its pinned link, or a new pick.
+/// The link and outgoing socket for `dest`: its pinned link; for one that
+/// comes back after idling, the link it had while that is up; else a new
+/// pick. The destination becomes the most recently used.
 fn route<'a>(
     assoc: &'a mut Assoc,
     ctx: &mut Ctx<'_>,
@@ -388,46 +542,107 @@ fn route<'a>(
     if !net::is_connectable(dest) || ctx.is_self(dest) {
         return None;
     }
-    let pinned = assoc.routes.get(&dest).copied();
-    let link = match pinned {
-        Some(link) => link,
+    // (link, newly pinned, already in the table)
+    let (link, pinned, known) = match assoc.routes.touch(&dest, ctx.now) {
+        Some(t) if t.was_live => (usize::from(*t.value), false, true),
+        Some(t) => {
+            let before = usize::from(*t.value);
+            let link = if ctx.links.is_usable(before) {
+                Some(before)
+            } else {
+                ctx.links.pick_for_datagrams(dest.ip())
+            };
+            match link {
+                Some(link) => {
+                    *t.value = link as u8;
+                    (link, true, true)
+                }
+                None => {
+                    assoc.routes.remove(&dest);
+                    return None;
+                }
+            }
+        }
+        // Put in the table below, once its socket is open.
         None => {
-            if assoc.routes.len() >= MAX_DESTINATIONS {
-                limit(assoc, "destinations");
+            if !assoc.routes.has_room() {
+                refuse(assoc, conn, ctx.timeouts.udp_destinations, "destinations");
                 return None;
             }
-            // Pinned below, once its socket is open.
-            ctx.links.pick_for_datagrams(dest.ip())?
+            (ctx.links.pick_for_datagrams(dest.ip())?, true, false)
         }
     };
+    if let Err(e) = ensure_out(assoc, ctx, conn, link, dest.is_ipv6()) {
+        log::debug!(
+            "cannot open a UDP socket on link {}: {e}",
+            ctx.links.get(link).label()
+        );
+        // Forgotten: a live one stops counting on its link.
+        if known && !pinned {
+            ctx.links.pin(link, false);
+        }
+        if known {
+            assoc.routes.remove(&dest);
+        }
+        return None;
+    }
+    if pinned {
+        ctx.links.pin(link, true);
+    }
+    if !known {
+        let link_index = u8::try_from(link).expect("at most 64 links");
+        // Room was checked above: an idle one at most gives way.
+        if let Ok(Some(gone)) = assoc.routes.insert(dest, link_index, ctx.now) {
+            if gone.was_live {
+                ctx.links.pin(usize::from(gone.value), false);
+            }
+            if !std::mem::replace(&mut assoc.full, true) {
+                log::info!(
+                    "#{} a UDP association reached {} destinations: from now on the \
+                     least recently used idle ones are forgotten to make room",
+                    conn.id,
+                    ctx.timeouts.udp_destinations
+                );
+            }
+        }
+    }
+    assoc.outs[link].as_ref().map(|out| (link, &out.socket))
+}
+
+/// Makes sure link `link` has an outgoing socket bound to its current
+/// address. A link whose address changed (DHCP renew, roaming) needs a new
+/// one; the old one could only fail.
+fn ensure_out(
+    assoc: &mut Assoc,
+    ctx: &mut Ctx<'_>,
+    conn: Handle,
+    link: usize,
+    ipv6: bool,
+) -> io::Result<()> {
     // A link that joined after the association started has no slot yet.
     if link >= assoc.outs.len() {
         assoc.outs.resize_with(link + 1, || None);
     }
-    // A link whose address changed (DHCP renew, roaming) needs a socket
-    // bound to the new one; the old one could only fail.
-    let bound = assoc.outs[link].as_ref().map(|(_, _, ip)| *ip);
-    if bound.is_some_and(|ip| Some(ip) != ctx.links.get(link).ip()) {
-        if let Some((mut stale, _, _)) = assoc.outs[link].take() {
-            let _ = ctx.registry.deregister(&mut stale);
+    let current = ctx.links.get(link).ip();
+    if let Some(out) = &assoc.outs[link] {
+        if Some(out.ip) == current {
+            return Ok(());
         }
     }
-    if assoc.outs[link].is_none() {
-        match open_out(ctx, conn, link, dest.is_ipv6()) {
-            Ok((socket, ip)) => assoc.outs[link] = Some((socket, true, ip)),
-            Err(e) => {
-                log::debug!(
-                    "cannot open a UDP socket on link {}: {e}",
-                    ctx.links.get(link).label()
-                );
-                return None;
-            }
-        }
+    if let Some(mut stale) = assoc.outs[link].take() {
+        let _ = ctx.registry.deregister(&mut stale.socket);
     }
-    if pinned.is_none() {
-        assoc.routes.insert(dest, link);
+    let (socket, ip) = open_out(ctx, conn, link, ipv6)?;
+    assoc.outs[link] = Some(Out {
+        socket,
+        readable: true,
+        ip,
+    });
+    if assoc.counted & (1 << link) == 0 {
+        assoc.counted |= 1 << link;
+        ctx.links.associated(link);
     }
-    assoc.outs[link].as_ref().map(|(s, _, _)| (link, s))
+    Ok(())
 }
 
 /// An outgoing UDP socket bound to the link's address (and interface).
@@ -464,9 +679,11 @@ fn to_client(
     n: usize,
     from: SocketAddr,
 ) -> usize {
-    // Only destinations the client sent to may answer, on their own link.
-    if assoc.routes.get(&from) != Some(&link) {
-        return 0;
+    // Only live destinations may answer, on their own link; an answer keeps
+    // them live.
+    match assoc.routes.touch_live(&from, ctx.now) {
+        Some(&mut l) if usize::from(l) == link => {}
+        _ => return 0,
     }
     let Some(client) = assoc.client_addr() else {
         return 0;
@@ -475,16 +692,31 @@ fn to_client(
     socks::emit_udp_header(from, &mut ctx.udp_buf[start..HEADROOM]);
     let datagram = &ctx.udp_buf[start..HEADROOM + n];
     match attempt(|| assoc.relay.send_to(datagram, client)) {
-        Outcome::Continue(_) => n,
+        Outcome::Continue(_) => {
+            ctx.links.datagram_down(link, n as u64);
+            n
+        }
         _ => 0,
     }
 }
 
-fn limit(assoc: &mut Assoc, what: &str) {
+/// Every one of `cap` destinations (or names) is live: a new one is
+/// dropped. Logged once per association.
+fn refuse(assoc: &mut Assoc, conn: Handle, cap: usize, what: &str) {
+    if !std::mem::replace(&mut assoc.refused, true) {
+        log::warn!(
+            "#{} a UDP association has {cap} live {what}, its cap: datagrams to new ones \
+             are dropped until some go idle (--udp-max-destinations, --udp-idle-timeout)",
+            conn.id
+        );
+    }
+}
+
+fn limit(assoc: &mut Assoc, what: &str, most: usize) {
     if !std::mem::replace(&mut assoc.limited, true) {
         log::warn!(
-            "a UDP association reached its limit of {what} (at most {MAX_DESTINATIONS}, \
-             {LOOKUPS} resolving at once); datagrams beyond it are dropped"
+            "a UDP association reached its limit of {what} ({most}); \
+             datagrams beyond it are dropped"
         );
     }
 }

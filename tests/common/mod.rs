@@ -343,6 +343,18 @@ impl Proxy {
         text(&self.stdout)
     }
 
+    /// How many bytes it has printed on stdout so far.
+    pub fn stdout_len(&self) -> usize {
+        self.stdout.lock().unwrap().len()
+    }
+
+    /// What it printed on stdout from byte `offset` on (a long run's log
+    /// read in steps, not copied whole each time).
+    pub fn stdout_from(&self, offset: usize) -> String {
+        let buf = self.stdout.lock().unwrap();
+        String::from_utf8_lossy(&buf[offset.min(buf.len())..]).into_owned()
+    }
+
     /// Its `XDG_STATE_HOME`: without `-d` the log is
     /// `<this>/dispatch/dispatch.log`. Removed when the `Proxy` is dropped.
     pub fn state_dir(&self) -> &std::path::Path {
