@@ -66,6 +66,17 @@ pub struct StartArgs {
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs)]
     pub stall_timeout: Duration,
 
+    /// Connections one client address may have open at once; more are
+    /// closed at accept (logged once a minute per address)
+    #[arg(long, value_name = "N", default_value_t = 16384,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_client_connections: u32,
+
+    /// UDP associations one client address may have open at once
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_client_associations: u32,
+
     /// On SIGTERM, how long transfers under way may take to finish before
     /// they are cut, in seconds (a second signal stops at once)
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]

@@ -30,6 +30,10 @@ pub struct Config {
     pub response_timeout: Duration,
     /// How long a graceful stop lets transfers finish.
     pub drain_timeout: Duration,
+    /// Connections one client address may have open at once.
+    pub max_client_connections: u32,
+    /// UDP associations one client address may have open at once.
+    pub max_client_associations: u32,
     /// How long a UDP destination stays pinned while no datagram passes.
     pub udp_idle_timeout: Duration,
     /// Destinations (and names) one UDP association remembers.
@@ -64,6 +68,8 @@ impl Config {
             stall_timeout: Duration::from_secs(300),
             response_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(30),
+            max_client_connections: 16384,
+            max_client_associations: 64,
             udp_idle_timeout: Duration::from_secs(120),
             udp_max_destinations: 4096,
             bind_device: true,
@@ -225,6 +231,8 @@ pub fn build(
         stall_timeout: args.stall_timeout,
         response_timeout: args.response_timeout,
         drain_timeout: args.drain_timeout,
+        max_client_connections: args.max_client_connections,
+        max_client_associations: args.max_client_associations,
         udp_idle_timeout: args.udp_idle_timeout,
         udp_max_destinations: args.udp_max_destinations as usize,
         bind_device: !args.no_bind_device,
@@ -359,6 +367,8 @@ mod tests {
             stall_timeout: Duration::from_secs(300),
             response_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(30),
+            max_client_connections: 16384,
+            max_client_associations: 64,
             udp_idle_timeout: Duration::from_secs(120),
             udp_max_destinations: 4096,
             no_bind_device: false,

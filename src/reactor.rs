@@ -131,6 +131,11 @@ pub struct Reactor {
     /// What datagrams of UDP associations pass through.
     udp_buf: Box<[u8]>,
     associations: usize,
+    /// UDP associations, and connections, open per client address.
+    client_associations: HashMap<IpAddr, u32>,
+    client_connections: HashMap<IpAddr, u32>,
+    max_client_associations: u32,
+    max_client_connections: u32,
     /// Every address of this machine, as the interface watcher last saw.
     local_ips: Vec<IpAddr>,
     /// The open-files limit, read at start.
@@ -208,6 +213,10 @@ impl Reactor {
             refused: HashMap::new(),
             udp_buf: vec![0; conn::UDP_BUFFER].into_boxed_slice(),
             associations: 0,
+            client_associations: HashMap::new(),
+            client_connections: HashMap::new(),
+            max_client_associations: config.max_client_associations,
+            max_client_connections: config.max_client_connections,
             local_ips,
             fd_limit: sys::nofile_limit(),
             fd_notice: conn::RateLimit::default(),
@@ -399,6 +408,8 @@ impl Reactor {
                 auth: &self.auth,
                 udp_buf: &mut self.udp_buf,
                 associations: &mut self.associations,
+                client_associations: &mut self.client_associations,
+                max_client_associations: self.max_client_associations,
                 listen: self.local_addr,
                 local_ips: &self.local_ips,
                 timeouts: self.timeouts,
@@ -435,21 +446,41 @@ impl Reactor {
             match listener.accept() {
                 Ok((stream, addr)) => {
                     if !self.access.allows(addr.ip()) {
-                        self.refuse(addr.ip(), now);
+                        self.refuse(addr.ip(), now, "not in the allowed address ranges");
                         drop(stream);
                         continue;
                     }
+                    let ip = addr.ip().to_canonical();
+                    let open = self.client_connections.entry(ip).or_default();
+                    if *open >= self.max_client_connections {
+                        let why = format!(
+                            "it has {} connections open (--max-client-connections)",
+                            self.max_client_connections
+                        );
+                        self.refuse(ip, now, &why);
+                        drop(stream);
+                        continue;
+                    }
+                    *open += 1;
                     self.next_id += 1;
                     let id = self.next_id;
                     let (mut ctx, conns) = self.ctx(now);
                     let entry = conns.vacant_entry();
                     let key = entry.key();
-                    match Conn::accept(&mut ctx, key, id, stream, addr) {
+                    let accepted = match Conn::accept(&mut ctx, key, id, stream, addr) {
                         Ok(conn) => {
                             entry.insert(conn);
-                            self.summary.connections += 1;
+                            true
                         }
-                        Err(e) => log::warn!("#{id} {addr}: could not register: {e}"),
+                        Err(e) => {
+                            log::warn!("#{id} {addr}: could not register: {e}");
+                            false
+                        }
+                    };
+                    if accepted {
+                        self.summary.connections += 1;
+                    } else if let Some(open) = self.client_connections.get_mut(&ip) {
+                        *open -= 1;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -476,7 +507,7 @@ impl Reactor {
 
     /// A client outside the allowed ranges: closed at once, logged once a
     /// minute per address.
-    fn refuse(&mut self, ip: IpAddr, now: Instant) {
+    fn refuse(&mut self, ip: IpAddr, now: Instant, why: &str) {
         const EVERY: Duration = Duration::from_secs(60);
         if self.refused.len() > 4096 {
             self.refused.retain(|_, t| now.duration_since(*t) < EVERY);
@@ -488,7 +519,7 @@ impl Reactor {
         let last = self.refused.get(&ip);
         if last.is_none_or(|t| now.duration_since(*t) >= EVERY) {
             self.refused.insert(ip, now);
-            log::warn!("refused a client from {ip}: not in the allowed address ranges");
+            log::warn!("refused a client from {ip}: {why}");
         }
     }
 
@@ -582,6 +613,13 @@ impl Reactor {
 
     fn close(&mut self, key: usize, now: Instant) {
         let conn = self.conns.remove(key);
+        let ip = conn.client_ip();
+        if let Some(open) = self.client_connections.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                self.client_connections.remove(&ip);
+            }
+        }
         let (mut ctx, _) = self.ctx(now);
         let (up, down) = conn.close(&mut ctx);
         self.summary.bytes_up += up;

@@ -1,6 +1,6 @@
 //! What a connection borrows from the loop that owns it while it is called.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ pub struct Ctx<'a> {
     pub udp_buf: &'a mut [u8],
     /// UDP associations open across connections.
     pub associations: &'a mut usize,
+    /// UDP associations open per client address, and how many one may have.
+    pub client_associations: &'a mut HashMap<IpAddr, u32>,
+    pub max_client_associations: u32,
     /// The proxy's own listening address, which no request may target.
     pub listen: SocketAddr,
     /// Every address of this machine (for [`Ctx::is_self`] with a wildcard listener).

@@ -296,6 +296,11 @@ impl Conn {
         self.handle.id
     }
 
+    /// The client's address (an IPv4-mapped one as the IPv4 it is).
+    pub fn client_ip(&self) -> std::net::IpAddr {
+        self.client_addr.ip().to_canonical()
+    }
+
     /// Whether an event with this token is for this connection, and not
     /// for an earlier one whose slab key it reuses.
     pub fn owns(&self, token: mio::Token) -> bool {
@@ -1088,6 +1093,10 @@ impl Conn {
             }
             Err(udp::Refusal::Full) => {
                 let reason = "too many UDP associations";
+                self.fail(ctx, client, Reply::GeneralFailure, reason, None)
+            }
+            Err(udp::Refusal::ClientFull) => {
+                let reason = "too many UDP associations from this client";
                 self.fail(ctx, client, Reply::GeneralFailure, reason, None)
             }
             Err(udp::Refusal::Relay(e)) => {

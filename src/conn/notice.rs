@@ -68,6 +68,10 @@ pub struct Notices {
     pub missing_family: RateLimit,
     /// Failed connections are logged at info level, a few at a time.
     pub failures: Budget,
+    /// A client refused an association over its limit.
+    pub client_associations: RateLimit,
+    /// An association refused: all of them are open.
+    pub associations_full: RateLimit,
 }
 
 #[cfg(test)]

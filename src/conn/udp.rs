@@ -197,6 +197,8 @@ pub fn drain_control(client: &mut impl io::Read, ready: &mut Ready) -> Control {
 pub enum Refusal {
     /// [`MAX_ASSOCIATIONS`] are open.
     Full,
+    /// This client has its `--max-client-associations` open.
+    ClientFull,
     Relay(io::Error),
 }
 
@@ -212,11 +214,30 @@ impl Assoc {
         client_port: Option<u16>,
     ) -> Result<Assoc, Refusal> {
         if *ctx.associations >= MAX_ASSOCIATIONS {
-            log::warn!(
-                "#{} {client}: UDP ASSOCIATE refused: {MAX_ASSOCIATIONS} associations are open",
-                conn.id,
-            );
+            if ctx.notices.associations_full.allow(ctx.now) {
+                log::warn!(
+                    "#{} {client}: UDP ASSOCIATE refused: {MAX_ASSOCIATIONS} associations are open",
+                    conn.id,
+                );
+            }
             return Err(Refusal::Full);
+        }
+        let client_ip = client.ip().to_canonical();
+        let mine = ctx
+            .client_associations
+            .get(&client_ip)
+            .copied()
+            .unwrap_or(0);
+        if mine >= ctx.max_client_associations {
+            if ctx.notices.client_associations.allow(ctx.now) {
+                log::warn!(
+                    "#{} {client}: UDP ASSOCIATE refused: this client has {} open \
+                     (--max-client-associations)",
+                    conn.id,
+                    ctx.max_client_associations
+                );
+            }
+            return Err(Refusal::ClientFull);
         }
         // On a dual-stack listener an IPv4 client reached `::ffff:a.b.c.d`:
         // its relay is an IPv4 socket on `a.b.c.d`, which it can name.
@@ -225,6 +246,7 @@ impl Assoc {
         ctx.registry
             .register(&mut relay, conn.token(Side::UdpRelay), Interest::READABLE)
             .map_err(Refusal::Relay)?;
+        *ctx.client_associations.entry(client_ip).or_default() += 1;
         *ctx.associations += 1;
         let (cap, idle) = (ctx.timeouts.udp_destinations, ctx.timeouts.udp_idle);
         Ok(Assoc {
@@ -358,6 +380,12 @@ impl Assoc {
             }
         }
         *ctx.associations = ctx.associations.saturating_sub(1);
+        if let Some(mine) = ctx.client_associations.get_mut(&self.client_ip) {
+            *mine -= 1;
+            if *mine == 0 {
+                ctx.client_associations.remove(&self.client_ip);
+            }
+        }
     }
 }
 
