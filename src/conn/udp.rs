@@ -440,16 +440,16 @@ fn from_client(
                     Name::Resolved(a) if t.was_live || assoc.lookups >= LOOKUPS => *a,
                     Name::Resolved(_) => {
                         *t.value = Name::Pending(Vec::new());
-                        assoc.lookups += 1;
-                        let held = hold(assoc, key, payload);
-                        resolve(
+                        let when = (ctx.now, ctx.timeouts.connect);
+                        return look_up(
+                            assoc,
                             ctx.resolver,
-                            (ctx.now, ctx.timeouts.connect),
+                            when,
                             conn,
+                            key,
                             (name, port),
-                            assoc.client_ip,
+                            payload,
                         );
-                        return held;
                     }
                     Name::Pending(_) => return hold(assoc, key, payload),
                 },
@@ -463,16 +463,8 @@ fn from_client(
                         return 0;
                     };
                     assoc.forget_name(gone.map(|g| g.value));
-                    assoc.lookups += 1;
-                    let held = hold(assoc, key, payload);
-                    resolve(
-                        ctx.resolver,
-                        (ctx.now, ctx.timeouts.connect),
-                        conn,
-                        (name, port),
-                        assoc.client_ip,
-                    );
-                    return held;
+                    let when = (ctx.now, ctx.timeouts.connect);
+                    return look_up(assoc, ctx.resolver, when, conn, key, (name, port), payload);
                 }
             }
         }
@@ -496,25 +488,32 @@ fn hold(assoc: &mut Assoc, key: &[u8], payload: &[u8]) -> usize {
     0
 }
 
-/// Asks the resolver for `name` (a borrow of the datagram buffer, so the
-/// resolver is passed apart from the rest of the context).
-fn resolve(
+/// Starts resolving a name of the association (new, or idle again),
+/// holding the datagram that asked for it; returns what `hold` says. `name`
+/// borrows the datagram buffer, so the resolver is passed apart from the
+/// rest of the context.
+fn look_up(
+    assoc: &mut Assoc,
     resolver: &mut Resolver,
     (now, timeout): (Instant, Duration),
     conn: Handle,
+    key: &[u8],
     (name, port): (&str, u16),
-    client: IpAddr,
-) {
+    payload: &[u8],
+) -> usize {
+    assoc.lookups += 1;
+    let held = hold(assoc, key, payload);
     log::debug!("#{} UDP resolving {name}:{port}", conn.id);
     let job = Job {
         key: conn.key,
         id: conn.id,
         host: name.to_string(),
         port,
-        client,
+        client: assoc.client_ip,
         deadline: now + timeout,
     };
     resolver.submit(job, now);
+    held
 }
 
 fn send_range(
