@@ -15,6 +15,7 @@
 //! | `handshake` | sniff, SOCKS5/4/4a and HTTP heads, credentials               |
 //! | `connect`   | link choice, failover across links and addresses             |
 //! | `relay`     | bytes both ways: half-close, back-pressure, resets           |
+//! | `relaying`  | a relaying connection's upstream, activity and timeouts      |
 //! | `closing`   | after a final reply: EOF, then linger for the client's       |
 //! | `forward`   | HTTP forward proxying: one exchange at a time, keep-alive    |
 //! | `udp`       | UDP ASSOCIATE                                                |
@@ -54,6 +55,7 @@ mod io;
 mod notice;
 mod pipe;
 mod relay;
+mod relaying;
 mod reply;
 mod request;
 mod token;
@@ -77,6 +79,7 @@ use forward::Forward;
 use handshake::Handshake;
 use io::Ready;
 use relay::Relay;
+use relaying::{Mark, Relaying};
 use reply::Outbox;
 use request::{Client, HttpRequest, SocksRequest, Target};
 use udp::Assoc;
@@ -99,74 +102,6 @@ struct Pending {
     client: Client,
     pipelined: Vec<u8>,
     fwd: Option<Box<Forward>>,
-}
-
-/// A connected upstream and the bytes between it and the client.
-struct Relaying {
-    upstream: Upstream,
-    relay: Relay,
-    /// When a byte last moved either way.
-    active: Instant,
-    /// Since when bytes have waited that their receiver does not take.
-    stalled: Option<Instant>,
-}
-
-/// What a relay had moved, to tell what one step did.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Mark {
-    up: u64,
-    down: u64,
-    sent: u64,
-}
-
-impl Relaying {
-    fn new(upstream: Upstream, relay: Relay, now: Instant) -> Relaying {
-        Relaying {
-            upstream,
-            relay,
-            active: now,
-            stalled: None,
-        }
-    }
-
-    fn mark(&self) -> Mark {
-        Mark {
-            up: self.relay.up.bytes,
-            down: self.relay.down.bytes,
-            sent: self.relay.up.sent() + self.relay.down.sent(),
-        }
-    }
-
-    /// When its next timeout falls: idle, stalled, or (HTTP, `waiting`
-    /// for a response head since then) no response.
-    fn deadline(&self, t: &Timeouts, waiting: Option<Instant>) -> Instant {
-        let mut at = self.active + t.idle;
-        if let Some(since) = self.stalled {
-            at = at.min(since + t.stall);
-        }
-        if let Some(since) = waiting {
-            at = at.min(since + t.response);
-        }
-        at
-    }
-
-    /// Which timeout has passed at `now`, if one has.
-    fn expired(
-        &self,
-        t: &Timeouts,
-        now: Instant,
-        waiting: Option<Instant>,
-    ) -> Option<&'static str> {
-        if self.stalled.is_some_and(|since| now >= since + t.stall) {
-            Some("stalled: the receiver took none of the bytes waiting for it")
-        } else if waiting.is_some_and(|since| now >= since + t.response) {
-            Some("no response head in time")
-        } else if now >= self.active + t.idle {
-            Some("idle")
-        } else {
-            None
-        }
-    }
 }
 
 /// What a finished HTTP forward exchange leaves for the next request: the
@@ -440,7 +375,7 @@ impl Conn {
             State::Forwarding(r, fwd) => match r.expired(&ctx.timeouts, ctx.now, fwd.waiting) {
                 Some(reason) if !fwd.answered() && fwd.waiting.is_some() => {
                     self.reason = reason;
-                    close_open(ctx, r);
+                    r.close(ctx);
                     self.outbox
                         .http_error(504, "the server sent no response in time", "");
                     (self.enter_closing(ctx), Flow::Next)
@@ -474,7 +409,7 @@ impl Conn {
         match mem::replace(&mut self.state, State::Done) {
             State::Handshake(_, Some(kept)) => close_kept(ctx, *kept),
             State::Connecting(c, _) => c.abandon(ctx),
-            State::Relaying(r) | State::Forwarding(r, _) => close_open(ctx, r),
+            State::Relaying(r) | State::Forwarding(r, _) => r.close(ctx),
             State::Associated(assoc) => assoc.close(ctx),
             State::Binding(b, _) => b.close(ctx),
             _ => {}
@@ -696,7 +631,7 @@ impl Conn {
             }
             (open, forward) => {
                 if let Some(open) = open {
-                    close_open(ctx, open);
+                    open.close(ctx);
                 }
                 let request = HttpRequest { forward, ..request };
                 self.http_request_anew(ctx, request, pipelined)
@@ -940,22 +875,8 @@ impl Conn {
         before: Mark,
         waiting: Option<Instant>,
     ) {
-        let now = r.mark();
-        self.count(
-            ctx,
-            r.upstream.link,
-            now.up - before.up,
-            now.down - before.down,
-        );
-        if now != before {
-            r.active = ctx.now;
-        }
-        let pending = r.relay.up.pending() + r.relay.down.pending() > 0;
-        if !pending || now.sent != before.sent {
-            r.stalled = None;
-        } else if r.stalled.is_none() {
-            r.stalled = Some(ctx.now);
-        }
+        let (up, down) = r.step_done(before, ctx.now);
+        self.count(ctx, r.upstream.link, up, down);
         if let Some((reason, e)) = r.relay.note.take().map(|n| *n) {
             (self.reason, self.error) = (reason, Some(e));
         }
@@ -1016,7 +937,7 @@ impl Conn {
         }
         // Nothing of the origin's reached the client: drop what it sent
         // and answer for it.
-        close_open(ctx, r);
+        r.close(ctx);
         self.outbox.http_error(status, detail, "");
         (self.enter_closing(ctx), Flow::Next)
     }
@@ -1044,7 +965,7 @@ impl Conn {
                 self.handle.id
             );
             self.local = None;
-            close_open(ctx, r);
+            r.close(ctx);
             None
         } else {
             Some(r)
@@ -1052,7 +973,7 @@ impl Conn {
         if fwd.closes() || (client_eof && leftover.is_empty()) {
             self.reason = "done";
             if let Some(open) = open {
-                close_open(ctx, open);
+                open.close(ctx);
             }
             return (self.enter_closing(ctx), Flow::Next);
         }
@@ -1249,11 +1170,6 @@ impl Conn {
 /// Closes a kept-alive HTTP connection's upstream, if it has one.
 fn close_kept(ctx: &mut Ctx<'_>, kept: KeptAlive) {
     if let Some(open) = kept.open {
-        close_open(ctx, open);
+        open.close(ctx);
     }
-}
-
-fn close_open(ctx: &mut Ctx<'_>, mut r: Relaying) {
-    r.relay.release(ctx.pool);
-    r.upstream.close(ctx);
 }
