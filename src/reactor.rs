@@ -363,6 +363,9 @@ impl Reactor {
     fn drain(&mut self, now: Instant) {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
+            // Closed before the log line says so: a client that reads the
+            // line and connects must be refused, not queued in a backlog.
+            drop(listener);
             let busy = self.conns.iter().filter(|(_, c)| c.in_flight()).count();
             log::info!(
                 "stopping: no new connections; {busy} still carrying a request have up to {} s \
