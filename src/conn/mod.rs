@@ -62,7 +62,9 @@ mod token;
 mod udp;
 mod upstream;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+#[cfg(any(test, feature = "fuzzing"))]
 mod testio;
 #[cfg(test)]
 mod tests;
