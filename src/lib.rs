@@ -9,6 +9,7 @@
 //! | `http`      | HTTP proxy requests: heads, body framing, rewrite, own replies | no   |
 //! | `auth`      | credentials, Basic headers, client address ranges             | no   |
 //! | `ring`      | fixed-capacity byte ring and the free list rings come from    | no   |
+//! | `splice`    | kernel pipes a relay splices through (Linux), and their pool  | pipes |
 //! | `wrr`       | smooth weighted round robin                                   | no   |
 //! | `eyeballs`  | Happy Eyeballs: address order, attempt delay, family memory   | no   |
 //! | `links`     | the links: selection per family, health, addresses, counters  | no   |
@@ -38,6 +39,7 @@ pub mod reactor;
 pub mod report;
 pub mod ring;
 pub mod socks;
+pub mod splice;
 pub mod sys;
 pub mod udp_table;
 pub mod wrr;

@@ -34,7 +34,13 @@ fn read_all(s: &mut TcpStream) -> (Vec<u8>, Option<ErrorKind>) {
 
 #[test]
 fn target_reset_reaches_the_client_as_a_reset_after_its_bytes() {
-    let proxy = Proxy::start(&["127.0.0.1"]);
+    for relay in Relay::BOTH {
+        target_reset_reaches_the_client_as_a_reset_after_its_bytes_with(relay);
+    }
+}
+
+fn target_reset_reaches_the_client_as_a_reset_after_its_bytes_with(relay: Relay) {
+    let proxy = start_relaying(relay, &["127.0.0.1"]);
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
     let (mut s, _) = socks5_ok(proxy.addr, target.local_addr().unwrap());
     let (mut server, _) = target.accept().unwrap();
@@ -57,7 +63,13 @@ fn target_reset_reaches_the_client_as_a_reset_after_its_bytes() {
 
 #[test]
 fn client_reset_reaches_the_target_as_a_reset_after_its_bytes() {
-    let proxy = Proxy::start(&["127.0.0.1"]);
+    for relay in Relay::BOTH {
+        client_reset_reaches_the_target_as_a_reset_after_its_bytes_with(relay);
+    }
+}
+
+fn client_reset_reaches_the_target_as_a_reset_after_its_bytes_with(relay: Relay) {
+    let proxy = start_relaying(relay, &["127.0.0.1"]);
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
     let (mut s, _) = socks5_ok(proxy.addr, target.local_addr().unwrap());
     let (mut server, _) = target.accept().unwrap();
@@ -77,7 +89,13 @@ fn client_reset_reaches_the_target_as_a_reset_after_its_bytes() {
 
 #[test]
 fn orderly_close_is_still_an_eof() {
-    let proxy = Proxy::start(&["127.0.0.1"]);
+    for relay in Relay::BOTH {
+        orderly_close_is_still_an_eof_with(relay);
+    }
+}
+
+fn orderly_close_is_still_an_eof_with(relay: Relay) {
+    let proxy = start_relaying(relay, &["127.0.0.1"]);
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
     let (mut s, _) = socks5_ok(proxy.addr, target.local_addr().unwrap());
     let (mut server, _) = target.accept().unwrap();

@@ -16,7 +16,7 @@
 use std::io;
 
 use super::io::{is_reset, Stream};
-use super::pipe::{fill, flush, Pipe, Side, MAX_ROUNDS};
+use super::pipe::{fill, fill_spliced, flush, flush_spliced, splices, Pipe, Side, MAX_ROUNDS};
 use crate::ring::RingPool;
 
 /// Both directions of a relay.
@@ -176,8 +176,19 @@ fn pump<S: Stream, D: Stream>(
     pipe: &mut Pipe,
     pool: &mut RingPool,
 ) -> Result<bool, Failed> {
-    let read = fill(src.0, src.1, pipe, pool).map_err(Failed::Read)?;
-    let wrote = flush(dst.0, dst.1, pipe, pool).map_err(Failed::Write)?;
+    let fds = (src.0.splice_fd(), dst.0.splice_fd());
+    let (read, wrote) = match fds {
+        (Some(from), Some(to)) if splices(pipe, src.1, fds, pool) => {
+            let read = fill_spliced(from, src.1, pipe).map_err(Failed::Read)?;
+            let wrote = flush_spliced(to, dst.1, pipe, pool).map_err(Failed::Write)?;
+            (read, wrote)
+        }
+        _ => {
+            let read = fill(src.0, src.1, pipe, pool).map_err(Failed::Read)?;
+            let wrote = flush(dst.0, dst.1, pipe, pool).map_err(Failed::Write)?;
+            (read, wrote)
+        }
+    };
     let mut shut = false;
     if pipe.eof && !pipe.shut && pipe.pending() == 0 {
         pipe.shut = true;

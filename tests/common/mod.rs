@@ -1523,3 +1523,31 @@ pub fn ns_curl(ns: &Netns, proxy: &Proxy, how: &str, url: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// How the proxy relays: through kernel pipes with splice (Linux's
+/// default) or through its rings (`DISPATCH_SPLICE=0`, and every other
+/// system). Tests of the relay run both ways.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Relay {
+    Splice,
+    Rings,
+}
+
+impl Relay {
+    pub const BOTH: [Relay; 2] = [Relay::Splice, Relay::Rings];
+}
+
+/// [`Proxy::start`], relaying as `relay` says.
+pub fn start_relaying(relay: Relay, args: &[&str]) -> Proxy {
+    let env = match relay {
+        Relay::Splice => Vec::new(),
+        Relay::Rings => vec![("DISPATCH_SPLICE", "0".to_string())],
+    };
+    Proxy::launch(
+        &Launch {
+            env,
+            ..Launch::default()
+        },
+        args,
+    )
+}
