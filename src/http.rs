@@ -525,6 +525,7 @@ pub fn error_response(status: u16, detail: &str, extra_headers: &str) -> Vec<u8>
         400 => "Bad Request",
         403 => "Forbidden",
         407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         504 => "Gateway Timeout",

@@ -1117,6 +1117,36 @@ fn refused_connect_gets_502_saying_why() {
             "502 body should say the connection was refused: {:?}",
             r.text()
         );
+        // One reason, not the reply and the error saying it twice.
+        assert_eq!(
+            r.text().to_ascii_lowercase().matches("refused").count(),
+            1,
+            "{:?}",
+            r.text()
+        );
+    }
+    proxy.finish();
+}
+
+/// Half a request head, then nothing: after the handshake timeout the
+/// client gets a 408 saying so, not a silent close.
+#[test]
+fn half_sent_head_gets_408_after_the_handshake_timeout() {
+    let proxy = Proxy::start(&["--handshake-timeout", "1", "127.0.0.2"]);
+    let heads: [&[u8]; 2] = [
+        b"GET http://127.0.0.1:9/x HTTP/1.1\r\nHost: 127.",
+        b"CONNECT 127.0.0.1:9 HTTP/1.1\r\n",
+    ];
+    for head in heads {
+        let t = Instant::now();
+        let r = one(proxy.addr, head);
+        assert_eq!(r.status, 408, "{}{}", r.raw_head, r.text());
+        assert_short_text_body(&r, "408");
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
     }
     proxy.finish();
 }

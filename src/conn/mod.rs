@@ -340,6 +340,17 @@ impl Conn {
         // (The reactor took the entry off its timers.)
         self.deadline = None;
         let (next, flow) = match mem::replace(&mut self.state, State::Done) {
+            // Half an HTTP head is answered (RFC 9110 §15.5.9), not
+            // just dropped: the client learns why.
+            State::Handshake(hs, kept) if hs.half_http_head() => {
+                self.reason = "HTTP request head timed out";
+                if let Some(kept) = kept {
+                    close_kept(ctx, *kept);
+                }
+                let detail = "the request head did not arrive in time";
+                self.outbox.http_error(408, detail, "");
+                (self.enter_closing(ctx), Flow::Next)
+            }
             State::Handshake(hs, kept) => {
                 self.reason = if kept.is_some() {
                     "done (idle keep-alive)"
