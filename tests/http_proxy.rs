@@ -1364,3 +1364,32 @@ fn netns_connect_timeout_gets_504_and_unreachable_502() {
     );
     proxy.finish();
 }
+
+/// A forwarded request counts in its link's bytes up, as a SOCKS client's
+/// bytes do: a GET is not "up 0 B".
+#[test]
+fn forwarded_requests_count_in_the_links_bytes_up() {
+    let server = HttpServer::start("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let url = server.url("127.0.0.1", "/counted");
+    let req = format!(
+        "GET {url} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    let r = one(proxy.addr, req.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.raw_head);
+    let out = proxy.finish();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("127.0.0.2: up, 1 connection"))
+        .unwrap_or_else(|| panic!("no link summary:\n{}", tail(&out.stdout, 10)));
+    let up: u64 = line
+        .split(", up ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // "GET /counted HTTP/1.1" and a Host header at least.
+    assert!(up >= 30, "{line}");
+}
