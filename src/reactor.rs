@@ -255,6 +255,23 @@ impl Reactor {
         })
     }
 
+    /// Relays through rings only, never splicing (for comparison).
+    pub fn relay_through_rings(mut self) -> Reactor {
+        self.pool.pipes = PipePool::none();
+        self
+    }
+
+    /// Splices through pipes of `bytes` (as the system allows) instead of
+    /// [`PIPE_SIZE`] (for measuring the choice).
+    pub fn with_pipe_size(mut self, bytes: usize) -> Reactor {
+        let mut pool = pipe_pool(sys::nofile_limit());
+        if pool.max() > 0 {
+            pool = PipePool::new(pool.max(), SPARE_PIPES.min(pool.max()), bytes);
+        }
+        self.pool.pipes = pool;
+        self
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -167,6 +167,11 @@ mod imp {
             self.lent
         }
 
+        /// The most it lends at once.
+        pub fn max(&self) -> usize {
+            self.max
+        }
+
         /// Descriptors the pool holds, lent or kept.
         pub fn descriptors(&self) -> usize {
             2 * (self.lent + self.free.len())
@@ -234,6 +239,9 @@ mod imp {
             PipePool
         }
         pub fn lent(&self) -> usize {
+            0
+        }
+        pub fn max(&self) -> usize {
             0
         }
         pub fn descriptors(&self) -> usize {
