@@ -31,7 +31,16 @@ pub struct Pipe {
     pub reset: bool,
     /// Payload bytes read from the source.
     pub bytes: u64,
+    /// One read brought [`BULK_READ`] bytes or more: a bulk transfer,
+    /// which splices from then on (see [`splices`]).
+    pub bulk: bool,
 }
+
+/// A read this large marks a direction as bulk. Small messages (requests,
+/// answers, BitTorrent's chatter) stay in rings, where a short read tells
+/// that the socket is drained: two system calls a message, where splice
+/// needs four (its `EAGAIN` cannot tell an empty socket from a full pipe).
+pub const BULK_READ: usize = 32 * 1024;
 
 impl Pipe {
     /// Bytes read and not yet written.
@@ -77,8 +86,8 @@ impl Pipe {
 }
 
 /// Whether this direction's next bytes go through a kernel pipe: it holds
-/// one, or its ring is empty, both ends are sockets that splice, there is
-/// something to read, and the pool lends one.
+/// one, or it is a bulk transfer whose ring is empty, both ends are sockets
+/// that splice, there is something to read, and the pool lends one.
 pub fn splices(
     pipe: &mut Pipe,
     src_ready: &Ready,
@@ -91,7 +100,7 @@ pub fn splices(
     let (Some(_), Some(_)) = fds else {
         return false;
     };
-    if pipe.ring.is_some() || pipe.eof || !src_ready.readable {
+    if !pipe.bulk || pipe.ring.is_some() || pipe.eof || !src_ready.readable {
         return false;
     }
     pipe.kernel = pool.pipes.take();
@@ -188,6 +197,7 @@ pub fn fill(
             Outcome::Continue(n) => {
                 ring.commit(n);
                 pipe.bytes += n as u64;
+                pipe.bulk |= n >= BULK_READ;
                 moved = true;
                 if n < asked && SHORT_IO_DRAINS && !ready.read_closed {
                     ready.readable = false;
@@ -276,4 +286,59 @@ pub fn send_framed(
     }
     pool.give_if_empty(&mut pipe.ring);
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testio::Mem;
+    use super::*;
+
+    #[test]
+    fn only_a_large_read_marks_a_direction_bulk() {
+        let mut pool = RingPool::new(128 * 1024, 1);
+        let mut src = Mem::new(0);
+        let mut pipe = Pipe::default();
+        src.send(&[7; 1000]);
+        fill(&mut src, &mut { Ready::BOTH }, &mut pipe, &mut pool).unwrap();
+        assert!(!pipe.bulk, "a small message stays in the ring");
+        pipe.release(&mut pool);
+        src.send(&vec![7; BULK_READ]);
+        fill(&mut src, &mut { Ready::BOTH }, &mut pipe, &mut pool).unwrap();
+        assert!(pipe.bulk);
+        pipe.release(&mut pool);
+    }
+
+    #[test]
+    fn in_memory_streams_never_splice() {
+        let mut pool = RingPool::new(1024, 1);
+        let mut pipe = Pipe {
+            bulk: true,
+            ..Pipe::default()
+        };
+        assert!(!splices(&mut pipe, &Ready::BOTH, (None, None), &mut pool));
+        assert!(pipe.kernel.is_none());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_bulk_direction_splices_once_its_ring_is_empty() {
+        let mut pool = RingPool::new(1024, 1).with_pipes(crate::splice::PipePool::new(1, 1, 4096));
+        let fds = (Some(0), Some(1)); // (only their presence matters here)
+        let mut pipe = Pipe::default();
+        assert!(
+            !splices(&mut pipe, &Ready::BOTH, fds, &mut pool),
+            "not bulk"
+        );
+        pipe.bulk = true;
+        pipe.ring = Some(pool.take());
+        assert!(
+            !splices(&mut pipe, &Ready::BOTH, fds, &mut pool),
+            "ring first"
+        );
+        pipe.release(&mut pool);
+        assert!(splices(&mut pipe, &Ready::BOTH, fds, &mut pool));
+        assert_eq!(pool.pipes.lent(), 1);
+        pipe.release(&mut pool);
+        assert_eq!(pool.pipes.lent(), 0);
+    }
 }
