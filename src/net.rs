@@ -11,11 +11,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::socks::Reply;
 use crate::sys::{self, Device};
 
-/// Starts connecting to `remote` from `local` (port chosen by the kernel),
-/// through `device` when given. The returned stream is connecting: wait for
-/// it to become writable, then call [`connect_result`].
+/// Starts connecting to `remote` from `local` (port chosen by the kernel;
+/// with no `local`, the address the system picks), through `device` when
+/// given. The returned stream is connecting: wait for it to become
+/// writable, then call [`connect_result`].
 pub fn connect_from(
-    local: IpAddr,
+    local: Option<IpAddr>,
     device: Option<&Device>,
     remote: SocketAddr,
 ) -> io::Result<TcpStream> {
@@ -41,12 +42,14 @@ pub fn connect_from(
     }
     socket.set_tcp_nodelay(true)?;
     set_keepalive(&socket);
-    // Not fatal: without it connections still work, they only use up
-    // ephemeral ports sooner.
-    if let Err(e) = sys::set_bind_address_no_port(&socket) {
-        log::debug!("IP_BIND_ADDRESS_NO_PORT unavailable: {e}");
+    if let Some(local) = local {
+        // Not fatal: without it connections still work, they only use up
+        // ephemeral ports sooner.
+        if let Err(e) = sys::set_bind_address_no_port(&socket) {
+            log::debug!("IP_BIND_ADDRESS_NO_PORT unavailable: {e}");
+        }
+        socket.bind(&SocketAddr::new(local, 0).into())?;
     }
-    socket.bind(&SocketAddr::new(local, 0).into())?;
     match socket.connect(&remote.into()) {
         Ok(()) => {}
         Err(e) if sys::is_in_progress(&e) => {}
@@ -96,27 +99,6 @@ pub fn connect_result(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
-/// Whether a failed connect is the link's fault (so another link may well
-/// succeed) rather than the target's (a refusal, which every link would get).
-pub fn is_link_failure(err: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    if matches!(
-        err.kind(),
-        TimedOut | NetworkUnreachable | HostUnreachable | NetworkDown | AddrNotAvailable
-    ) {
-        return true;
-    }
-    // The bound interface vanished.
-    #[cfg(unix)]
-    {
-        matches!(err.raw_os_error(), Some(libc::ENODEV) | Some(libc::ENXIO))
-    }
-    #[cfg(not(unix))]
-    {
-        false
-    }
-}
-
 /// The SOCKS5 reply for a connect that failed with `err`.
 pub fn reply_for(err: &io::Error) -> Reply {
     use io::ErrorKind::*;
@@ -151,25 +133,6 @@ mod tests {
         );
         assert_eq!(reply_for(&e(io::ErrorKind::TimedOut)), Reply::TtlExpired);
         assert_eq!(reply_for(&e(io::ErrorKind::Other)), Reply::GeneralFailure);
-    }
-
-    #[test]
-    fn link_failures_are_told_from_target_failures() {
-        let e = |k| io::Error::from(k);
-        for k in [
-            io::ErrorKind::TimedOut,
-            io::ErrorKind::NetworkUnreachable,
-            io::ErrorKind::HostUnreachable,
-            io::ErrorKind::AddrNotAvailable,
-        ] {
-            assert!(is_link_failure(&e(k)), "{k:?}");
-        }
-        for k in [
-            io::ErrorKind::ConnectionRefused,
-            io::ErrorKind::ConnectionReset,
-        ] {
-            assert!(!is_link_failure(&e(k)), "{k:?}");
-        }
     }
 
     #[test]
