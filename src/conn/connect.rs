@@ -218,7 +218,7 @@ impl Inner {
             if self.evidence[i].may_try_another() && !self.retry.contains(&i) {
                 if let Some(l) = link {
                     log::debug!(
-                        "#{} connect to {} through link {}: no answer in {:.3} s, trying another link beside it",
+                        "#{} connect to {} through link {} unanswered after {:.3} s: racing another link",
                         conn.id,
                         self.addrs[i],
                         ctx.links.get(l).label(),
@@ -285,7 +285,11 @@ impl Inner {
                 self.addrs[i],
                 ctx.links.get(by).label()
             );
-            log::debug!("#{} link {}: {why}", conn.id, ctx.links.get(l).label());
+            log::debug!(
+                "#{} {why} (against link {})",
+                conn.id,
+                ctx.links.get(l).label()
+            );
             ctx.links.failed(l, &why, ctx.now);
         }
     }
