@@ -82,8 +82,15 @@ pub fn is_connectable(addr: SocketAddr) -> bool {
 
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it
 /// is, so it leaves through an IPv4 link.
+/// Any other address is kept as it is, with its scope (an IPv6 link-local
+/// address leaves by the interface its scope names).
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+    match addr {
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => {
+            SocketAddr::new(addr.ip().to_canonical(), addr.port())
+        }
+        _ => addr,
+    }
 }
 
 /// After a writable event on a connecting stream: `Ok(true)` connected,
@@ -133,6 +140,19 @@ mod tests {
         );
         assert_eq!(reply_for(&e(io::ErrorKind::TimedOut)), Reply::TtlExpired);
         assert_eq!(reply_for(&e(io::ErrorKind::Other)), Reply::GeneralFailure);
+    }
+
+    #[test]
+    fn canonical_unmaps_ipv4_and_keeps_a_scope() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:80".parse().unwrap();
+        assert_eq!(canonical(mapped), "192.0.2.1:80".parse().unwrap());
+        let scoped = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            80,
+            0,
+            3,
+        ));
+        assert_eq!(canonical(scoped), scoped);
     }
 
     #[test]

@@ -36,7 +36,9 @@ use super::ctx::Ctx;
 use super::io::{attempt, read, Outcome, Ready};
 use super::token::{Handle, Side};
 use crate::dns::{Job, Resolver};
+use crate::evidence;
 use crate::net;
+use crate::reach::Reach;
 use crate::socks::{self, Dest, Status};
 use crate::sys;
 use crate::udp_table::Table;
@@ -577,7 +579,7 @@ fn route<'a>(
             let link = if ctx.links.is_usable(before) {
                 Some(before)
             } else {
-                ctx.links.pick_for_datagrams(dest.ip())
+                pick_link(ctx, dest)
             };
             match link {
                 Some(link) => {
@@ -596,7 +598,7 @@ fn route<'a>(
                 refuse(assoc, conn, ctx.timeouts.udp_destinations, "destinations");
                 return None;
             }
-            (ctx.links.pick_for_datagrams(dest.ip())?, true, false)
+            (pick_link(ctx, dest)?, true, false)
         }
     };
     if let Err(e) = ensure_out(assoc, ctx, conn, link, dest.is_ipv6()) {
@@ -634,6 +636,23 @@ fn route<'a>(
         }
     }
     assoc.outs[link].as_ref().map(|out| (link, &out.socket))
+}
+
+/// A link for a new destination: one on its subnet when only those reach
+/// it (see [`crate::reach`]), the first that is up, else the first with an
+/// address; otherwise the selector's pick. (A destination on this machine
+/// still takes a link: datagrams have no socket outside the links yet.)
+fn pick_link(ctx: &mut Ctx<'_>, dest: SocketAddr) -> Option<usize> {
+    match ctx.links.reach(dest) {
+        Reach::Only(set) => {
+            let links = &*ctx.links;
+            let on_subnet = || evidence::members(set).filter(|&l| l < links.iter().count());
+            on_subnet()
+                .find(|&l| links.is_usable(l))
+                .or_else(|| on_subnet().find(|&l| links.get(l).ip().is_some()))
+        }
+        Reach::Direct | Reach::Any => ctx.links.pick_for_datagrams(dest.ip()),
+    }
 }
 
 /// Makes sure link `link` has an outgoing socket bound to its current
