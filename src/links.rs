@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 
 use crate::eyeballs::Families;
 use crate::iface::Interface;
-use crate::reach::{self, LinkView, Reach};
+use crate::reach::Reach;
 use crate::sys::Device;
 use crate::wrr::Selector;
+
+mod health;
 
 pub const FAILURES_TO_DOWN: u32 = 3;
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -319,16 +321,6 @@ impl Links {
             || self.links.iter().any(|l| l.ipv6 == remote.is_ipv6())
     }
 
-    /// Which links can reach `target`, by the interfaces last read.
-    pub fn reach(&self, target: std::net::SocketAddr) -> Reach {
-        let views = self.links.iter().map(|l| LinkView {
-            ip: l.ip,
-            iface: l.iface.as_deref(),
-            ipv6: l.ipv6,
-        });
-        reach::decide(target, &self.ifaces, views)
-    }
-
     /// The link the next connection to `remote` takes, among those not in
     /// `tried`: an up link by weighted round robin, or a down one whose
     /// backoff has passed (it becomes the trial). When none is up, a down
@@ -406,69 +398,9 @@ impl Links {
             .any(|l| l.ipv6 == ipv6 && l.ip.is_some() && !matches!(l.state, State::Down { .. }))
     }
 
-    /// The target refused (or the like): the link itself works.
-    pub fn reached(&mut self, i: usize) {
-        let link = &mut self.links[i];
-        link.failures_in_row = 0;
-        if link.state != State::Up {
-            link.state = State::Up;
-            log::info!("link {} up", link.label());
-        }
-    }
-
     /// Whether a link failed since the last call (its address may be gone).
     pub fn take_refresh_request(&mut self) -> bool {
         std::mem::take(&mut self.refresh)
-    }
-
-    /// The system cannot send through link `i` at all (no route through its
-    /// device, its address or device gone): down at once.
-    pub fn broken(&mut self, i: usize, reason: &dyn fmt::Display, now: Instant) {
-        self.refresh = true;
-        let link = &mut self.links[i];
-        link.stats.failures += 1;
-        link.failures_in_row += 1;
-        let backoff = match link.state {
-            State::Trial { backoff } => (backoff * 2).min(MAX_BACKOFF),
-            State::Up => FIRST_BACKOFF,
-            State::Down { .. } => return,
-        };
-        link.state = State::Down {
-            retry_at: now + backoff,
-            backoff,
-        };
-        log::info!("link {} down: {reason}", link.label());
-    }
-
-    /// Link `i` stayed silent to a target another link reached: evidence
-    /// against it, [`FAILURES_TO_DOWN`] in a row and it is down.
-    pub fn failed(&mut self, i: usize, reason: &dyn fmt::Display, now: Instant) {
-        self.refresh = true;
-        let link = &mut self.links[i];
-        link.stats.failures += 1;
-        link.failures_in_row += 1;
-        let backoff = match link.state {
-            State::Trial { backoff } => (backoff * 2).min(MAX_BACKOFF),
-            State::Up if link.failures_in_row >= FAILURES_TO_DOWN => FIRST_BACKOFF,
-            _ => return,
-        };
-        link.state = State::Down {
-            retry_at: now + backoff,
-            backoff,
-        };
-        log::info!("link {} down: {reason}", link.label());
-    }
-
-    /// A connection gave up while its attempt through link `i` was in flight.
-    pub fn abandoned(&mut self, i: usize, now: Instant) {
-        let link = &mut self.links[i];
-        if let State::Trial { backoff } = link.state {
-            // Undecided: let the next connection make the trial.
-            link.state = State::Down {
-                retry_at: now,
-                backoff,
-            };
-        }
     }
 
     /// A connection through link `i` closed.

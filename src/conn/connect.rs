@@ -34,11 +34,13 @@ use super::ctx::Ctx;
 use super::io::{forget, Ready};
 use super::token::{Handle, Side};
 use super::upstream::Upstream;
-use crate::evidence::{self, Cause, Evidence};
+use crate::evidence::{self, Evidence};
 use crate::eyeballs;
 use crate::net;
 use crate::reach::Reach;
 use crate::socks::Reply;
+
+mod failure;
 
 /// Attempts in flight at once for one connection.
 pub const RACING: usize = 2;
@@ -234,17 +236,19 @@ impl Inner {
     /// `attempt` connected: the others are closed, and it becomes the upstream.
     fn won(&mut self, ctx: &mut Ctx<'_>, conn: Handle, slot: usize, a: Attempt) -> Next {
         let v6 = self.addrs[a.addr].is_ipv6();
-        for other in self.attempts.iter_mut().filter_map(Option::take) {
+        for other_slot in 0..RACING {
+            let Some(other) = self.attempts[other_slot].take() else {
+                continue;
+            };
             // It lost a race it started first: its family answers slower.
             if self.addrs[other.addr].is_ipv6() != v6 && other.started < a.started {
                 ctx.links.families.demote(!v6, ctx.now);
             }
             if other.addr == a.addr && other.slow {
-                if let Some(l) = other.link {
-                    self.evidence[a.addr].silent(l);
-                }
+                self.drop_silent(ctx, other);
+            } else {
+                cancel(ctx, other);
             }
-            cancel(ctx, other);
         }
         ctx.links.families.succeeded(v6);
         if let Some(l) = a.link {
@@ -273,87 +277,6 @@ impl Inner {
             }
         }
         Next::Connected(Upstream::new(stream, ready, link))
-    }
-
-    /// Address `i` was reached through link `by`: the links it stayed
-    /// silent through are to blame.
-    fn blame(&mut self, ctx: &mut Ctx<'_>, conn: Handle, i: usize, by: usize) {
-        let silent = self.evidence[i].take_blame(by);
-        for l in evidence::members(silent) {
-            let why = format!(
-                "no answer from {}, which {} reached",
-                self.addrs[i],
-                ctx.links.get(by).label()
-            );
-            log::debug!(
-                "#{} {why} (against link {})",
-                conn.id,
-                ctx.links.get(l).label()
-            );
-            ctx.links.failed(l, &why, ctx.now);
-        }
-    }
-
-    /// Connecting is over: links the targets were silent through and
-    /// nobody blamed are left undecided (a trial is made again).
-    fn settle(&mut self, ctx: &mut Ctx<'_>) {
-        for e in &mut self.evidence {
-            for l in evidence::members(e.take_silent()) {
-                ctx.links.abandoned(l, ctx.now);
-            }
-        }
-    }
-
-    /// An attempt failed: blame the link, the target, or for now nobody.
-    fn attempt_failed(&mut self, ctx: &mut Ctx<'_>, conn: Handle, mut a: Attempt, e: io::Error) {
-        forget(ctx.registry, &mut a.stream);
-        let i = a.addr;
-        let remote = self.addrs[i];
-        match a.link {
-            Some(l) => log::debug!(
-                "#{} connect to {remote} through link {} failed: {e}",
-                conn.id,
-                ctx.links.get(l).label()
-            ),
-            None => log::debug!("#{} connect to {remote} (no link) failed: {e}", conn.id),
-        }
-        self.failure = net::reply_for(&e);
-        let cause = evidence::cause(&e, false);
-        self.error = Some(e);
-        // The next attempt starts at once (RFC 8305 §5).
-        self.next_start = None;
-        let Some(l) = a.link else {
-            return;
-        };
-        match cause {
-            // Not at once: the system never says it later (see `cause`).
-            Cause::Link | Cause::Silence => {
-                self.evidence[i].silent(l);
-                if self.race {
-                    ctx.links.families.demote(remote.is_ipv6(), ctx.now);
-                }
-                let pending = self.attempts.iter().flatten().any(|o| o.addr == i);
-                if !pending && self.evidence[i].may_try_another() && !self.retry.contains(&i) {
-                    self.retry.push(i);
-                }
-            }
-            Cause::Target => {
-                // The target answered: the link works, another would get the
-                // same. Attempts to it through other links are pointless,
-                // and the slow ones were silent where this one was not.
-                ctx.links.reached(l);
-                for slot in 0..RACING {
-                    if let Some(o) = self.attempts[slot].take_if(|o| o.addr == i) {
-                        if let (true, Some(ol)) = (o.slow, o.link) {
-                            self.evidence[i].silent(ol);
-                        }
-                        cancel(ctx, o);
-                    }
-                }
-                self.retry.retain(|&r| r != i);
-                self.blame(ctx, conn, i, l);
-            }
-        }
     }
 
     /// Starts attempts while the rules allow: one when none is in flight, a
@@ -459,42 +382,6 @@ impl Inner {
                 Err(e) => self.failed_at_once(ctx, conn, i, link, e),
             }
         }
-    }
-
-    /// Starting an attempt to address `i` through `link` failed at once.
-    fn failed_at_once(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        conn: Handle,
-        i: usize,
-        link: Option<usize>,
-        e: io::Error,
-    ) {
-        let remote = self.addrs[i];
-        let from = link.and_then(|l| ctx.links.get(l).ip());
-        match from {
-            Some(local) => log::debug!("#{} connect to {remote} from {local} failed: {e}", conn.id),
-            None => log::debug!("#{} connect to {remote} (no link) failed: {e}", conn.id),
-        }
-        self.failure = net::reply_for(&e);
-        if let Some(l) = link {
-            match evidence::cause(&e, true) {
-                Cause::Link => {
-                    ctx.links.broken(l, &e, ctx.now);
-                    self.evidence[i].link_failed();
-                    self.retry.push(i);
-                }
-                Cause::Silence => {
-                    self.evidence[i].silent(l);
-                    if self.evidence[i].may_try_another() {
-                        self.retry.push(i);
-                    }
-                }
-                // Says nothing of the link: a trial stays undecided.
-                Cause::Target => ctx.links.abandoned(l, ctx.now),
-            }
-        }
-        self.error = Some(e);
     }
 }
 

@@ -638,21 +638,25 @@ fn route<'a>(
     assoc.outs[link].as_ref().map(|out| (link, &out.socket))
 }
 
-/// A link for a new destination: one on its subnet when only those reach
-/// it (see [`crate::reach`]), the first that is up, else the first with an
-/// address; otherwise the selector's pick. (A destination on this machine
-/// still takes a link: datagrams have no socket outside the links yet.)
+/// A link for a new destination: the selector's pick, unless only some
+/// links reach it (see [`crate::reach`]: a LAN, or links on loopback for
+/// this machine) and the pick is not one of them; then the first of those
+/// that is up, else the first with an address. (A destination on this
+/// machine with no link on loopback still takes a link: datagrams have no
+/// socket outside the links yet.)
 fn pick_link(ctx: &mut Ctx<'_>, dest: SocketAddr) -> Option<usize> {
-    match ctx.links.reach(dest) {
-        Reach::Only(set) => {
-            let links = &*ctx.links;
-            let on_subnet = || evidence::members(set).filter(|&l| l < links.iter().count());
-            on_subnet()
-                .find(|&l| links.is_usable(l))
-                .or_else(|| on_subnet().find(|&l| links.get(l).ip().is_some()))
-        }
-        Reach::Direct | Reach::Any => ctx.links.pick_for_datagrams(dest.ip()),
+    let picked = ctx.links.pick_for_datagrams(dest.ip());
+    let Reach::Only(set) = ctx.links.reach(dest) else {
+        return picked;
+    };
+    if picked.is_some_and(|l| set & (1 << l) != 0) {
+        return picked;
     }
+    let links = &*ctx.links;
+    let reaching = || evidence::members(set).filter(|&l| l < links.iter().count());
+    reaching()
+        .find(|&l| links.is_usable(l))
+        .or_else(|| reaching().find(|&l| links.get(l).ip().is_some()))
 }
 
 /// Makes sure link `link` has an outgoing socket bound to its current
