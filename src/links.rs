@@ -315,10 +315,14 @@ impl Links {
     }
 
     /// Whether `remote` can be connected to: directly (this machine, see
-    /// [`Links::reach`]) or because a link of its family exists (up or not).
+    /// [`Links::reach`]), or because a link of its family exists (up or
+    /// not) that may reach it.
     pub fn can_reach(&self, remote: IpAddr) -> bool {
-        self.reach(std::net::SocketAddr::new(remote, 0)) == Reach::Direct
-            || self.links.iter().any(|l| l.ipv6 == remote.is_ipv6())
+        match self.reach(std::net::SocketAddr::new(remote, 0)) {
+            Reach::Direct => true,
+            Reach::Only(set) => set != 0,
+            Reach::Any => self.links.iter().any(|l| l.ipv6 == remote.is_ipv6()),
+        }
     }
 
     /// The link the next connection to `remote` takes, among those not in

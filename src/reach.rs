@@ -4,8 +4,9 @@
 //! - This machine (loopback, or an address of one of its interfaces) is
 //!   reached without a link: a socket bound to eth0 cannot reach 127.0.0.1,
 //!   and its connects would only time out. Links on loopback addresses (as
-//!   tests use) are the exception: they reach the machine, and keep their
-//!   counts.
+//!   tests use, standing in for real links) are the exception: then the
+//!   machine is reached through those of its family, and a family without
+//!   one cannot reach it, as with any other target.
 //! - An IPv6 link-local target with a scope leaves by the interface the
 //!   scope names.
 //! - A target on an interface's directly connected subnet leaves by that
@@ -23,7 +24,7 @@ use crate::links::Tried;
 pub enum Reach {
     /// Through no link: the system routes it (no source address, no device).
     Direct,
-    /// Only through these links.
+    /// Only through these links (none: it cannot be reached).
     Only(Tried),
     /// Through any link of its family.
     Any,
@@ -48,10 +49,11 @@ where
     let on_machine =
         ip.is_loopback() || ip.is_unspecified() || ifaces.iter().any(|f| f.addrs.contains(&ip));
     if on_machine {
-        let loopback = mask(links.clone(), |l| {
-            l.ipv6 == v6 && l.ip.is_some_and(|a| a.is_loopback())
-        });
-        return only_or_direct(loopback);
+        let on_loopback = |l: &LinkView| l.ip.is_some_and(|a| a.is_loopback());
+        if !links.clone().any(|l| on_loopback(&l)) {
+            return Reach::Direct;
+        }
+        return Reach::Only(mask(links, |l| l.ipv6 == v6 && on_loopback(l)));
     }
     if let SocketAddr::V6(t) = target {
         if is_link_local_v6(ip) && t.scope_id() != 0 {
@@ -205,6 +207,8 @@ mod tests {
         ];
         let r = decide("127.0.0.1:80".parse().unwrap(), &machine(), lo.into_iter());
         assert_eq!(r, Reach::Only(0b11));
+        let r = decide("[::1]:80".parse().unwrap(), &machine(), lo.into_iter());
+        assert_eq!(r, Reach::Only(0), "no IPv6 link on loopback: unreachable");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!
 //! - Dead peers (the router silently drops their SYNs) beside live
 //!   transfers take no link down, and each is given up after two links.
-//! - A cut link is still marked down within seconds, without a client
-//!   failing, and comes back.
+//! - A cut link (far end down, or every SYN dropped) is still marked
+//!   down within seconds, without a client failing, and comes back.
 //! - A server on 127.0.0.1 is reached at once, through no link, by a proxy
 //!   with one link; a LAN target goes only through the link on its subnet.
 
@@ -176,30 +176,67 @@ fn dead_peers_take_no_link_down() {
     }
 }
 
-/// Link 2 cut (its far end down) under the default 10 s connect timeout,
-/// with clients coming one after another: it is marked down within a few
-/// seconds, because a connection it leaves unanswered is raced through
-/// another link after about a second, which then reaches the server. No
-/// client fails or waits a connect timeout. Restored, it comes back.
-#[test]
-fn a_cut_link_is_down_within_seconds_and_no_client_notices() {
-    if !require_root("a_cut_link_is_down_within_seconds_and_no_client_notices") {
-        return;
-    }
-    let t = Topology::new("hc");
+/// How link 2 is cut, and restored.
+struct Cut {
+    what: &'static str,
+    cut: fn(&Topology),
+    restore: fn(&Topology),
+}
+
+/// Its far end (r2) set down: home's SYNs go nowhere, and after about 3 s
+/// the gateway's address does not resolve (host unreachable).
+const VETH_DOWN: Cut = Cut {
+    what: "r2 down",
+    cut: |t| t.inet.ip(&["link", "set", "dev", "r2", "down"]),
+    restore: |t| t.inet.ip(&["link", "set", "dev", "r2", "up"]),
+};
+
+/// Every TCP packet arriving on r2 dropped by a blackhole rule (ARP is
+/// still answered, so the gateway stays resolved): pure silence, nothing
+/// comes back, not even an error, until the connect timeout. The rule is
+/// put before the local table, which is moved after it.
+const DROP_TCP: Cut = Cut {
+    what: "TCP blackholed on r2",
+    cut: |t| {
+        t.inet
+            .ip(&["rule", "add", "pref", "100", "lookup", "local"]);
+        t.inet.ip(&["rule", "del", "pref", "0"]);
+        t.inet.ip(&[
+            "rule",
+            "add",
+            "pref",
+            "50",
+            "iif",
+            "r2",
+            "ipproto",
+            "tcp",
+            "blackhole",
+        ]);
+    },
+    restore: |t| t.inet.ip(&["rule", "del", "pref", "50"]),
+};
+
+/// Link 2 cut under the default 10 s connect timeout, with clients coming
+/// one after another: it is marked down within a few seconds, because a
+/// connection it leaves unanswered is raced through another link after
+/// about a second, which then reaches the server. No client fails or
+/// waits a connect timeout. Restored, it comes back.
+fn cut_link_is_down_within_seconds(tag: &str, how: Cut) {
+    let t = Topology::new(tag);
     let server = t.exchange_server();
     let proxy = t.proxy(&["l1", "l2", "l3"]);
     let l2 = home_ip(2);
     exchanges(&t, &proxy, &server, 6);
 
-    t.inet.ip(&["link", "set", "dev", "r2", "down"]);
+    (how.cut)(&t);
     let cut = Instant::now();
     let down_line = "link l2 10.2.0.2 down:";
     let mut during: Vec<Exchanged> = Vec::new();
     while !proxy.stdout().contains(down_line) {
         assert!(
             cut.elapsed() < Duration::from_secs(40),
-            "no {down_line:?} within 40 s of the cut\n{}",
+            "{}: no {down_line:?} within 40 s of the cut\n{}",
+            how.what,
             tail(&proxy.stdout(), 30)
         );
         let e = exchange_ok(&t, &proxy, &server, 100, 100);
@@ -209,16 +246,19 @@ fn a_cut_link_is_down_within_seconds_and_no_client_notices() {
     let took = cut.elapsed().as_secs_f64();
     let connect: Vec<f64> = during.iter().map(|e| e.connect_secs).collect();
     eprintln!(
-        "cut: link 2 down {took:.2} s after the cut, {} connections, connect secs {connect:.2?}",
+        "{}: link 2 down {took:.2} s after the cut, {} connections, connect secs {connect:.2?}",
+        how.what,
         during.len()
     );
     assert!(
         took < 8.0,
-        "link 2 went down {took:.2} s after the cut (want a few seconds); connect secs {connect:.2?}"
+        "{}: link 2 went down {took:.2} s after the cut (want a few seconds); connect secs {connect:.2?}",
+        how.what
     );
     assert!(
         connect.iter().all(|&s| s < 5.0),
-        "a client waited for a connect timeout: {connect:.2?}"
+        "{}: a client waited for a connect timeout: {connect:.2?}",
+        how.what
     );
     let log = proxy.stdout();
     let downs = lines_with(&log, " down:");
@@ -227,13 +267,14 @@ fn a_cut_link_is_down_within_seconds_and_no_client_notices() {
         "only link 2 should go down: {downs:?}"
     );
 
-    t.inet.ip(&["link", "set", "dev", "r2", "up"]);
+    (how.restore)(&t);
     let up_line = "link l2 10.2.0.2 up";
     let restored = Instant::now();
     while !proxy.stdout().contains(up_line) {
         assert!(
             restored.elapsed() < Duration::from_secs(60),
-            "no {up_line:?} within 60 s of restoring link 2\n{}",
+            "{}: no {up_line:?} within 60 s of restoring link 2\n{}",
+            how.what,
             tail(&proxy.stdout(), 30)
         );
         exchange_ok(&t, &proxy, &server, 100, 100);
@@ -249,6 +290,22 @@ fn a_cut_link_is_down_within_seconds_and_no_client_notices() {
         "link 2 is up again and should carry about a third of 9 connections: {by:?}"
     );
     proxy.finish();
+}
+
+#[test]
+fn a_cut_link_is_down_within_seconds_and_no_client_notices() {
+    if !require_root("a_cut_link_is_down_within_seconds_and_no_client_notices") {
+        return;
+    }
+    cut_link_is_down_within_seconds("hc", VETH_DOWN);
+}
+
+#[test]
+fn a_link_that_drops_every_syn_is_down_within_seconds() {
+    if !require_root("a_link_that_drops_every_syn_is_down_within_seconds") {
+        return;
+    }
+    cut_link_is_down_within_seconds("hd", DROP_TCP);
 }
 
 /// Checks that a proxy reached `server` `n` times at once, from `from`,

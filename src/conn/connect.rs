@@ -343,27 +343,24 @@ impl Inner {
                     None => continue,
                 },
             };
-            let (local, device, srtt) = match link {
-                Some(l) => {
-                    let through = ctx.links.get(l);
-                    let Some(ip) = through.ip() else {
-                        continue; // (the selector picks only links with an address)
-                    };
-                    (Some(ip), through.device().cloned(), through.srtt())
-                }
-                None => (None, None, None),
+            let through = link.map(|l| ctx.links.get(l));
+            let local = match through.map(|t| t.ip()) {
+                Some(Some(ip)) => Some(ip),
+                Some(None) => continue, // (the selector picks only links with an address)
+                None => None,
             };
+            let srtt = through.and_then(|t| t.srtt());
             self.evidence[i].start(link);
-            let attempt =
-                net::connect_from(local, device.as_ref(), remote).and_then(|mut stream| {
-                    ctx.registry
-                        .register(
-                            &mut stream,
-                            conn.token(SLOTS[slot]),
-                            Interest::READABLE | Interest::WRITABLE,
-                        )
-                        .map(|()| stream)
-                });
+            let device = through.and_then(|t| t.device());
+            let attempt = net::connect_from(local, device, remote).and_then(|mut stream| {
+                ctx.registry
+                    .register(
+                        &mut stream,
+                        conn.token(SLOTS[slot]),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .map(|()| stream)
+            });
             match attempt {
                 Ok(stream) => {
                     self.attempts[slot] = Some(Attempt {

@@ -127,3 +127,13 @@ fn this_machine_can_be_reached_without_a_link_of_its_family() {
     assert!(l.can_reach("::1".parse().unwrap()), "loopback, directly");
     assert!(!l.can_reach("2001:db8::1".parse().unwrap()));
 }
+
+#[test]
+fn with_links_on_loopback_this_machine_needs_one_of_its_family() {
+    let l = links(&["127.0.0.2"]);
+    assert!(l.can_reach("127.0.0.1".parse().unwrap()));
+    assert!(
+        !l.can_reach("::1".parse().unwrap()),
+        "no IPv6 link on loopback"
+    );
+}
