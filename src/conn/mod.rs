@@ -819,7 +819,7 @@ impl Conn {
         self.disarm(ctx);
         // Payload the client pipelined behind its request counts as relayed.
         let relay = Relay::new(&pending.pipelined, ctx.pool);
-        self.count(ctx, upstream.link, pending.pipelined.len() as u64, 0);
+        self.count(ctx, upstream.link(), pending.pipelined.len() as u64, 0);
         let r = Relaying::new(upstream, relay, ctx.now);
         match pending.fwd {
             None => (State::Relaying(r), Flow::Next),
@@ -889,7 +889,7 @@ impl Conn {
         waiting: Option<Instant>,
     ) {
         let (up, down) = r.step_done(before, ctx.now);
-        self.count(ctx, r.upstream.link, up, down);
+        self.count(ctx, r.upstream.link(), up, down);
         if let Some((reason, e)) = r.relay.note.take().map(|n| *n) {
             (self.reason, self.error) = (reason, Some(e));
         }
@@ -998,10 +998,12 @@ impl Conn {
     }
 
     /// Adds relayed bytes to the connection's and its link's counts.
-    fn count(&mut self, ctx: &mut Ctx<'_>, link: usize, up: u64, down: u64) {
+    fn count(&mut self, ctx: &mut Ctx<'_>, link: Option<usize>, up: u64, down: u64) {
         self.bytes_up += up;
         self.bytes_down += down;
-        ctx.links.add_bytes(link, up, down);
+        if let Some(l) = link {
+            ctx.links.add_bytes(l, up, down);
+        }
     }
 
     // --- UDP ASSOCIATE and BIND ------------------------------------------

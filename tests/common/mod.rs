@@ -19,6 +19,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub mod http;
+#[cfg(target_os = "linux")]
+pub mod topology;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dispatch");
 
