@@ -121,3 +121,64 @@ fn orderly_close_is_still_an_eof_with(relay: Relay) {
     assert_eq!(end, None);
     proxy.finish();
 }
+
+/// The target resets with the client's upload still on its way to it: the
+/// proxy's next write to the target is what sees the reset (and takes its
+/// error, so the target's socket then reads as EOF). The client must still
+/// get a reset after the bytes that came, not an EOF that makes them look
+/// whole. (The client stops writing first: a write of its own would take
+/// the reset's error, and its reads would then see EOF in any case.)
+#[test]
+fn target_reset_during_an_upload_reaches_the_client_as_a_reset() {
+    for relay in Relay::BOTH {
+        for round in 0..5 {
+            target_reset_during_an_upload_with(relay, round);
+        }
+    }
+}
+
+fn target_reset_during_an_upload_with(relay: Relay, round: u32) {
+    let proxy = start_relaying(relay, &["127.0.0.1"]);
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut s, _) = socks5_ok(proxy.addr, target.local_addr().unwrap());
+    let (mut server, _) = target.accept().unwrap();
+    server.write_all(&[b'd'; 100_000]).unwrap();
+    // Upload until every buffer on the way is full (the target reads
+    // none of it), so the proxy holds bytes it still has to write.
+    s.set_nonblocking(true).unwrap();
+    let chunk = [b'u'; 64 * 1024];
+    let mut sent = 0usize;
+    let mut blocked_since = None;
+    while sent < (256 << 20) {
+        match s.write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let t = *blocked_since.get_or_insert_with(std::time::Instant::now);
+                if t.elapsed() > Duration::from_millis(200) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{relay:?} round {round}: upload: {e}"),
+        }
+    }
+    s.set_nonblocking(false).unwrap();
+    reset(server);
+    let (got, end) = read_all(&mut s);
+    // (A reset may overtake bytes still queued toward the client: only
+    // what came is checked.)
+    assert!(
+        got.len() <= 100_000 && got.iter().all(|&b| b == b'd'),
+        "{relay:?} round {round}: {} bytes, not the download's",
+        got.len()
+    );
+    assert_eq!(
+        end,
+        Some(ErrorKind::ConnectionReset),
+        "{relay:?} round {round}: an EOF would make the download look whole"
+    );
+    proxy.finish();
+}

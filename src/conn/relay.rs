@@ -8,7 +8,8 @@
 //!   drained, and the other direction goes on until its own EOF;
 //! - a target that resets, or stops taking data, ends the upload, but what it
 //!   sent before still reaches the client; a reset is then passed on to the
-//!   client as a reset, so a truncated download never looks complete;
+//!   client as a reset (whether a read or a write saw it first), so a
+//!   truncated download never looks complete;
 //! - a client that resets: what it sent before still reaches the target,
 //!   which then gets a reset too; nothing more goes to the client;
 //! - the client failing otherwise ends the connection at once.
@@ -73,6 +74,12 @@ impl Relay {
                 &mut self.up,
                 pool,
             );
+            // A write to the target that failed with its reset took the
+            // socket's error: its reads now end in EOF, which this very
+            // round may pass on. It must go on as a reset.
+            if matches!(&up, Err(Failed::Write(e)) if is_reset(e)) {
+                self.down.reset = true;
+            }
             let down = pump(
                 (upstream, upstream_ready),
                 (client, client_ready),
@@ -97,6 +104,11 @@ impl Relay {
                     self.down.eof = true;
                     true
                 }
+                // A write to the target failed: it reset (a peer that
+                // closes with our bytes unread resets). What it sent before
+                // is still in its socket and goes on to the client (reads
+                // return it, then EOF once the write took the error), then
+                // a reset: a truncated download must not end like a whole one.
                 (Err(Failed::Write(e)), Ok(_)) => {
                     self.note = Some(Box::new(("target stopped reading", e)));
                     self.up.end(pool);
@@ -411,6 +423,51 @@ mod tests {
         assert_eq!(
             h.relay.note.as_ref().map(|n| n.0),
             Some("target stopped reading")
+        );
+    }
+
+    /// Found in review: a target reset first seen by a write (the client
+    /// was uploading) reached the client as an EOF, so the truncated
+    /// download looked whole.
+    #[test]
+    fn target_reset_seen_writing_reaches_the_client_as_a_reset() {
+        let mut h = Harness::new(usize::MAX);
+        h.upstream.gone = true; // reset, the error taken by a write: reads give EOF
+        h.client.send(b"still uploading");
+        h.upstream.send(b"partial download");
+        let (step, _, to_client) = h.settle();
+        assert!(matches!(step, Step::Done), "{step:?}");
+        assert_eq!(to_client, b"partial download");
+        assert!(h.client.aborted && !h.client.shut, "passed on as a reset");
+        assert_eq!(h.pool.lent(), 0);
+    }
+
+    /// The client's reset was taken by a write (its socket not yet
+    /// reported readable): its reads then give its last bytes and EOF, and
+    /// the target still gets them, then a reset.
+    #[test]
+    fn client_reset_taken_by_a_write_then_eof_is_still_a_reset() {
+        let mut h = Harness::new(usize::MAX);
+        h.client.gone = true;
+        h.client.reset = true;
+        h.client.send(b"last words");
+        h.upstream.send(b"download");
+        let mut not_yet_readable = Ready {
+            readable: false,
+            ..Ready::BOTH
+        };
+        h.relay.run(
+            (&mut h.client, &mut not_yet_readable),
+            (&mut h.upstream, &mut { Ready::BOTH }),
+            &mut h.pool,
+        );
+        assert!(!h.client.reset, "the write took the error");
+        let (step, to_target, _) = h.settle();
+        assert!(matches!(step, Step::Done), "{step:?}");
+        assert_eq!(to_target, b"last words");
+        assert!(
+            h.upstream.aborted && !h.upstream.shut,
+            "passed on as a reset"
         );
     }
 

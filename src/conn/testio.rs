@@ -14,7 +14,8 @@ pub struct Mem {
     pub incoming: VecDeque<u8>,
     /// The peer sent EOF after `incoming`.
     pub eof: bool,
-    /// The peer reset after `incoming`.
+    /// The peer reset after `incoming`, and no call has reported it yet
+    /// (with `gone`: the first read or write that does clears it).
     pub reset: bool,
     pub written: Vec<u8>,
     pub room: usize,
@@ -24,6 +25,9 @@ pub struct Mem {
     pub gone: bool,
     /// Its close will be a reset.
     pub aborted: bool,
+    /// A write found no room (or room for part): the socket is full, and
+    /// epoll reports it writable again only once the peer reads.
+    pub blocked: bool,
 }
 
 impl Mem {
@@ -51,6 +55,11 @@ impl Read for Mem {
             // A peer that is gone shut both directions: once its reset was
             // reported (to a write), reads give EOF, as on Linux.
             return if self.reset {
+                // A peer's reset is reported once; then its socket is shut
+                // both ways (as on Linux).
+                if self.gone {
+                    self.reset = false;
+                }
                 Err(io::ErrorKind::ConnectionReset.into())
             } else if self.eof || self.gone {
                 Ok(0)
@@ -69,10 +78,13 @@ impl Read for Mem {
 impl Write for Mem {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.gone {
+            // The write takes the reset's error: later reads give EOF.
+            self.reset = false;
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         assert!(!self.shut, "write after shutdown");
         let n = buf.len().min(self.room - self.written.len());
+        self.blocked = n < buf.len();
         if n == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
