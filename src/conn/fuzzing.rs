@@ -86,19 +86,29 @@ impl Peer {
         };
     }
 
-    /// Reads up to `n` of what was written to it: writable edge.
+    /// Reads up to `n` of what was written to it: a writable edge, if a
+    /// write had found the socket full (as epoll raises `EPOLLOUT`).
     fn read(&mut self, n: usize) {
         let n = n.min(self.mem.written.len());
         self.got.extend(self.mem.written.drain(..n));
         if n > 0 {
-            self.ready.writable = true;
+            self.room_freed();
         }
     }
 
     fn set_room(&mut self, room: usize) {
         // Never below what is already queued: a window does not unsend.
+        let grew = room > self.mem.room;
         self.mem.room = room.max(self.mem.written.len());
-        self.ready.writable = true;
+        if grew {
+            self.room_freed();
+        }
+    }
+
+    fn room_freed(&mut self) {
+        if std::mem::take(&mut self.mem.blocked) {
+            self.ready.writable = true;
+        }
     }
 }
 
@@ -259,6 +269,7 @@ fn check(s: &Session) {
         panic!("the relay broke: {why}");
     }
     assert_eq!(s.pool.lent(), 0, "a ring is still lent after the end");
+    assert_eq!(s.pool.pipes.lent(), 0, "a pipe is still lent after the end");
     let (c, t) = (&s.client, &s.target);
     // In order, always; complete unless the receiving side reset (what a
     // peer sent before its own reset is still delivered).
