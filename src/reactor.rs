@@ -332,9 +332,13 @@ impl Reactor {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            self.budget_pipes();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => {
+                        self.accept(now);
+                        self.budget_pipes();
+                    }
                     WAKER => {
                         self.dns_answers(now);
                         if let Some(ifaces) = self.watcher.latest() {
@@ -448,6 +452,18 @@ impl Reactor {
             },
             &mut self.conns,
         )
+    }
+
+    /// Pipes for splicing get the descriptors that connections, each
+    /// admitted with two, and the reserve leave.
+    fn budget_pipes(&mut self) {
+        if let Some(limit) = self.fd_limit {
+            let held = self.conns.len() as u64 * 2 + FD_RESERVE;
+            let spare = limit.saturating_sub(held);
+            self.pool
+                .pipes
+                .set_budget(usize::try_from(spare).unwrap_or(usize::MAX));
+        }
     }
 
     fn accept(&mut self, now: Instant) {
@@ -699,6 +715,11 @@ fn pipe_pool(fd_limit: Option<u64>) -> PipePool {
         return PipePool::none();
     }
     let share = fd_limit.map_or(MAX_PIPES as u64, |l| l / DESCRIPTORS_PER_PIPE);
-    let max = usize::try_from(share).unwrap_or(MAX_PIPES).min(MAX_PIPES);
-    PipePool::new(max, SPARE_PIPES.min(max), PIPE_SIZE)
+    let mut max = usize::try_from(share).unwrap_or(MAX_PIPES).min(MAX_PIPES);
+    // An unprivileged user's pipes share a quota of pages (with its other
+    // processes): take at most half, so pipes keep their full size.
+    if let Some(quota) = crate::splice::user_pipe_quota(PIPE_SIZE) {
+        max = max.min(quota / 2);
+    }
+    PipePool::new(max, SPARE_PIPES.min(max / 4), PIPE_SIZE)
 }

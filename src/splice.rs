@@ -7,6 +7,14 @@
 //! thousands of them still fit under the descriptor limit. When the pool is
 //! spent (or pipes cannot be made), the relay falls back to its rings.
 //! Elsewhere than Linux the pool never lends a pipe.
+//!
+//! Known limits: splice stops at TCP urgent data's mark and then says
+//! `EAGAIN` for good, so a peer that sends urgent data (`MSG_OOB`, which
+//! no SOCKS or HTTP client does) in a bulk transfer stalls its own
+//! connection until the idle timeout; other connections are not touched.
+//! And splicing to a socket the peer reset raises `SIGPIPE` (splice has no
+//! `MSG_NOSIGNAL`): Rust programs ignore it from the start, as dispatch
+//! does; a host that embeds the reactor must too.
 
 use std::io;
 
@@ -27,6 +35,7 @@ mod imp {
     use super::Spliced;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::time::{Duration, Instant};
 
     /// A kernel pipe and the bytes it holds.
     pub struct KernelPipe {
@@ -128,8 +137,9 @@ mod imp {
         }
     }
 
-    /// Pipes lent to relays, at most `max` at a time; empty ones are kept
-    /// for reuse, up to `keep`.
+    /// Pipes lent to relays, at most `max` at a time and never more
+    /// descriptors than the reactor can spare; empty ones are kept for
+    /// reuse, up to `keep`.
     pub struct PipePool {
         /// Boxed: a direction holds an `Option<Box<KernelPipe>>`, one word,
         /// and the boxes are reused with their pipes.
@@ -139,10 +149,17 @@ mod imp {
         max: usize,
         keep: usize,
         size: usize,
-        /// Making a pipe failed (descriptors or memory short): no more are
-        /// tried until one is given back.
-        starved: bool,
+        /// Descriptors the pool may hold (see [`PipePool::set_budget`]).
+        budget: usize,
+        /// Making a pipe failed (descriptors or memory short): none is
+        /// tried again before then.
+        starved_until: Option<Instant>,
+        /// The failure was logged; said again only after a success.
+        warned: bool,
     }
+
+    /// How long the pool waits after a pipe could not be made.
+    const STARVED_BACKOFF: Duration = Duration::from_secs(1);
 
     impl PipePool {
         /// A pool lending no pipe: relays use rings only.
@@ -158,7 +175,9 @@ mod imp {
                 max,
                 keep,
                 size,
-                starved: false,
+                budget: usize::MAX,
+                starved_until: None,
+                warned: false,
             }
         }
 
@@ -177,6 +196,16 @@ mod imp {
             2 * (self.lent + self.free.len())
         }
 
+        /// How many descriptors the pool may hold in all: what the open-file
+        /// limit leaves once every connection has the descriptors it was
+        /// admitted with. A new pipe is made only within it, so splicing
+        /// never takes a descriptor a connection counts on.
+        pub fn set_budget(&mut self, descriptors: usize) {
+            self.budget = descriptors;
+            // Spare pipes beyond it are closed.
+            while self.descriptors() > self.budget && self.free.pop().is_some() {}
+        }
+
         /// A pipe, or `None` when the pool is spent.
         pub fn take(&mut self) -> Option<Box<KernelPipe>> {
             if self.lent >= self.max {
@@ -184,29 +213,74 @@ mod imp {
             }
             let pipe = match self.free.pop() {
                 Some(p) => p,
-                None if self.starved => return None,
-                None => match KernelPipe::new(self.size) {
-                    Ok(p) => Box::new(p),
-                    Err(e) => {
-                        log::warn!("cannot make a pipe for splice ({e}): relaying through buffers");
-                        self.starved = true;
-                        return None;
-                    }
-                },
+                None => self.make()?,
             };
             self.lent += 1;
             Some(pipe)
         }
 
+        fn make(&mut self) -> Option<Box<KernelPipe>> {
+            if self.descriptors() + 2 > self.budget {
+                return None;
+            }
+            if let Some(until) = self.starved_until {
+                if Instant::now() < until {
+                    return None;
+                }
+                self.starved_until = None;
+            }
+            match KernelPipe::new(self.size) {
+                Ok(p) => {
+                    self.warned = false;
+                    Some(Box::new(p))
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut self.warned, true) {
+                        log::warn!(
+                            "cannot make a pipe for splice ({e}): relaying through buffers, \
+                             trying again every {} s",
+                            STARVED_BACKOFF.as_secs()
+                        );
+                    }
+                    self.starved_until = Some(Instant::now() + STARVED_BACKOFF);
+                    None
+                }
+            }
+        }
+
         /// Takes a pipe back. One still holding bytes (its direction ended
-        /// early) is closed: they cannot be taken out again.
+        /// early) is closed: they cannot be taken out again; so is one the
+        /// system made smaller than asked (a user's pipe quota spent), so
+        /// that a later one may get the full size.
         pub fn give(&mut self, pipe: Box<KernelPipe>) {
             self.lent -= 1;
-            self.starved = false;
-            if pipe.pending == 0 && self.free.len() < self.keep {
+            let whole = pipe.capacity >= self.size;
+            if pipe.pending == 0 && whole && self.free.len() < self.keep {
                 self.free.push(pipe);
             }
         }
+    }
+
+    /// Pipes of `size` bytes an unprivileged user may hold before the
+    /// kernel makes new ones small (`/proc/sys/fs/pipe-user-pages-soft`,
+    /// counted over all of the user's processes), or `None` when no such
+    /// limit applies (root, or the file is unreadable).
+    pub fn user_pipe_quota(size: usize) -> Option<usize> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return None;
+        }
+        let pages: usize = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if pages == 0 {
+            return None; // 0: no limit
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        Some(pages * page / size.max(page))
     }
 }
 
@@ -247,6 +321,7 @@ mod imp {
         pub fn descriptors(&self) -> usize {
             0
         }
+        pub fn set_budget(&mut self, _descriptors: usize) {}
         pub fn take(&mut self) -> Option<Box<KernelPipe>> {
             None
         }
@@ -258,6 +333,14 @@ mod imp {
 }
 
 pub use imp::{KernelPipe, PipePool};
+
+/// See the Linux version; elsewhere no pipe is ever made.
+#[cfg(not(target_os = "linux"))]
+pub fn user_pipe_quota(_size: usize) -> Option<usize> {
+    None
+}
+#[cfg(target_os = "linux")]
+pub use imp::user_pipe_quota;
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
@@ -328,6 +411,28 @@ mod tests {
         pool.give(p);
         assert_eq!(pool.descriptors(), 0, "a pipe with bytes in it is closed");
         assert!(pool.take().is_some());
+    }
+
+    #[test]
+    fn no_pipe_is_made_beyond_the_descriptor_budget() {
+        let mut pool = PipePool::new(8, 8, 4096);
+        pool.set_budget(3);
+        let a = pool.take().expect("two descriptors fit in three");
+        assert!(pool.take().is_none(), "four do not");
+        pool.give(a);
+        assert_eq!(pool.descriptors(), 2, "kept for reuse");
+        pool.set_budget(0);
+        assert_eq!(pool.descriptors(), 0, "spares beyond the budget are closed");
+        assert!(pool.take().is_none());
+    }
+
+    #[test]
+    fn a_pipe_smaller_than_asked_is_not_kept() {
+        let mut pool = PipePool::new(2, 2, 4096);
+        let mut p = pool.take().unwrap();
+        p.capacity = 1024; // as if the quota had been spent
+        pool.give(p);
+        assert_eq!(pool.descriptors(), 0);
     }
 
     #[test]
