@@ -44,6 +44,7 @@ fi
 
 run_one() {
     local t=$1 log=$logs/$1.log
+    rm -f "$logs/$t.line"
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
     local before
     before=$(find "fuzz/artifacts/$t" -type f | wc -l)
@@ -54,10 +55,12 @@ run_one() {
         -max_total_time=$((minutes * 60)) -print_final_stats=1 \
         -timeout=10 -rss_limit_mb=2048) >"$log" 2>&1 || rc=$?
     local execs rate cov ft corp crashes
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
-    ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+    # (A target that crashes replaying its corpus prints no status line:
+    # the empty figures must not end the script before the verdict.)
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)
+    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
+    ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
     corp=$(find "fuzz/corpus/$t" -type f | wc -l)
     crashes=$(($(find "fuzz/artifacts/$t" -type f | wc -l) - before))
     local verdict=clean

@@ -114,9 +114,11 @@ impl Handshake {
         self.phase
     }
 
-    /// Part of an HTTP request head arrived, not all of it.
+    /// Part of an HTTP request head arrived, not all of it. (Empty lines
+    /// before a request are not a head: RFC 9112 §2.2 says to ignore them,
+    /// and clients send a stray CRLF after a body.)
     pub fn half_http_head(&self) -> bool {
-        self.phase == Phase::HttpHead && !self.buf.is_empty()
+        self.phase == Phase::HttpHead && self.buf.iter().any(|&b| b != b'\r' && b != b'\n')
     }
 
     /// The client sent EOF.
