@@ -19,6 +19,9 @@ struct Entry {
     user: Vec<u8>,
     pass: Vec<u8>,
     basic: Vec<u8>,
+    /// The next entry of the same user (one user may have several
+    /// passwords, e.g. while changing it): index in `entries`.
+    next: Option<usize>,
 }
 
 impl fmt::Debug for Entry {
@@ -31,12 +34,13 @@ impl fmt::Debug for Entry {
 /// [`Credentials::require`]d (then every client is refused).
 ///
 /// A check looks the user (or the Basic token) up in a map, then compares
-/// the secret once in constant time: O(1) per attempt whatever the number
-/// of users, on the reactor thread.
+/// the secret in constant time, once per password that user has: O(1) per
+/// attempt whatever the number of users, on the reactor thread.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     entries: Vec<Entry>,
-    /// Index in `entries` by user name (the last entry for a name wins).
+    /// Index in `entries` of the first entry of each user name (the
+    /// others follow through `Entry::next`).
     by_user: HashMap<Vec<u8>, usize>,
     /// Index in `entries` by Basic token.
     by_basic: HashMap<Vec<u8>, usize>,
@@ -99,13 +103,27 @@ impl Credentials {
             user: user.as_bytes().to_vec(),
             pass: pass.as_bytes().to_vec(),
             basic: base64(pair.as_bytes()).into_bytes(),
+            next: None,
         });
         Ok(())
     }
 
-    fn push(&mut self, entry: Entry) {
+    fn push(&mut self, mut entry: Entry) {
         let i = self.entries.len();
-        self.by_user.insert(entry.user.clone(), i);
+        entry.next = None;
+        match self.by_user.get(&entry.user) {
+            // Another password of a known user: chained behind its last.
+            Some(&first) => {
+                let mut last = first;
+                while let Some(next) = self.entries[last].next {
+                    last = next;
+                }
+                self.entries[last].next = Some(i);
+            }
+            None => {
+                self.by_user.insert(entry.user.clone(), i);
+            }
+        }
         self.by_basic.insert(entry.basic.clone(), i);
         self.entries.push(entry);
     }
@@ -146,9 +164,19 @@ impl Credentials {
     /// RFC 1929 username and password. An unknown user costs the same
     /// comparison as a known one.
     pub fn check(&self, user: &[u8], pass: &[u8]) -> bool {
-        let entry = self.by_user.get(user).map(|&i| &self.entries[i]);
-        let expected = entry.map_or(&[][..], |e| &e.pass[..]);
-        ct_eq(expected, pass) & entry.is_some()
+        let Some(&first) = self.by_user.get(user) else {
+            // The same comparison as for a known user with one password.
+            let _ = ct_eq(&[], pass);
+            return false;
+        };
+        let mut ok = false;
+        let mut at = Some(first);
+        while let Some(i) = at {
+            let e = &self.entries[i];
+            ok |= ct_eq(&e.pass, pass);
+            at = e.next;
+        }
+        ok
     }
 
     /// The value of a `Proxy-Authorization` header: `Basic <base64>`.
@@ -523,6 +551,21 @@ mod tests {
     fn load_file_of_a_missing_path_is_an_error() {
         let err = Credentials::load_file(Path::new("")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// Found by the auth_parse fuzz target: with a user on two lines
+    /// (a password being changed), the map kept only the last, and the
+    /// first line's password, accepted before, was refused.
+    #[test]
+    fn a_user_on_several_lines_has_each_password() {
+        let c = Credentials::parse_file("bob:old\nalice:a\nbob:new\nbob:newer\n").unwrap();
+        assert!(c.check(b"bob", b"old") && c.check(b"bob", b"new") && c.check(b"bob", b"newer"));
+        assert!(c.check(b"alice", b"a") && !c.check(b"bob", b"a") && !c.check(b"eve", b"old"));
+        for pair in ["bob:old", "bob:new", "bob:newer"] {
+            let basic = format!("Basic {}", base64(pair.as_bytes()));
+            assert!(c.check_basic(basic.as_bytes()), "{pair}");
+        }
+        assert_eq!(c.len(), 4);
     }
 
     #[test]
