@@ -444,6 +444,18 @@ fn http_request(data: &[u8], auth: &Credentials) -> Parsed {
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_a_started_head_is_half_a_head() {
+        assert!(!Handshake::next_http(Vec::new(), false).half_http_head());
+        // Empty lines before a request are ignored (RFC 9112 §2.2).
+        assert!(!Handshake::next_http(b"\r\n".to_vec(), false).half_http_head());
+        assert!(Handshake::next_http(b"\r\nGET http://a/ HT".to_vec(), false).half_http_head());
+        let (hs, _, next) = handshake_of(b"GET http://a/ HTTP/1.1\r\nHo");
+        assert!(matches!(next, Next::Wait) && hs.half_http_head());
+        let (hs, _, _) = handshake_of(&[0x05, 0x01]);
+        assert!(!hs.half_http_head(), "SOCKS is not HTTP");
+    }
+
     fn handshake_of(bytes: &[u8]) -> (Handshake, Outbox, Next) {
         let mut hs = Handshake::new();
         let mut out = Outbox::default();
