@@ -86,7 +86,16 @@ struct Inner {
     /// What to tell the client if every address fails, and why.
     failure: Reply,
     error: Option<io::Error>,
+    /// When the connect gives up as a whole, whatever is left to try
+    /// ([`TOTAL_TIMEOUTS`] connect timeouts after it began).
+    give_up_at: Instant,
 }
+
+/// A connect as a whole, over every address and link, takes at most this
+/// many connect timeouts: one for the first try, one more for the others
+/// (hedged and raced beside it), so a name with many dead addresses is
+/// answered in bounded time.
+pub const TOTAL_TIMEOUTS: u32 = 2;
 
 /// What connecting came to.
 #[derive(Debug)]
@@ -126,6 +135,7 @@ impl Connecting {
             next_start: None,
             failure: Reply::GeneralFailure,
             error: None,
+            give_up_at: ctx.now + ctx.timeouts.connect * TOTAL_TIMEOUTS,
         }));
         let next = c.0.fill(ctx, conn);
         (c, next)
@@ -176,7 +186,13 @@ impl Inner {
         let attempts = self.attempts.iter().flatten();
         let timeouts = attempts.clone().map(|a| a.started + timeout);
         let hedges = attempts.filter_map(|a| a.hedge_at);
-        timeouts.chain(hedges).chain(self.next_start).min()
+        // The next address's start is due only with a slot free for it:
+        // otherwise a start time already passed would fire again at once,
+        // and again, until an attempt ended.
+        let free = self.attempts.iter().any(Option::is_none);
+        let start = self.next_start.filter(|_| free);
+        let soonest = timeouts.chain(hedges).chain(start).min()?;
+        Some(soonest.min(self.give_up_at))
     }
 
     /// After readiness: whether an attempt connected or failed.
@@ -203,6 +219,20 @@ impl Inner {
     /// another link beside those past their hedge delay, start the next
     /// racing address.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, conn: Handle, timeout: Duration) -> Next {
+        if ctx.now >= self.give_up_at {
+            log::debug!(
+                "#{} connect given up after {} connect timeouts",
+                conn.id,
+                TOTAL_TIMEOUTS
+            );
+            // What is still in flight says nothing of its links yet.
+            for a in self.attempts.iter_mut().filter_map(Option::take) {
+                cancel(ctx, a);
+            }
+            self.settle(ctx);
+            let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+            return Next::Failed(Reply::TtlExpired, Some(e));
+        }
         for slot in 0..RACING {
             if let Some(a) = self.attempts[slot].take_if(|a| a.started + timeout <= ctx.now) {
                 self.attempt_failed(ctx, conn, a, io::ErrorKind::TimedOut.into());

@@ -49,6 +49,15 @@ impl Rig {
     }
 
     fn with_auth(auth: Credentials) -> Rig {
+        Rig::build(auth, &crate::sys::hosts_path())
+    }
+
+    /// Names are looked up in `hosts` (and then the system's resolver).
+    fn with_hosts(hosts: &std::path::Path) -> Rig {
+        Rig::build(Credentials::default(), hosts)
+    }
+
+    fn build(auth: Credentials, hosts: &std::path::Path) -> Rig {
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -64,7 +73,7 @@ impl Rig {
             events: Events::with_capacity(64),
             links: Links::new(vec![spec], &[], false),
             pool: RingPool::new(RING, 4),
-            resolver: Resolver::with(1, crate::sys::hosts_path(), waker).unwrap(),
+            resolver: Resolver::with(1, hosts.to_path_buf(), waker).unwrap(),
             timers: Timers::new(),
             notices: Notices::default(),
             auth,
@@ -368,6 +377,51 @@ fn connecting_deadline_with_no_link_left_answers_ttl_expired() {
     rig.expire(&mut conn);
     assert_eq!(conn.state.name(), "closing");
     assert_eq!(read_exact(&mut client, 10)[..2], [5, 6], "TTL expired");
+    rig.close(conn);
+}
+
+/// A name with many addresses that never answer is answered in bounded
+/// time: the connect as a whole gives up after two connect timeouts, not
+/// one per address and link.
+#[test]
+fn a_connect_gives_up_as_a_whole_after_two_connect_timeouts() {
+    let hosts = std::env::temp_dir().join(format!("dispatch-rig-hosts-{}", std::process::id()));
+    let lines: String = (11..=18)
+        .map(|i| format!("127.0.0.{i} many.test\n"))
+        .collect();
+    std::fs::write(&hosts, lines).unwrap();
+    let mut rig = Rig::with_hosts(&hosts);
+    let (mut conn, mut client) = in_request(&mut rig);
+    let mut req = vec![5, 1, 0, 3, 9];
+    req.extend_from_slice(b"many.test");
+    req.extend_from_slice(&9u16.to_be_bytes());
+    client.write_all(&req).unwrap();
+    rig.run_until(&mut conn, "connecting");
+    let started = rig.clock;
+    // Only timers from here: no attempt is ever seen to connect.
+    for _ in 0..100 {
+        if conn.state.name() != "connecting" {
+            break;
+        }
+        let before = rig.clock;
+        rig.expire(&mut conn);
+        // (A deadline that fires again at once would spin the loop.)
+        assert!(
+            rig.clock > before || conn.state.name() != "connecting",
+            "the same deadline fired twice"
+        );
+    }
+    std::fs::remove_file(&hosts).unwrap();
+    assert_eq!(conn.state.name(), "closing");
+    assert_eq!(read_exact(&mut client, 10)[..2], [5, 6], "TTL expired");
+    let took = rig.clock - started;
+    let connect = rig.ctx().timeouts.connect;
+    // (The clock read at "connecting" is a moment after the connect began.)
+    assert!(
+        took <= connect * 2 + Duration::from_secs(1),
+        "{took:?}: 8 addresses x 2 links would be longer"
+    );
+    assert!(took >= connect, "{took:?}");
     rig.close(conn);
 }
 
