@@ -10,6 +10,8 @@
 //! | `auth`      | credentials, Basic headers, client address ranges             | no   |
 //! | `ring`      | fixed-capacity byte ring and the free list rings come from    | no   |
 //! | `wrr`       | smooth weighted round robin                                   | no   |
+//! | `balance`   | learned link capacities and the least-load choice            | no   |
+//! | `learned`   | the state file that keeps learned capacities across restarts | yes  |
 //! | `eyeballs`  | Happy Eyeballs: address order, attempt delay, family memory   | no   |
 //! | `links`     | the links: selection per family, health, addresses, counters  | no   |
 //! | `conn`      | one client connection's state machine and its relay           | sockets given to it |
@@ -24,6 +26,7 @@
 //! | `logging`   | log to stdout (`-d`) or to a size-capped file                 | yes  |
 
 pub mod auth;
+pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -31,6 +34,7 @@ pub mod dns;
 pub mod eyeballs;
 pub mod http;
 pub mod iface;
+pub mod learned;
 pub mod links;
 pub mod logging;
 pub mod net;

@@ -178,6 +178,9 @@ pub struct Conn {
     failed: bool,
     /// In the reactor's queue of connections that yielded.
     queued: bool,
+    /// The balancing period it last carried bytes in (a busy connection
+    /// counts against its link, an idle one does not).
+    seen: crate::balance::Seen,
     /// Why the connection ended, for the log line.
     reason: &'static str,
     error: Option<std::io::Error>,
@@ -220,6 +223,7 @@ impl Conn {
             bytes_down: 0,
             failed: false,
             queued: false,
+            seen: 0,
             reason: "",
             error: None,
         };
@@ -988,7 +992,7 @@ impl Conn {
     fn count(&mut self, ctx: &mut Ctx<'_>, link: usize, up: u64, down: u64) {
         self.bytes_up += up;
         self.bytes_down += down;
-        ctx.links.add_bytes(link, up, down);
+        ctx.links.carried(link, up, down, &mut self.seen);
     }
 
     // --- UDP ASSOCIATE and BIND ------------------------------------------
