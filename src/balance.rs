@@ -14,9 +14,9 @@
 //! seconds. An idle link keeps its last estimate.
 //!
 //! **Choice.** A new connection goes to the link with the lowest
-//! `(load + 1) / capacity`, where load counts the connections through it
-//! that carried bytes in this period or the last one, plus those placed in
-//! this period that have not carried any yet. Idle connections (a
+//! `(load + 1) / capacity`, where load counts the open connections through
+//! it that carried bytes in this period or the last one, plus those placed
+//! in this period that have not carried any yet. Idle connections (a
 //! BitTorrent client keeps hundreds) and connections that never got an
 //! answer do not count. A link not learned yet counts as the best learned
 //! one of its family, so it gets tried. Equal scores (nothing learned yet:
@@ -75,9 +75,11 @@ impl Meter {
         self.capacity
     }
 
-    /// Connections that count against the link now.
-    pub fn load(&self) -> u32 {
-        self.active.max(self.active_before) + self.placed
+    /// Connections that count against the link now, of the `open` ones
+    /// through it (a busy connection that closed since counts no more).
+    pub fn load(&self, open: u64) -> u64 {
+        let busy = u64::from(self.active.max(self.active_before));
+        busy.min(open) + u64::from(self.placed)
     }
 
     /// A period ends: `total` is every byte the link carried so far.
@@ -180,11 +182,11 @@ impl Balance {
         self.period = self.period.checked_add(1).unwrap_or(1);
     }
 
-    /// What link `i` scores for a new connection (lower is better), where
-    /// `unknown` stands for a capacity not learned yet.
-    pub fn score(&self, i: usize, unknown: f64) -> f64 {
+    /// What link `i`, with `open` connections, scores for a new one (lower
+    /// is better), where `unknown` stands for a capacity not learned yet.
+    pub fn score(&self, i: usize, open: u64, unknown: f64) -> f64 {
         let m = &self.meters[i];
-        f64::from(m.load() + 1) / m.capacity.unwrap_or(unknown)
+        (m.load(open) + 1) as f64 / m.capacity.unwrap_or(unknown)
     }
 
     /// What an unlearned link among `links` counts as: the best learned
@@ -253,7 +255,9 @@ mod tests {
             let mut rr = Selector::new((0..links).map(|i| (i, NonZeroU32::MIN)));
             let mut got = vec![0; links];
             for _ in 0..n {
-                let best = rr.next_lowest(|_| true, |&i| b.score(i, unknown)).unwrap();
+                let best = rr
+                    .next_lowest(|_| true, |&i| b.score(i, u64::MAX, unknown))
+                    .unwrap();
                 b.placed(best);
                 got[best] += 1;
             }
@@ -314,7 +318,7 @@ mod tests {
             s.second(&[1_200_000, 0]);
         }
         assert_eq!(s.capacity(1), before);
-        assert_eq!(s.b.meter(1).load(), 0);
+        assert_eq!(s.b.meter(1).load(u64::MAX), 0);
     }
 
     #[test]
@@ -373,19 +377,20 @@ mod tests {
         for _ in 0..3 {
             b.placed(0);
         }
-        assert_eq!(b.meter(0).load(), 3, "placed, not carrying yet");
+        assert_eq!(b.meter(0).load(0), 3, "placed, not carrying yet");
         b.carried(0, &mut seen[0]);
         b.carried(0, &mut seen[0]);
         b.carried(0, &mut seen[1]);
-        assert_eq!(b.meter(0).load(), 3, "two carry, one still to");
+        assert_eq!(b.meter(0).load(3), 3, "two carry, one still to");
         let t = Instant::now();
         b.sample([0].into_iter(), t);
-        assert_eq!(b.meter(0).load(), 2, "the last period's busy ones");
+        assert_eq!(b.meter(0).load(3), 2, "the last period's busy ones");
+        assert_eq!(b.meter(0).load(1), 1, "one of them closed since");
         b.carried(0, &mut seen[0]);
         b.sample([0].into_iter(), t + SEC);
-        assert_eq!(b.meter(0).load(), 1);
+        assert_eq!(b.meter(0).load(3), 1);
         b.sample([0].into_iter(), t + 2 * SEC);
-        assert_eq!(b.meter(0).load(), 0, "idle connections weigh nothing");
+        assert_eq!(b.meter(0).load(3), 0, "idle connections weigh nothing");
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl Links {
                 let family = (0..links.len()).filter(|&i| links[i].ipv6 == ipv6);
                 let unknown = balance.unknown(family);
                 let b = &*balance;
-                selector.next_lowest(ok, |&i| b.score(i, unknown))?
+                selector.next_lowest(ok, |&i| b.score(i, links[i].stats.open, unknown))?
             }
         };
         balance.placed(i);
