@@ -223,7 +223,7 @@ mod tests {
             let mut b = Balance::new(Strategy::Learn);
             b.resize(n);
             let now = Instant::now();
-            b.sample(std::iter::repeat(0).take(n), now);
+            b.sample(std::iter::repeat_n(0, n), now);
             Sim {
                 b,
                 now,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 /// A SOCKS proxy that spreads outgoing connections over the machine's
-/// network interfaces by weighted round robin.
+/// network interfaces, by the capacity it learns for each or by weights.
 #[derive(Debug, Parser)]
 #[command(name = "dispatch", version, about, arg_required_else_help = true)]
 pub struct Cli {

@@ -1,5 +1,6 @@
 //! dispatch: a SOCKS proxy that spreads outgoing connections over several
-//! local addresses (network links) by smooth weighted round robin.
+//! local addresses (network links), by learned capacity or by smooth
+//! weighted round robin.
 //!
 //! The modules, from the wire inwards:
 //!
