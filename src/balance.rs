@@ -68,6 +68,8 @@ pub struct Meter {
     /// The last period's rate, when the link was busy before it too:
     /// counted once the next period shows it busy still.
     pending: Option<f64>,
+    /// The link's failed connects, as last seen.
+    failures: u64,
 }
 
 impl Meter {
@@ -154,6 +156,17 @@ impl Balance {
     /// A new connection was placed on link `i`.
     pub fn placed(&mut self, i: usize) {
         self.meters[i].placed += 1;
+    }
+
+    /// Link `i` has had `failures` failed connects so far: each new one is
+    /// a placed connection that will never carry anything, so it stops
+    /// counting (a link that fails keeps its turns, and is found out).
+    pub fn failures(&mut self, i: usize, failures: u64) {
+        let meter = &mut self.meters[i];
+        let new = failures.saturating_sub(meter.failures);
+        meter.failures = failures;
+        let new = u32::try_from(new).unwrap_or(u32::MAX);
+        meter.placed = meter.placed.saturating_sub(new);
     }
 
     /// A connection tagged `seen` carried bytes through link `i`.
@@ -391,6 +404,20 @@ mod tests {
         assert_eq!(b.meter(0).load(3), 1);
         b.sample([0].into_iter(), t + 2 * SEC);
         assert_eq!(b.meter(0).load(3), 0, "idle connections weigh nothing");
+    }
+
+    #[test]
+    fn a_failed_connect_stops_counting() {
+        let mut b = Balance::new(Strategy::Learn);
+        b.resize(1);
+        b.placed(0);
+        b.placed(0);
+        b.failures(0, 1);
+        assert_eq!(b.meter(0).load(0), 1);
+        b.failures(0, 1);
+        assert_eq!(b.meter(0).load(0), 1, "each failure once");
+        b.failures(0, 5);
+        assert_eq!(b.meter(0).load(0), 0);
     }
 
     #[test]

@@ -109,6 +109,9 @@ impl Links {
         let i = match balance.strategy {
             Strategy::Weights => selector.next_where(ok)?,
             Strategy::Learn => {
+                for (i, l) in links.iter().enumerate() {
+                    balance.failures(i, l.stats.failures);
+                }
                 let family = (0..links.len()).filter(|&i| links[i].ipv6 == ipv6);
                 let unknown = balance.unknown(family);
                 let b = &*balance;
@@ -231,6 +234,28 @@ mod tests {
             &[("10.0.0.1", 500_000.0)],
         );
         assert_eq!(picks(&mut l, 4), [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn a_link_whose_connects_fail_keeps_its_turns() {
+        let mut l = links(&[("10.0.0.1", 1), ("10.0.0.2", 1)], Strategy::Learn, &[]);
+        let now = Instant::now();
+        let got: Vec<usize> = (0..5)
+            .map(|_| {
+                let i = l.pick(target(), 0, now).unwrap();
+                if i == 0 {
+                    // A short exchange, over before the next pick.
+                    let mut seen = 0;
+                    l.connected(0);
+                    l.carried(0, 10, 100, &mut seen);
+                    l.closed(0);
+                } else {
+                    l.failed(1, &"timed out", now);
+                }
+                i
+            })
+            .collect();
+        assert_eq!(got, [0, 1, 0, 1, 0], "tried in its turn, so found out");
     }
 
     #[test]
