@@ -409,3 +409,38 @@ fn the_state_file_lives_beside_the_log() {
         .expect("the state file beside the log");
     assert!(kept.lines().any(|l| l.ends_with(" 127.0.0.2")), "{kept}");
 }
+
+/// Capacities kept from an earlier run place a burst of connections opened
+/// at once (a download split into static ranges) before anything is
+/// measured: 4 to 1 here, where alternating would give 5 and 5.
+#[test]
+fn capacities_from_the_state_file_split_a_burst() {
+    let state = TempDir::new();
+    let file = state.path.join("capacities");
+    std::fs::write(&file, "1000000 127.0.0.2\n250000 127.0.0.3\n").unwrap();
+    let echo = Server::echo("127.0.0.1:0");
+    let proxy = Proxy::start(&[
+        "--state-file",
+        file.to_str().unwrap(),
+        "127.0.0.2",
+        "127.0.0.3",
+    ]);
+    // Each reply's BND.ADDR is the address the connection left from.
+    let (open, from): (Vec<_>, Vec<IpAddr>) = (0..10)
+        .map(|_| {
+            let (s, bnd) = socks5_ok(proxy.addr, echo.addr);
+            (s, bnd.ip())
+        })
+        .unzip();
+    let fast = from
+        .iter()
+        .filter(|ip| ip.to_string() == "127.0.0.2")
+        .count();
+    assert!(
+        fast >= 7,
+        "{fast} of 10 through the faster link: {}",
+        show(&from)
+    );
+    drop(open);
+    proxy.finish();
+}
