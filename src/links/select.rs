@@ -143,9 +143,11 @@ impl Links {
         self.balance.meter(i).capacity()
     }
 
-    /// What is learned of every link, for the state file.
+    /// What is learned of every link with an address (its label names
+    /// it), for the state file.
     pub fn learned_entries(&self) -> Vec<learned::Entry> {
         (0..self.links.len())
+            .filter(|&i| self.links[i].ip.is_some())
             .filter_map(|i| {
                 Some(learned::Entry {
                     label: self.links[i].label(),
