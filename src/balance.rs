@@ -11,14 +11,16 @@
 //! [`MIN_SAMPLE_BYTES`]. The estimate rises quickly towards a higher sample
 //! ([`RISE`]) and falls more slowly towards a lower one ([`FALL`]): a link
 //! whose throughput halves loses most of its extra share within about five
-//! seconds. An idle link keeps its last estimate.
+//! seconds. An idle link keeps its last estimate. (The kernel's own view,
+//! Linux `TCP_INFO` delivery rate, measures what this end sends: for a
+//! download, where the proxy receives, it says nothing of the link.)
 //!
 //! **Choice.** A new connection goes to the link with the lowest
 //! `(load + 1) / capacity`, where load counts the open connections through
 //! it that carried bytes in this period or the last one, plus those placed
-//! in this period that have not carried any yet. Idle connections (a
-//! BitTorrent client keeps hundreds) and connections that never got an
-//! answer do not count. A link not learned yet counts as the best learned
+//! in this period that have not carried any yet (a failed connect is taken
+//! back at once). Idle connections (a BitTorrent client keeps hundreds) and
+//! connects that never got an answer do not count beyond that. A link not learned yet counts as the best learned
 //! one of its family, so it gets tried. Equal scores (nothing learned yet:
 //! all capacities equal) fall to the smooth weighted round robin.
 
