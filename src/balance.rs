@@ -157,7 +157,8 @@ impl Balance {
 
     /// A new connection was placed on link `i`.
     pub fn placed(&mut self, i: usize) {
-        self.meters[i].placed += 1;
+        let meter = &mut self.meters[i];
+        meter.placed = meter.placed.saturating_add(1);
     }
 
     /// Link `i` has had `failures` failed connects so far: each new one is
@@ -180,7 +181,7 @@ impl Balance {
         if *seen == 0 {
             meter.placed = meter.placed.saturating_sub(1);
         }
-        meter.active += 1;
+        meter.active = meter.active.saturating_add(1);
         *seen = self.period;
     }
 
