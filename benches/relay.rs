@@ -1,8 +1,10 @@
 //! Relay throughput through the real reactor on loopback, each way, over one
 //! connection and eight at once, beside a direct loopback connection measured
-//! in the same group, so the report shows the proxy/direct ratio. The ring
-//! sizes compared on the way up are how `reactor::RING_SIZE` was chosen
-//! (README, "Choosing the ring size"); `dispatch` is the default size.
+//! in the same group, so the report shows the proxy/direct ratio.
+//! `dispatch` is the default (splice on Linux), `rings` the same relaying
+//! through its rings only. The ring sizes compared on the way up (rings
+//! only) are how `reactor::RING_SIZE` was chosen (README, "Choosing the ring
+//! size"), and the pipe sizes how `reactor::PIPE_SIZE` was.
 //!
 //! `cargo bench --bench relay`
 
@@ -13,10 +15,14 @@ use std::net::{Shutdown, SocketAddr};
 use std::thread;
 use std::time::Duration;
 
-use common::{connect, sink_server, source_server, start_proxy, Proxy, CHUNK};
+use common::{connect, sink_server, source_server, start_proxy, start_proxy_with, Proxy, CHUNK};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dispatch::reactor::Reactor;
 
 const PAYLOAD: usize = 64 << 20;
+
+/// How a subject's reactor differs from the default.
+type Tune = fn(Reactor) -> Reactor;
 
 /// Pushes `bytes` up through each of `streams` connections at once and waits
 /// for each server's acknowledgement.
@@ -72,10 +78,29 @@ fn relay(c: &mut Criterion) {
     let sink = sink_server();
     let source = source_server();
     let dispatch = start_proxy(None);
+    let through_rings = start_proxy_with(None, Reactor::relay_through_rings);
     let rings: Vec<(usize, Proxy)> = [16usize, 64, 256]
         .into_iter()
-        .map(|kib| (kib, start_proxy(Some(kib << 10))))
+        .map(|kib| {
+            (
+                kib,
+                start_proxy_with(Some(kib << 10), Reactor::relay_through_rings),
+            )
+        })
         .collect();
+    let pipes: Vec<(usize, Proxy)> = if cfg!(target_os = "linux") {
+        let tunes: [(usize, Tune); 3] = [
+            (64, |r| r.with_pipe_size(64 << 10)),
+            (256, |r| r.with_pipe_size(256 << 10)),
+            (1024, |r| r.with_pipe_size(1 << 20)),
+        ];
+        tunes
+            .into_iter()
+            .map(|(kib, tune)| (kib, start_proxy_with(None, tune)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     type Direction = fn(Option<SocketAddr>, SocketAddr, usize, usize);
     for (way, run, target) in [("up", up as Direction, sink), ("down", down, source)] {
         for streams in [1usize, 8] {
@@ -91,12 +116,18 @@ fn relay(c: &mut Criterion) {
             let mut subjects = vec![
                 ("direct".to_string(), None),
                 ("dispatch".to_string(), Some(dispatch.addr)),
+                ("rings".to_string(), Some(through_rings.addr)),
             ];
             if way == "up" {
                 subjects.extend(
                     rings
                         .iter()
                         .map(|(kib, p)| (format!("ring-{kib}KiB"), Some(p.addr))),
+                );
+                subjects.extend(
+                    pipes
+                        .iter()
+                        .map(|(kib, p)| (format!("pipe-{kib}KiB"), Some(p.addr))),
                 );
             }
             for (subject, proxy) in subjects {

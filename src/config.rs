@@ -369,6 +369,7 @@ mod tests {
             index: 0,
             addrs: addrs.iter().map(|a| ip(a)).collect(),
             default_route: [true, true],
+            ..Interface::default()
         };
         vec![
             iface("lo", &["127.0.0.1", "::1"]),

@@ -61,8 +61,9 @@ pub enum Target<'a> {
     Forward {
         host: &'a str,
         port: u16,
-        /// Origin-form path and query: `/` at least, or `?query` for a URL
-        /// with an empty path.
+        /// The URL's path and query as written, `/` when both are absent.
+        /// A URL with an empty path and a query gives `?query`: not yet
+        /// origin form, which [`write_forward_head`] makes `/?query`.
         path: &'a str,
     },
 }
@@ -524,6 +525,7 @@ pub fn error_response(status: u16, detail: &str, extra_headers: &str) -> Vec<u8>
         400 => "Bad Request",
         403 => "Forbidden",
         407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         504 => "Gateway Timeout",

@@ -19,6 +19,47 @@ pub struct Interface {
     /// Whether a default route leaves through it, for IPv4 and IPv6 (`[v4,
     /// v6]`). Where routes cannot be read (not Linux), taken as true.
     pub default_route: [bool; 2],
+    /// The directly connected subnets its addresses are on, where the
+    /// system gives their masks.
+    pub nets: Vec<Net>,
+}
+
+/// A directly connected subnet: an address of the interface and its prefix
+/// length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Net {
+    /// The subnet `addr` is on, given its netmask; `None` for a mask of
+    /// another family or with holes.
+    pub fn from_mask(addr: IpAddr, mask: IpAddr) -> Option<Net> {
+        let (bits, len) = match (addr, mask) {
+            (IpAddr::V4(_), IpAddr::V4(m)) => (u128::from(u32::from(m)) << 96, 32),
+            (IpAddr::V6(_), IpAddr::V6(m)) => (u128::from(m), 128),
+            _ => return None,
+        };
+        let prefix = bits.leading_ones();
+        (bits.checked_shl(prefix).unwrap_or(0) == 0 && prefix <= len).then_some(Net {
+            addr,
+            prefix: prefix as u8,
+        })
+    }
+
+    /// Whether `ip` is on this subnet.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (a, b, len) = match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                (u128::from(u32::from(a)), u128::from(u32::from(b)), 32)
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+            _ => return false,
+        };
+        let host_bits = len - u32::from(self.prefix.min(len as u8));
+        a.checked_shr(host_bits).unwrap_or(0) == b.checked_shr(host_bits).unwrap_or(0)
+    }
 }
 
 impl Interface {
@@ -55,10 +96,26 @@ pub fn discover() -> io::Result<Vec<Interface>> {
     let mut found = NetworkInterface::show().map_err(io::Error::other)?;
     // Some platforms return them in hash order; the index is stable.
     found.sort_by_key(|ni| ni.index);
+    let nets: Vec<(String, Net)> = found
+        .iter()
+        .flat_map(|ni| {
+            ni.addr.iter().filter_map(|a| {
+                let net = Net::from_mask(a.ip(), a.netmask()?)?;
+                Some((ni.name.clone(), net))
+            })
+        })
+        .collect();
     let mut ifaces = merge(found.into_iter().map(|ni| {
         let addrs = ni.addr.iter().map(|a| a.ip()).collect();
         (ni.name, ni.index, addrs)
     }));
+    for (name, net) in nets {
+        if let Some(iface) = ifaces.iter_mut().find(|i| i.name == name) {
+            if !iface.nets.contains(&net) {
+                iface.nets.push(net);
+            }
+        }
+    }
     let routes = default_routes();
     for iface in &mut ifaces {
         iface.default_route = match &routes {
@@ -291,6 +348,7 @@ mod tests {
             index: 0,
             addrs: addrs.iter().map(|a| ip(a)).collect(),
             default_route: [false, false],
+            ..Interface::default()
         }
     }
 
@@ -421,5 +479,29 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
             format_table(&[]),
             "INTERFACE  FAMILY  ADDRESS  USABLE  DEFAULT\n"
         );
+    }
+
+    #[test]
+    fn a_netmask_gives_the_prefix_and_the_subnet_holds_its_neighbours() {
+        let net = Net::from_mask(ip("192.168.1.5"), ip("255.255.255.0")).unwrap();
+        assert_eq!(net.prefix, 24);
+        assert!(net.contains(ip("192.168.1.200")));
+        assert!(!net.contains(ip("192.168.2.1")));
+        assert!(!net.contains(ip("fd00::1")), "another family");
+        let v6 = Net::from_mask(ip("fd01::2"), ip("ffff:ffff:ffff:ffff::")).unwrap();
+        assert_eq!(v6.prefix, 64);
+        assert!(v6.contains(ip("fd01::99")));
+        assert!(!v6.contains(ip("fd02::2")));
+        let host = Net::from_mask(ip("10.9.0.1"), ip("255.255.255.255")).unwrap();
+        assert!(host.contains(ip("10.9.0.1")) && !host.contains(ip("10.9.0.2")));
+        let all = Net::from_mask(ip("10.0.0.1"), ip("0.0.0.0")).unwrap();
+        assert_eq!(all.prefix, 0);
+        assert!(all.contains(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn a_mask_with_holes_or_of_another_family_is_no_subnet() {
+        assert_eq!(Net::from_mask(ip("10.0.0.1"), ip("255.0.255.0")), None);
+        assert_eq!(Net::from_mask(ip("10.0.0.1"), ip("ffff::")), None);
     }
 }

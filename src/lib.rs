@@ -10,6 +10,7 @@
 //! | `http`      | HTTP proxy requests: heads, body framing, rewrite, own replies | no   |
 //! | `auth`      | credentials, Basic headers, client address ranges             | no   |
 //! | `ring`      | fixed-capacity byte ring and the free list rings come from    | no   |
+//! | `splice`    | kernel pipes a relay splices through (Linux), and their pool  | pipes |
 //! | `wrr`       | smooth weighted round robin                                   | no   |
 //! | `balance`   | learned link capacities and the least-load choice            | no   |
 //! | `learned`   | the state file that keeps learned capacities across restarts | yes  |
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod dns;
+pub mod evidence;
 pub mod eyeballs;
 pub mod http;
 pub mod iface;
@@ -39,10 +41,12 @@ pub mod learned;
 pub mod links;
 pub mod logging;
 pub mod net;
+pub mod reach;
 pub mod reactor;
 pub mod report;
 pub mod ring;
 pub mod socks;
+pub mod splice;
 pub mod sys;
 pub mod udp_table;
 pub mod wrr;

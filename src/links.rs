@@ -2,11 +2,18 @@
 //! takes, whether each is healthy, which address it has now, and what it has
 //! carried. A plain struct owned by the event loop; no I/O.
 //!
-//! Health: a link that fails [`FAILURES_TO_DOWN`] times in a row for reasons
-//! of its own (see [`crate::net::is_link_failure`]) is marked down and
-//! skipped by the selector; after a backoff it gets one trial connection,
-//! whose success brings it back up and whose failure doubles the backoff,
-//! up to [`MAX_BACKOFF`]. Every transition is logged once.
+//! Health, from evidence about the link rather than about one target (see
+//! [`crate::evidence`]): a link the system cannot send through (no route
+//! through its device, its address or device gone) is marked down at once
+//! ([`Links::broken`]); one that stayed silent to targets other links
+//! reached [`FAILURES_TO_DOWN`] times in a row ([`Links::failed`]) is marked
+//! down too. A down link is skipped by the selector; after a backoff it
+//! gets one trial connection, whose success brings it back up and whose
+//! failure doubles the backoff, up to [`MAX_BACKOFF`]. Every transition is
+//! logged once.
+//!
+//! Which links can reach a target at all (this machine, a LAN) is
+//! [`crate::reach`]'s question, asked of the interfaces last read.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,9 +24,11 @@ use crate::balance::Balance;
 use crate::eyeballs::Families;
 use crate::iface::Interface;
 use crate::learned;
+use crate::reach::Reach;
 use crate::sys::Device;
 use crate::wrr::Selector;
 
+mod health;
 mod select;
 
 pub const FAILURES_TO_DOWN: u32 = 3;
@@ -243,6 +252,8 @@ pub struct Links {
     bind_device: bool,
     /// [`MAX_LINKS`] was reached and said so.
     full: bool,
+    /// The interfaces as last read, for [`Links::reach`].
+    ifaces: Vec<Interface>,
     /// What each link carries, and how new connections use that.
     balance: Balance,
     /// Capacities learned before this start, for links as they come.
@@ -270,6 +281,7 @@ impl Links {
             follow: Follow::default(),
             bind_device,
             full: false,
+            ifaces: devices.to_vec(),
             balance: Balance::new(crate::balance::Strategy::Weights),
             seeds: Vec::new(),
         };
@@ -297,9 +309,15 @@ impl Links {
         &self.links[i]
     }
 
-    /// Whether any link of `remote`'s family exists (up or not).
+    /// Whether `remote` can be connected to: directly (this machine, see
+    /// [`Links::reach`]), or because a link of its family exists (up or
+    /// not) that may reach it.
     pub fn can_reach(&self, remote: IpAddr) -> bool {
-        self.links.iter().any(|l| l.ipv6 == remote.is_ipv6())
+        match self.reach(std::net::SocketAddr::new(remote, 0)) {
+            Reach::Direct => true,
+            Reach::Only(set) => set != 0,
+            Reach::Any => self.links.iter().any(|l| l.ipv6 == remote.is_ipv6()),
+        }
     }
 
     /// A connection through link `i` was established.
@@ -328,49 +346,9 @@ impl Links {
             .any(|l| l.ipv6 == ipv6 && l.ip.is_some() && !matches!(l.state, State::Down { .. }))
     }
 
-    /// The target refused (or the like): the link itself works.
-    pub fn reached(&mut self, i: usize) {
-        let link = &mut self.links[i];
-        link.failures_in_row = 0;
-        if link.state != State::Up {
-            link.state = State::Up;
-            log::info!("link {} up", link.label());
-        }
-    }
-
     /// Whether a link failed since the last call (its address may be gone).
     pub fn take_refresh_request(&mut self) -> bool {
         std::mem::take(&mut self.refresh)
-    }
-
-    /// Connecting through link `i` failed for a reason of the link's.
-    pub fn failed(&mut self, i: usize, reason: &dyn fmt::Display, now: Instant) {
-        self.refresh = true;
-        let link = &mut self.links[i];
-        link.stats.failures += 1;
-        link.failures_in_row += 1;
-        let backoff = match link.state {
-            State::Trial { backoff } => (backoff * 2).min(MAX_BACKOFF),
-            State::Up if link.failures_in_row >= FAILURES_TO_DOWN => FIRST_BACKOFF,
-            _ => return,
-        };
-        link.state = State::Down {
-            retry_at: now + backoff,
-            backoff,
-        };
-        log::info!("link {} down: {reason}", link.label());
-    }
-
-    /// A connection gave up while its attempt through link `i` was in flight.
-    pub fn abandoned(&mut self, i: usize, now: Instant) {
-        let link = &mut self.links[i];
-        if let State::Trial { backoff } = link.state {
-            // Undecided: let the next connection make the trial.
-            link.state = State::Down {
-                retry_at: now,
-                backoff,
-            };
-        }
     }
 
     /// A connection through link `i` closed.
@@ -436,6 +414,9 @@ impl Links {
     /// have a new one). Links are never removed: a link that left keeps its
     /// index and counters for the exit summary.
     pub fn apply_interfaces(&mut self, ifaces: &[Interface], now: Instant) {
+        if self.ifaces != ifaces {
+            self.ifaces = ifaces.to_vec();
+        }
         for i in 0..self.links.len() {
             self.follow_link(i, ifaces, now);
         }
@@ -600,6 +581,9 @@ fn device_of(ifaces: &[Interface], name: &str) -> Option<Device> {
 }
 
 #[cfg(test)]
+mod health_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -758,6 +742,7 @@ mod tests {
             index,
             addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
             default_route: [true, true],
+            ..Interface::default()
         }
     }
 

@@ -11,11 +11,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::socks::Reply;
 use crate::sys::{self, Device};
 
-/// Starts connecting to `remote` from `local` (port chosen by the kernel),
-/// through `device` when given. The returned stream is connecting: wait for
-/// it to become writable, then call [`connect_result`].
+/// Starts connecting to `remote` from `local` (port chosen by the kernel;
+/// with no `local`, the address the system picks), through `device` when
+/// given. The returned stream is connecting: wait for it to become
+/// writable, then call [`connect_result`].
 pub fn connect_from(
-    local: IpAddr,
+    local: Option<IpAddr>,
     device: Option<&Device>,
     remote: SocketAddr,
 ) -> io::Result<TcpStream> {
@@ -41,12 +42,14 @@ pub fn connect_from(
     }
     socket.set_tcp_nodelay(true)?;
     set_keepalive(&socket);
-    // Not fatal: without it connections still work, they only use up
-    // ephemeral ports sooner.
-    if let Err(e) = sys::set_bind_address_no_port(&socket) {
-        log::debug!("IP_BIND_ADDRESS_NO_PORT unavailable: {e}");
+    if let Some(local) = local {
+        // Not fatal: without it connections still work, they only use up
+        // ephemeral ports sooner.
+        if let Err(e) = sys::set_bind_address_no_port(&socket) {
+            log::debug!("IP_BIND_ADDRESS_NO_PORT unavailable: {e}");
+        }
+        socket.bind(&SocketAddr::new(local, 0).into())?;
     }
-    socket.bind(&SocketAddr::new(local, 0).into())?;
     match socket.connect(&remote.into()) {
         Ok(()) => {}
         Err(e) if sys::is_in_progress(&e) => {}
@@ -79,8 +82,15 @@ pub fn is_connectable(addr: SocketAddr) -> bool {
 
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it
 /// is, so it leaves through an IPv4 link.
+/// Any other address is kept as it is, with its scope (an IPv6 link-local
+/// address leaves by the interface its scope names).
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+    match addr {
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => {
+            SocketAddr::new(addr.ip().to_canonical(), addr.port())
+        }
+        _ => addr,
+    }
 }
 
 /// After a writable event on a connecting stream: `Ok(true)` connected,
@@ -93,27 +103,6 @@ pub fn connect_result(stream: &TcpStream) -> io::Result<bool> {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotConnected || sys::is_in_progress(&e) => Ok(false),
         Err(e) => Err(e),
-    }
-}
-
-/// Whether a failed connect is the link's fault (so another link may well
-/// succeed) rather than the target's (a refusal, which every link would get).
-pub fn is_link_failure(err: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    if matches!(
-        err.kind(),
-        TimedOut | NetworkUnreachable | HostUnreachable | NetworkDown | AddrNotAvailable
-    ) {
-        return true;
-    }
-    // The bound interface vanished.
-    #[cfg(unix)]
-    {
-        matches!(err.raw_os_error(), Some(libc::ENODEV) | Some(libc::ENXIO))
-    }
-    #[cfg(not(unix))]
-    {
-        false
     }
 }
 
@@ -154,22 +143,16 @@ mod tests {
     }
 
     #[test]
-    fn link_failures_are_told_from_target_failures() {
-        let e = |k| io::Error::from(k);
-        for k in [
-            io::ErrorKind::TimedOut,
-            io::ErrorKind::NetworkUnreachable,
-            io::ErrorKind::HostUnreachable,
-            io::ErrorKind::AddrNotAvailable,
-        ] {
-            assert!(is_link_failure(&e(k)), "{k:?}");
-        }
-        for k in [
-            io::ErrorKind::ConnectionRefused,
-            io::ErrorKind::ConnectionReset,
-        ] {
-            assert!(!is_link_failure(&e(k)), "{k:?}");
-        }
+    fn canonical_unmaps_ipv4_and_keeps_a_scope() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:80".parse().unwrap();
+        assert_eq!(canonical(mapped), "192.0.2.1:80".parse().unwrap());
+        let scoped = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            80,
+            0,
+            3,
+        ));
+        assert_eq!(canonical(scoped), scoped);
     }
 
     #[test]

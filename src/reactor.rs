@@ -28,6 +28,7 @@ use crate::dns::Resolver;
 use crate::iface::{self, Watcher};
 use crate::links::Links;
 use crate::ring::RingPool;
+use crate::splice::PipePool;
 use crate::sys;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -40,6 +41,15 @@ const WAKER: Token = Token(usize::MAX - 1);
 pub const RING_SIZE: usize = 128 * 1024;
 /// Spare rings kept for reuse; the rest are freed when drained.
 const SPARE_RINGS: usize = 64;
+/// Kernel pipes the relays may splice through at once (Linux), at most one
+/// per this many descriptors of the limit; each holds two descriptors, and
+/// only while bytes are in flight.
+const MAX_PIPES: usize = 1024;
+const DESCRIPTORS_PER_PIPE: u64 = 16;
+/// What a kernel pipe holds: see README, "Splice", for the measurement.
+pub const PIPE_SIZE: usize = 256 * 1024;
+/// Spare pipes kept for reuse.
+const SPARE_PIPES: usize = 64;
 /// How long accepting pauses when the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Descriptors kept free for the listener, DNS, logs and the like: accepting
@@ -221,7 +231,7 @@ impl Reactor {
             local_ips,
             fd_limit: sys::nofile_limit(),
             fd_notice: conn::RateLimit::default(),
-            pool: RingPool::new(ring_size, SPARE_RINGS),
+            pool: RingPool::new(ring_size, SPARE_RINGS).with_pipes(pipe_pool(sys::nofile_limit())),
             resolver,
             timers: Timers::new(),
             notices: Notices::default(),
@@ -244,6 +254,23 @@ impl Reactor {
             next_id: 0,
             summary: Summary::default(),
         })
+    }
+
+    /// Relays through rings only, never splicing (for comparison).
+    pub fn relay_through_rings(mut self) -> Reactor {
+        self.pool.pipes = PipePool::none();
+        self
+    }
+
+    /// Splices through pipes of `bytes` (as the system allows) instead of
+    /// [`PIPE_SIZE`] (for measuring the choice).
+    pub fn with_pipe_size(mut self, bytes: usize) -> Reactor {
+        let mut pool = pipe_pool(sys::nofile_limit());
+        if pool.max() > 0 {
+            pool = PipePool::new(pool.max(), SPARE_PIPES.min(pool.max()), bytes);
+        }
+        self.pool.pipes = pool;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -356,6 +383,7 @@ impl Reactor {
             self.close(key, now);
         }
         debug_assert_eq!(self.pool.lent(), 0, "a ring was not given back");
+        debug_assert_eq!(self.pool.pipes.lent(), 0, "a pipe was not given back");
         Ok(self.summary)
     }
 
@@ -429,8 +457,10 @@ impl Reactor {
             return;
         }
         loop {
-            // Each connection needs two descriptors: stop while one is left.
-            let needed = self.conns.len() as u64 * 2 + FD_RESERVE;
+            // Each connection needs two descriptors, each pipe lent for
+            // splicing two more: stop while one is left.
+            let needed =
+                self.conns.len() as u64 * 2 + self.pool.pipes.descriptors() as u64 + FD_RESERVE;
             if self.fd_limit.is_some_and(|limit| needed >= limit) {
                 if !self.fd_notice.allow(now) {
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
@@ -660,4 +690,17 @@ fn all_addrs(ifaces: &[iface::Interface]) -> Vec<IpAddr> {
         .iter()
         .flat_map(|i| i.addrs.iter().copied())
         .collect()
+}
+
+/// The pipes relays may splice through: a bounded share of the descriptor
+/// limit, or none when `DISPATCH_SPLICE=0` (relaying through rings only,
+/// for comparison).
+fn pipe_pool(fd_limit: Option<u64>) -> PipePool {
+    if std::env::var_os("DISPATCH_SPLICE").is_some_and(|v| v == "0") {
+        log::info!("splice off (DISPATCH_SPLICE=0): relaying through buffers");
+        return PipePool::none();
+    }
+    let share = fd_limit.map_or(MAX_PIPES as u64, |l| l / DESCRIPTORS_PER_PIPE);
+    let max = usize::try_from(share).unwrap_or(MAX_PIPES).min(MAX_PIPES);
+    PipePool::new(max, SPARE_PIPES.min(max), PIPE_SIZE)
 }

@@ -118,6 +118,9 @@ impl Ring {
 /// and gives it back once drained, so memory follows the bytes in flight,
 /// not the number of connections. At most `keep` spare rings are kept.
 pub struct RingPool {
+    /// Kernel pipes, for relays that splice (Linux); none unless given
+    /// with [`RingPool::with_pipes`].
+    pub pipes: crate::splice::PipePool,
     free: Vec<Ring>,
     ring_size: usize,
     keep: usize,
@@ -127,11 +130,18 @@ pub struct RingPool {
 impl RingPool {
     pub fn new(ring_size: usize, keep: usize) -> RingPool {
         RingPool {
+            pipes: crate::splice::PipePool::none(),
             free: Vec::new(),
             ring_size,
             keep,
             lent: 0,
         }
+    }
+
+    /// The pool also lends kernel pipes from `pipes`.
+    pub fn with_pipes(mut self, pipes: crate::splice::PipePool) -> RingPool {
+        self.pipes = pipes;
+        self
     }
 
     /// Rings currently held by connections.

@@ -1117,6 +1117,36 @@ fn refused_connect_gets_502_saying_why() {
             "502 body should say the connection was refused: {:?}",
             r.text()
         );
+        // One reason, not the reply and the error saying it twice.
+        assert_eq!(
+            r.text().to_ascii_lowercase().matches("refused").count(),
+            1,
+            "{:?}",
+            r.text()
+        );
+    }
+    proxy.finish();
+}
+
+/// Half a request head, then nothing: after the handshake timeout the
+/// client gets a 408 saying so, not a silent close.
+#[test]
+fn half_sent_head_gets_408_after_the_handshake_timeout() {
+    let proxy = Proxy::start(&["--handshake-timeout", "1", "127.0.0.2"]);
+    let heads: [&[u8]; 2] = [
+        b"GET http://127.0.0.1:9/x HTTP/1.1\r\nHost: 127.",
+        b"CONNECT 127.0.0.1:9 HTTP/1.1\r\n",
+    ];
+    for head in heads {
+        let t = Instant::now();
+        let r = one(proxy.addr, head);
+        assert_eq!(r.status, 408, "{}{}", r.raw_head, r.text());
+        assert_short_text_body(&r, "408");
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
     }
     proxy.finish();
 }
@@ -1333,4 +1363,33 @@ fn netns_connect_timeout_gets_504_and_unreachable_502() {
         String::from_utf8_lossy(&body)
     );
     proxy.finish();
+}
+
+/// A forwarded request counts in its link's bytes up, as a SOCKS client's
+/// bytes do: a GET is not "up 0 B".
+#[test]
+fn forwarded_requests_count_in_the_links_bytes_up() {
+    let server = HttpServer::start("127.0.0.1:0");
+    let proxy = Proxy::start(&["127.0.0.2"]);
+    let url = server.url("127.0.0.1", "/counted");
+    let req = format!(
+        "GET {url} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    let r = one(proxy.addr, req.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.raw_head);
+    let out = proxy.finish();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("127.0.0.2: up, 1 connection"))
+        .unwrap_or_else(|| panic!("no link summary:\n{}", tail(&out.stdout, 10)));
+    let up: u64 = line
+        .split(", up ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // "GET /counted HTTP/1.1" and a Host header at least.
+    assert!(up >= 30, "{line}");
 }

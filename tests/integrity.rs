@@ -103,28 +103,86 @@ fn wait_results(results: &Results, n: usize) -> Vec<Result<(), String>> {
     }
 }
 
+/// The pipes a process holds now (Linux).
+fn pipes_held(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("pipe:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 #[test]
-fn one_connection_64_mib_each_way_concurrently() {
+fn one_connection_64_mib_each_way_concurrently_spliced() {
+    one_connection_64_mib_each_way_concurrently(Relay::Splice);
+}
+
+#[test]
+fn one_connection_64_mib_each_way_concurrently_through_rings() {
+    one_connection_64_mib_each_way_concurrently(Relay::Rings);
+}
+
+fn one_connection_64_mib_each_way_concurrently(relay: Relay) {
     const LEN: u64 = 64 << 20;
     const CHUNK: usize = 1 << 20;
     let (server, results) = stream_server(CHUNK);
-    let proxy = Proxy::start(&["127.0.0.2"]);
+    let proxy = start_relaying(relay, &["127.0.0.2"]);
+    let (pid, idle_pipes) = (proxy.pid, pipes_held(proxy.pid));
+    // Watch the pipes it holds while the transfer runs.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let done = done.clone();
+        thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(pipes_held(pid));
+                thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
     let t = Instant::now();
     let outcome = transfer(proxy.addr, server.addr, 0x1234_5678_9ABC_DEF0, LEN, CHUNK);
-    eprintln!("64 MiB each way: {:?}", t.elapsed());
+    eprintln!("64 MiB each way ({relay:?}): {:?}", t.elapsed());
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most_pipes = watch.join().unwrap() - idle_pipes;
     assert_eq!(outcome, Ok(()));
     let server_side = wait_results(&results, 1);
     assert_eq!(server_side, vec![Ok(())]);
+    if cfg!(target_os = "linux") {
+        match relay {
+            // One pipe each way while bytes are in flight.
+            Relay::Splice => assert!(most_pipes >= 2, "{most_pipes} pipes: not spliced"),
+            Relay::Rings => assert_eq!(most_pipes, 0, "pipes with splice off"),
+        }
+    }
+    // Idle again: the pipes were given back (kept for reuse at most).
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        pipes_held(pid) - idle_pipes <= 4,
+        "pipes held after the transfer"
+    );
     proxy.finish();
 }
 
 #[test]
-fn two_hundred_concurrent_connections_1_mib_each_way() {
+fn two_hundred_concurrent_connections_1_mib_each_way_spliced() {
+    two_hundred_concurrent_connections_1_mib_each_way(Relay::Splice);
+}
+
+#[test]
+fn two_hundred_concurrent_connections_1_mib_each_way_through_rings() {
+    two_hundred_concurrent_connections_1_mib_each_way(Relay::Rings);
+}
+
+fn two_hundred_concurrent_connections_1_mib_each_way(relay: Relay) {
     const N: usize = 200;
     const LEN: u64 = 1 << 20;
     const CHUNK: usize = 64 * 1024;
     let (server, results) = stream_server(CHUNK);
-    let proxy = Proxy::start(&["127.0.0.2", "127.0.0.3"]);
+    let proxy = start_relaying(relay, &["127.0.0.2", "127.0.0.3"]);
     let t = Instant::now();
     let (paddr, saddr) = (proxy.addr, server.addr);
     let handles: Vec<_> = (0..N)
@@ -170,14 +228,23 @@ fn two_hundred_concurrent_connections_1_mib_each_way() {
 }
 
 #[test]
-fn slow_reader_and_tiny_writes_lose_nothing() {
+fn slow_reader_and_tiny_writes_lose_nothing_spliced() {
+    slow_reader_and_tiny_writes_lose_nothing(Relay::Splice);
+}
+
+#[test]
+fn slow_reader_and_tiny_writes_lose_nothing_through_rings() {
+    slow_reader_and_tiny_writes_lose_nothing(Relay::Rings);
+}
+
+fn slow_reader_and_tiny_writes_lose_nothing(relay: Relay) {
     // Tiny writes: 20,000 one-byte writes up, read back in 7-byte reads.
     // Back-pressure: the target sends 16 MiB as fast as it can while the
     // client reads in small bites with pauses.
     const DOWN: u64 = 16 << 20;
     const UP: u64 = 20_000;
     let (server, results) = stream_server(64 * 1024);
-    let proxy = Proxy::start(&["127.0.0.2"]);
+    let proxy = start_relaying(relay, &["127.0.0.2"]);
     let mut s = client(proxy.addr);
     socks5_greet(&mut s);
     s.write_all(&socks5_request(0x01, &server.addr.into()))

@@ -148,10 +148,13 @@ fn netns_loopback_source_to_other_link_is_general_failure() {
     }
     let ns = Netns::new("gf");
     ns.add_silent_link();
-    // Source 127.0.0.1 cannot leave through v0: connect() fails with EINVAL,
-    // which is none of the specific codes -> general failure.
+    ns.ip(&["route", "add", "default", "dev", "v0"]);
+    // Source 127.0.0.1 cannot leave through v0 (the default route): connect()
+    // fails with EINVAL, which is none of the specific codes -> general
+    // failure. (A target on v0's own subnet would be reached through no
+    // link, since no link is on v0: see src/reach.rs.)
     let proxy = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
-    expect(&ns, &proxy, "4", "192.0.2.2", 80, rep::GENERAL_FAILURE);
+    expect(&ns, &proxy, "4", "198.51.100.1", 80, rep::GENERAL_FAILURE);
     proxy.finish();
 }
 
@@ -163,13 +166,12 @@ fn netns_interface_name_selects_its_address() {
     let ns = Netns::new("if");
     ns.add_silent_link();
     // v0 has 192.0.2.1 (and an IPv6 link-local address, which is not usable).
-    // Source address only: bound to v0 itself, the proxy could not reach
-    // its own loopback port (device binding is tested in tests/links.rs).
+    // Source address only (device binding is tested in tests/links.rs).
     let proxy = Proxy::start_in_netns(&ns, &["--no-bind-device", "v0"]);
     // A listener inside the namespace to connect to (the proxy's own port
-    // is refused: a request for the proxy itself would loop).
+    // is refused: a request for the proxy itself would loop). This machine
+    // is reached through no link: from 127.0.0.1.
     let target = Proxy::start_in_netns(&ns, &["127.0.0.1"]);
-    // The proxy connects to itself, from v0's address.
     let r = expect(
         &ns,
         &proxy,
@@ -179,8 +181,18 @@ fn netns_interface_name_selects_its_address() {
         rep::SUCCEEDED,
     );
     assert_eq!(r.raw[3], 0x01, "reply {:02x?}", r.raw);
-    assert_eq!(&r.raw[4..8], &[192, 0, 2, 1], "BND.ADDR in {:02x?}", r.raw);
-    proxy.finish();
+    assert_eq!(&r.raw[4..8], &[127, 0, 0, 1], "BND.ADDR in {:02x?}", r.raw);
+    // The silent neighbour 192.0.2.2 is on v0's subnet: tried from v0's
+    // address, it is unreachable once ARP gives up.
+    expect(&ns, &proxy, "4", "192.0.2.2", 80, rep::HOST_UNREACHABLE);
+    let out = proxy.finish();
+    assert!(
+        out.stdout
+            .contains("connect to 192.0.2.2:80 through link v0 192.0.2.1 failed"),
+        "tried from v0's address:\n{}",
+        tail(&out.stdout, 10)
+    );
+    target.finish();
 }
 
 #[test]
@@ -399,8 +411,9 @@ os.execv(sys.argv[1], sys.argv[1:])
 
 /// Where binding to a device is refused, dispatch says so once at start
 /// (with the fix) and falls back to source addresses: connections still
-/// work. The proof of the fallback: from v0's address to a listener on
-/// 127.0.0.1, which a socket bound to v0 could not reach.
+/// work. The proof of the fallback: a connect to the silent neighbour
+/// 192.0.2.2 is made from v0's address and ends unreachable once ARP gives
+/// up; refused device binding would have answered "not allowed" at once.
 #[test]
 fn netns_refused_device_binding_falls_back_to_source_addresses() {
     if !require_root("netns_refused_device_binding_falls_back_to_source_addresses") {
@@ -417,7 +430,8 @@ fn netns_refused_device_binding_falls_back_to_source_addresses() {
         },
         &["v0"],
     );
-    let r = expect(
+    expect(&ns, &proxy, "4", "192.0.2.2", 80, rep::HOST_UNREACHABLE);
+    expect(
         &ns,
         &proxy,
         "4",
@@ -425,9 +439,14 @@ fn netns_refused_device_binding_falls_back_to_source_addresses() {
         target.addr.port(),
         rep::SUCCEEDED,
     );
-    assert_eq!(&r.raw[4..8], &[192, 0, 2, 1], "BND.ADDR in {:02x?}", r.raw);
     proxy.assert_alive();
     let out = proxy.finish();
+    assert!(
+        out.stdout
+            .contains("connect to 192.0.2.2:80 through link v0 192.0.2.1 failed"),
+        "tried from v0's address:\n{}",
+        tail(&out.stdout, 10)
+    );
     let warning = "warning: cannot bind sockets to interfaces";
     assert_eq!(
         out.stderr.matches(warning).count(),

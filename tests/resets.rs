@@ -18,6 +18,13 @@ fn reset(s: TcpStream) {
     drop(s);
 }
 
+/// 512 KiB of a pattern, ending with "partial body".
+fn bulk_body() -> Vec<u8> {
+    let mut body: Vec<u8> = (0..512 * 1024 - 12).map(|i| (i % 253) as u8).collect();
+    body.extend_from_slice(b"partial body");
+    body
+}
+
 /// Reads until EOF or an error: the bytes, and how it ended.
 fn read_all(s: &mut TcpStream) -> (Vec<u8>, Option<ErrorKind>) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -34,16 +41,24 @@ fn read_all(s: &mut TcpStream) -> (Vec<u8>, Option<ErrorKind>) {
 
 #[test]
 fn target_reset_reaches_the_client_as_a_reset_after_its_bytes() {
-    let proxy = Proxy::start(&["127.0.0.1"]);
+    for relay in Relay::BOTH {
+        target_reset_reaches_the_client_as_a_reset_after_its_bytes_with(relay);
+    }
+}
+
+fn target_reset_reaches_the_client_as_a_reset_after_its_bytes_with(relay: Relay) {
+    let proxy = start_relaying(relay, &["127.0.0.1"]);
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
     let (mut s, _) = socks5_ok(proxy.addr, target.local_addr().unwrap());
     let (mut server, _) = target.accept().unwrap();
-    server.write_all(b"partial body").unwrap();
-    // Let the bytes reach the proxy before the reset.
+    // A bulk body first (which the proxy splices, where it can), then the
+    // last bytes; all reach the client before the reset does.
+    let body = bulk_body();
+    server.write_all(&body).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut first = [0u8; 12];
+    let mut first = vec![0u8; body.len()];
     s.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"partial body");
+    assert!(first == body, "the body arrived changed");
     reset(server);
     let (rest, end) = read_all(&mut s);
     assert!(rest.is_empty(), "{rest:?}");
@@ -57,17 +72,29 @@ fn target_reset_reaches_the_client_as_a_reset_after_its_bytes() {
 
 #[test]
 fn client_reset_reaches_the_target_as_a_reset_after_its_bytes() {
-    let proxy = Proxy::start(&["127.0.0.1"]);
+    for relay in Relay::BOTH {
+        client_reset_reaches_the_target_as_a_reset_after_its_bytes_with(relay);
+    }
+}
+
+fn client_reset_reaches_the_target_as_a_reset_after_its_bytes_with(relay: Relay) {
+    let proxy = start_relaying(relay, &["127.0.0.1"]);
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
-    let (mut s, _) = socks5_ok(proxy.addr, target.local_addr().unwrap());
+    let (s, _) = socks5_ok(proxy.addr, target.local_addr().unwrap());
     let (mut server, _) = target.accept().unwrap();
-    s.write_all(b"last words").unwrap();
+    let body = bulk_body();
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        let body = body.clone();
+        std::thread::spawn(move || s.write_all(&body).unwrap())
+    };
     server
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut first = [0u8; 10];
+    let mut first = vec![0u8; body.len()];
     server.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"last words");
+    assert!(first == body, "the upload arrived changed");
+    writer.join().unwrap();
     reset(s);
     let (rest, end) = read_all(&mut server);
     assert!(rest.is_empty(), "{rest:?}");
@@ -77,7 +104,13 @@ fn client_reset_reaches_the_target_as_a_reset_after_its_bytes() {
 
 #[test]
 fn orderly_close_is_still_an_eof() {
-    let proxy = Proxy::start(&["127.0.0.1"]);
+    for relay in Relay::BOTH {
+        orderly_close_is_still_an_eof_with(relay);
+    }
+}
+
+fn orderly_close_is_still_an_eof_with(relay: Relay) {
+    let proxy = start_relaying(relay, &["127.0.0.1"]);
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
     let (mut s, _) = socks5_ok(proxy.addr, target.local_addr().unwrap());
     let (mut server, _) = target.accept().unwrap();

@@ -32,6 +32,12 @@ impl Drop for Proxy {
 /// Starts dispatch on 127.0.0.1 (any port), leaving from 127.0.0.1, with the
 /// default ring size or another one.
 pub fn start_proxy(ring_size: Option<usize>) -> Proxy {
+    start_proxy_with(ring_size, |r| r)
+}
+
+/// [`start_proxy`], its reactor changed by `tune` before it runs (splice
+/// off, another pipe size).
+pub fn start_proxy_with(ring_size: Option<usize>, tune: fn(Reactor) -> Reactor) -> Proxy {
     let config = Config::new(
         (Ipv4Addr::LOCALHOST, 0).into(),
         vec![LinkSpec {
@@ -41,11 +47,12 @@ pub fn start_proxy(ring_size: Option<usize>) -> Proxy {
             follow: false,
         }],
     );
-    let mut reactor = match ring_size {
+    let reactor = match ring_size {
         Some(size) => Reactor::with_ring_size(config, size),
         None => Reactor::new(config),
     }
     .unwrap();
+    let mut reactor = tune(reactor);
     let addr = reactor.local_addr();
     let stop = reactor.shutdown_handle();
     let handle = thread::spawn(move || {

@@ -118,11 +118,7 @@ impl Binding {
             }
             let _ = stream.set_nodelay(true);
             ctx.links.connected(self.link);
-            let upstream = Upstream {
-                stream,
-                ready: Ready::BOTH,
-                link: self.link,
-            };
+            let upstream = Upstream::new(stream, Ready::BOTH, Some(self.link));
             return Next::Accepted(upstream, peer);
         }
         Next::Wait

@@ -1,16 +1,27 @@
-//! Connecting: each address of the target in turn, through a link the
-//! selector picks, failing over to another link when the failure is the
-//! link's (see [`net::is_link_failure`]) and to the next address when it is
-//! the target's. Only when nothing is left is the client told, with the
+//! Connecting: each address of the target in turn, through a link that
+//! can reach it ([`crate::reach`]; none for this machine) and that the
+//! selector picks. Only when nothing is left is the client told, with the
 //! reply the last failure maps to ([`net::reply_for`]).
 //!
-//! A name with several addresses is raced (Happy Eyeballs, RFC 8305, see
-//! [`crate::eyeballs`]): its addresses are tried with the families
+//! Whose fault a failure is follows [`crate::evidence`]: a link the system
+//! cannot send through is down at once and the address is tried through
+//! another; silence (a timeout, host unreachable) is tried through one
+//! more link, and blames the first only if the second reaches the target.
+//! A target silent through two links is dead: the client is answered then,
+//! and no link is blamed. An attempt still unanswered after its link's
+//! hedge delay (a few of its round trips, at least past a SYN
+//! retransmission) is raced through another link beside it, so a dead link
+//! costs a client about a second, not a connect timeout, and a dead peer
+//! costs two SYN flows, not one per link.
+//!
+//! A name with several addresses is raced too (Happy Eyeballs, RFC 8305,
+//! see [`crate::eyeballs`]): its addresses are tried with the families
 //! interleaved, and while an attempt is in flight the next one starts after
 //! the Connection Attempt Delay, at most [`RACING`] at once. The first to
 //! connect wins; the others are closed at once and count as nothing
-//! against their links. An address literal is not raced: BitTorrent's
-//! thousands of dead peers must not double the SYNs sent.
+//! against their links (but for a slow attempt to the same address, which
+//! was silent). An address literal is not raced across addresses, only
+//! hedged across links.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,10 +34,13 @@ use super::ctx::Ctx;
 use super::io::{forget, Ready};
 use super::token::{Handle, Side};
 use super::upstream::Upstream;
+use crate::evidence::{self, Evidence};
 use crate::eyeballs;
-use crate::links::Tried;
 use crate::net;
+use crate::reach::Reach;
 use crate::socks::Reply;
+
+mod failure;
 
 /// Attempts in flight at once for one connection.
 pub const RACING: usize = 2;
@@ -38,10 +52,15 @@ const SLOTS: [Side; RACING] = [Side::Upstream, Side::Racer];
 struct Attempt {
     stream: TcpStream,
     ready: Ready,
-    link: usize,
+    /// The link it leaves by; `None` for a target on this machine.
+    link: Option<usize>,
     /// Index of its address.
     addr: usize,
     started: Instant,
+    /// When another link is raced beside it, if it has not connected.
+    hedge_at: Option<Instant>,
+    /// Its hedge delay passed unanswered: it is silent for now.
+    slow: bool,
 }
 
 /// Boxed: a connection spends little time here, and the state enum is as
@@ -51,16 +70,18 @@ pub struct Connecting(Box<Inner>);
 struct Inner {
     /// In the order to try them.
     addrs: Vec<SocketAddr>,
-    /// Links already tried, per address.
-    tried: Vec<Tried>,
+    /// Which links can reach each address.
+    reach: Vec<Reach>,
+    /// What the attempts to each address have shown.
+    evidence: Vec<Evidence>,
     /// The next address not tried yet.
     at: usize,
-    /// Addresses to try again through another link (their link failed).
+    /// Addresses to try through another link, at once.
     retry: Vec<usize>,
     attempts: [Option<Attempt>; RACING],
-    /// Whether to race (a name with several addresses).
+    /// Whether to race addresses (a name with several).
     race: bool,
-    /// When the next attempt may start beside one in flight.
+    /// When the next address may start beside one in flight.
     next_start: Option<Instant>,
     /// What to tell the client if every address fails, and why.
     failure: Reply,
@@ -73,7 +94,7 @@ pub enum Next {
     /// Attempts are in flight: wait for them or for [`Connecting::deadline`].
     Wait,
     Connected(Upstream),
-    /// Every address through every link failed.
+    /// Every address failed.
     Failed(Reply, Option<io::Error>),
 }
 
@@ -95,7 +116,8 @@ impl Connecting {
             addrs
         };
         let mut c = Connecting(Box::new(Inner {
-            tried: vec![0; addrs.len()],
+            reach: addrs.iter().map(|&a| ctx.links.reach(a)).collect(),
+            evidence: vec![Evidence::default(); addrs.len()],
             addrs,
             at: 0,
             retry: Vec::new(),
@@ -137,6 +159,7 @@ impl Connecting {
         for a in self.0.attempts.iter_mut().filter_map(Option::take) {
             cancel(ctx, a);
         }
+        self.0.settle(ctx);
     }
 }
 
@@ -147,11 +170,13 @@ impl Inner {
         self.attempts[slot].as_mut().map(|a| &mut a.ready)
     }
 
-    /// When [`Connecting::on_timer`] is due: the next racing attempt, or
-    /// the earliest attempt's connect timeout.
+    /// When [`Connecting::on_timer`] is due: the next racing attempt, a
+    /// hedge, or the earliest attempt's connect timeout.
     fn deadline(&self, timeout: Duration) -> Option<Instant> {
-        let timeouts = self.attempts.iter().flatten().map(|a| a.started + timeout);
-        timeouts.chain(self.next_start).min()
+        let attempts = self.attempts.iter().flatten();
+        let timeouts = attempts.clone().map(|a| a.started + timeout);
+        let hedges = attempts.filter_map(|a| a.hedge_at);
+        timeouts.chain(hedges).chain(self.next_start).min()
     }
 
     /// After readiness: whether an attempt connected or failed.
@@ -174,12 +199,35 @@ impl Inner {
         self.fill(ctx, conn)
     }
 
-    /// The deadline passed: start the next racing attempt, or time out the
-    /// attempts that took too long.
+    /// The deadline passed: time out the attempts that took too long, race
+    /// another link beside those past their hedge delay, start the next
+    /// racing address.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, conn: Handle, timeout: Duration) -> Next {
         for slot in 0..RACING {
             if let Some(a) = self.attempts[slot].take_if(|a| a.started + timeout <= ctx.now) {
                 self.attempt_failed(ctx, conn, a, io::ErrorKind::TimedOut.into());
+            }
+        }
+        for slot in 0..RACING {
+            let Some(a) = self.attempts[slot]
+                .as_mut()
+                .filter(|a| a.hedge_at.is_some_and(|t| t <= ctx.now))
+            else {
+                continue;
+            };
+            (a.hedge_at, a.slow) = (None, true);
+            let (i, link) = (a.addr, a.link);
+            if self.evidence[i].may_try_another() && !self.retry.contains(&i) {
+                if let Some(l) = link {
+                    log::debug!(
+                        "#{} connect to {} through link {} unanswered after {:.3} s: racing another link",
+                        conn.id,
+                        self.addrs[i],
+                        ctx.links.get(l).label(),
+                        ctx.now.saturating_duration_since(a.started).as_secs_f64()
+                    );
+                }
+                self.retry.push(i);
             }
         }
         self.fill(ctx, conn)
@@ -188,17 +236,28 @@ impl Inner {
     /// `attempt` connected: the others are closed, and it becomes the upstream.
     fn won(&mut self, ctx: &mut Ctx<'_>, conn: Handle, slot: usize, a: Attempt) -> Next {
         let v6 = self.addrs[a.addr].is_ipv6();
-        for other in self.attempts.iter_mut().filter_map(Option::take) {
+        for other_slot in 0..RACING {
+            let Some(other) = self.attempts[other_slot].take() else {
+                continue;
+            };
             // It lost a race it started first: its family answers slower.
             if self.addrs[other.addr].is_ipv6() != v6 && other.started < a.started {
                 ctx.links.families.demote(!v6, ctx.now);
             }
-            cancel(ctx, other);
+            if other.addr == a.addr && other.slow {
+                self.drop_silent(ctx, other);
+            } else {
+                cancel(ctx, other);
+            }
         }
         ctx.links.families.succeeded(v6);
-        ctx.links
-            .observe_connect(a.link, ctx.now.saturating_duration_since(a.started));
-        ctx.links.connected(a.link);
+        if let Some(l) = a.link {
+            self.blame(ctx, conn, a.addr, l);
+            ctx.links
+                .observe_connect(l, ctx.now.saturating_duration_since(a.started));
+            ctx.links.connected(l);
+        }
+        self.settle(ctx);
         let Attempt {
             mut stream,
             ready,
@@ -211,50 +270,27 @@ impl Inner {
             let interest = Interest::READABLE | Interest::WRITABLE;
             if let Err(e) = ctx.registry.reregister(&mut stream, token, interest) {
                 forget(ctx.registry, &mut stream);
-                ctx.links.closed(link);
+                if let Some(l) = link {
+                    ctx.links.closed(l);
+                }
                 return Next::Failed(Reply::GeneralFailure, Some(e));
             }
         }
-        Next::Connected(Upstream {
-            stream,
-            ready,
-            link,
-        })
+        Next::Connected(Upstream::new(stream, ready, link))
     }
 
-    /// An attempt failed: blame the link or the target.
-    fn attempt_failed(&mut self, ctx: &mut Ctx<'_>, conn: Handle, mut a: Attempt, e: io::Error) {
-        forget(ctx.registry, &mut a.stream);
-        let remote = self.addrs[a.addr];
-        log::debug!(
-            "#{} connect to {remote} through link {} failed: {e}",
-            conn.id,
-            ctx.links.get(a.link).label()
-        );
-        self.failure = net::reply_for(&e);
-        if net::is_link_failure(&e) {
-            ctx.links.failed(a.link, &e, ctx.now);
-            if self.race {
-                ctx.links.families.demote(remote.is_ipv6(), ctx.now);
-            }
-            self.retry.push(a.addr);
-        } else {
-            // The target answered: the link works, another would get the same.
-            ctx.links.reached(a.link);
-        }
-        self.error = Some(e);
-        // The next attempt starts at once (RFC 8305 §5).
-        self.next_start = None;
-    }
-
-    /// Starts attempts while the racing rules allow: one when none is in
-    /// flight, another beside it once its delay has passed.
+    /// Starts attempts while the rules allow: one when none is in flight, a
+    /// retry or hedge through another link at once, another address beside
+    /// one in flight once its delay has passed.
     fn fill(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> Next {
         loop {
             let in_flight = self.attempts.iter().flatten().count();
             let due = match in_flight {
                 0 => true,
-                n if n < RACING && self.race => self.next_start.is_none_or(|t| t <= ctx.now),
+                n if n < RACING => {
+                    !self.retry.is_empty()
+                        || (self.race && self.next_start.is_none_or(|t| t <= ctx.now))
+                }
                 _ => false,
             };
             if !due {
@@ -268,70 +304,79 @@ impl Inner {
             }
         }
         if self.attempts.iter().all(Option::is_none) {
+            self.settle(ctx);
             return Next::Failed(self.failure, self.error.take());
         }
         Next::Wait
     }
 
-    /// Starts the next attempt in `slot`: an address whose link failed
-    /// through another link, else the next address. False when none is left.
+    /// The next address to try: one to retry through another link, else
+    /// the next not tried yet.
+    fn next_addr(&mut self) -> Option<usize> {
+        self.retry.pop().or_else(|| {
+            (self.at < self.addrs.len()).then(|| {
+                self.at += 1;
+                self.at - 1
+            })
+        })
+    }
+
+    /// Starts the next attempt in `slot`. False when none is left.
     fn start_one(&mut self, ctx: &mut Ctx<'_>, conn: Handle, slot: usize) -> bool {
         loop {
-            let i = match self.retry.pop() {
-                Some(i) => i,
-                None if self.at < self.addrs.len() => {
-                    self.at += 1;
-                    self.at - 1
-                }
-                None => {
-                    self.next_start = None;
-                    return false;
-                }
+            let Some(i) = self.next_addr() else {
+                self.next_start = None;
+                return false;
             };
             let remote = self.addrs[i];
-            let Some(l) = ctx.links.pick(remote.ip(), self.tried[i], ctx.now) else {
-                continue;
+            let ev = self.evidence[i];
+            let link = match self.reach[i] {
+                Reach::Direct if ev.any_started() => continue,
+                Reach::Direct => None,
+                _ if !ev.may_try_another() => continue,
+                Reach::Only(set) => match ctx.links.pick(remote.ip(), ev.tried() | !set, ctx.now) {
+                    Some(l) => Some(l),
+                    None => continue,
+                },
+                Reach::Any => match ctx.links.pick(remote.ip(), ev.tried(), ctx.now) {
+                    Some(l) => Some(l),
+                    None => continue,
+                },
             };
-            self.tried[i] |= 1 << l;
-            let through = ctx.links.get(l);
-            let Some(local) = through.ip() else {
-                continue; // (the selector picks only links with an address)
+            let through = link.map(|l| ctx.links.get(l));
+            let local = match through.map(|t| t.ip()) {
+                Some(Some(ip)) => Some(ip),
+                Some(None) => continue, // (the selector picks only links with an address)
+                None => None,
             };
-            let delay = eyeballs::attempt_delay(through.srtt());
-            let attempt =
-                net::connect_from(local, through.device(), remote).and_then(|mut stream| {
-                    ctx.registry
-                        .register(
-                            &mut stream,
-                            conn.token(SLOTS[slot]),
-                            Interest::READABLE | Interest::WRITABLE,
-                        )
-                        .map(|()| stream)
-                });
+            let srtt = through.and_then(|t| t.srtt());
+            self.evidence[i].start(link);
+            let device = through.and_then(|t| t.device());
+            let attempt = net::connect_from(local, device, remote).and_then(|mut stream| {
+                ctx.registry
+                    .register(
+                        &mut stream,
+                        conn.token(SLOTS[slot]),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .map(|()| stream)
+            });
             match attempt {
                 Ok(stream) => {
                     self.attempts[slot] = Some(Attempt {
                         stream,
                         ready: Ready::default(),
-                        link: l,
+                        link,
                         addr: i,
                         started: ctx.now,
+                        hedge_at: link.map(|_| ctx.now + evidence::hedge_delay(srtt)),
+                        slow: false,
                     });
+                    let delay = eyeballs::attempt_delay(srtt);
                     self.next_start = self.race.then(|| ctx.now + delay);
                     return true;
                 }
-                Err(e) => {
-                    log::debug!("#{} connect to {remote} from {local} failed: {e}", conn.id);
-                    self.failure = net::reply_for(&e);
-                    if net::is_link_failure(&e) {
-                        ctx.links.failed(l, &e, ctx.now);
-                        self.retry.push(i);
-                    } else {
-                        // Says nothing of the link: a trial stays undecided.
-                        ctx.links.abandoned(l, ctx.now);
-                    }
-                    self.error = Some(e);
-                }
+                Err(e) => self.failed_at_once(ctx, conn, i, link, e),
             }
         }
     }
@@ -340,5 +385,7 @@ impl Inner {
 /// Closes an attempt that is no longer wanted; its link is not blamed.
 fn cancel(ctx: &mut Ctx<'_>, mut a: Attempt) {
     forget(ctx.registry, &mut a.stream);
-    ctx.links.abandoned(a.link, ctx.now);
+    if let Some(l) = a.link {
+        ctx.links.abandoned(l, ctx.now);
+    }
 }

@@ -184,6 +184,9 @@ impl Forward {
             match sock::write(upstream, &self.head[self.head_sent..]) {
                 Outcome::Continue(n) => {
                     self.head_sent += n;
+                    // The head is the request's first bytes up, as the
+                    // body after it: the link's counters include it.
+                    up.bytes += n as u64;
                     moved = true;
                 }
                 Outcome::WouldBlock => upstream_ready.writable = false,

@@ -114,6 +114,11 @@ impl Handshake {
         self.phase
     }
 
+    /// Part of an HTTP request head arrived, not all of it.
+    pub fn half_http_head(&self) -> bool {
+        self.phase == Phase::HttpHead && !self.buf.is_empty()
+    }
+
     /// The client sent EOF.
     pub fn eof(&self) -> bool {
         self.eof

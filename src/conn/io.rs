@@ -116,6 +116,11 @@ pub trait Stream: Read + Write {
     /// Makes its close a reset (RST, `SO_LINGER` 0) rather than an EOF: a
     /// reset from one peer is passed on to the other as a reset.
     fn abort(&mut self);
+    /// Its descriptor, where the relay may `splice` to and from it (a TCP
+    /// socket on Linux); `None` makes the relay copy through a ring.
+    fn splice_fd(&self) -> Option<i32> {
+        None
+    }
 }
 
 impl Stream for mio::net::TcpStream {
@@ -133,6 +138,11 @@ impl Stream for mio::net::TcpStream {
 
     fn abort(&mut self) {
         let _ = socket2::SockRef::from(&*self).set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    #[cfg(target_os = "linux")]
+    fn splice_fd(&self) -> Option<i32> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
     }
 }
 

@@ -62,7 +62,9 @@ mod token;
 mod udp;
 mod upstream;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+#[cfg(any(test, feature = "fuzzing"))]
 mod testio;
 #[cfg(test)]
 mod tests;
@@ -342,6 +344,17 @@ impl Conn {
         // (The reactor took the entry off its timers.)
         self.deadline = None;
         let (next, flow) = match mem::replace(&mut self.state, State::Done) {
+            // Half an HTTP head is answered (RFC 9110 §15.5.9), not
+            // just dropped: the client learns why.
+            State::Handshake(hs, kept) if hs.half_http_head() => {
+                self.reason = "HTTP request head timed out";
+                if let Some(kept) = kept {
+                    close_kept(ctx, *kept);
+                }
+                let detail = "the request head did not arrive in time";
+                self.outbox.http_error(408, detail, "");
+                (self.enter_closing(ctx), Flow::Next)
+            }
             State::Handshake(hs, kept) => {
                 self.reason = if kept.is_some() {
                     "done (idle keep-alive)"
@@ -810,7 +823,7 @@ impl Conn {
         self.disarm(ctx);
         // Payload the client pipelined behind its request counts as relayed.
         let relay = Relay::new(&pending.pipelined, ctx.pool);
-        self.count(ctx, upstream.link, pending.pipelined.len() as u64, 0);
+        self.count(ctx, upstream.link(), pending.pipelined.len() as u64, 0);
         let r = Relaying::new(upstream, relay, ctx.now);
         match pending.fwd {
             None => (State::Relaying(r), Flow::Next),
@@ -880,7 +893,7 @@ impl Conn {
         waiting: Option<Instant>,
     ) {
         let (up, down) = r.step_done(before, ctx.now);
-        self.count(ctx, r.upstream.link, up, down);
+        self.count(ctx, r.upstream.link(), up, down);
         if let Some((reason, e)) = r.relay.note.take().map(|n| *n) {
             (self.reason, self.error) = (reason, Some(e));
         }
@@ -989,10 +1002,12 @@ impl Conn {
     }
 
     /// Adds relayed bytes to the connection's and its link's counts.
-    fn count(&mut self, ctx: &mut Ctx<'_>, link: usize, up: u64, down: u64) {
+    fn count(&mut self, ctx: &mut Ctx<'_>, link: Option<usize>, up: u64, down: u64) {
         self.bytes_up += up;
         self.bytes_down += down;
-        ctx.links.carried(link, up, down, &mut self.seen);
+        if let Some(l) = link {
+            ctx.links.carried(l, up, down, &mut self.seen);
+        }
     }
 
     // --- UDP ASSOCIATE and BIND ------------------------------------------

@@ -16,7 +16,7 @@
 use std::io;
 
 use super::io::{is_reset, Stream};
-use super::pipe::{fill, flush, Pipe, Side, MAX_ROUNDS};
+use super::pipe::{fill, fill_spliced, flush, flush_spliced, splices, Pipe, Side, MAX_ROUNDS};
 use crate::ring::RingPool;
 
 /// Both directions of a relay.
@@ -83,7 +83,7 @@ impl Relay {
                 // The client reset (seen reading or writing): its last bytes
                 // still go to the target, then a reset.
                 (Err(Failed::Read(e)), _) if is_reset(&e) => self.client_reset(e, pool),
-                (_, Err(Failed::Write(e))) if is_reset(&e) => self.client_reset(e, pool),
+                (_, Err(Failed::Write(e))) if is_reset(&e) => self.client_gone(e, pool),
                 (_, Err(Failed::Write(e))) => return Step::Broken("client write error", e),
                 (Err(Failed::Read(e)), _) => return Step::Broken("client read error", e),
                 // The target reset, or stopped taking data (it answered and
@@ -112,6 +112,17 @@ impl Relay {
             }
         }
         Step::Yield
+    }
+
+    /// A write to the client failed with its reset: nothing more goes to
+    /// it, but what it sent before the reset is still in the socket and
+    /// goes on to the target (the reads return it, then EOF or the reset),
+    /// followed by a reset.
+    fn client_gone(&mut self, e: io::Error, pool: &mut RingPool) -> bool {
+        self.note = Some(Box::new(("client reset", e)));
+        self.up.reset = true;
+        self.down.end(pool);
+        true
     }
 
     fn client_reset(&mut self, e: io::Error, pool: &mut RingPool) -> bool {
@@ -165,8 +176,19 @@ fn pump<S: Stream, D: Stream>(
     pipe: &mut Pipe,
     pool: &mut RingPool,
 ) -> Result<bool, Failed> {
-    let read = fill(src.0, src.1, pipe, pool).map_err(Failed::Read)?;
-    let wrote = flush(dst.0, dst.1, pipe, pool).map_err(Failed::Write)?;
+    let fds = (src.0.splice_fd(), dst.0.splice_fd());
+    let (read, wrote) = match fds {
+        (Some(from), Some(to)) if splices(pipe, src.1, fds, pool) => {
+            let read = fill_spliced(from, src.1, pipe).map_err(Failed::Read)?;
+            let wrote = flush_spliced(to, dst.1, pipe, pool).map_err(Failed::Write)?;
+            (read, wrote)
+        }
+        _ => {
+            let read = fill(src.0, src.1, pipe, pool).map_err(Failed::Read)?;
+            let wrote = flush(dst.0, dst.1, pipe, pool).map_err(Failed::Write)?;
+            (read, wrote)
+        }
+    };
     let mut shut = false;
     if pipe.eof && !pipe.shut && pipe.pending() == 0 {
         pipe.shut = true;
@@ -357,6 +379,25 @@ mod tests {
         assert_eq!(h.pool.lent(), 0);
     }
 
+    /// Found by the conn_relay fuzz target: the reset seen first on a
+    /// write to the client must not drop what the client sent before it.
+    #[test]
+    fn client_reset_seen_writing_still_delivers_what_it_sent() {
+        let mut h = Harness::new(usize::MAX);
+        h.upstream.send(b"download");
+        h.client.gone = true;
+        h.client.reset = true;
+        // More than a ring: most of it is still in the client's socket
+        // when the write fails.
+        let upload = bytes(5 * RING);
+        h.client.send(&upload);
+        let (step, to_target, _) = h.settle();
+        assert!(matches!(step, Step::Done), "{step:?}");
+        assert_eq!(to_target, upload);
+        assert!(h.upstream.aborted, "the reset is passed on");
+        assert_eq!(h.pool.lent(), 0);
+    }
+
     #[test]
     fn target_that_stops_reading_ends_the_upload_only() {
         let mut h = Harness::new(usize::MAX);
@@ -392,6 +433,7 @@ mod tests {
     fn client_that_is_gone_is_a_reset_passed_on_to_the_target() {
         let mut h = Harness::new(usize::MAX);
         h.client.gone = true;
+        h.client.reset = true;
         h.upstream.send(b"data");
         let (step, _, _) = h.settle();
         assert!(matches!(step, Step::Done), "{step:?}");

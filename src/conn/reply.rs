@@ -62,8 +62,9 @@ impl Outbox {
             // The request itself is what goes out first.
             (Client::HttpForward, Reply::Succeeded) => return,
             (Client::HttpConnect | Client::HttpForward, _) => {
+                // One reason: what failed, else the reply it maps to.
                 let detail = match error {
-                    Some(e) => format!("{reply} ({e})"),
+                    Some(e) => e.to_string(),
                     None => reply.to_string(),
                 };
                 return self.http_error(http_status(reply), &detail, "");

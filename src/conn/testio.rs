@@ -39,6 +39,7 @@ impl Mem {
     }
 
     /// The peer reads what was written to it.
+    #[cfg(test)]
     pub fn drain_written(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.written)
     }
@@ -47,9 +48,11 @@ impl Mem {
 impl Read for Mem {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.incoming.is_empty() {
+            // A peer that is gone shut both directions: once its reset was
+            // reported (to a write), reads give EOF, as on Linux.
             return if self.reset {
                 Err(io::ErrorKind::ConnectionReset.into())
-            } else if self.eof {
+            } else if self.eof || self.gone {
                 Ok(0)
             } else {
                 Err(io::ErrorKind::WouldBlock.into())

@@ -331,6 +331,26 @@ fn connecting_refused_by_the_target_answers_and_closes() {
     rig.close(conn);
 }
 
+/// Issue 10: with a link whose address is not even this machine's (binding
+/// to it could only fail), a target on loopback is still reached at once,
+/// through no link, and the link is neither used nor blamed.
+#[test]
+fn a_target_on_this_machine_is_reached_through_no_link() {
+    let mut rig = Rig::new();
+    let elsewhere = LinkSpec {
+        ip: "192.0.2.1".parse().unwrap(),
+        weight: NonZeroU32::MIN,
+        iface: None,
+        follow: false,
+    };
+    rig.links = Links::new(vec![elsewhere], &[], false);
+    let (conn, _client, _server) = relaying(&mut rig);
+    let link = rig.links.get(0);
+    assert_eq!((link.stats.total, link.stats.failures), (0, 0));
+    assert_eq!(link.state(), crate::links::State::Up);
+    rig.close(conn);
+}
+
 #[test]
 fn connecting_deadline_with_no_link_left_answers_ttl_expired() {
     let mut rig = Rig::new();
@@ -342,6 +362,9 @@ fn connecting_deadline_with_no_link_left_answers_ttl_expired() {
         .write_all(&socks5_connect_request(target.local_addr().unwrap()))
         .unwrap();
     rig.run_until(&mut conn, "connecting");
+    // First the hedge delay: there is no other link to race beside it.
+    rig.expire(&mut conn);
+    assert_eq!(conn.state.name(), "connecting");
     rig.expire(&mut conn);
     assert_eq!(conn.state.name(), "closing");
     assert_eq!(read_exact(&mut client, 10)[..2], [5, 6], "TTL expired");
@@ -678,12 +701,13 @@ fn relaying_moves_its_idle_deadline_lazily_not_per_event() {
 /// A connection's size is what every idle connection costs (README: about
 /// 0.4 KiB each); it must not creep up unnoticed. (Sockets and addresses
 /// are other sizes elsewhere: checked where the figure was measured.)
+/// 416 bytes before splice; each direction's kernel pipe added a word.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 #[test]
 fn a_connection_stays_small() {
     assert!(
-        std::mem::size_of::<Conn>() <= 416,
-        "{}",
+        std::mem::size_of::<Conn>() <= 432,
+        "{} bytes",
         std::mem::size_of::<Conn>()
     );
 }

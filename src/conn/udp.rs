@@ -36,7 +36,9 @@ use super::ctx::Ctx;
 use super::io::{attempt, read, Outcome, Ready};
 use super::token::{Handle, Side};
 use crate::dns::{Job, Resolver};
+use crate::evidence;
 use crate::net;
+use crate::reach::Reach;
 use crate::socks::{self, Dest, Status};
 use crate::sys;
 use crate::udp_table::Table;
@@ -577,7 +579,7 @@ fn route<'a>(
             let link = if ctx.links.is_usable(before) {
                 Some(before)
             } else {
-                ctx.links.pick_for_datagrams(dest.ip())
+                pick_link(ctx, dest)
             };
             match link {
                 Some(link) => {
@@ -596,7 +598,7 @@ fn route<'a>(
                 refuse(assoc, conn, ctx.timeouts.udp_destinations, "destinations");
                 return None;
             }
-            (ctx.links.pick_for_datagrams(dest.ip())?, true, false)
+            (pick_link(ctx, dest)?, true, false)
         }
     };
     if let Err(e) = ensure_out(assoc, ctx, conn, link, dest.is_ipv6()) {
@@ -634,6 +636,27 @@ fn route<'a>(
         }
     }
     assoc.outs[link].as_ref().map(|out| (link, &out.socket))
+}
+
+/// A link for a new destination: the selector's pick, unless only some
+/// links reach it (see [`crate::reach`]: a LAN, or links on loopback for
+/// this machine) and the pick is not one of them; then the first of those
+/// that is up, else the first with an address. (A destination on this
+/// machine with no link on loopback still takes a link: datagrams have no
+/// socket outside the links yet.)
+fn pick_link(ctx: &mut Ctx<'_>, dest: SocketAddr) -> Option<usize> {
+    let picked = ctx.links.pick_for_datagrams(dest.ip());
+    let Reach::Only(set) = ctx.links.reach(dest) else {
+        return picked;
+    };
+    if picked.is_some_and(|l| set & (1 << l) != 0) {
+        return picked;
+    }
+    let links = &*ctx.links;
+    let reaching = || evidence::members(set).filter(|&l| l < links.iter().count());
+    reaching()
+        .find(|&l| links.is_usable(l))
+        .or_else(|| reaching().find(|&l| links.get(l).ip().is_some()))
 }
 
 /// Makes sure link `link` has an outgoing socket bound to its current

@@ -19,6 +19,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub mod http;
+#[cfg(target_os = "linux")]
+pub mod topology;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dispatch");
 
@@ -1522,4 +1524,32 @@ pub fn ns_curl(ns: &Netns, proxy: &Proxy, how: &str, url: &str) -> String {
         tail(&proxy.stdout(), 30)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// How the proxy relays: through kernel pipes with splice (Linux's
+/// default) or through its rings (`DISPATCH_SPLICE=0`, and every other
+/// system). Tests of the relay run both ways.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Relay {
+    Splice,
+    Rings,
+}
+
+impl Relay {
+    pub const BOTH: [Relay; 2] = [Relay::Splice, Relay::Rings];
+}
+
+/// [`Proxy::start`], relaying as `relay` says.
+pub fn start_relaying(relay: Relay, args: &[&str]) -> Proxy {
+    let env = match relay {
+        Relay::Splice => Vec::new(),
+        Relay::Rings => vec![("DISPATCH_SPLICE", "0".to_string())],
+    };
+    Proxy::launch(
+        &Launch {
+            env,
+            ..Launch::default()
+        },
+        args,
+    )
 }
