@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 /// A SOCKS proxy that spreads outgoing connections over the machine's
-/// network interfaces by weighted round robin.
+/// network interfaces, by the capacity it learns for each or by weights.
 #[derive(Debug, Parser)]
 #[command(name = "dispatch", version, about, arg_required_else_help = true)]
 pub struct Cli {
@@ -127,8 +127,25 @@ pub struct StartArgs {
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<crate::auth::Cidr>,
 
+    /// How new connections are spread over the links: `learn` measures what
+    /// each link carries while busy and sends each new connection where the
+    /// most capacity is left; `weights` keeps to the /WEIGHT given with each
+    /// ADDRESS (smooth weighted round robin). [default: `weights` when any
+    /// ADDRESS has a /WEIGHT, else `learn`]
+    #[arg(long, value_name = "HOW", value_enum)]
+    pub balance: Option<Balance>,
+
+    /// Keep the learned link capacities in this file across restarts
+    /// [default: `capacities` beside the log file]
+    #[arg(long, value_name = "PATH", conflicts_with = "no_state_file")]
+    pub state_file: Option<std::path::PathBuf>,
+
+    /// Neither read nor write learned link capacities
+    #[arg(long)]
+    pub no_state_file: bool,
+
     /// Network interface IP addresses (or interface names) to dispatch to, as
-    /// <address>[/priority] [default: every usable address]
+    /// <address>[/weight] [default: every usable address]
     #[arg(value_name = "ADDRESS")]
     pub addresses: Vec<WeightedAddr>,
 }
@@ -147,6 +164,15 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         Ok(d) if !d.is_zero() && d <= MAX_TIMEOUT => Ok(d),
         _ => Err(bad()),
     }
+}
+
+/// `--balance`: how new connections are spread over the links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Balance {
+    /// By the capacity learned for each link
+    Learn,
+    /// By the /WEIGHT of each address
+    Weights,
 }
 
 /// What an `ADDRESS` names before it is checked against the system.
@@ -171,6 +197,8 @@ impl fmt::Display for AddrSpec {
 pub struct WeightedAddr {
     pub addr: AddrSpec,
     pub weight: NonZeroU32,
+    /// The weight was written (`/1` included), not taken by default.
+    pub weighted: bool,
 }
 
 impl FromStr for WeightedAddr {
@@ -182,6 +210,7 @@ impl FromStr for WeightedAddr {
             Some((addr, weight)) => (addr, Some(weight)),
             None => (s, None),
         };
+        let weighted = weight.is_some();
         let weight = match weight {
             None => NonZeroU32::MIN,
             Some(w) => w.parse().map_err(|_| {
@@ -197,7 +226,11 @@ impl FromStr for WeightedAddr {
             Ok(ip) => AddrSpec::Ip(ip),
             Err(_) => AddrSpec::Name(addr.to_string()),
         };
-        Ok(WeightedAddr { addr, weight })
+        Ok(WeightedAddr {
+            addr,
+            weight,
+            weighted,
+        })
     }
 }
 
@@ -251,6 +284,43 @@ mod tests {
         }
         assert!(weighted("/3").is_err());
         assert!(weighted("").is_err());
+    }
+
+    #[test]
+    fn a_written_weight_is_told_from_the_default() {
+        let w = |s: &str| s.parse::<WeightedAddr>().unwrap().weighted;
+        assert!(!w("10.0.0.1"));
+        assert!(w("10.0.0.1/1"));
+        assert!(w("eth0/3"));
+    }
+
+    #[test]
+    fn balance_and_state_file_options() {
+        let args = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Start(a)) => Ok(a),
+            Ok(_) => panic!("not start"),
+            Err(e) => Err(e),
+        };
+        let a = args(&["dispatch", "start"]).unwrap();
+        assert_eq!(
+            (a.balance, a.state_file, a.no_state_file),
+            (None, None, false)
+        );
+        let a = args(&[
+            "dispatch",
+            "start",
+            "--balance",
+            "weights",
+            "--state-file",
+            "/s",
+        ])
+        .unwrap();
+        assert_eq!(a.balance, Some(Balance::Weights));
+        assert_eq!(a.state_file.as_deref(), Some(std::path::Path::new("/s")));
+        let a = args(&["dispatch", "start", "--balance", "learn", "--no-state-file"]).unwrap();
+        assert_eq!((a.balance, a.no_state_file), (Some(Balance::Learn), true));
+        assert!(args(&["dispatch", "start", "--balance", "fastest"]).is_err());
+        assert!(args(&["dispatch", "start", "--state-file", "/s", "--no-state-file"]).is_err());
     }
 
     #[test]

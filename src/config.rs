@@ -8,8 +8,10 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::auth::{Access, Credentials};
-use crate::cli::{AddrSpec, StartArgs};
+use crate::balance::Strategy;
+use crate::cli::{self, AddrSpec, StartArgs};
 use crate::iface::Interface;
+use crate::learned;
 use crate::links::{Follow, LinkSpec, MAX_LINKS};
 use std::path::PathBuf;
 
@@ -51,13 +53,25 @@ pub struct Config {
     /// Interfaces given by name that have no usable address yet (or do not
     /// exist yet): their links come when they do.
     pub waiting: Vec<String>,
+    /// How new connections are spread over the links.
+    pub balance: Strategy,
+    /// Where learned capacities are kept across restarts (`None`: nowhere).
+    pub state_file: Option<PathBuf>,
+    /// Capacities learned in earlier runs (read from `state_file` at start).
+    pub learned: Vec<learned::Entry>,
 }
 
 impl Config {
     /// A configuration with the defaults of `dispatch start` (for benches
     /// and embedding): timeouts of 10 s, device binding on, no
-    /// authentication, any client.
+    /// authentication, any client; balanced by learned capacity unless a
+    /// target has a weight other than 1; no state file.
     pub fn new(listen: SocketAddr, targets: Vec<LinkSpec>) -> Config {
+        let balance = if targets.iter().all(|t| t.weight.get() == 1) {
+            Strategy::Learn
+        } else {
+            Strategy::Weights
+        };
         Config {
             listen,
             targets,
@@ -78,6 +92,9 @@ impl Config {
             access: Access::Anyone,
             follow: Follow::default(),
             waiting: Vec::new(),
+            balance,
+            state_file: None,
+            learned: Vec::new(),
         }
     }
 
@@ -217,6 +234,18 @@ pub fn build(
     if targets.len() > MAX_LINKS {
         return Err(ConfigError::TooMany(targets.len()));
     }
+    // Weights given are meant: they keep their meaning unless told otherwise.
+    let balance = match args.balance {
+        Some(cli::Balance::Learn) => Strategy::Learn,
+        Some(cli::Balance::Weights) => Strategy::Weights,
+        None if args.addresses.iter().any(|a| a.weighted) => Strategy::Weights,
+        None => Strategy::Learn,
+    };
+    let state_file = match (&args.state_file, args.no_state_file) {
+        (_, true) => None,
+        (Some(path), false) => Some(path.clone()),
+        (None, false) => learned::default_path(),
+    };
     let mut auth = Credentials::default();
     for pair in &args.auth {
         auth.add(pair).map_err(|_| ConfigError::BadAuth)?;
@@ -241,6 +270,9 @@ pub fn build(
         access: Access::Anyone,
         follow,
         waiting,
+        balance,
+        state_file,
+        learned: Vec::new(),
     };
     let credentials = config
         .credentials()
@@ -378,6 +410,9 @@ mod tests {
             auth: vec![],
             auth_file: None,
             allow: vec![],
+            balance: None,
+            state_file: None,
+            no_state_file: false,
             addresses: addresses
                 .iter()
                 .map(|a| a.parse::<WeightedAddr>().unwrap())
@@ -387,6 +422,37 @@ mod tests {
 
     fn build_from(addresses: &[&str]) -> Result<Config, ConfigError> {
         build(&args(addresses), &machine(), fake_bind)
+    }
+
+    #[test]
+    fn learning_is_the_default_unless_a_weight_is_written() {
+        let strategy = |addresses: &[&str], flag: Option<cli::Balance>| {
+            let mut a = args(addresses);
+            a.balance = flag;
+            build(&a, &machine(), fake_bind).unwrap().balance
+        };
+        assert_eq!(strategy(&[], None), Strategy::Learn);
+        assert_eq!(strategy(&["eth0"], None), Strategy::Learn);
+        assert_eq!(strategy(&["eth0/1"], None), Strategy::Weights);
+        assert_eq!(
+            strategy(&["eth0/7"], Some(cli::Balance::Learn)),
+            Strategy::Learn
+        );
+        assert_eq!(
+            strategy(&["eth0"], Some(cli::Balance::Weights)),
+            Strategy::Weights
+        );
+    }
+
+    #[test]
+    fn the_state_file_can_be_moved_or_left_out() {
+        let mut a = args(&[]);
+        a.state_file = Some(PathBuf::from("/x/caps"));
+        let path = build(&a, &machine(), fake_bind).unwrap().state_file;
+        assert_eq!(path, Some(PathBuf::from("/x/caps")));
+        a.no_state_file = true;
+        a.state_file = None;
+        assert_eq!(build(&a, &machine(), fake_bind).unwrap().state_file, None);
     }
 
     /// A target given as an IP (does not follow its interface).

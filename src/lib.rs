@@ -1,5 +1,6 @@
 //! dispatch: a SOCKS proxy that spreads outgoing connections over several
-//! local addresses (network links) by smooth weighted round robin.
+//! local addresses (network links), by learned capacity or by smooth
+//! weighted round robin.
 //!
 //! The modules, from the wire inwards:
 //!
@@ -11,6 +12,8 @@
 //! | `ring`      | fixed-capacity byte ring and the free list rings come from    | no   |
 //! | `splice`    | kernel pipes a relay splices through (Linux), and their pool  | pipes |
 //! | `wrr`       | smooth weighted round robin                                   | no   |
+//! | `balance`   | learned link capacities and the least-load choice            | no   |
+//! | `learned`   | the state file that keeps learned capacities across restarts | yes  |
 //! | `eyeballs`  | Happy Eyeballs: address order, attempt delay, family memory   | no   |
 //! | `links`     | the links: selection per family, health, addresses, counters  | no   |
 //! | `conn`      | one client connection's state machine and its relay           | sockets given to it |
@@ -25,6 +28,7 @@
 //! | `logging`   | log to stdout (`-d`) or to a size-capped file                 | yes  |
 
 pub mod auth;
+pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -33,6 +37,7 @@ pub mod evidence;
 pub mod eyeballs;
 pub mod http;
 pub mod iface;
+pub mod learned;
 pub mod links;
 pub mod logging;
 pub mod net;

@@ -20,13 +20,16 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
+use crate::balance::Balance;
 use crate::eyeballs::Families;
 use crate::iface::Interface;
+use crate::learned;
 use crate::reach::Reach;
 use crate::sys::Device;
 use crate::wrr::Selector;
 
 mod health;
+mod select;
 
 pub const FAILURES_TO_DOWN: u32 = 3;
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -251,6 +254,10 @@ pub struct Links {
     full: bool,
     /// The interfaces as last read, for [`Links::reach`].
     ifaces: Vec<Interface>,
+    /// What each link carries, and how new connections use that.
+    balance: Balance,
+    /// Capacities learned before this start, for links as they come.
+    seeds: Vec<learned::Entry>,
 }
 
 /// A set of link indices (links tried by one connection attempt).
@@ -275,6 +282,8 @@ impl Links {
             bind_device,
             full: false,
             ifaces: devices.to_vec(),
+            balance: Balance::new(crate::balance::Strategy::Weights),
+            seeds: Vec::new(),
         };
         links.reselect();
         links
@@ -290,20 +299,6 @@ impl Links {
         }
         self.follow = follow;
         self
-    }
-
-    /// One selector per family over the links there are now.
-    fn reselect(&mut self) {
-        let family = |v6: bool| {
-            Selector::new(
-                self.links
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, l)| l.ipv6 == v6)
-                    .map(|(i, l)| (i, l.weight)),
-            )
-        };
-        (self.v4, self.v6) = (family(false), family(true));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Link> {
@@ -323,57 +318,6 @@ impl Links {
             Reach::Only(set) => set != 0,
             Reach::Any => self.links.iter().any(|l| l.ipv6 == remote.is_ipv6()),
         }
-    }
-
-    /// The link the next connection to `remote` takes, among those not in
-    /// `tried`: an up link by weighted round robin, or a down one whose
-    /// backoff has passed (it becomes the trial). When none is up, a down
-    /// link is tried all the same: failing early would not help the client.
-    pub fn pick(&mut self, remote: IpAddr, tried: Tried, now: Instant) -> Option<usize> {
-        let links = &mut self.links;
-        let ipv6 = remote.is_ipv6();
-        let untried =
-            |i: usize, l: &Link| tried & (1 << i) == 0 && l.ipv6 == ipv6 && l.ip.is_some();
-        // A down link whose wait is over gets its trial first.
-        if let Some(i) = (0..links.len()).find(|&i| {
-            untried(i, &links[i])
-                && matches!(links[i].state, State::Down { retry_at, .. } if retry_at <= now)
-        }) {
-            let State::Down { backoff, .. } = links[i].state else {
-                unreachable!()
-            };
-            links[i].state = State::Trial { backoff };
-            log::info!("link {} trial", links[i].label());
-            return Some(i);
-        }
-        let selector = if ipv6 { &mut self.v6 } else { &mut self.v4 };
-        selector
-            .next_where(|&i| untried(i, &links[i]) && links[i].state == State::Up)
-            .or_else(|| {
-                // None up: the down link that comes back first (a link on
-                // trial already has its one connection).
-                (0..links.len())
-                    .filter(|&i| untried(i, &links[i]))
-                    .filter_map(|i| match links[i].state {
-                        State::Down { retry_at, .. } => Some((retry_at, i)),
-                        _ => None,
-                    })
-                    .min()
-                    .map(|(_, i)| i)
-            })
-    }
-
-    /// The link a new UDP destination is routed through: an up link by
-    /// weighted round robin, else any link of the family with an address.
-    /// Datagrams say nothing of a link's health, so no trial is started.
-    pub fn pick_for_datagrams(&mut self, remote: IpAddr) -> Option<usize> {
-        let links = &self.links;
-        let ipv6 = remote.is_ipv6();
-        let usable = |i: usize| links[i].ipv6 == ipv6 && links[i].ip.is_some();
-        let selector = if ipv6 { &mut self.v6 } else { &mut self.v4 };
-        selector
-            .next_where(|&i| usable(i) && links[i].state == State::Up)
-            .or_else(|| (0..links.len()).find(|&i| usable(i)))
     }
 
     /// A connection through link `i` was established.

@@ -78,6 +78,11 @@ fn level_from(value: Option<&str>) -> LevelFilter {
         .unwrap_or(LevelFilter::Info)
 }
 
+/// The directory of the log file (and the state file), from the environment.
+pub fn default_dir() -> Option<PathBuf> {
+    log_path(|key| std::env::var_os(key)).and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
 /// The log file's path for this platform, reading the environment through `var`.
 fn log_path(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
     let absolute = |key: &str| var(key).map(PathBuf::from).filter(|p| p.is_absolute());

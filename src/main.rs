@@ -13,7 +13,8 @@ use dispatch::links::{Links, Stats};
 use dispatch::logging::{self, Destination};
 use dispatch::reactor::{Binding, Reactor, Summary};
 use dispatch::report;
-use dispatch::{iface, sys};
+use dispatch::{iface, learned, sys};
+use std::path::PathBuf;
 
 /// Why `dispatch` stopped early; printed as `error: <message>`.
 enum Failure {
@@ -56,9 +57,11 @@ fn interfaces() -> Result<Vec<iface::Interface>, Failure> {
 }
 
 fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
-    let config = config::build(args, &interfaces()?, config::test_bind)
+    let mut config = config::build(args, &interfaces()?, config::test_bind)
         .map_err(|e| Failure::Usage(e.to_string()))?;
     let destination = logging::init(debug);
+    let mut state = StateFile::open(config.state_file.clone());
+    config.learned = state.earlier.clone();
     match sys::raise_nofile_limit() {
         Ok(Some(limit)) => log::info!("open file limit: {limit}"),
         Ok(None) => {}
@@ -110,11 +113,19 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         eprintln!("warning: {notice}");
     }
 
+    log::info!("{}", report::balancing_line(reactor.links()));
+
     let live = !args.quiet && !debug && io::stdout().is_terminal();
     let mut reporter = Reporter::new(live);
     let summary = reactor
-        .run_reporting(|links| reporter.tick(links))
+        .run_reporting(|links| {
+            reporter.tick(links);
+            if reporter.ticks % StateFile::SAVE_EVERY_TICKS == 0 {
+                state.save(links);
+            }
+        })
         .map_err(|e| Failure::Runtime(format!("proxy stopped: {e}")))?;
+    state.save(reactor.links());
     let mut lines = report::summary_lines(reactor.links());
     lines.push(summary_line(&summary));
     for line in &lines {
@@ -171,6 +182,64 @@ fn binding_notice(binding: &Binding) -> Option<String> {
              follows the routing table. To fix: `sudo setcap cap_net_raw+ep $(command -v dispatch)`, \
              or add policy routing (see README, \"Linux routing\")"
         )),
+    }
+}
+
+/// The learned capacities across restarts (see [`dispatch::learned`]).
+struct StateFile {
+    path: Option<PathBuf>,
+    /// What the file held at start.
+    earlier: Vec<learned::Entry>,
+    /// A failed write was said (the next ones are not).
+    warned: bool,
+}
+
+impl StateFile {
+    const SAVE_EVERY_TICKS: u32 = 60;
+
+    /// Reads the file; a missing or bad one is said in one line and ignored.
+    fn open(path: Option<PathBuf>) -> StateFile {
+        let earlier = match &path {
+            None => Vec::new(),
+            Some(p) => match learned::load(p) {
+                Ok(entries) => entries,
+                Err(learned::LoadError::Read(e)) if e.kind() == io::ErrorKind::NotFound => {
+                    log::info!("no learned capacities yet ({} will keep them)", p.display());
+                    Vec::new()
+                }
+                Err(e) => {
+                    log::warn!(
+                        "ignoring learned capacities in {}: {e}; they will be learned again",
+                        p.display()
+                    );
+                    Vec::new()
+                }
+            },
+        };
+        StateFile {
+            path,
+            earlier,
+            warned: false,
+        }
+    }
+
+    /// Writes what is learned now (and what was of links absent now).
+    fn save(&mut self, links: &Links) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        let now = links.learned_entries();
+        if now.is_empty() {
+            return;
+        }
+        let entries = learned::merge(now, &self.earlier);
+        match learned::save(path, &entries) {
+            Ok(()) => self.warned = false,
+            Err(e) if !std::mem::replace(&mut self.warned, true) => {
+                log::warn!("cannot keep learned capacities in {}: {e}", path.display());
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -310,7 +379,6 @@ fn say(text: &str) {
 mod tests {
     use super::*;
     use std::num::NonZeroU32;
-    use std::path::PathBuf;
 
     fn target(ip: &str, weight: u32, iface: Option<&str>) -> LinkSpec {
         LinkSpec {

@@ -204,7 +204,8 @@ impl Reactor {
         let ifaces = iface::discover().unwrap_or_default();
         let binding = binding(&config, &ifaces);
         let links = Links::new(config.targets.clone(), &ifaces, binding == Binding::Device)
-            .following(config.follow.clone());
+            .following(config.follow.clone())
+            .balancing(config.balance, config.learned.clone());
         let local_ips = all_addrs(&ifaces);
         let watcher = Watcher::spawn(ifaces, IFACE_PERIOD, Arc::clone(&waker))?;
         Ok(Reactor {
@@ -375,6 +376,7 @@ impl Reactor {
             }
             if now >= next_report {
                 next_report = now + REPORT_PERIOD;
+                self.links.sample(now);
                 report(&self.links);
             }
         }

@@ -5,15 +5,17 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::balance::Strategy;
 use crate::links::{Links, Stats};
 
 /// One link's summary: `link eth0 10.0.0.2: up, 41 connections, 0 failures, up 1200 B, down 34000 B`
 /// (UDP associations count as connections, and their bytes are in), then
-/// for a link that carried datagrams, a second line:
+/// once its capacity is learned, `link eth0 10.0.0.2 learned: 1.20 MB/s`,
+/// and for a link that carried datagrams:
 /// `link eth0 10.0.0.2 udp: 3 destinations, up 10 datagrams 12000 B, down 8 datagrams 9600 B`.
 pub fn summary_lines(links: &Links) -> Vec<String> {
     let mut lines = Vec::new();
-    for l in links.iter() {
+    for (i, l) in links.iter().enumerate() {
         let s = l.stats;
         lines.push(format!(
             "link {}: {}, {}, {}, up {} B, down {} B",
@@ -24,6 +26,9 @@ pub fn summary_lines(links: &Links) -> Vec<String> {
             s.bytes_up,
             s.bytes_down
         ));
+        if let Some(c) = links.learned(i) {
+            lines.push(format!("link {} learned: {}", l.label(), capacity(Some(c))));
+        }
         if s.udp_up + s.udp_down + s.udp_pinned > 0 {
             lines.push(format!(
                 "link {} udp: {}, up {} {} B, down {} {} B",
@@ -60,6 +65,40 @@ pub fn rate(bytes: u64, over: Duration) -> String {
     }
 }
 
+/// A learned capacity for people, `-` while there is none.
+pub fn capacity(bytes_per_s: Option<f64>) -> String {
+    match bytes_per_s {
+        Some(c) => rate(c.max(0.0) as u64, Duration::from_secs(1)),
+        None => "-".to_string(),
+    }
+}
+
+/// Said once at start: how connections are spread, and from what.
+/// `balancing by learned capacity (learned before: l1 10.1.0.2 1.20 MB/s)`.
+pub fn balancing_line(links: &Links) -> String {
+    let mut line = match links.strategy() {
+        Strategy::Learn => "balancing by learned capacity".to_string(),
+        Strategy::Weights => "balancing by the weights given".to_string(),
+    };
+    let known: Vec<String> = links
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            Some(format!(
+                "{} {}",
+                l.label(),
+                capacity(Some(links.learned(i)?))
+            ))
+        })
+        .collect();
+    if known.is_empty() {
+        line.push_str(" (nothing learned yet)");
+    } else {
+        let _ = write!(line, " (learned before: {})", known.join(", "));
+    }
+    line
+}
+
 /// A count per second for people: `0/s`, `850/s`, `12.3k/s`.
 pub fn per_second(n: u64, over: Duration) -> String {
     let per_s = n as f64 / over.as_secs_f64().max(1e-9);
@@ -73,15 +112,16 @@ pub fn per_second(n: u64, over: Duration) -> String {
 /// The live table: one row a link with its throughput since `before` (the
 /// stats `over` ago, in link order).
 pub fn table(links: &Links, before: &[Stats], over: Duration) -> String {
-    let rows: Vec<[String; 10]> = links
+    let rows: Vec<[String; 11]> = links
         .iter()
+        .enumerate()
         .zip(
             before
                 .iter()
                 .copied()
                 .chain(std::iter::repeat(Stats::default())),
         )
-        .map(|(l, b)| {
+        .map(|((i, l), b)| {
             let s = l.stats;
             [
                 l.label(),
@@ -91,6 +131,7 @@ pub fn table(links: &Links, before: &[Stats], over: Duration) -> String {
                 s.failures.to_string(),
                 rate(s.bytes_up.saturating_sub(b.bytes_up), over),
                 rate(s.bytes_down.saturating_sub(b.bytes_down), over),
+                capacity(links.learned(i)),
                 s.udp_pinned.to_string(),
                 per_second(s.udp_up.saturating_sub(b.udp_up), over),
                 per_second(s.udp_down.saturating_sub(b.udp_down), over),
@@ -105,6 +146,7 @@ pub fn table(links: &Links, before: &[Stats], over: Duration) -> String {
         "FAILED",
         "UP",
         "DOWN",
+        "LEARNED",
         "UDP DEST",
         "DGRAM UP",
         "DGRAM DOWN",
@@ -187,14 +229,42 @@ mod tests {
     }
 
     #[test]
+    fn learned_capacities_are_shown() {
+        let t = |ip: &str| LinkSpec {
+            ip: ip.parse().unwrap(),
+            weight: NonZeroU32::MIN,
+            iface: None,
+            follow: false,
+        };
+        let seeds = vec![crate::learned::Entry {
+            label: "10.2.0.2".into(),
+            capacity: 1_200_000.0,
+        }];
+        let l = Links::new(vec![t("10.1.0.2"), t("10.2.0.2")], &[], false)
+            .balancing(Strategy::Learn, seeds);
+        assert_eq!(
+            balancing_line(&l),
+            "balancing by learned capacity (learned before: 10.2.0.2 1.20 MB/s)"
+        );
+        assert!(summary_lines(&l).contains(&"link 10.2.0.2 learned: 1.20 MB/s".to_string()));
+        let table = table(&l, &[], Duration::from_secs(1));
+        let row = table.lines().find(|r| r.starts_with("10.2.0.2")).unwrap();
+        assert!(row.contains("1.20 MB/s"), "{table}");
+        assert_eq!(
+            balancing_line(&links()),
+            "balancing by the weights given (nothing learned yet)"
+        );
+    }
+
+    #[test]
     fn table_aligns_columns_and_shows_rates() {
         let l = links();
         let text = table(&l, &[], Duration::from_secs(1));
         assert_eq!(
             text,
-            "LINK         STATE  OPEN  TOTAL  FAILED        UP       DOWN  UDP DEST  DGRAM UP  DGRAM DOWN\n\
-             l1 10.1.0.2  up        1      1       0  2.0 kB/s  3.00 MB/s         0       0/s         0/s\n\
-             10.2.0.2     up        1      1       0  3.6 kB/s    100 B/s         1       3/s         1/s\n"
+            "LINK         STATE  OPEN  TOTAL  FAILED        UP       DOWN  LEARNED  UDP DEST  DGRAM UP  DGRAM DOWN\n\
+             l1 10.1.0.2  up        1      1       0  2.0 kB/s  3.00 MB/s        -         0       0/s         0/s\n\
+             10.2.0.2     up        1      1       0  3.6 kB/s    100 B/s        -         1       3/s         1/s\n"
         );
         // Against a snapshot taken now, nothing moved.
         let still = table(&l, &stats(&l), Duration::from_secs(1));

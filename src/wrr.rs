@@ -73,6 +73,42 @@ impl<T: Copy> Selector<T> {
         winner.current -= total;
         Some(winner.item)
     }
+
+    /// The eligible item with the lowest `rank`; among equal ranks, the one
+    /// [`Selector::next_where`] would pick. Every pick is a round of the
+    /// round robin, whoever wins it: the eligible items gain their weight
+    /// and the winner pays the total, so when the ranks tie again the
+    /// rotation carries on where it was. With one rank for all this is
+    /// exactly `next_where`.
+    pub fn next_lowest<R: PartialOrd>(
+        &mut self,
+        mut eligible: impl FnMut(&T) -> bool,
+        mut rank: impl FnMut(&T) -> R,
+    ) -> Option<T> {
+        let mut best: Option<(usize, R, i64)> = None;
+        let mut total = 0;
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            if !eligible(&e.item) {
+                continue;
+            }
+            e.current += e.weight;
+            total += e.weight;
+            let r = rank(&e.item);
+            let better = match &best {
+                None => true,
+                Some((_, best_rank, score)) => {
+                    r < *best_rank || (r == *best_rank && e.current > *score)
+                }
+            };
+            if better {
+                best = Some((i, r, e.current));
+            }
+        }
+        let (i, _, _) = best?;
+        let winner = &mut self.entries[i];
+        winner.current -= total;
+        Some(winner.item)
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +174,34 @@ mod tests {
         let all: String = (0..8).map(|_| s.next().unwrap()).collect();
         assert_eq!(all.matches('B').count(), 2);
         assert_eq!(s.next_where(|_| false), None);
+    }
+
+    #[test]
+    fn lowest_rank_wins_and_ties_keep_the_rotation() {
+        let mut s = Selector::new([('A', w(1)), ('B', w(1))]);
+        let tie: String = (0..4)
+            .map(|_| s.next_lowest(|_| true, |_| 0).unwrap())
+            .collect();
+        assert_eq!(tie, "ABAB", "one rank for all: plain round robin");
+        // B ranks lower twice; when they tie again, A catches up on the
+        // turns it missed before the rotation resumes.
+        assert_eq!(s.next_lowest(|_| true, |&c| u8::from(c == 'A')), Some('B'));
+        assert_eq!(s.next_lowest(|_| true, |&c| u8::from(c == 'A')), Some('B'));
+        let after: String = (0..6)
+            .map(|_| s.next_lowest(|_| true, |_| 0).unwrap())
+            .collect();
+        assert_eq!(after, "AAABAB");
+        assert_eq!(s.next_lowest(|&c| c == 'B', |_| 0), Some('B'));
+        assert_eq!(s.next_lowest(|_| false, |_| 0), None);
+    }
+
+    #[test]
+    fn one_rank_for_all_is_the_weighted_sequence() {
+        let mut s = Selector::new([('A', w(7)), ('B', w(3))]);
+        let got: String = (0..10)
+            .map(|_| s.next_lowest(|_| true, |_| 1.0).unwrap())
+            .collect();
+        assert_eq!(got, sequence(&[('A', 7), ('B', 3)], 10));
     }
 
     #[test]

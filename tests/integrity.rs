@@ -182,7 +182,9 @@ fn two_hundred_concurrent_connections_1_mib_each_way(relay: Relay) {
     const LEN: u64 = 1 << 20;
     const CHUNK: usize = 64 * 1024;
     let (server, results) = stream_server(CHUNK);
-    let proxy = start_relaying(relay, &["127.0.0.2", "127.0.0.3"]);
+    // Round robin, so that the split below is exact (learned balancing
+    // would follow the links' loads).
+    let proxy = start_relaying(relay, &["--balance", "weights", "127.0.0.2", "127.0.0.3"]);
     let t = Instant::now();
     let (paddr, saddr) = (proxy.addr, server.addr);
     let handles: Vec<_> = (0..N)

@@ -359,17 +359,22 @@ pub fn check_socks(data: &[u8]) {
 }
 
 /// The `addr_spec` target: the command line's `ADDRESS[/WEIGHT]` parser.
-/// Written back as `ADDRESS/WEIGHT`, a parsed spec parses to itself; without
-/// a `/` the weight is 1 and the address is the whole argument.
+/// Written back as `ADDRESS/WEIGHT`, a parsed spec parses to the same
+/// address and weight, now written; without a `/` the weight is 1 (not
+/// written) and the address is the whole argument.
 pub fn check_addr_spec(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let Ok(spec) = text.parse::<WeightedAddr>() else {
         return;
     };
+    assert_eq!(spec.weighted, text.contains('/'), "{text:?}");
     let again = format!("{}/{}", spec.addr, spec.weight);
     assert_eq!(
         again.parse::<WeightedAddr>(),
-        Ok(spec.clone()),
+        Ok(WeightedAddr {
+            weighted: true,
+            ..spec.clone()
+        }),
         "{text:?} written as {again:?}"
     );
     if !text.contains('/') {

@@ -180,6 +180,9 @@ pub struct Conn {
     failed: bool,
     /// In the reactor's queue of connections that yielded.
     queued: bool,
+    /// The balancing period it last carried bytes in (a busy connection
+    /// counts against its link, an idle one does not).
+    seen: crate::balance::Seen,
     /// Why the connection ended, for the log line.
     reason: &'static str,
     error: Option<std::io::Error>,
@@ -222,6 +225,7 @@ impl Conn {
             bytes_down: 0,
             failed: false,
             queued: false,
+            seen: 0,
             reason: "",
             error: None,
         };
@@ -1002,7 +1006,7 @@ impl Conn {
         self.bytes_up += up;
         self.bytes_down += down;
         if let Some(l) = link {
-            ctx.links.add_bytes(l, up, down);
+            ctx.links.carried(l, up, down, &mut self.seen);
         }
     }
 

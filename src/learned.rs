@@ -1,0 +1,225 @@
+//! The state file: link capacities learned in earlier runs, so that the
+//! first download after a restart is spread well from its first connection.
+//! It lives beside the log file (`capacities` in the same directory), is
+//! rewritten whole through a temporary file and a rename (a crash leaves the
+//! old one or the new one, never half of one), and is only a hint: a
+//! missing or unreadable file is said once and ignored.
+//!
+//! The format, one link a line, capacity first so the label may hold spaces:
+//!
+//! ```text
+//! # dispatch: link capacities learned (bytes/s), link label
+//! 1200000 l1 10.1.0.2
+//! 400000 10.3.0.2
+//! ```
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// At most this many links are kept (those seen last first).
+pub const MAX_ENTRIES: usize = 64;
+
+const HEADER: &str = "# dispatch: link capacities learned (bytes/s), link label";
+
+/// One link's learned capacity, by its label (`eth0 192.168.1.5`, or the
+/// address alone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub label: String,
+    pub capacity: f64,
+}
+
+/// Why a state file was not used.
+#[derive(Debug)]
+pub enum LoadError {
+    Read(io::Error),
+    /// Line `n` (from 1) is not `<bytes/s> <label>`.
+    Corrupt(usize),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Read(e) => write!(f, "{e}"),
+            LoadError::Corrupt(n) => write!(f, "line {n} is not `<bytes/s> <link>`"),
+        }
+    }
+}
+
+/// The file's text for `entries`.
+pub fn format(entries: &[Entry]) -> String {
+    let mut out = format!("{HEADER}\n");
+    for e in entries.iter().take(MAX_ENTRIES) {
+        out.push_str(&format!("{:.0} {}\n", e.capacity, e.label));
+    }
+    out
+}
+
+/// The entries in a file's text; blank lines and `#` comments are skipped.
+pub fn parse(text: &str) -> Result<Vec<Entry>, LoadError> {
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let corrupt = || LoadError::Corrupt(n + 1);
+        let (rate, label) = line.split_once(' ').ok_or_else(corrupt)?;
+        let capacity: f64 = rate.parse().map_err(|_| corrupt())?;
+        let label = label.trim();
+        if !capacity.is_finite() || capacity <= 0.0 || label.is_empty() {
+            return Err(corrupt());
+        }
+        entries.push(Entry {
+            label: label.to_string(),
+            capacity,
+        });
+    }
+    entries.truncate(MAX_ENTRIES);
+    Ok(entries)
+}
+
+/// The capacity learned for a link labelled `label`: the same label, else
+/// the same interface with an address of the same family (its address
+/// changed since: a new DHCP lease).
+pub fn lookup(entries: &[Entry], label: &str) -> Option<f64> {
+    if let Some(e) = entries.iter().find(|e| e.label == label) {
+        return Some(e.capacity);
+    }
+    let (iface, ip) = label.split_once(' ')?;
+    let v6 = ip.contains(':');
+    entries
+        .iter()
+        .find(|e| {
+            e.label
+                .split_once(' ')
+                .is_some_and(|(i, a)| i == iface && a.contains(':') == v6)
+        })
+        .map(|e| e.capacity)
+}
+
+/// `now` (the links' own, first) with the `earlier` entries of links not
+/// among them: a link absent today keeps what was learned of it.
+pub fn merge(now: Vec<Entry>, earlier: &[Entry]) -> Vec<Entry> {
+    let mut all = now;
+    for e in earlier {
+        if !all.iter().any(|n| n.label == e.label) {
+            all.push(e.clone());
+        }
+    }
+    all.truncate(MAX_ENTRIES);
+    all
+}
+
+/// The default place: beside the log file.
+pub fn default_path() -> Option<PathBuf> {
+    crate::logging::default_dir().map(|dir| dir.join("capacities"))
+}
+
+/// Reads the state file (a missing one is `Read` with `NotFound`).
+pub fn load(path: &Path) -> Result<Vec<Entry>, LoadError> {
+    let text = fs::read_to_string(path).map_err(LoadError::Read)?;
+    parse(&text)
+}
+
+/// Writes the state file whole: to `<path>.tmp`, then renamed over it.
+pub fn save(path: &Path, entries: &[Entry]) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, format(entries))?;
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(label: &str, capacity: f64) -> Entry {
+        Entry {
+            label: label.into(),
+            capacity,
+        }
+    }
+
+    #[test]
+    fn format_and_parse_round_trip() {
+        let entries = vec![
+            entry("l1 10.1.0.2", 1_200_000.0),
+            entry("10.3.0.2", 400_000.0),
+        ];
+        let text = format(&entries);
+        assert_eq!(
+            text,
+            "# dispatch: link capacities learned (bytes/s), link label\n\
+             1200000 l1 10.1.0.2\n\
+             400000 10.3.0.2\n"
+        );
+        assert_eq!(parse(&text).unwrap(), entries);
+    }
+
+    #[test]
+    fn a_corrupt_file_says_which_line() {
+        for (text, line) in [
+            ("1200000 l1 10.1.0.2\ngarbage\n", 2),
+            ("12x l1\n", 1),
+            ("-5 l1\n", 1),
+            ("NaN l1\n", 1),
+            ("inf l1\n", 1),
+            ("\n# c\n1000 \n", 3),
+            ("\u{0}\u{1}binary", 1),
+        ] {
+            match parse(text) {
+                Err(LoadError::Corrupt(n)) => assert_eq!(n, line, "{text:?}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        assert_eq!(parse("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn lookup_by_label_then_by_interface_and_family() {
+        let entries = vec![
+            entry("eth0 192.168.1.5", 100.0),
+            entry("eth0 2001:db8::5", 200.0),
+            entry("10.0.0.9", 300.0),
+        ];
+        assert_eq!(lookup(&entries, "eth0 192.168.1.5"), Some(100.0));
+        assert_eq!(
+            lookup(&entries, "eth0 192.168.1.77"),
+            Some(100.0),
+            "new lease"
+        );
+        assert_eq!(lookup(&entries, "eth0 2001:db8::9"), Some(200.0));
+        assert_eq!(lookup(&entries, "10.0.0.9"), Some(300.0));
+        assert_eq!(lookup(&entries, "10.0.0.8"), None);
+        assert_eq!(lookup(&entries, "wlan0 192.168.1.5"), None);
+    }
+
+    #[test]
+    fn merge_keeps_links_absent_today() {
+        let now = vec![entry("a", 1.0)];
+        let earlier = vec![entry("a", 5.0), entry("b", 2.0)];
+        assert_eq!(merge(now, &earlier), [entry("a", 1.0), entry("b", 2.0)]);
+    }
+
+    #[test]
+    fn save_replaces_the_file_whole() {
+        let dir = std::env::temp_dir().join(format!("dispatch-learned-{}", std::process::id()));
+        let path = dir.join("sub").join("capacities");
+        save(&path, &[entry("a", 1.0)]).unwrap();
+        save(&path, &[entry("b", 2.0)]).unwrap();
+        assert_eq!(load(&path).unwrap(), [entry("b", 2.0)]);
+        let missing = load(&dir.join("none"));
+        assert!(
+            matches!(&missing, Err(LoadError::Read(e)) if e.kind() == io::ErrorKind::NotFound),
+            "{missing:?}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
