@@ -3,8 +3,8 @@
 # through dispatch. Root only (network namespaces); Linux.
 #
 # Two namespaces, "home" (dispatch and the clients) and "inet" (the servers:
-# an HTTP server with Range support on 10.9.0.1, libtorrent seeders on
-# 10.9.0.1..N), joined by three veth links shaped with tbf in both
+# an HTTP server with Range support on 10.9.0.1; libtorrent seeders on
+# 10.8.1.2..10.8.N.2 sit in a third namespace behind inet), joined by three veth links shaped with tbf in both
 # directions to 1,200, 1,200 and 400 kB/s (as in the README). home has no
 # policy routing, only default routes by metric, and inet drops packets
 # whose source does not belong to the link they came in on (strict
@@ -30,7 +30,8 @@
 #   torrent-tcp  libtorrent: SEEDERS (6) seeders in inet, one downloader in
 #   torrent-utp  home using dispatch as its SOCKS5 proxy (uTP: through its
 #                UDP ASSOCIATE), only that transport enabled, a SIZE-byte
-#                (48 MB) torrent with PIECE-byte (256 KiB) pieces
+#                (48 MB) torrent with PIECE-byte (256 KiB) pieces; seeder k
+#                on 10.8.k.2 in a third namespace behind inet
 #                (benches/aggregate/torrent.py). The ratio is measured from
 #                the first payload byte to the last (libtorrent's startup
 #                excluded; the time to the first byte and the ratio from
@@ -57,6 +58,7 @@
 #                      or worker is bound to a link (curl --interface,
 #                      SO_BINDTODEVICE) following the weighted split
 #   OUT=file           also append the run and summary lines to this file
+#   LOGS=dir           keep each run's dispatch log (and libtorrent's) there
 #   TIMEOUT=90         torrent modes: a download's limit in seconds
 #
 # A fresh dispatch is started for each run, so that every run starts alike
@@ -81,6 +83,7 @@ restart=${RESTART:-0}
 dead=${DEAD:-0}
 dispatch_args=${DISPATCH_ARGS:-}
 out=${OUT:-}
+logs=${LOGS:-}
 [ "$restart" = 1 ] && warmup=1
 rates=(1200 1200 400) # kB/s (1 kB = 1000 bytes), links 1-3
 sum=$((rates[0] + rates[1] + rates[2]))
@@ -137,6 +140,7 @@ fi
 
 home=dagg-home-$$
 inet=dagg-inet-$$
+seeds=dagg-seeds-$$
 tmp=$(mktemp -d)
 proxy_pid=
 server_pid=
@@ -149,6 +153,7 @@ cleanup() {
     done
     ip netns del "$home" 2>/dev/null
     ip netns del "$inet" 2>/dev/null
+    ip netns del "$seeds" 2>/dev/null
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -230,11 +235,28 @@ EOF
     done
     ;;
 torrent-*)
-    for k in $(seq 2 "$seeders"); do
-        ip -n "$inet" addr add "10.9.0.$k/32" dev lo
+    # libtorrent binds each listen socket to the device that has its address,
+    # so a seeder's address cannot be on inet's lo (packets come in on rN):
+    # the seeders live in a third namespace, "seeds", seeder k on 10.8.k.2
+    # on its own unshaped veth sK to inet (10.8.k.1 on qK), with a default
+    # route per veth, as home has per link; inet forwards between them.
+    ip netns add "$seeds"
+    ip -n "$seeds" link set dev lo up
+    ip netns exec "$inet" sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
+    seed_ips=()
+    for k in $(seq "$seeders"); do
+        ip -n "$seeds" link add name "s$k" type veth peer name "q$k" netns "$inet"
+        ip -n "$seeds" addr add "10.8.$k.2/24" dev "s$k"
+        ip -n "$inet" addr add "10.8.$k.1/24" dev "q$k"
+        rp_filter "$inet" "q$k" 1
+        ip -n "$seeds" link set dev "s$k" up
+        ip -n "$inet" link set dev "q$k" up
+        ip -n "$seeds" route add default via "10.8.$k.1" dev "s$k" metric "$k"
+        seed_ips+=("10.8.$k.2")
     done
-    ip netns exec "$inet" "$py" "$helpers/torrent.py" seed "$tmp" "$tmp/file" \
-        "$seeders" "$piece" "$transport" </dev/null >"$tmp/seed.log" 2>&1 &
+    seed_list=$(IFS=, && echo "${seed_ips[*]}")
+    ip netns exec "$seeds" "$py" "$helpers/torrent.py" seed "$tmp" "$tmp/file" \
+        "$seed_list" "$piece" "$transport" </dev/null >"$tmp/seed.log" 2>&1 &
     seed_pid=$!
     for _ in $(seq 300); do
         [ -e "$tmp/seed.ready" ] && break
@@ -329,6 +351,16 @@ via_counts() {
 # Link transitions to down in the measured part (src/links.rs: "link LABEL
 # down: REASON"; the exit summary "link LABEL: down, ..." is not one).
 down_count() { measured_log | grep -cE 'link [^:]* down(:|$)' || true; }
+# Megabytes down per link from dispatch's exit summary (TCP and UDP; the
+# whole process: with WARMUP=1 and no RESTART it includes the warm-up).
+mb_per_link() {
+    local out=()
+    for i in 1 2 3; do
+        out+=("$(sed -n "s/.*link [^:]*10\.$i\.0\.2: .*, down \([0-9]*\) B$/\1/p" "$tmp/proxy.log" |
+            tail -1 | awk '{ printf "%.1f", $1 / 1e6 }')")
+    done
+    (IFS=/ && echo "${out[*]}")
+}
 # Failures per link from dispatch's exit summary (the whole process: with
 # WARMUP=1 and no RESTART it includes the warm-up).
 failures() {
@@ -392,7 +424,7 @@ work_chunks() {
 }
 work_torrent() {
     local res status total start readds
-    res=$(H "$py" "$helpers/torrent.py" get "$tmp" "$seeders" "$dead" "$timeout" "$transport" \
+    res=$(H "$py" "$helpers/torrent.py" get "$tmp" "$seed_list" "$dead" "$timeout" "$transport" \
         "$want" "socks=$socks" 2>"$tmp/get.log") || true
     read -r status bytes secs total start readds <<<"$res"
     [ "$status" = OK ] || {
@@ -465,7 +497,11 @@ for run in $(seq "$runs"); do
         stop_proxy # its per-connection lines are all written now
         per=$(via_counts)
         downs+=("$dn")
-        extra=" downs=$dn failures=$(failures)"
+        extra=" mb_per_link=$(mb_per_link) downs=$dn failures=$(failures)"
+        if [ -n "$logs" ]; then
+            cp "$tmp/proxy.log" "$logs/$mode-$$-run$run.dispatch.log"
+            [ -e "$tmp/get.log" ] && cp "$tmp/get.log" "$logs/$mode-$$-run$run.libtorrent.log"
+        fi
     fi
     ratio=$(awk -v b="$bytes" -v t="$secs" -v s="$sum" 'BEGIN { print b / t / 1000 / s }')
     ratios+=("$ratio")
