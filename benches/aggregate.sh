@@ -145,9 +145,10 @@ tmp=$(mktemp -d)
 proxy_pid=
 server_pid=
 seed_pid=
+work_pids=
 cleanup() {
     set +e
-    for pid in $proxy_pid $server_pid $seed_pid; do
+    for pid in $work_pids $proxy_pid $server_pid $seed_pid; do
         kill -TERM "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
@@ -373,6 +374,13 @@ failures() {
 }
 
 # --- the workloads ----------------------------------------------------------
+# Waits for the job just started in the background: a signal's trap runs
+# (and cleanup kills the job) without waiting for the job to end.
+in_background() {
+    work_pids=$!
+    wait "$work_pids" || true
+    work_pids=
+}
 # Each sets `secs` (measured time), `bytes` (measured bytes) and `detail`.
 work_ranges() {
     local part=$((size / ranges)) pids=() fail=0 t0 t1 k a b route got
@@ -386,11 +394,13 @@ work_ranges() {
         else
             route=(--socks5 "$socks")
         fi
-        H curl -sS --fail --max-time 120 "${route[@]}" -r "$a-$b" \
+        ip netns exec "$home" curl -sS --fail --max-time 120 "${route[@]}" -r "$a-$b" \
             -o "$tmp/part.$(printf %03d "$k")" "$url" &
         pids+=($!)
     done
+    work_pids=${pids[*]}
     for p in "${pids[@]}"; do wait "$p" || fail=1; done
+    work_pids=
     t1=$(date +%s.%N)
     if [ "$fail" != 0 ]; then
         echo "a range download failed" >&2
@@ -410,8 +420,10 @@ work_chunks() {
     else
         route=socks=$socks
     fi
-    res=$(H python3 "$helpers/chunks.py" 10.9.0.1 8080 /file "$size" "$chunk" "$workers" \
-        "$tmp/got" "$route") || true
+    ip netns exec "$home" python3 "$helpers/chunks.py" 10.9.0.1 8080 /file "$size" "$chunk" "$workers" \
+        "$tmp/got" "$route" >"$tmp/res" &
+    in_background
+    res=$(cat "$tmp/res")
     rm -f "$tmp/got"
     read -r status secs got split <<<"$res"
     [ "$status" = OK ] || {
@@ -424,8 +436,10 @@ work_chunks() {
 }
 work_torrent() {
     local res status total start readds
-    res=$(H "$py" "$helpers/torrent.py" get "$tmp" "$seed_list" "$dead" "$timeout" "$transport" \
-        "$want" "socks=$socks" 2>"$tmp/get.log") || true
+    ip netns exec "$home" "$py" "$helpers/torrent.py" get "$tmp" "$seed_list" "$dead" "$timeout" \
+        "$transport" "$want" "socks=$socks" >"$tmp/res" 2>"$tmp/get.log" &
+    in_background
+    res=$(cat "$tmp/res")
     read -r status bytes secs total start readds <<<"$res"
     [ "$status" = OK ] || {
         tail -20 "$tmp/get.log" >&2
