@@ -477,7 +477,7 @@ if [ "$direct" = 1 ]; then
 else
     echo "dispatch $BIN start $dispatch_args $weights ($(git describe --always --dirty 2>/dev/null || echo '?'))"
 fi
-[ -n "$out" ] && echo "# $(date -u +%FT%TZ) $(hostname) $mode $size B: ${BIN:-direct} $dispatch_args" >>"$out"
+[ -n "$out" ] && echo "# $(date -u +%FT%TZ) $mode $size B, ${BIN:-direct} $dispatch_args, load $(cut -d" " -f1-3 /proc/loadavg)" >>"$out"
 ratios=()
 from_add=()
 downs=()
