@@ -38,7 +38,10 @@
 #                add_torrent are printed too, as start= and from_add=).
 #                DEAD=N adds N peers that never answer to the swarm; the
 #                run lines count dispatch's "link ... down" log lines and
-#                the links' failures from its exit summary.
+#                the links' failures from its exit summary. The peers are
+#                given in an order shuffled with the run's number as seed
+#                (where the live seeders fall among the dead decides their
+#                links): run k of any invocation has the same order.
 #
 # Common settings:
 #   RUNS=3             measured runs; the summary gives median, min and max
@@ -351,7 +354,7 @@ via_counts() {
 }
 # Link transitions to down in the measured part (src/links.rs: "link LABEL
 # down: REASON"; the exit summary "link LABEL: down, ..." is not one).
-down_count() { measured_log | grep -cE 'link [^:]* down(:|$)' || true; }
+down_count() { measured_log | grep -cE 'link [^:]* down([: ]|$)' || true; }
 # Megabytes down per link from dispatch's exit summary (TCP and UDP; the
 # whole process: with WARMUP=1 and no RESTART it includes the warm-up).
 mb_per_link() {
@@ -432,12 +435,12 @@ work_chunks() {
     }
     [ "$got" = "$want" ] || die "sha256 mismatch ($got, want $want)"
     bytes=$size
-    detail=${split:+chunks per link $split}
+    detail=${split:+chunks_per_link=$split}
 }
 work_torrent() {
     local res status total start readds
     ip netns exec "$home" "$py" "$helpers/torrent.py" get "$tmp" "$seed_list" "$dead" "$timeout" \
-        "$transport" "$want" "socks=$socks" >"$tmp/res" 2>"$tmp/get.log" &
+        "$transport" "$want" "socks=$socks" "$order" >"$tmp/res" 2>"$tmp/get.log" &
     in_background
     res=$(cat "$tmp/res")
     read -r status bytes secs total start readds <<<"$res"
@@ -475,7 +478,7 @@ echo "aggregate: $mode, $size bytes over links of ${rates[0]}+${rates[1]}+${rate
 if [ "$direct" = 1 ]; then
     echo "DIRECT (bound to the links, no dispatch), split ${assign[*]}"
 else
-    echo "dispatch $BIN start $dispatch_args $weights ($(git describe --always --dirty 2>/dev/null || echo '?'))"
+    echo "dispatch $BIN start${dispatch_args:+ $dispatch_args} $weights ($(git describe --always --dirty 2>/dev/null || echo '?'))"
 fi
 [ -n "$out" ] && echo "# $(date -u +%FT%TZ) $mode $size B, ${BIN:-direct} $dispatch_args, load $(cut -d" " -f1-3 /proc/loadavg)" >>"$out"
 ratios=()
@@ -487,6 +490,7 @@ for run in $(seq "$runs"); do
         rm -rf "$tmp/state"
         start_proxy
         if [ "$warmup" = 1 ]; then
+            order=0
             work
             echo "run $run: warm-up $secs s${detail:+, $detail}"
             if [ "$restart" = 1 ]; then
@@ -497,6 +501,7 @@ for run in $(seq "$runs"); do
         mark=$(wc -l <"$tmp/proxy.log")
     fi
     fa=
+    order=$run
     work
     [ -n "$fa" ] && from_add+=("$fa")
     if [ "$direct" = 1 ]; then
@@ -510,6 +515,7 @@ for run in $(seq "$runs"); do
         dn=$(down_count)
         stop_proxy # its per-connection lines are all written now
         per=$(via_counts)
+        [ "$mode" = torrent-utp ] && per= # one UDP association, no per-link lines
         downs+=("$dn")
         extra=" mb_per_link=$(mb_per_link) downs=$dn failures=$(failures)"
         if [ -n "$logs" ]; then

@@ -13,14 +13,17 @@ Seeders, run in the "inet" namespace, until SIGTERM:
 
 The downloader, run in the "home" namespace:
 
-    python3 torrent.py get WORK IP,IP,... DEAD TIMEOUT tcp|utp SHA256 socks=IP:PORT
+    python3 torrent.py get WORK IP,IP,... DEAD TIMEOUT tcp|utp SHA256 socks=IP:PORT ORDER
 
   One session with DHT, LSD, UPnP and NAT-PMP off and only the given
   transport on, using the SOCKS5 proxy for peer connections (uTP through
   its UDP ASSOCIATE). It is given the live seeders (IP:6881) and DEAD peers
   that never answer (10.10.x.y:6881, which the benchmark's router drops
-  silently) with connect_peer, in one shuffled list (fixed seed, so every
-  run has the same list), as a tracker would hand them out. A live seeder
+  silently) with connect_peer, in one list shuffled with the random seed
+  ORDER, as a tracker would hand them out. Where a live seeder falls among
+  the dead peers decides which link a per-connection balancer gives it, so
+  aggregate.sh uses a different ORDER for each run (the run's number): the
+  median is over several placements, and the same across invocations. A live seeder
   that is not connected is given again every 5 s (without a tracker or the
   DHT, libtorrent does not retry a failed connect by itself soon).
 
@@ -117,10 +120,10 @@ def dead_peers(n):
     return [("10.10.%d.%d" % (k // 250, k % 250 + 1), PORT) for k in range(n)]
 
 
-def get(work, ips, n_dead, timeout, transport, want, route):
+def get(work, ips, n_dead, timeout, transport, want, route, order):
     live = [(ip, PORT) for ip in ips]
     peers = live + dead_peers(n_dead)
-    random.Random(10).shuffle(peers)
+    random.Random(order).shuffle(peers)
     # Not 127.0.0.1: libtorrent 2.0 only uses a listen socket that can
     # route to a peer (loopback reaches loopback only), proxy or not.
     settings = base_settings("0.0.0.0:0", transport, "downloader")
@@ -199,8 +202,9 @@ def main():
         seed(work, path, ips.split(","), int(piece), transport)
         return 0
     if role == "get":
-        work, ips, dead, timeout, transport, want, route = sys.argv[2:9]
-        return get(work, ips.split(","), int(dead), float(timeout), transport, want, route)
+        work, ips, dead, timeout, transport, want, route, order = sys.argv[2:10]
+        return get(work, ips.split(","), int(dead), float(timeout), transport, want, route,
+                   int(order))
     raise SystemExit("seed or get")
 
 
