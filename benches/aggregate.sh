@@ -38,10 +38,12 @@
 #                add_torrent are printed too, as start= and from_add=).
 #                DEAD=N adds N peers that never answer to the swarm; the
 #                run lines count dispatch's "link ... down" log lines and
-#                the links' failures from its exit summary. The peers are
-#                given in an order shuffled with the run's number as seed
-#                (where the live seeders fall among the dead decides their
-#                links): run k of any invocation has the same order.
+#                the links' failures from its exit summary. The dead
+#                addresses are a sample of 10.10.0.0/16 drawn with the
+#                run's number as seed (libtorrent connects first by a hash
+#                of the addresses, so the sample decides where the live
+#                seeders fall among the dead connects, hence their links):
+#                run k of any invocation has the same swarm.
 #
 # Common settings:
 #   RUNS=3             measured runs; the summary gives median, min and max

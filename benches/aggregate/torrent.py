@@ -19,8 +19,9 @@ The downloader, run in the "home" namespace:
   transport on, using the SOCKS5 proxy for peer connections (uTP through
   its UDP ASSOCIATE). It is given the live seeders (IP:6881) and DEAD peers
   that never answer (10.10.x.y:6881, which the benchmark's router drops
-  silently) with connect_peer, in one list shuffled with the random seed
-  ORDER, as a tracker would hand them out. Where a live seeder falls among
+  silently, a sample of 10.10.0.0/16 drawn with the random seed ORDER) with
+  connect_peer, in one list shuffled with ORDER, as a tracker would hand
+  them out. Where a live seeder falls among
   the dead peers decides which link a per-connection balancer gives it, so
   aggregate.sh uses a different ORDER for each run (the run's number): the
   median is over several placements, and the same across invocations. A live seeder
@@ -116,13 +117,18 @@ def seed(work, path, ips, piece, transport):
         log("seeder %s uploaded %d B" % (ip, st.total_payload_upload))
 
 
-def dead_peers(n):
-    return [("10.10.%d.%d" % (k // 250, k % 250 + 1), PORT) for k in range(n)]
+def dead_peers(n, order):
+    """n addresses of 10.10.0.0/16, a different sample for each order:
+    libtorrent picks whom to connect first by a hash of the addresses (not
+    by the order given), so the sample decides where the live seeders fall
+    among the dead connects."""
+    picks = random.Random(order).sample(range(250 * 250), n)
+    return [("10.10.%d.%d" % (k // 250, k % 250 + 1), PORT) for k in picks]
 
 
 def get(work, ips, n_dead, timeout, transport, want, route, order):
     live = [(ip, PORT) for ip in ips]
-    peers = live + dead_peers(n_dead)
+    peers = live + dead_peers(n_dead, order)
     random.Random(order).shuffle(peers)
     # Not 127.0.0.1: libtorrent 2.0 only uses a listen socket that can
     # route to a peer (loopback reaches loopback only), proxy or not.
