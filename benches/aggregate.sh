@@ -36,6 +36,9 @@
 #                the first payload byte to the last (libtorrent's startup
 #                excluded; the time to the first byte and the ratio from
 #                add_torrent are printed too, as start= and from_add=).
+#                seeders_per_link= counts the seeders that saw the
+#                downloader come from each link (uTP has no per-link
+#                connection lines in dispatch's log).
 #                DEAD=N adds N peers that never answer to the swarm; the
 #                run lines count dispatch's "link ... down" log lines and
 #                the links' failures from its exit summary. The dead
@@ -262,7 +265,7 @@ torrent-*)
     done
     seed_list=$(IFS=, && echo "${seed_ips[*]}")
     ip netns exec "$seeds" "$py" "$helpers/torrent.py" seed "$tmp" "$tmp/file" \
-        "$seed_list" "$piece" "$transport" </dev/null >"$tmp/seed.log" 2>&1 &
+        "$seed_list" "$piece" "$transport" </dev/null >"$tmp/seed.log" 2>"$tmp/seed.err" &
     seed_pid=$!
     for _ in $(seq 300); do
         [ -e "$tmp/seed.ready" ] && break
@@ -270,7 +273,7 @@ torrent-*)
         sleep 0.1
     done
     [ -e "$tmp/seed.ready" ] || {
-        tail -20 "$tmp/seed.log" >&2
+        tail -20 "$tmp/seed.err" >&2
         die "the seeders did not start"
     }
     if [ "$dead" != 0 ]; then
@@ -440,7 +443,8 @@ work_chunks() {
     detail=${split:+chunks_per_link=$split}
 }
 work_torrent() {
-    local res status total start readds
+    local res status total start readds seen0
+    seen0=$(wc -l <"$tmp/seed.log")
     ip netns exec "$home" "$py" "$helpers/torrent.py" get "$tmp" "$seed_list" "$dead" "$timeout" \
         "$transport" "$want" "socks=$socks" "$order" >"$tmp/res" 2>"$tmp/get.log" &
     in_background
@@ -451,7 +455,11 @@ work_torrent() {
         tail -20 "$tmp/proxy.log" >&2
         die "torrent: $res"
     }
-    detail="start=${start}s from_add=$(awk -v b="$size" -v t="$total" -v s="$sum" \
+    # Seeders per link: the downloader's source address each seeder saw.
+    detail="seeders_per_link=$(tail -n +"$((seen0 + 1))" "$tmp/seed.log" | awk '
+        $1 == "SEEN" { split($3, a, "."); if (!seen[$2 " " a[2]]++) n[a[2]]++ }
+        END { printf "%d/%d/%d", n[1], n[2], n[3] }')"
+    detail+=" start=${start}s from_add=$(awk -v b="$size" -v t="$total" -v s="$sum" \
         'BEGIN { printf "%.3f", b / t / 1000 / s }') readds=$readds"
     fa=$(awk -v b="$size" -v t="$total" -v s="$sum" 'BEGIN { print b / t / 1000 / s }')
 }
@@ -523,6 +531,7 @@ for run in $(seq "$runs"); do
         if [ -n "$logs" ]; then
             cp "$tmp/proxy.log" "$logs/$mode-$$-run$run.dispatch.log"
             [ -e "$tmp/get.log" ] && cp "$tmp/get.log" "$logs/$mode-$$-run$run.libtorrent.log"
+            [ -e "$tmp/seed.log" ] && cp "$tmp/seed.log" "$logs/$mode-$$-run$run.seeders.log"
         fi
     fi
     ratio=$(awk -v b="$bytes" -v t="$secs" -v s="$sum" 'BEGIN { print b / t / 1000 / s }')

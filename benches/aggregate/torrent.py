@@ -6,7 +6,8 @@ Seeders, run in the "inet" namespace, until SIGTERM:
     python3 torrent.py seed WORK FILE IP,IP,... PIECE tcp|utp
 
   One session per IP listens on IP port 6881 and seeds FILE (seed mode: no
-  hash check at start). libtorrent binds its listen sockets to the device
+  hash check at start), and prints `SEEN <seeder ip> <peer ip:port>` for each
+  connection it accepts. libtorrent binds its listen sockets to the device
   that has the address, so each IP must be on the interface its peers'
   packets come in on (not on lo). The torrent is written to
   WORK/t.torrent, then WORK/seed.ready. Only the given transport is on.
@@ -73,6 +74,11 @@ def base_settings(listen, transport, name):
 
 def drain(name, ses):
     for a in ses.pop_alerts():
+        if isinstance(a, lt.incoming_connection_alert):
+            # Which link the downloader came through: its source address.
+            ip, port = a.endpoint
+            print("SEEN %s %s:%d" % (name, ip, port), flush=True)
+            continue
         log("%s: %s: %s" % (name, type(a).__name__, a.message()))
 
 
@@ -91,7 +97,9 @@ def seed(work, path, ips, piece, transport):
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     sessions = []
     for ip in ips:
-        ses = lt.session(base_settings("%s:%d" % (ip, PORT), transport, "seeder"))
+        settings = base_settings("%s:%d" % (ip, PORT), transport, "seeder")
+        settings["alert_mask"] |= lt.alert_category.connect | lt.alert_category.peer
+        ses = lt.session(settings)
         p = lt.add_torrent_params()
         p.ti = info
         p.save_path = os.path.dirname(path)
