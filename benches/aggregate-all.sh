@@ -9,7 +9,9 @@
 # RUNS (default 3), BIN and DISPATCH_ARGS are passed on; DEAD (default 300)
 # is the dead peers of the swarm runs; DIRECT=0 skips the baselines without
 # dispatch; ONLY="ranges chunks" limits the workloads (ranges, warmup,
-# chunks, torrent-tcp, torrent-utp, dead-tcp, dead-utp). A workload that
+# restart, chunks, torrent-tcp, torrent-utp, dead-tcp, dead-utp; restart
+# runs only with @STATE@ in DISPATCH_ARGS, e.g. "--state-file @STATE@",
+# which then applies to every workload). A workload that
 # fails is noted in the file and the others still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ out=${OUT:?OUT=results file}
 export RUNS=${RUNS:-3}
 dead=${DEAD:-300}
 direct=${DIRECT:-1}
-only=${ONLY:-ranges warmup chunks torrent-tcp torrent-utp dead-tcp dead-utp}
+only=${ONLY:-ranges warmup restart chunks torrent-tcp torrent-utp dead-tcp dead-utp}
 if [ -z "${BIN:-}" ]; then
     nice cargo build --release --quiet --bin dispatch || exit 1
     BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/dispatch
@@ -38,6 +40,11 @@ want() { [[ " $only " == *" $1 "* ]]; }
 for w in "l1/3 l2/3 l3/1" "l1 l2 l3"; do
     want ranges && one MODE=ranges WEIGHTS="$w"
     want warmup && one MODE=ranges WEIGHTS="$w" WARMUP=1
+    # The first download after a restart with the state file (issue 10):
+    # only when DISPATCH_ARGS names the state file (@STATE@).
+    if want restart && [[ "${DISPATCH_ARGS:-}" == *@STATE@* ]]; then
+        one MODE=ranges WEIGHTS="$w" RESTART=1
+    fi
     want chunks && one MODE=chunks WEIGHTS="$w"
     want torrent-tcp && one MODE=torrent-tcp WEIGHTS="$w"
     want torrent-utp && one MODE=torrent-utp WEIGHTS="$w"
