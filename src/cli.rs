@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// List all available network interfaces
     List,
-    /// Start the SOCKS proxy server
+    /// Start the SOCKS proxy server (SOCKS5, SOCKS4/4a and HTTP proxy on one port)
     Start(StartArgs),
 }
 
@@ -43,12 +43,14 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 1080)]
     pub port: u16,
 
-    /// How long a client may take to send its SOCKS request, in seconds
+    /// How long a client may take to send its request (a SOCKS handshake,
+    /// or an HTTP head, which gets 408 if half-sent), in seconds
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub handshake_timeout: Duration,
 
     /// How long to wait for an outgoing connection through one link, in
-    /// seconds, before trying the next link
+    /// seconds, before trying the next link; a connect as a whole, over
+    /// every address and link, gives up after three times this
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub connect_timeout: Duration,
 
@@ -143,6 +145,11 @@ pub struct StartArgs {
     /// Neither read nor write learned link capacities
     #[arg(long)]
     pub no_state_file: bool,
+
+    /// Write the log to this file [default: `dispatch.log` (on another
+    /// --port, `dispatch-PORT.log`) in the platform's log directory]
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<std::path::PathBuf>,
 
     /// Network interface IP addresses (or interface names) to dispatch to, as
     /// <address>[/weight] [default: every usable address]

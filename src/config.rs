@@ -413,6 +413,7 @@ mod tests {
             balance: None,
             state_file: None,
             no_state_file: false,
+            log_file: None,
             addresses: addresses
                 .iter()
                 .map(|a| a.parse::<WeightedAddr>().unwrap())

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{LevelFilter, Log, Metadata, Record};
 
 /// Past this size the log file is moved to `<name>.1` and a new one begun.
 const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
@@ -21,8 +21,14 @@ pub enum Destination {
     Stderr,
 }
 
-/// Installs the global logger. Call once, before anything logs.
-pub fn init(debug: bool) -> Destination {
+/// The port whose instance logs to plain `dispatch.log`; an instance on
+/// another port has its own file, so instances never share one.
+pub const DEFAULT_PORT: u16 = 1080;
+
+/// Installs the global logger. Call once, before anything logs. Without
+/// `debug`, lines go to `file`, else to the platform's place for the
+/// instance listening on `port` (see [`log_path`]).
+pub fn init(debug: bool, file: Option<PathBuf>, port: u16) -> Destination {
     if debug {
         let logger = simple_logger::SimpleLogger::new()
             .with_level(LevelFilter::Debug)
@@ -34,7 +40,8 @@ pub fn init(debug: bool) -> Destination {
         return Destination::Stdout;
     }
     let level = level_from(std::env::var("RUST_LOG").ok().as_deref());
-    let file = match log_path(|key| std::env::var_os(key)) {
+    let path = file.or_else(|| log_path(|key| std::env::var_os(key), port));
+    let file = match path {
         Some(path) => RotatingFile::open(path.clone(), MAX_LOG_BYTES)
             .map_err(|e| format!("cannot open {}: {e}", path.display())),
         None => Err("no home directory to put it in".to_string()),
@@ -80,11 +87,14 @@ fn level_from(value: Option<&str>) -> LevelFilter {
 
 /// The directory of the log file (and the state file), from the environment.
 pub fn default_dir() -> Option<PathBuf> {
-    log_path(|key| std::env::var_os(key)).and_then(|p| p.parent().map(Path::to_path_buf))
+    log_path(|key| std::env::var_os(key), DEFAULT_PORT)
+        .and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
-/// The log file's path for this platform, reading the environment through `var`.
-fn log_path(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+/// The log file's path for this platform and the instance on `port`
+/// (`dispatch.log` on the default port, `dispatch-PORT.log` on another),
+/// reading the environment through `var`.
+fn log_path(var: impl Fn(&str) -> Option<OsString>, port: u16) -> Option<PathBuf> {
     let absolute = |key: &str| var(key).map(PathBuf::from).filter(|p| p.is_absolute());
     let dir = if cfg!(windows) {
         absolute("LOCALAPPDATA")?.join("dispatch").join("logs")
@@ -96,10 +106,16 @@ fn log_path(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
             None => absolute("HOME")?.join(".local/state/dispatch"),
         }
     };
-    Some(dir.join("dispatch.log"))
+    Some(dir.join(if port == DEFAULT_PORT {
+        "dispatch.log".to_string()
+    } else {
+        format!("dispatch-{port}.log")
+    }))
 }
 
-/// Writes `timestamp LEVEL message` lines; flushes at warn and above.
+/// Writes `timestamp LEVEL message` lines, each flushed at once: the file
+/// is followed with `tail -F` while dispatch runs, and info lines are few
+/// (transitions, a summary a minute, rate-limited failures).
 struct LineLogger {
     level: LevelFilter,
     sink: Mutex<Box<dyn Write + Send>>,
@@ -124,9 +140,7 @@ impl Log for LineLogger {
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         // A full disk must not take the proxy down: drop the line.
         let _ = sink.write_all(line.as_bytes());
-        if record.level() <= Level::Warn {
-            let _ = sink.flush();
-        }
+        let _ = sink.flush();
     }
 
     fn flush(&self) {
@@ -227,6 +241,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use log::Level;
     use std::time::Duration;
 
     #[test]
@@ -267,20 +282,32 @@ mod tests {
     #[cfg(all(unix, not(target_os = "macos")))]
     #[test]
     fn unix_log_path() {
-        let path = log_path(env(&[("HOME", "/home/u"), ("XDG_STATE_HOME", "/state")]));
+        let path = log_path(
+            env(&[("HOME", "/home/u"), ("XDG_STATE_HOME", "/state")]),
+            DEFAULT_PORT,
+        );
         assert_eq!(path, Some(PathBuf::from("/state/dispatch/dispatch.log")));
-        let path = log_path(env(&[("HOME", "/home/u"), ("XDG_STATE_HOME", "relative")]));
+        let path = log_path(
+            env(&[("HOME", "/home/u"), ("XDG_STATE_HOME", "relative")]),
+            DEFAULT_PORT,
+        );
         assert_eq!(
             path,
             Some(PathBuf::from("/home/u/.local/state/dispatch/dispatch.log"))
         );
-        assert_eq!(log_path(env(&[])), None);
+        assert_eq!(log_path(env(&[]), DEFAULT_PORT), None);
+        // Another port, another file: instances never share one.
+        let path = log_path(env(&[("XDG_STATE_HOME", "/state")]), 1081);
+        assert_eq!(
+            path,
+            Some(PathBuf::from("/state/dispatch/dispatch-1081.log"))
+        );
     }
 
     #[cfg(target_os = "macos")]
     #[test]
     fn macos_log_path() {
-        let path = log_path(env(&[("HOME", "/Users/u")]));
+        let path = log_path(env(&[("HOME", "/Users/u")]), DEFAULT_PORT);
         assert_eq!(
             path,
             Some(PathBuf::from("/Users/u/Library/Logs/dispatch/dispatch.log"))

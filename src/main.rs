@@ -59,7 +59,7 @@ fn interfaces() -> Result<Vec<iface::Interface>, Failure> {
 fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     let mut config = config::build(args, &interfaces()?, config::test_bind)
         .map_err(|e| Failure::Usage(e.to_string()))?;
-    let destination = logging::init(debug);
+    let destination = logging::init(debug, args.log_file.clone(), args.port);
     let mut state = StateFile::open(config.state_file.clone());
     config.learned = state.earlier.clone();
     match sys::raise_nofile_limit() {
@@ -74,6 +74,12 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     let mut reactor = Reactor::new(config).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => Failure::Runtime(format!(
             "{listen} is already in use; stop the other program or pick another --port"
+        )),
+        // As a bad ADDRESS is: the command line asks for what cannot be.
+        io::ErrorKind::AddrNotAvailable => Failure::Usage(format!(
+            "--ip {}: not an address of this machine (`dispatch list` shows them; \
+             0.0.0.0 or :: listens on all)",
+            listen.ip()
         )),
         _ => Failure::Runtime(format!("cannot listen on {listen}: {e}")),
     })?;

@@ -891,7 +891,7 @@ fn passwords_never_reach_the_log_after_failed_logins() {
     }
     let outs = [debug.finish(), file_log.finish()];
     let log =
-        std::fs::read_to_string(state.path.join("dispatch/dispatch.log")).expect("the log file");
+        std::fs::read_to_string(state.path.join("dispatch/dispatch-0.log")).expect("the log file");
     assert!(
         log.contains(" DEBUG ") && outs[0].stdout.contains(" DEBUG "),
         "both logs at debug level:\n{log}\n{}",

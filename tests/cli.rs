@@ -156,6 +156,23 @@ fn bad_options_are_refused() {
 }
 
 #[test]
+fn ip_not_of_this_machine_exits_2_saying_so() {
+    // 192.0.2.1 (TEST-NET-1) is no machine's address; binding to it sends
+    // nothing anywhere.
+    let run = run_bin(
+        &["start", "--ip", "192.0.2.1", "--port", "0", "127.0.0.2"],
+        QUICK,
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    let msg = run.stderr.trim();
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    assert!(
+        msg.contains("--ip 192.0.2.1") && msg.contains("not an address of this machine"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn port_in_use_exits_1_with_one_line() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();

@@ -167,7 +167,7 @@ fn live_table_on_a_terminal_and_quiet_turns_it_off() {
     }
 }
 
-/// The proxy without `-d`, logging to `<state>/dispatch/dispatch.log`,
+/// The proxy without `-d`, logging to `<state>/dispatch/dispatch-0.log`,
 /// and accepting clients from 127.0.0.1 only (see [`flush_log`]).
 fn file_logging(state: &Path, env: &[(&'static str, &str)], args: &[&str]) -> Proxy {
     let mut env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
@@ -188,10 +188,10 @@ fn file_logging(state: &Path, env: &[(&'static str, &str)], args: &[&str]) -> Pr
 
 static PROBE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// Makes the proxy write out its log file. Info lines are buffered, a
-/// warning is written at once with everything before it; a client from
-/// outside `--allow` is one (once a minute per address, so each call
-/// comes from a new 127.0.x.y). Returns once the warning is in the file.
+/// Makes the proxy write a warning, and waits until it is in the file:
+/// a client from outside `--allow` (once a minute per address, so each
+/// call comes from a new 127.0.x.y). (Every line is written at once;
+/// this orders the test's reads after what came before.)
 fn flush_log(proxy: &Proxy, path: &Path) {
     let n = PROBE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let ip = format!("127.0.{}.{}", 10 + n / 250, 1 + n % 250);
@@ -210,7 +210,8 @@ fn flush_log(proxy: &Proxy, path: &Path) {
 }
 
 fn log_path(state: &Path) -> PathBuf {
-    state.join("dispatch").join("dispatch.log")
+    // (The tests listen on port 0: not the default port's file.)
+    state.join("dispatch").join("dispatch-0.log")
 }
 
 fn read(path: &Path) -> String {
@@ -415,4 +416,48 @@ fn link_counters_logged_once_a_minute() {
         thread::sleep(Duration::from_secs(1));
     }
     proxy.finish();
+}
+
+/// Every line reaches the file at once, info lines too, so `tail -F`
+/// follows a running proxy; nothing waits for a warning or the exit.
+#[test]
+fn info_lines_reach_the_file_while_running() {
+    let state = TempDir::new();
+    let proxy = file_logging(&state.path, &[], &["127.0.0.2"]);
+    let path = log_path(&state.path);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !read(&path).contains(" INFO ") {
+        assert!(
+            Instant::now() < deadline,
+            "no info line in {} 5 s after start:\n{}",
+            path.display(),
+            read(&path)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!read(&path).contains(" WARN "), "{}", read(&path));
+    proxy.finish();
+}
+
+/// `--log-file` puts the log where it says; the default file is not made.
+#[test]
+fn log_file_option_puts_the_log_there() {
+    let state = TempDir::new();
+    let file = state.path.join("elsewhere").join("mine.log");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let proxy = file_logging(
+        &state.path,
+        &[],
+        &["--log-file", file.to_str().unwrap(), "127.0.0.2"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !read(&file).contains("listening on") {
+        assert!(Instant::now() < deadline, "nothing in {}", file.display());
+        thread::sleep(Duration::from_millis(20));
+    }
+    proxy.finish();
+    assert!(
+        !log_path(&state.path).exists(),
+        "the default file was made too"
+    );
 }

@@ -92,10 +92,10 @@ struct Inner {
 }
 
 /// A connect as a whole, over every address and link, takes at most this
-/// many connect timeouts: one for the first try, one more for the others
-/// (hedged and raced beside it), so a name with many dead addresses is
-/// answered in bounded time.
-pub const TOTAL_TIMEOUTS: u32 = 2;
+/// many connect timeouts, so a name with many dead addresses is answered
+/// in bounded time. Three leave room for what one address may take (its
+/// try, then another link's after the hedge delay) and for a second one.
+pub const TOTAL_TIMEOUTS: u32 = 3;
 
 /// What connecting came to.
 #[derive(Debug)]

@@ -358,7 +358,7 @@ impl Proxy {
     }
 
     /// Its `XDG_STATE_HOME`: without `-d` the log is
-    /// `<this>/dispatch/dispatch.log`. Removed when the `Proxy` is dropped.
+    /// `<this>/dispatch/dispatch-0.log` (port 0's). Removed when the `Proxy` is dropped.
     pub fn state_dir(&self) -> &std::path::Path {
         &self._state.path
     }
