@@ -17,7 +17,8 @@
 //! exchanges lives in `Conn` (`exchange_done`, `http_request`), which needs
 //! sockets and a reactor; it is reproduced here, step for step (see
 //! [`Session::exchange_done`] and [`Session::request`]). A request that
-//! would need a new upstream connection ends the session.
+//! needs a new upstream connection (the origin closed, reset or sent more
+//! than its response) gets a new in-memory origin, as `Conn` connects anew.
 //!
 //! The properties:
 //! - no panic;
@@ -477,8 +478,6 @@ enum End {
     /// The origin closed before its response was complete.
     Failed,
     Broken,
-    /// The next request needs a new upstream connection (beyond the harness).
-    Reconnect,
 }
 
 enum Phase {
@@ -497,6 +496,11 @@ struct Session {
     relay: Relay,
     /// The upstream connection may carry the next request.
     open: bool,
+    /// Where the current upstream connection started in the stream the
+    /// origin should get (its peer counts from there), and how many
+    /// there were before it.
+    origin_base: usize,
+    reconnects: usize,
     pool: RingPool,
     phase: Phase,
     /// Exchanges done.
@@ -523,7 +527,7 @@ impl Session {
     /// the head, for an early answer); then, if its response said so, it
     /// closes once it sent all of it and read the whole request.
     fn origin_send(&mut self, n: usize) {
-        let got = self.origin.got.len();
+        let got = self.origin_base + self.origin.got.len();
         let mut limit = 0;
         for x in &self.plan.exchanges[..self.plan.served] {
             if got >= x.forwarded_end || (x.early && got >= x.head_end) {
@@ -550,7 +554,7 @@ impl Session {
     }
 
     fn origin_closes(&mut self) {
-        let got = self.origin.got.len();
+        let got = self.origin_base + self.origin.got.len();
         let sent = self.origin.sent;
         let closing = self.plan.exchanges[..self.plan.served].iter().any(|x| {
             x.closes && x.closes_after && sent == x.response_end && got >= x.forwarded_end
@@ -633,7 +637,14 @@ impl Session {
         assert_eq!(&*head.method, x.method);
         assert_eq!(head.body, x.body, "body of request {}", self.done);
         assert_eq!(head.close, x.close, "close of request {}", self.done);
+        let response_start = match self.done {
+            0 => 0,
+            i => self.plan.exchanges[i - 1].response_end,
+        };
+        let head_start = x.head_start;
         let Some(mut fwd) = kept else {
+            // `Conn::http_request_anew`, then `Conn::relay_with` once
+            // connected: the pipelined bytes seed the upload.
             self.relay = Relay::new(&pipelined, &mut self.pool);
             let fwd = Forward::new(request.target, head);
             self.phase = Phase::Forwarding(Box::new(fwd));
@@ -645,7 +656,19 @@ impl Session {
             && !self.origin.ready.error
             && !self.relay.down.eof;
         if !reusable {
-            return self.end(End::Reconnect);
+            // The upstream is closed and a new one connected: a new origin
+            // peer, answering from this exchange on.
+            self.relay.release(&mut self.pool);
+            let mut origin = Peer::new(self.origin.mem.room);
+            origin.sent = response_start;
+            self.origin = origin;
+            (self.origin_base, self.origin_checked) = (head_start, 0);
+            self.open = true;
+            self.reconnects += 1;
+            self.relay = Relay::new(&pipelined, &mut self.pool);
+            let fwd = Forward::new(request.target, head);
+            self.phase = Phase::Forwarding(Box::new(fwd));
+            return true;
         }
         fwd.next_exchange(head);
         if !pipelined.is_empty() {
@@ -727,11 +750,10 @@ impl Session {
         // whole request (it answered early) ends the exchange: the rest
         // of the request has no one to go to.
         let early_end = x.until_close && self.origin.eof;
+        let delivered = self.origin_base + self.origin.delivered();
         assert!(
-            self.origin.delivered() == x.forwarded_end
-                || (early_end && self.origin.delivered() >= x.head_end),
-            "exchange {i} done before the origin got its whole request ({} of {})",
-            self.origin.delivered(),
+            delivered == x.forwarded_end || (early_end && delivered >= x.head_end),
+            "exchange {i} done before the origin got its whole request ({delivered} of {})",
             x.forwarded_end
         );
         let response_end = if x.until_close {
@@ -805,8 +827,8 @@ impl Session {
             (x.forwarded_end, x.response_end)
         };
         self.origin.check(
-            &self.plan.forwarded,
-            forwarded_end,
+            &self.plan.forwarded[self.origin_base..],
+            forwarded_end - self.origin_base,
             &mut self.origin_checked,
             "origin",
         );
@@ -825,8 +847,9 @@ impl Session {
             Phase::Ended(e) => format!("{e:?}"),
         };
         format!(
-            "{phase}, {} done; client sent {} of {} got {} eof {} reset {}; origin sent {} of {} got {} eof {} reset {}; up pending {} eof {}, down pending {} eof {}",
+            "{phase}, {} done, {} reconnects; client sent {} of {} got {} eof {} reset {}; origin sent {} of {} got {} eof {} reset {}; up pending {} eof {}, down pending {} eof {}",
             self.done,
+            self.reconnects,
             self.client.sent,
             self.plan.requests.len(),
             self.client.delivered(),
@@ -879,6 +902,8 @@ fn play(data: &[u8], trace: bool) {
         origin,
         relay: Relay::default(),
         open: true,
+        origin_base: 0,
+        reconnects: 0,
         pool: RingPool::new(RING, 2),
         phase: Phase::Head(Handshake::new(), None),
         done: 0,
@@ -934,7 +959,8 @@ fn settle(s: &mut Session) {
             s.client.sent,
             s.origin.sent,
             s.client.delivered(),
-            s.origin.delivered(),
+            s.origin_base + s.origin.delivered(),
+            s.origin_base + s.origin.got.len(),
             s.done,
         );
         s.client_send(usize::MAX);
@@ -955,7 +981,8 @@ fn settle(s: &mut Session) {
             s.client.sent,
             s.origin.sent,
             s.client.delivered(),
-            s.origin.delivered(),
+            s.origin_base + s.origin.delivered(),
+            s.origin_base + s.origin.got.len(),
             s.done,
         );
         if before == after {
