@@ -218,12 +218,13 @@ impl Forward {
         moved |=
             fill(upstream, upstream_ready, down, pool).map_err(|e| ("upstream read error", e))?;
         let unparsed = down.ring.as_mut().filter(|r| !r.is_empty());
+        let mut partial = false;
         if let Some(ring) = unparsed.filter(|_| self.response.is_none()) {
             if ring.data().len() < ring.len() {
                 ring.make_contiguous();
             }
             match http::parse_response(ring.data(), &self.method) {
-                Ok(Status::Partial) => {}
+                Ok(Status::Partial) => partial = true,
                 Ok(Status::Complete(head, len)) => {
                     let interim = (100..200).contains(&head.status) && head.status != 101;
                     self.interim = interim;
@@ -274,6 +275,11 @@ impl Forward {
                 }
                 Some(Framing::UntilClose) => {}
                 Some(Framing::Done) => {}
+                // What the ring still holds may complete the response (the
+                // client has not taken it yet, or a final head follows an
+                // interim one): it goes out first. Only a partial head
+                // can never complete.
+                _ if down.pending() > 0 && !partial => {}
                 _ => {
                     return Err(Broken::Protocol(
                         502,
@@ -335,7 +341,14 @@ mod tests {
         }
 
         fn run(&mut self) -> Next {
-            let (mut cr, mut or) = (Ready::BOTH, Ready::BOTH);
+            // The origin's FIN is reported with its last bytes, as epoll does.
+            let (mut cr, mut or) = (
+                Ready::BOTH,
+                Ready {
+                    read_closed: self.origin.eof,
+                    ..Ready::BOTH
+                },
+            );
             self.fwd.run(
                 (&mut self.client, &mut cr),
                 (&mut self.origin, &mut or),
@@ -439,6 +452,40 @@ mod tests {
         let (next, _, _) = x.settle();
         assert!(matches!(next, Next::Failed(502, _)), "{next:?}");
         assert!(x.fwd.answered(), "part of the response went out");
+    }
+
+    #[test]
+    fn origin_closing_after_a_whole_response_a_slow_client_has_not_taken_is_done() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.client = Mem::new(8);
+        x.origin
+            .send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+        x.origin.eof = true;
+        let (next, _, to_client) = x.settle();
+        assert!(matches!(next, Next::Done), "{next:?}");
+        assert!(to_client.ends_with(b"\r\n\r\nhello"));
+        assert!(x.fwd.closes());
+    }
+
+    #[test]
+    fn origin_closing_after_an_interim_and_a_whole_response_is_done() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.origin
+            .send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+        x.origin.eof = true;
+        let (next, _, to_client) = x.settle();
+        assert!(matches!(next, Next::Done), "{next:?}");
+        assert!(to_client.ends_with(b"\r\n\r\nhi"));
+    }
+
+    #[test]
+    fn origin_closing_in_a_response_head_after_an_interim_fails_with_502() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.origin
+            .send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Le");
+        x.origin.eof = true;
+        let (next, _, _) = x.settle();
+        assert!(matches!(next, Next::Failed(502, _)), "{next:?}");
     }
 
     #[test]

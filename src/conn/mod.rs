@@ -65,6 +65,8 @@ mod upstream;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 #[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing_forward;
+#[cfg(any(test, feature = "fuzzing"))]
 mod testio;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,1087 @@
+//! The HTTP forward proxy under a fuzzer: one kept-alive client connection
+//! carrying one to three HTTP/1.1 exchanges with one origin, generated
+//! well-formed from the fuzz input (methods, absolute-form URLs, hop-by-hop
+//! and end-to-end headers, Content-Length, chunked or no request body,
+//! `Connection: close`; interim `1xx` responses, `204`/`304`/`HEAD` without
+//! a body, Content-Length, chunked or close-delimited response bodies),
+//! then played by a script of what the client and the origin do (send,
+//! read, window changes, spurious wake-ups, and in fault mode an EOF or a
+//! reset of either, or an origin sending ahead), with readiness raised as
+//! epoll raises it.
+//!
+//! The code driven is the connection's own: the request heads are read and
+//! parsed by [`Handshake`] (the first one from `Handshake::new`, the next
+//! from `Handshake::next_http` with what the client pipelined), the
+//! exchange is [`Forward::run`] over the relay's pipes and a [`RingPool`]
+//! sized as the reactor's smallest. The keep-alive glue between two
+//! exchanges lives in `Conn` (`exchange_done`, `http_request`), which needs
+//! sockets and a reactor; it is reproduced here, step for step (see
+//! [`Session::exchange_done`] and [`Session::request`]). A request that
+//! needs a new upstream connection (the origin closed, reset or sent more
+//! than its response) gets a new in-memory origin, as `Conn` connects anew.
+//!
+//! The properties:
+//! - no panic;
+//! - the origin gets each rewritten head and then exactly that request's
+//!   body, in order, and never a byte of the next request early;
+//! - the client gets each response (interim ones included) exactly as the
+//!   origin sent it, in order, never a byte of the next one early, even
+//!   when the origin sends it (or bytes past the last) ahead;
+//! - each parsed head says what the request said (target, method, framing,
+//!   close), and is rewritten as the origin should see it;
+//! - `Done` comes only with both messages complete, and closes the
+//!   connection exactly when the request or the response said so (a
+//!   close-delimited body always does); `Failed`, `ClientLeft` and `Broken`
+//!   only when the script did what explains them;
+//! - without faults, every exchange is done;
+//! - an idle kept-alive connection holds no ring, and none is lent after
+//!   the end.
+//!
+//! `cargo fuzz run conn_forward` drives [`forward_session`]; the committed
+//! seeds and regressions are replayed by this module's tests.
+
+use std::mem;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use super::forward::{Forward, Next};
+use super::handshake::{self, Handshake};
+use super::io::Ready;
+use super::relay::{Relay, Step};
+use super::reply::Outbox;
+use super::request::{HttpRequest, Target};
+use super::testio::Mem;
+use crate::auth::Credentials;
+use crate::http::{self, Body};
+use crate::ring::RingPool;
+
+/// The smallest ring the reactor accepts (one holds a whole request head).
+const RING: usize = http::MAX_HEAD;
+/// Runs without the session ending or moving before it is declared hung.
+const SETTLE_ROUNDS: usize = 10_000;
+
+/// The fuzz input, read a byte at a time; zeros once it runs out.
+struct Input<'a>(std::slice::Iter<'a, u8>);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        self.0.next().copied().unwrap_or(0)
+    }
+
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[usize::from(self.byte()) % from.len()]
+    }
+
+    fn one_in(&mut self, n: u8) -> bool {
+        self.byte() % n == n - 1
+    }
+
+    /// A body or chunk size: mostly small, up to about 56 KiB (past a ring).
+    fn size(&mut self) -> usize {
+        match self.byte() {
+            b @ 0..200 => usize::from(b),
+            b => usize::from(b - 200) * 1024 + usize::from(self.byte()),
+        }
+    }
+}
+
+/// `len` bytes that tell where they came from: order and mix-ups show.
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| ((seed * 37 + i) % 251) as u8).collect()
+}
+
+/// A chunked body with fuzz-chosen chunk sizes, extensions and trailer.
+fn chunked(inp: &mut Input<'_>, seed: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in 0..inp.byte() % 4 {
+        let size = inp.size().max(1);
+        let hex = if inp.one_in(2) {
+            format!("{size:X}")
+        } else {
+            format!("{size:x}")
+        };
+        out.extend_from_slice(hex.as_bytes());
+        if inp.one_in(3) {
+            out.extend_from_slice(b";ext=1");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend(pattern(size, seed + usize::from(c)));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n");
+    if inp.one_in(3) {
+        out.extend_from_slice(b"X-Trailer: t\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Request headers the generator picks from: name, value, and whether the
+/// origin gets it (hop-by-hop headers, `Host` and what `Connection` lists
+/// are dropped).
+const REQUEST_HEADERS: [&[(&str, &str, bool)]; 9] = [
+    &[("Host", "elsewhere.test", false)],
+    &[("User-Agent", "fuzz/1.0", true)],
+    &[("accept", "*/*", true)],
+    &[("Proxy-Connection", "keep-alive", false)],
+    &[("Keep-Alive", "timeout=5", false)],
+    &[("TE", "trailers", false)],
+    &[("Proxy-Authorization", "Basic Zm9vOmJhcg==", false)],
+    &[
+        ("Connection", "keep-alive, X-Drop", false),
+        ("X-Drop", "1", false),
+    ],
+    &[("X-Seq", "42", true)],
+];
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH"];
+
+/// URL paths as the client writes them, and as the origin should get them.
+const PATHS: [(&str, &str); 6] = [
+    ("", "/"),
+    ("/", "/"),
+    ("/index.html", "/index.html"),
+    ("/a/b?c=d&e", "/a/b?c=d&e"),
+    ("?q=1", "/?q=1"),
+    ("/%7Euser/", "/%7Euser/"),
+];
+
+/// One exchange: what each side sends, and where it ends in each stream.
+struct Exchange {
+    method: &'static str,
+    body: Body,
+    /// The request says `Connection: close`.
+    close: bool,
+    /// The exchange ends the connection (its request or response says so).
+    closes: bool,
+    /// The response's body is close-delimited.
+    until_close: bool,
+    /// The origin answers once the head arrived (not the whole request).
+    early: bool,
+    /// The origin closes after the response (when it says it will).
+    closes_after: bool,
+    /// Ends in the client's stream of requests.
+    request_end: usize,
+    /// Starts and ends in the stream the origin should get.
+    head_start: usize,
+    head_end: usize,
+    forwarded_end: usize,
+    /// Ends in the origin's stream of responses: the interim ones, all.
+    interim_end: usize,
+    response_end: usize,
+}
+
+/// What the session is made of, before the script plays it.
+struct Plan {
+    target: Target,
+    exchanges: Vec<Exchange>,
+    /// The exchanges the proxy serves: up to the first that closes.
+    served: usize,
+    /// What the client sends, in order (pipelined as the script says).
+    requests: Vec<u8>,
+    /// What the origin should get.
+    forwarded: Vec<u8>,
+    /// What the origin sends, and the client should get (then, for a
+    /// fault, bytes past the last response).
+    responses: Vec<u8>,
+}
+
+fn plan(inp: &mut Input<'_>) -> Plan {
+    let (host, ip): (&str, Option<IpAddr>) = inp.pick(&[
+        ("origin.test", None),
+        ("127.0.0.1", Some(IpAddr::from([127, 0, 0, 1]))),
+        ("[::1]", Some(IpAddr::V6(Ipv6Addr::LOCALHOST))),
+    ]);
+    let port: Option<u16> = inp.pick(&[None, Some(80), Some(8080)]);
+    let authority = match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let port = port.unwrap_or(80);
+    let host_header = if port == 80 {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    let target = match ip {
+        Some(ip) => Target::Addr(SocketAddr::new(ip, port)),
+        None => Target::Name(host.into(), port),
+    };
+    let mut p = Plan {
+        target,
+        exchanges: Vec::new(),
+        served: 0,
+        requests: Vec::new(),
+        forwarded: Vec::new(),
+        responses: Vec::new(),
+    };
+    let n = 1 + inp.byte() % 3;
+    for i in 0..usize::from(n) {
+        let x = exchange(inp, &mut p, i, &authority, &host_header);
+        let (close, closes) = (x.close, x.closes);
+        p.exchanges.push(x);
+        if closes && p.served == 0 {
+            p.served = i + 1;
+        }
+        if close {
+            break; // a client that said close sends no more
+        }
+    }
+    if p.served == 0 {
+        p.served = p.exchanges.len();
+    }
+    // Past the last response the proxy serves, a response nobody asked
+    // for: only an origin that sends ahead (a fault) sends it.
+    p.responses
+        .extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsmug");
+    p
+}
+
+/// Generates exchange `i` and appends it to the plan's streams.
+fn exchange(
+    inp: &mut Input<'_>,
+    p: &mut Plan,
+    i: usize,
+    authority: &str,
+    host_header: &str,
+) -> Exchange {
+    // The request.
+    let method = inp.pick(&METHODS);
+    let (path, origin_path) = inp.pick(&PATHS);
+    let (body, body_bytes) = match inp.byte() % 3 {
+        0 => (Body::None, Vec::new()),
+        1 => {
+            let n = inp.size();
+            (Body::Length(n as u64), pattern(n, 2 * i))
+        }
+        _ => (Body::Chunked, chunked(inp, 2 * i)),
+    };
+    let mut headers: Vec<(&str, String, bool)> = Vec::new();
+    for _ in 0..inp.byte() % 5 {
+        for &(name, value, kept) in inp.pick(&REQUEST_HEADERS) {
+            headers.push((name, value.to_string(), kept));
+        }
+    }
+    let framing = match body {
+        Body::Length(n) => Some((
+            inp.pick(&["Content-Length", "content-length"]),
+            n.to_string(),
+        )),
+        Body::Chunked => Some((
+            inp.pick(&["Transfer-Encoding", "transfer-encoding"]),
+            "chunked".to_string(),
+        )),
+        _ => None,
+    };
+    if let Some((name, value)) = framing {
+        let at = usize::from(inp.byte()) % (headers.len() + 1);
+        headers.insert(at, (name, value, true));
+    }
+    let close = inp.one_in(4);
+    if close {
+        headers.push(("Connection", "close".to_string(), false));
+    }
+    let early = inp.one_in(2);
+
+    let mut request = format!("{method} http://{authority}{path} HTTP/1.1\r\n");
+    let mut forwarded = format!("{method} {origin_path} HTTP/1.1\r\n");
+    for (name, value, kept) in &headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+        if *kept {
+            forwarded.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    request.push_str("\r\n");
+    forwarded.push_str(&format!("Host: {host_header}\r\n\r\n"));
+    p.requests.extend_from_slice(request.as_bytes());
+    p.requests.extend_from_slice(&body_bytes);
+    let head_start = p.forwarded.len();
+    p.forwarded.extend_from_slice(forwarded.as_bytes());
+    let head_end = p.forwarded.len();
+    p.forwarded.extend_from_slice(&body_bytes);
+
+    // The response: interim ones, then the final one.
+    for _ in 0..inp.byte() % 3 {
+        let interims: [&[u8]; 3] = [
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"HTTP/1.1 102 Processing\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n",
+        ];
+        let interim = inp.pick(&interims);
+        p.responses.extend_from_slice(interim);
+    }
+    let interim_end = p.responses.len();
+    let status: u16 = inp.pick(&[200, 201, 204, 206, 304, 404, 500]);
+    let http10 = inp.one_in(8);
+    let no_body = method == "HEAD" || status == 204 || status == 304;
+    let mut kind = inp.byte() % 3;
+    if http10 && kind == 1 {
+        kind = 0; // chunked is HTTP/1.1's
+    }
+    let size = inp.size();
+    let says_close = inp.one_in(4);
+    let mut head = format!(
+        "HTTP/1.{} {status} Status\r\nServer: origin\r\n",
+        if http10 { 0 } else { 1 }
+    );
+    let payload = match kind {
+        0 => {
+            if status != 204 {
+                head.push_str(&format!("Content-Length: {size}\r\n"));
+            }
+            pattern(size, 2 * i + 1)
+        }
+        1 => {
+            head.push_str("Transfer-Encoding: chunked\r\n");
+            chunked(inp, 2 * i + 1)
+        }
+        _ => pattern(size, 2 * i + 1),
+    };
+    if says_close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    p.responses.extend_from_slice(head.as_bytes());
+    if !no_body {
+        p.responses.extend_from_slice(&payload);
+    }
+    let until_close = !no_body && kind == 2;
+    let closes_after = until_close || inp.one_in(2);
+    Exchange {
+        method,
+        body,
+        close,
+        closes: close || until_close || http10 || says_close,
+        until_close,
+        early,
+        closes_after,
+        request_end: p.requests.len(),
+        head_start,
+        head_end,
+        forwarded_end: p.forwarded.len(),
+        interim_end,
+        response_end: p.responses.len(),
+    }
+}
+
+/// One peer: what it has to send, what it sent and what it got.
+struct Peer {
+    mem: Mem,
+    ready: Ready,
+    /// How much of its stream it sent.
+    sent: usize,
+    /// What it read of what the proxy wrote to it.
+    got: Vec<u8>,
+    eof: bool,
+    reset: bool,
+}
+
+impl Peer {
+    fn new(room: usize) -> Peer {
+        Peer {
+            mem: Mem::new(room),
+            ready: Ready::BOTH,
+            sent: 0,
+            got: Vec::new(),
+            eof: false,
+            reset: false,
+        }
+    }
+
+    /// Sends its stream up to `limit`, at most `n` bytes: readable edge.
+    fn send(&mut self, stream: &[u8], limit: usize, n: usize) {
+        let end = limit.min(self.sent.saturating_add(n));
+        if self.eof || self.reset || end <= self.sent {
+            return;
+        }
+        self.mem.send(&stream[self.sent..end]);
+        self.sent = end;
+        self.ready.readable = true;
+    }
+
+    fn send_eof(&mut self) {
+        if self.eof || self.reset {
+            return;
+        }
+        self.eof = true;
+        self.mem.eof = true;
+        self.ready.readable = true;
+        self.ready.read_closed = true;
+    }
+
+    fn send_reset(&mut self) {
+        if self.reset {
+            return;
+        }
+        self.reset = true;
+        self.mem.reset = true;
+        self.mem.gone = true;
+        self.ready = Ready {
+            readable: true,
+            writable: true,
+            read_closed: true,
+            error: true,
+        };
+    }
+
+    /// Reads up to `n` of what was written to it: writable edge.
+    fn read(&mut self, n: usize) {
+        let n = n.min(self.mem.written.len());
+        self.got.extend(self.mem.written.drain(..n));
+        if n > 0 {
+            self.ready.writable = true;
+        }
+    }
+
+    fn set_room(&mut self, room: usize) {
+        self.mem.room = room.max(self.mem.written.len());
+        self.ready.writable = true;
+    }
+
+    /// What reached it: read, or waiting to be.
+    fn delivered(&self) -> usize {
+        self.got.len() + self.mem.written.len()
+    }
+
+    /// What reached it is `expected`'s start, and no more than `limit` of it.
+    fn check(&self, expected: &[u8], limit: usize, checked: &mut usize, who: &str) {
+        assert!(
+            self.delivered() <= limit,
+            "the {who} got {} bytes, past the {limit} of this exchange",
+            self.delivered()
+        );
+        let got = &self.got[*checked..];
+        assert_eq!(
+            got,
+            &expected[*checked..self.got.len()],
+            "the {who} got other bytes than sent, at {}",
+            *checked
+        );
+        *checked = self.got.len();
+        let queued = &self.mem.written;
+        assert_eq!(
+            &queued[..],
+            &expected[self.got.len()..self.delivered()],
+            "the {who} is sent other bytes than expected, at {}",
+            self.got.len()
+        );
+    }
+}
+
+/// How the session ended.
+#[derive(Debug)]
+enum End {
+    /// After an exchange that closes, or a client that closed during one.
+    Closed,
+    /// The client closed its kept-alive connection between requests.
+    ClientClosed,
+    ClientLeft,
+    /// The origin closed before its response was complete.
+    Failed,
+    Broken,
+}
+
+enum Phase {
+    /// Reading a request head: the first (no exchange yet), or the next
+    /// one on the kept-alive connection.
+    Head(Handshake, Option<Box<Forward>>),
+    Forwarding(Box<Forward>),
+    Ended(End),
+}
+
+struct Session {
+    plan: Plan,
+    faults: bool,
+    client: Peer,
+    origin: Peer,
+    relay: Relay,
+    /// The upstream connection may carry the next request.
+    open: bool,
+    /// Where the current upstream connection started in the stream the
+    /// origin should get (its peer counts from there), and how many
+    /// there were before it.
+    origin_base: usize,
+    reconnects: usize,
+    pool: RingPool,
+    phase: Phase,
+    /// Exchanges done.
+    done: usize,
+    /// How far each peer's delivered bytes were checked.
+    client_checked: usize,
+    origin_checked: usize,
+    trace: bool,
+}
+
+impl Session {
+    /// The exchange in progress, or the last one.
+    fn current(&self) -> &Exchange {
+        &self.plan.exchanges[self.done.min(self.plan.served - 1)]
+    }
+
+    fn client_send(&mut self, n: usize) {
+        let limit = self.plan.requests.len();
+        self.client.send(&self.plan.requests, limit, n);
+    }
+
+    /// The origin answers what reached it: an exchange's interim responses
+    /// once its head arrived, the final one once the whole request did (or
+    /// the head, for an early answer); then, if its response said so, it
+    /// closes once it sent all of it and read the whole request.
+    fn origin_send(&mut self, n: usize) {
+        let got = self.origin_base + self.origin.got.len();
+        let mut limit = 0;
+        for x in &self.plan.exchanges[..self.plan.served] {
+            if got >= x.forwarded_end || (x.early && got >= x.head_end) {
+                limit = x.response_end;
+            } else if got >= x.head_end {
+                limit = x.interim_end;
+            }
+            if limit < x.response_end {
+                break;
+            }
+        }
+        self.origin.send(&self.plan.responses, limit, n);
+        self.origin_closes();
+    }
+
+    /// A fault: the origin sends what it would send next, the next
+    /// response or bytes past the last, before it was asked. (Not during
+    /// a close-delimited response, whose body they would become.)
+    fn origin_sends_ahead(&mut self, n: usize) {
+        if !self.current().until_close {
+            let limit = self.plan.responses.len();
+            self.origin.send(&self.plan.responses, limit, n);
+        }
+    }
+
+    fn origin_closes(&mut self) {
+        let got = self.origin_base + self.origin.got.len();
+        let sent = self.origin.sent;
+        let closing = self.plan.exchanges[..self.plan.served].iter().any(|x| {
+            x.closes && x.closes_after && sent == x.response_end && got >= x.forwarded_end
+        });
+        if closing {
+            self.origin.send_eof();
+        }
+    }
+
+    /// Runs the connection as the reactor would after an event.
+    fn run(&mut self) {
+        for _ in 0..SETTLE_ROUNDS {
+            let again = match mem::replace(&mut self.phase, Phase::Ended(End::Closed)) {
+                Phase::Ended(end) => {
+                    self.phase = Phase::Ended(end);
+                    false
+                }
+                Phase::Head(hs, fwd) => self.head(hs, fwd),
+                Phase::Forwarding(fwd) => self.forwarding(fwd),
+            };
+            if !again {
+                return;
+            }
+        }
+        panic!("the connection yields forever");
+    }
+
+    /// As `Conn::handshake`, for an HTTP client.
+    fn head(&mut self, mut hs: Handshake, fwd: Option<Box<Forward>>) -> bool {
+        if self.client.ready.readable {
+            if let Err(e) = hs.read(&mut self.client.mem, &mut self.client.ready) {
+                assert!(self.client.reset, "client read error {e} without a reset");
+                return self.end(End::Broken);
+            }
+        }
+        let who = (0, SocketAddr::from(([127, 0, 0, 1], 1)));
+        let next = hs.parse(&Credentials::default(), &mut Outbox::default(), who);
+        match next {
+            handshake::Next::Wait => {
+                let again = self.client.ready.readable && !hs.eof();
+                self.phase = Phase::Head(hs, fwd);
+                again
+            }
+            handshake::Next::ClientClosed => {
+                assert!(self.client.eof, "the head ended without the client's EOF");
+                self.end(End::ClientClosed)
+            }
+            handshake::Next::Http(request, pipelined) => self.request(request, pipelined, fwd),
+            other => panic!("a well-formed request came to {other:?}"),
+        }
+    }
+
+    /// A request head was parsed: check it, then start its exchange as
+    /// `Conn::http_request` does (over the kept-alive upstream when it can
+    /// take it) or `Conn::http_request_anew` then `Conn::relay_with` do.
+    fn request(
+        &mut self,
+        request: HttpRequest,
+        pipelined: Vec<u8>,
+        kept: Option<Box<Forward>>,
+    ) -> bool {
+        assert!(
+            self.done < self.plan.served,
+            "a request past the end was parsed"
+        );
+        let x = &self.plan.exchanges[self.done];
+        assert_eq!(
+            request.target, self.plan.target,
+            "target of request {}",
+            self.done
+        );
+        assert!(request.authorized);
+        let head = request.forward.expect("a forward request");
+        assert_eq!(
+            String::from_utf8_lossy(&head.head),
+            String::from_utf8_lossy(&self.plan.forwarded[x.head_start..x.head_end]),
+            "rewritten head of request {}",
+            self.done
+        );
+        assert_eq!(&*head.method, x.method);
+        assert_eq!(head.body, x.body, "body of request {}", self.done);
+        assert_eq!(head.close, x.close, "close of request {}", self.done);
+        let response_start = match self.done {
+            0 => 0,
+            i => self.plan.exchanges[i - 1].response_end,
+        };
+        let head_start = x.head_start;
+        let Some(mut fwd) = kept else {
+            // `Conn::http_request_anew`, then `Conn::relay_with` once
+            // connected: the pipelined bytes seed the upload.
+            self.relay = Relay::new(&pipelined, &mut self.pool);
+            let fwd = Forward::new(request.target, head);
+            self.phase = Phase::Forwarding(Box::new(fwd));
+            return true;
+        };
+        assert_eq!(fwd.origin, request.target);
+        let reusable = self.open
+            && !self.origin.ready.read_closed
+            && !self.origin.ready.error
+            && !self.relay.down.eof;
+        if !reusable {
+            // The upstream is closed and a new one connected: a new origin
+            // peer, answering from this exchange on.
+            self.relay.release(&mut self.pool);
+            let mut origin = Peer::new(self.origin.mem.room);
+            origin.sent = response_start;
+            self.origin = origin;
+            (self.origin_base, self.origin_checked) = (head_start, 0);
+            self.open = true;
+            self.reconnects += 1;
+            self.relay = Relay::new(&pipelined, &mut self.pool);
+            let fwd = Forward::new(request.target, head);
+            self.phase = Phase::Forwarding(Box::new(fwd));
+            return true;
+        }
+        fwd.next_exchange(head);
+        if !pipelined.is_empty() {
+            let ring = self.relay.up.ring.get_or_insert_with(|| self.pool.take());
+            let kept = ring.push(&pipelined);
+            assert_eq!(kept, pipelined.len(), "rings hold a whole head");
+            self.relay.up.bytes += kept as u64;
+        }
+        self.phase = Phase::Forwarding(fwd);
+        true
+    }
+
+    /// As `Conn::forwarding`.
+    fn forwarding(&mut self, mut fwd: Box<Forward>) -> bool {
+        let client = (&mut self.client.mem, &mut self.client.ready);
+        let origin = (&mut self.origin.mem, &mut self.origin.ready);
+        if let Some(Step::Broken(what, _)) = self.relay.socket_errors(client, origin) {
+            return self.broken(what);
+        }
+        let next = fwd.run(
+            (&mut self.client.mem, &mut self.client.ready),
+            (&mut self.origin.mem, &mut self.origin.ready),
+            &mut self.relay.up,
+            &mut self.relay.down,
+            &mut self.pool,
+        );
+        let x = self.current();
+        match next {
+            Next::Idle => {
+                self.phase = Phase::Forwarding(fwd);
+                false
+            }
+            Next::Yield => {
+                self.phase = Phase::Forwarding(fwd);
+                true
+            }
+            Next::Done => self.exchange_done(fwd),
+            Next::Failed(502, "the server closed before its response was complete") => {
+                assert!(
+                    self.origin.eof && self.origin.sent < x.response_end,
+                    "exchange {} failed, but the origin sent its whole response ({} of {} bytes, EOF {})",
+                    self.done,
+                    self.origin.sent,
+                    x.response_end,
+                    self.origin.eof
+                );
+                self.end(End::Failed)
+            }
+            Next::Failed(status, what) => panic!("well-formed messages failed: {status} {what}"),
+            Next::ClientLeft => {
+                assert!(
+                    self.client.eof && self.client.sent < x.request_end,
+                    "client left exchange {} after sending its whole request",
+                    self.done
+                );
+                self.end(End::ClientLeft)
+            }
+            Next::Broken(what, _) => self.broken(what),
+        }
+    }
+
+    fn broken(&mut self, what: &'static str) -> bool {
+        // In-memory peers only fail by resetting.
+        assert!(
+            self.client.reset || self.origin.reset,
+            "broken ({what}) without a reset"
+        );
+        self.end(End::Broken)
+    }
+
+    /// An exchange is done: both messages went through whole. Then what
+    /// `Conn::exchange_done` does: keep what the client sent after its
+    /// request for the next head, drop an upstream that sent more than its
+    /// response, and close or wait for the next request.
+    fn exchange_done(&mut self, fwd: Box<Forward>) -> bool {
+        let i = self.done;
+        let x = &self.plan.exchanges[i];
+        // A close-delimited response the origin ended before it read the
+        // whole request (it answered early) ends the exchange: the rest
+        // of the request has no one to go to.
+        let early_end = x.until_close && self.origin.eof;
+        let delivered = self.origin_base + self.origin.delivered();
+        assert!(
+            delivered == x.forwarded_end || (early_end && delivered >= x.head_end),
+            "exchange {i} done before the origin got its whole request ({delivered} of {})",
+            x.forwarded_end
+        );
+        let response_end = if x.until_close {
+            assert!(
+                self.origin.eof,
+                "close-delimited exchange {i} done before the EOF"
+            );
+            self.origin.sent
+        } else {
+            x.response_end
+        };
+        assert_eq!(
+            self.client.delivered(),
+            response_end,
+            "exchange {i} done before the client got its whole response"
+        );
+        assert_eq!(
+            fwd.closes(),
+            x.closes,
+            "exchange {i}: whether the connection closes"
+        );
+        // An origin that answers only what reached it sends nothing more.
+        if self.origin.sent <= x.response_end {
+            assert_eq!(self.relay.down.pending(), 0, "bytes after response {i}");
+        }
+        self.done += 1;
+
+        let leftover = self
+            .relay
+            .up
+            .ring
+            .as_mut()
+            .map(|ring| {
+                ring.make_contiguous();
+                ring.data().to_vec()
+            })
+            .unwrap_or_default();
+        let client_eof = self.relay.up.eof;
+        self.relay.up.release(&mut self.pool);
+        self.open = self.relay.down.pending() == 0;
+        if !self.open {
+            // It sent more than its response: the upstream is dropped.
+            self.relay.release(&mut self.pool);
+        }
+        if fwd.closes() || (client_eof && leftover.is_empty()) {
+            return self.end(End::Closed);
+        }
+        assert_eq!(self.pool.lent(), 0, "a kept-alive connection holds a ring");
+        self.phase = Phase::Head(Handshake::next_http(leftover, client_eof), Some(fwd));
+        true
+    }
+
+    /// The connection closes: its rings go back (as `Relaying::close`).
+    fn end(&mut self, end: End) -> bool {
+        if self.trace {
+            eprintln!("end: {end:?}");
+        }
+        self.relay.release(&mut self.pool);
+        self.phase = Phase::Ended(end);
+        false
+    }
+
+    fn ended(&self) -> bool {
+        matches!(self.phase, Phase::Ended(_))
+    }
+
+    /// What reached each peer so far is what should have.
+    fn check_delivered(&mut self) {
+        let (forwarded_end, response_end) = {
+            let x = self.current();
+            (x.forwarded_end, x.response_end)
+        };
+        self.origin.check(
+            &self.plan.forwarded[self.origin_base..],
+            forwarded_end - self.origin_base,
+            &mut self.origin_checked,
+            "origin",
+        );
+        self.client.check(
+            &self.plan.responses,
+            response_end,
+            &mut self.client_checked,
+            "client",
+        );
+    }
+
+    fn describe(&self) -> String {
+        let phase = match &self.phase {
+            Phase::Head(..) => "head".to_string(),
+            Phase::Forwarding(_) => "forwarding".to_string(),
+            Phase::Ended(e) => format!("{e:?}"),
+        };
+        format!(
+            "{phase}, {} done, {} reconnects; client sent {} of {} got {} eof {} reset {}; origin sent {} of {} got {} eof {} reset {}; up pending {} eof {}, down pending {} eof {}",
+            self.done,
+            self.reconnects,
+            self.client.sent,
+            self.plan.requests.len(),
+            self.client.delivered(),
+            self.client.eof,
+            self.client.reset,
+            self.origin.sent,
+            self.plan.responses.len(),
+            self.origin.delivered(),
+            self.origin.eof,
+            self.origin.reset,
+            self.relay.up.pending(),
+            self.relay.up.eof,
+            self.relay.down.pending(),
+            self.relay.down.eof,
+        )
+    }
+}
+
+/// Plays the session `data` describes and checks the properties. Panics
+/// when one fails.
+pub fn forward_session(data: &[u8]) {
+    play(data, false);
+}
+
+/// Plays `data` as [`forward_session`] does, printing each step to stderr:
+/// for reading what a crash found.
+pub fn forward_session_traced(data: &[u8]) {
+    play(data, true);
+}
+
+fn play(data: &[u8], trace: bool) {
+    let mut inp = Input(data.iter());
+    let faults = inp.one_in(2);
+    let client = Peer::new(usize::from(inp.byte()));
+    let origin = Peer::new(usize::from(inp.byte()));
+    let plan = plan(&mut inp);
+    if trace {
+        eprintln!(
+            "faults {faults}; {} exchanges, {} served\nrequests: {:?}\nresponses: {:?}",
+            plan.exchanges.len(),
+            plan.served,
+            String::from_utf8_lossy(&plan.requests),
+            String::from_utf8_lossy(&plan.responses),
+        );
+    }
+    let mut s = Session {
+        plan,
+        faults,
+        client,
+        origin,
+        relay: Relay::default(),
+        open: true,
+        origin_base: 0,
+        reconnects: 0,
+        pool: RingPool::new(RING, 2),
+        phase: Phase::Head(Handshake::new(), None),
+        done: 0,
+        client_checked: 0,
+        origin_checked: 0,
+        trace,
+    };
+    while let Some(op) = inp.0.next().copied() {
+        let arg = usize::from(inp.byte());
+        match op % 12 {
+            0 => s.client_send(arg + 1),
+            1 => s.origin_send(arg + 1),
+            2 => s.client.read(arg),
+            3 => {
+                s.origin.read(arg);
+                s.origin_closes();
+            }
+            4 => s.client.set_room(arg),
+            5 => s.origin.set_room(arg),
+            6 => s.client_send(arg * 256 + 1),
+            7 => s.origin_send(arg * 256 + 1),
+            8 if s.faults && arg % 2 == 0 => s.client.send_eof(),
+            8 if s.faults => s.client.send_reset(),
+            9 if s.faults && arg % 2 == 0 => s.origin.send_eof(),
+            9 if s.faults => s.origin.send_reset(),
+            11 if s.faults => s.origin_sends_ahead(arg + 1),
+            10 => {
+                for p in [&mut s.client, &mut s.origin] {
+                    p.ready.readable = true;
+                    p.ready.writable = true;
+                }
+            }
+            _ => {}
+        }
+        s.run();
+        s.check_delivered();
+        if trace {
+            eprintln!("op {} {arg}: {}", op % 12, s.describe());
+        }
+    }
+    settle(&mut s);
+    check(&s);
+}
+
+/// The peers take everything and send all they have until nothing moves;
+/// then the client closes, then the origin: the session must end.
+fn settle(s: &mut Session) {
+    s.client.set_room(usize::MAX);
+    s.origin.set_room(usize::MAX);
+    let mut stage = 0;
+    for _ in 0..SETTLE_ROUNDS {
+        let before = (
+            s.client.sent,
+            s.origin.sent,
+            s.client.delivered(),
+            s.origin_base + s.origin.delivered(),
+            s.origin_base + s.origin.got.len(),
+            s.done,
+        );
+        s.client_send(usize::MAX);
+        s.origin_send(usize::MAX);
+        s.run();
+        s.client.read(usize::MAX);
+        s.origin.read(usize::MAX);
+        s.origin_closes();
+        s.run();
+        s.check_delivered();
+        if s.trace {
+            eprintln!("settle {stage}: {}", s.describe());
+        }
+        if s.ended() {
+            return;
+        }
+        let after = (
+            s.client.sent,
+            s.origin.sent,
+            s.client.delivered(),
+            s.origin_base + s.origin.delivered(),
+            s.origin_base + s.origin.got.len(),
+            s.done,
+        );
+        if before == after {
+            match stage {
+                0 => s.client.send_eof(),
+                1 => s.origin.send_eof(),
+                _ => panic!("the connection hangs: {}", s.describe()),
+            }
+            stage += 1;
+        }
+    }
+    panic!("the connection never ended: {}", s.describe());
+}
+
+fn check(s: &Session) {
+    assert_eq!(s.pool.lent(), 0, "a ring is still lent after the end");
+    if !s.faults {
+        assert_eq!(
+            s.done,
+            s.plan.served,
+            "without faults every exchange is done: {}",
+            s.describe()
+        );
+        assert!(
+            matches!(s.phase, Phase::Ended(End::Closed | End::ClientClosed)),
+            "without faults the connection ends cleanly: {}",
+            s.describe()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed seeds and every crash found, replayed.
+    #[test]
+    fn committed_corpus_holds_the_properties() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        let mut n = 0;
+        for dir in ["corpus/conn_forward", "regressions/conn_forward"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for e in entries {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if dir.starts_with("corpus") && !name.starts_with("seed-") {
+                    continue;
+                }
+                let data = std::fs::read(&path).unwrap();
+                let run = std::panic::catch_unwind(|| forward_session(&data));
+                assert!(run.is_ok(), "{} fails", path.display());
+                n += 1;
+            }
+        }
+        assert!(
+            n >= 5,
+            "expected the committed conn_forward seeds, found {n}"
+        );
+    }
+
+    #[test]
+    fn empty_and_short_inputs_end_cleanly() {
+        forward_session(&[]);
+        forward_session(&[0]);
+        forward_session(&[0, 255, 255, 0, 0, 2]);
+    }
+
+    /// The delivery check catches a lost, a changed or an early byte.
+    #[test]
+    fn a_wrong_delivery_is_caught() {
+        let expected = pattern(20, 0);
+        let caught = |got: &[u8], queued: &[u8], limit: usize| {
+            let mut peer = Peer::new(255);
+            peer.got = got.to_vec();
+            peer.mem.written = queued.to_vec();
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                peer.check(&expected, limit, &mut 0, "client")
+            }));
+            run.is_err()
+        };
+        assert!(!caught(&expected[..5], &expected[5..8], 10));
+        assert!(caught(&expected[1..6], &[], 10), "a lost byte");
+        let mut changed = expected[..5].to_vec();
+        changed[3] ^= 1;
+        assert!(caught(&changed, &[], 10), "a changed byte");
+        assert!(
+            caught(&expected[..5], &expected[5..12], 10),
+            "past the exchange"
+        );
+    }
+
+    /// `CONN_FORWARD_INPUT=path cargo test --lib conn_forward_input -- --ignored
+    /// --nocapture` plays one input (a crash, say) step by step.
+    #[test]
+    #[ignore]
+    fn conn_forward_input_traced() {
+        let path = std::env::var("CONN_FORWARD_INPUT").expect("CONN_FORWARD_INPUT=path");
+        forward_session_traced(&std::fs::read(path).unwrap());
+    }
+}
