@@ -304,6 +304,16 @@ def listener(ip="127.0.0.1"):
 
 # --------------------------------------------------------------- the proxies
 
+def die_with_parent():
+    """In the child before exec: SIGKILL when the generator dies, so that a
+    killed soak (a test's deadline) leaves no proxy behind."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class Dispatch:
     def __init__(self, name, binary, outdir, extra):
         self.name = name
@@ -315,7 +325,8 @@ class Dispatch:
         self.proc = subprocess.Popen(
             [binary, "-d", "start", "--port", "0", "--quiet", "--handshake-timeout", "3",
              "--bind-timeout", "10"] + extra + ["127.0.0.2", "127.0.0.3"],
-            stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=die_with_parent)
         self.pid = self.proc.pid
         self.addr = None
         deadline = time.time() + 30
@@ -994,6 +1005,16 @@ def main():
     ENV.bucket = Bucket(a.rate)
     ENV.pause = a.pause
 
+    # the proxies first: they are forked before any thread exists
+    authfile = os.path.join(outdir, "users")
+    with open(authfile, "w") as f:
+        f.write("# soak users\n%s:%s\n" % (USER, PASS))
+        for u, p in OTHER_USERS:
+            f.write("%s:%s\n" % (u, p))
+    ENV.auth = Dispatch("auth", a.bin, outdir, ["--auth-file", authfile])
+    ENV.open = Dispatch("open", a.bin, outdir, [])
+    proxies = [ENV.auth, ENV.open]
+
     # servers
     bl, hl = listener(), listener()
     serve(bl, bulk_handler)
@@ -1007,15 +1028,6 @@ def main():
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: connects are refused
     ENV.closed = closed.getsockname()[1]
-
-    authfile = os.path.join(outdir, "users")
-    with open(authfile, "w") as f:
-        f.write("# soak users\n%s:%s\n" % (USER, PASS))
-        for u, p in OTHER_USERS:
-            f.write("%s:%s\n" % (u, p))
-    ENV.auth = Dispatch("auth", a.bin, outdir, ["--auth-file", authfile])
-    ENV.open = Dispatch("open", a.bin, outdir, [])
-    proxies = [ENV.auth, ENV.open]
 
     def shutdown(*_):
         STOP.set()
