@@ -1069,7 +1069,7 @@ def main():
                 ctr = p.counters()
                 conns = sum(v[0] for v in ctr.values())
                 fails = sum(v[1] for v in ctr.values())
-                parts.append("%s rss %d KiB fds %d cpu %.1f s links %d conns %d fails" % (
+                parts.append("%s rss %d KiB fds %d cpu %.1f s link conns %d failures %d" % (
                     p.name, rss, fds, proc_cpu(p.pid) - cpu0[p.name], conns, fails))
             samples.append((now - begin, snap))
             with STATS.lock:
