@@ -10,7 +10,7 @@ use super::io::{self as sock, Outcome, Stream};
 use super::pipe::{fill, send_framed, Pipe, Side, MAX_ROUNDS};
 use super::request::{ForwardHead, Target};
 use crate::http::{self, Framing, Status};
-use crate::ring::RingPool;
+use crate::ring::{Ring, RingPool};
 
 /// How long a kept-alive client connection may sit between requests.
 pub const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -271,6 +271,10 @@ impl Forward {
                 }
                 Some(Framing::UntilClose) => {}
                 Some(Framing::Done) => {}
+                // The whole response came before the EOF and waits in the
+                // ring for a slow client: it goes out, nothing is cut.
+                Some(framing)
+                    if complete_in(down.ring.as_mut(), self.response_head_left, framing) => {}
                 _ => {
                     return Err(Broken::Protocol(
                         502,
@@ -281,6 +285,20 @@ impl Forward {
         }
         Ok(moved)
     }
+}
+
+/// Whether the rest of a response (`head_left` bytes of its head, then a
+/// body framed by `framing`) is all in `ring`.
+fn complete_in(ring: Option<&mut Ring>, head_left: usize, framing: Framing) -> bool {
+    let Some(ring) = ring else {
+        return false;
+    };
+    ring.make_contiguous();
+    let Some(body) = ring.data().get(head_left..) else {
+        return false;
+    };
+    let mut probe = framing;
+    probe.advance(body).is_ok() && probe == Framing::Done
 }
 
 fn frame_error(
@@ -456,5 +474,51 @@ mod tests {
             matches!(next, Next::Broken("upstream read error", _)),
             "{next:?}"
         );
+    }
+    /// Issue 11's short downloads (`curl: (18) transfer closed with 37379
+    /// bytes remaining`): the origin sent its whole sized response and
+    /// closed while the client was not taking bytes; the rest of the body
+    /// waited in the ring, and the EOF was taken for a response cut short,
+    /// which closed the client's connection with the ring unflushed.
+    #[test]
+    fn origin_closing_behind_a_whole_response_the_client_has_not_taken_is_no_failure() {
+        for response in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n",
+        ] {
+            let mut x = Exchange::new("GET", http::Body::None);
+            // The client takes 20 bytes (less than the head), then none.
+            x.client.room = 20;
+            x.origin.send(response);
+            x.origin.eof = true;
+            // The first run's short read ends it; the next ones read the EOF.
+            for _ in 0..3 {
+                let next = x.run();
+                assert!(matches!(next, Next::Idle), "client not reading: {next:?}");
+            }
+            let mut to_client = x.client.drain_written();
+            x.client.room = usize::MAX;
+            let (next, _, rest) = x.settle();
+            to_client.extend(rest);
+            assert!(matches!(next, Next::Done), "{next:?}");
+            assert_eq!(to_client, response);
+        }
+    }
+
+    #[test]
+    fn origin_closing_mid_body_while_the_client_is_slow_still_fails() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.client.room = 20;
+        x.origin
+            .send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort");
+        x.origin.eof = true;
+        let mut next = x.run();
+        for _ in 0..3 {
+            if !matches!(next, Next::Idle) {
+                break;
+            }
+            next = x.run();
+        }
+        assert!(matches!(next, Next::Failed(502, _)), "{next:?}");
     }
 }
