@@ -18,8 +18,9 @@ What runs (all on loopback):
   * WORKERS threads, each picking scenarios by weight: connect/close churn
     (SOCKS5, SOCKS4, SOCKS4a, HTTP CONNECT), bulk downloads, uploads and
     echoes (paced by a shared byte budget, with slow readers that let the
-    proxy's buffers fill), UDP associations, BIND, HTTP forward requests,
-    a refused target, bad handshakes (garbage, truncated, oversize, bad
+    proxy's buffers fill), UDP associations, BIND, HTTP forward requests
+    (kept alive; and a client that reads nothing while its origin sends a
+    sized body and closes: issue 11's short downloads), a refused target, bad handshakes (garbage, truncated, oversize, bad
     versions), wrong passwords (RFC 1929 failure, HTTP 407, SOCKS4 refused)
     and clients that vanish mid-transfer (close, or reset by SO_LINGER 0).
 
@@ -43,6 +44,7 @@ Verdict (exit 0 pass, 1 fail):
   * The proxies' failure counters must stay 0 (every target is live or a
     refusal, which is not a link's fault).
 
+SOAK_ONLY=sc_bind,sc_udp runs only those scenarios, to chase one failure.
 SOAK_INJECT=flip (test of the test) flips one byte in a checked download,
 SOAK_INJECT=hold keeps one relayed connection per second open until the end
 (what a descriptor leak in the proxy looks like from outside).
