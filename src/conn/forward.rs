@@ -507,4 +507,58 @@ mod tests {
             "{next:?}"
         );
     }
+    /// Issue 11's short downloads (`curl: (18) transfer closed with 37379
+    /// bytes remaining`): the origin sent its whole sized response and
+    /// closed while the client was not taking bytes; the rest of the body
+    /// waited in the ring, and the EOF was taken for a response cut short,
+    /// which closed the client's connection with the ring unflushed.
+    #[test]
+    fn origin_closing_behind_a_whole_response_the_client_has_not_taken_is_no_failure() {
+        for response in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n",
+        ] {
+            let mut x = Exchange::new("GET", http::Body::None);
+            // The client takes 20 bytes (less than the head), then none.
+            x.client.room = 20;
+            x.origin.send(response);
+            x.origin.eof = true;
+            // The first run's short read ends it; the next ones read the EOF.
+            for _ in 0..3 {
+                let next = x.run();
+                assert!(matches!(next, Next::Idle), "client not reading: {next:?}");
+            }
+            let mut to_client = x.client.drain_written();
+            x.client.room = usize::MAX;
+            let (next, _, rest) = x.settle();
+            to_client.extend(rest);
+            assert!(matches!(next, Next::Done), "{next:?}");
+            assert_eq!(to_client, response);
+        }
+    }
+
+    /// An origin that closes mid-body while the client is slow: what it
+    /// sent still goes out (the client learns the cut from the framing),
+    /// then the exchange fails.
+    #[test]
+    fn origin_closing_mid_body_while_the_client_is_slow_still_fails() {
+        let mut x = Exchange::new("GET", http::Body::None);
+        x.client.room = 20;
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort";
+        x.origin.send(response);
+        x.origin.eof = true;
+        assert!(matches!(x.run(), Next::Idle), "waits for the slow client");
+        let mut got = std::mem::take(&mut x.client.written);
+        x.client.room = usize::MAX;
+        let mut next = x.run();
+        for _ in 0..3 {
+            if !matches!(next, Next::Idle) {
+                break;
+            }
+            next = x.run();
+        }
+        got.extend_from_slice(&x.client.written);
+        assert_eq!(got, response, "what the origin sent went out");
+        assert!(matches!(next, Next::Failed(502, _)), "{next:?}");
+    }
 }
