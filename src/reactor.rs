@@ -150,6 +150,12 @@ pub struct Reactor {
     local_ips: Vec<IpAddr>,
     /// The open-files limit, read at start.
     fd_limit: Option<u64>,
+    /// Descriptors the connections hold, as the budget counts them: each
+    /// at least two (a client is admitted with its upstream's counted),
+    /// more for connect races, BIND and UDP associations.
+    held: u64,
+    /// What each connection counts for in `held`, by slab key.
+    counted: Vec<u16>,
     /// Running short of descriptors is said once a minute, not per retry.
     fd_notice: conn::RateLimit,
     pool: RingPool,
@@ -230,6 +236,8 @@ impl Reactor {
             max_client_connections: config.max_client_connections,
             local_ips,
             fd_limit: sys::nofile_limit(),
+            held: 0,
+            counted: Vec::new(),
             fd_notice: conn::RateLimit::default(),
             pool: RingPool::new(ring_size, SPARE_RINGS).with_pipes(pipe_pool(sys::nofile_limit())),
             resolver,
@@ -388,6 +396,7 @@ impl Reactor {
         }
         debug_assert_eq!(self.pool.lent(), 0, "a ring was not given back");
         debug_assert_eq!(self.pool.pipes.lent(), 0, "a pipe was not given back");
+        debug_assert_eq!(self.held, 0, "descriptors still counted as held");
         Ok(self.summary)
     }
 
@@ -460,8 +469,7 @@ impl Reactor {
     /// admitted with two, and the reserve leave.
     fn budget_pipes(&mut self) {
         if let Some(limit) = self.fd_limit {
-            let held = self.conns.len() as u64 * 2 + FD_RESERVE;
-            let spare = limit.saturating_sub(held);
+            let spare = limit.saturating_sub(self.held + FD_RESERVE);
             self.pool
                 .pipes
                 .set_budget(usize::try_from(spare).unwrap_or(usize::MAX));
@@ -473,10 +481,9 @@ impl Reactor {
             return;
         }
         loop {
-            // Each connection needs two descriptors, each pipe lent for
-            // splicing two more: stop while one is left.
-            let needed =
-                self.conns.len() as u64 * 2 + self.pool.pipes.descriptors() as u64 + FD_RESERVE;
+            // What connections and pipes hold, and two for the next
+            // client: stop while one is left.
+            let needed = self.held + 2 + self.pool.pipes.descriptors() as u64 + FD_RESERVE;
             if self.fd_limit.is_some_and(|limit| needed >= limit) {
                 if !self.fd_notice.allow(now) {
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
@@ -521,6 +528,11 @@ impl Reactor {
                     let accepted = match Conn::accept(&mut ctx, key, id, stream, addr) {
                         Ok(conn) => {
                             entry.insert(conn);
+                            if self.counted.len() <= key {
+                                self.counted.resize(key + 1, 0);
+                            }
+                            self.counted[key] = 2;
+                            self.held += 2;
                             true
                         }
                         Err(e) => {
@@ -621,6 +633,7 @@ impl Reactor {
     }
 
     fn after(&mut self, key: usize, progress: Progress, now: Instant) {
+        self.recount(key);
         match progress {
             Progress::Idle => {}
             Progress::Yield => {
@@ -662,7 +675,20 @@ impl Reactor {
         }
     }
 
+    /// Brings `held` up to date with what connection `key` holds now.
+    fn recount(&mut self, key: usize) {
+        let (Some(conn), Some(counted)) = (self.conns.get(key), self.counted.get_mut(key)) else {
+            return;
+        };
+        let now = u16::try_from(conn.descriptors().max(2)).unwrap_or(u16::MAX);
+        self.held = self.held - u64::from(*counted) + u64::from(now);
+        *counted = now;
+    }
+
     fn close(&mut self, key: usize, now: Instant) {
+        if let Some(counted) = self.counted.get_mut(key) {
+            self.held -= u64::from(std::mem::take(counted));
+        }
         let conn = self.conns.remove(key);
         let ip = conn.client_ip();
         if let Some(open) = self.client_connections.get_mut(&ip) {

@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1239,4 +1239,58 @@ fn at_most_4096_associations() {
         tail(&out.stdout, 20)
     );
     drop(held);
+}
+
+/// The descriptor budget counts what each UDP association really holds
+/// (its relay socket and one socket per link it sends by), not two per
+/// connection: near the open-file limit a new client waits in the backlog,
+/// and every association admitted still opens all its sockets.
+#[test]
+fn associations_count_every_socket_in_the_descriptor_budget() {
+    // 80 descriptors: the reserve (32) and the process's own leave room
+    // for a handful of associations of five descriptors each.
+    let proxy = Proxy::launch(
+        &Launch {
+            wrap: vec!["prlimit", "--nofile=80:80", "--"],
+            ..Launch::default()
+        },
+        &["127.0.0.2/1", "127.0.0.3/1", "127.0.0.4/1"],
+    );
+    let echos: Vec<Echo> = (0..3).map(|_| Echo::start("127.0.0.1:0")).collect();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(&GREETING).unwrap();
+        let mut r = [0u8; 2];
+        if s.read_exact(&mut r).is_err() {
+            break; // not accepted: the budget is spent
+        }
+        s.write_all(&socks5_request(UDP_ASSOCIATE, &Dest::Addr(any4())))
+            .unwrap();
+        let reply = read_reply5(&mut s).expect("reply to UDP ASSOCIATE");
+        assert_eq!(reply.rep, rep::SUCCEEDED, "{:02x?}", reply.raw);
+        let assoc = Assoc {
+            control: s,
+            relay: reply.bnd.unwrap(),
+        };
+        let sock = udp("127.0.0.1");
+        // Three destinations, three links (weights 1/1/1 take turns).
+        for e in &echos {
+            round_trip(&assoc, &sock, &e.addr.into(), e.addr, b"ping");
+        }
+        held.push((assoc, sock));
+    }
+    let n = held.len();
+    assert!(
+        (2..20).contains(&n),
+        "{n} associations admitted under an 80-descriptor limit"
+    );
+    drop(held);
+    let out = proxy.finish();
+    assert!(
+        !out.stdout.contains("Too many open files"),
+        "{}",
+        tail(&out.stdout, 20)
+    );
 }

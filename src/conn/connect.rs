@@ -108,6 +108,11 @@ pub enum Next {
 }
 
 impl Connecting {
+    /// Attempts in flight (a socket each).
+    pub fn in_flight(&self) -> usize {
+        self.0.attempts.iter().flatten().count()
+    }
+
     /// Starts with the first address. `addrs` are in the resolver's order;
     /// with several (a name), they are raced, the family that recently
     /// worked first.

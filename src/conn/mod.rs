@@ -265,6 +265,22 @@ impl Conn {
         self.deadline
     }
 
+    /// The descriptors it holds now: its client's socket, and what its
+    /// state has open (an upstream, connect attempts, a BIND listener, a
+    /// UDP association's sockets). The reactor's descriptor budget adds
+    /// these up.
+    pub fn descriptors(&self) -> usize {
+        1 + match &self.state {
+            State::Handshake(_, kept) => {
+                usize::from(kept.as_ref().is_some_and(|k| k.open.is_some()))
+            }
+            State::Connecting(c, _) => c.in_flight(),
+            State::Relaying(_) | State::Forwarding(..) | State::Binding(..) => 1,
+            State::Associated(assoc) => assoc.sockets(),
+            State::Resolving(_) | State::Closing(_) | State::Done => 0,
+        }
+    }
+
     /// Whether it carries a request a graceful stop should let finish: not
     /// a client still to send one (or between two on a kept-alive HTTP
     /// connection), nor one being closed.

@@ -205,6 +205,11 @@ pub enum Refusal {
 }
 
 impl Assoc {
+    /// Its sockets: the relay socket, and one per link it sent out by.
+    pub fn sockets(&self) -> usize {
+        1 + self.outs.iter().flatten().count()
+    }
+
     /// Opens the relay socket on `local`, the address the client reached
     /// the proxy on; `client` is the control connection's peer, and
     /// `client_port` the port it said it will send from, if it knows it.
