@@ -152,6 +152,15 @@ def get(work, ips, n_dead, timeout, transport, want, route, order):
         "proxy_peer_connections": True,
         "proxy_tracker_connections": True,
         "proxy_hostnames": True,
+        # The one UDP socket all uTP peers share (through dispatch's
+        # relay) gets a large receive buffer: the default 208 KiB holds
+        # ~75 ms of the 2,800 kB/s sum, so a downloader descheduled longer
+        # (a loaded machine) drops a burst of datagrams, and libtorrent's
+        # uTP can then stall that peer until the download ends (the
+        # seeder's retransmit timer restarts on every packet we send it,
+        # and our HAVE messages keep coming). 4 MiB asked; the kernel
+        # doubles it, within net.core.rmem_max.
+        "recv_socket_buffer_size": 4 * 1024 * 1024,
     })
     down = os.path.join(work, "down.%d" % os.getpid())
     shutil.rmtree(down, ignore_errors=True)
