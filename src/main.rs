@@ -9,7 +9,7 @@ use dispatch::auth::Access;
 use dispatch::cli::{Cli, Command, StartArgs};
 use dispatch::config;
 use dispatch::links::LinkSpec;
-use dispatch::links::{Links, Stats};
+use dispatch::links::Links;
 use dispatch::logging::{self, Destination};
 use dispatch::reactor::{Binding, Reactor, Summary};
 use dispatch::report;
@@ -254,20 +254,22 @@ impl StateFile {
 struct Reporter {
     live: bool,
     ticks: u32,
-    before: Vec<Stats>,
-    last: Instant,
+    /// Rates are averaged over this many seconds.
+    window: report::RateWindow,
     drawn_lines: usize,
 }
 
 impl Reporter {
     const LOG_EVERY_TICKS: u32 = 60;
+    /// Bursty clients (a download manager's chunks) make per-second rates
+    /// jump between 0 and a burst; a few seconds read steadily.
+    const RATE_SECONDS: usize = 4;
 
     fn new(live: bool) -> Reporter {
         Reporter {
             live,
             ticks: 0,
-            before: Vec::new(),
-            last: Instant::now(),
+            window: report::RateWindow::new(Self::RATE_SECONDS),
             drawn_lines: 0,
         }
     }
@@ -275,10 +277,8 @@ impl Reporter {
     fn tick(&mut self, links: &Links) {
         self.ticks += 1;
         if self.live {
-            let now = Instant::now();
-            let table = report::table(links, &self.before, now - self.last);
-            self.before = report::stats(links);
-            self.last = now;
+            let (before, over) = self.window.push(Instant::now(), report::stats(links));
+            let table = report::table(links, &before, over);
             // Move up over the previous table and overwrite it.
             let mut out = String::new();
             if self.drawn_lines > 0 {

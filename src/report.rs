@@ -109,6 +109,37 @@ pub fn per_second(n: u64, over: Duration) -> String {
     }
 }
 
+/// The last few snapshots of the links' counters, so the live table shows
+/// rates averaged over a few seconds, not jumps between 0 and a burst.
+pub struct RateWindow {
+    snaps: std::collections::VecDeque<(std::time::Instant, Vec<Stats>)>,
+    seconds: usize,
+}
+
+impl RateWindow {
+    /// Rates over the last `seconds` snapshots (one a second).
+    pub fn new(seconds: usize) -> RateWindow {
+        RateWindow {
+            snaps: std::collections::VecDeque::new(),
+            seconds: seconds.max(1),
+        }
+    }
+
+    /// Adds the counters seen at `now`; gives the oldest snapshot kept and
+    /// how long ago it was, to rate against (none before the first).
+    pub fn push(&mut self, now: std::time::Instant, stats: Vec<Stats>) -> (Vec<Stats>, Duration) {
+        let (since, base) = match self.snaps.front() {
+            Some((at, base)) => (now.saturating_duration_since(*at), base.clone()),
+            None => (Duration::from_secs(1), Vec::new()),
+        };
+        self.snaps.push_back((now, stats));
+        while self.snaps.len() > self.seconds {
+            self.snaps.pop_front();
+        }
+        (base, since.max(Duration::from_millis(1)))
+    }
+}
+
 /// The live table: one row a link with its throughput since `before` (the
 /// stats `over` ago, in link order).
 pub fn table(links: &Links, before: &[Stats], over: Duration) -> String {
@@ -205,6 +236,37 @@ mod tests {
         }
         l.datagram_down(1, 100);
         l
+    }
+
+    #[test]
+    fn rates_are_averaged_over_the_window() {
+        let t0 = std::time::Instant::now();
+        let mut w = RateWindow::new(4);
+        let at = |bytes: u64| {
+            vec![Stats {
+                bytes_down: bytes,
+                ..Stats::default()
+            }]
+        };
+        // A client that moves 4 MB in one burst every 4 s.
+        let mut total = 0;
+        let mut shown = Vec::new();
+        for sec in 0..12u64 {
+            if sec % 4 == 0 {
+                total += 4_000_000;
+            }
+            let (base, over) = w.push(t0 + Duration::from_secs(sec), at(total));
+            if sec >= 4 {
+                let moved = total - base[0].bytes_down;
+                shown.push(moved as f64 / over.as_secs_f64());
+            }
+        }
+        // Every second shows about 1 MB/s (4 MB over 4 s, or 3 s right
+        // after a burst), never 0 and never the 4 MB/s of the burst.
+        assert!(
+            shown.iter().all(|&r| (0.9e6..=1.4e6).contains(&r)),
+            "{shown:?}"
+        );
     }
 
     #[test]
