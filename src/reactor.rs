@@ -469,7 +469,8 @@ impl Reactor {
     /// admitted with two, and the reserve leave.
     fn budget_pipes(&mut self) {
         if let Some(limit) = self.fd_limit {
-            let spare = limit.saturating_sub(self.held + FD_RESERVE);
+            let dns = self.resolver.descriptors() as u64;
+            let spare = limit.saturating_sub(self.held + dns + FD_RESERVE);
             self.pool
                 .pipes
                 .set_budget(usize::try_from(spare).unwrap_or(usize::MAX));
@@ -481,9 +482,13 @@ impl Reactor {
             return;
         }
         loop {
-            // What connections and pipes hold, and two for the next
-            // client: stop while one is left.
-            let needed = self.held + 2 + self.pool.pipes.descriptors() as u64 + FD_RESERVE;
+            // What connections, pipes and DNS lookups hold, and two for
+            // the next client: stop while one is left.
+            let needed = self.held
+                + 2
+                + self.pool.pipes.descriptors() as u64
+                + self.resolver.descriptors() as u64
+                + FD_RESERVE;
             if self.fd_limit.is_some_and(|limit| needed >= limit) {
                 if !self.fd_notice.allow(now) {
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);

@@ -154,6 +154,13 @@ impl Resolver {
 
     /// Whether an answer is waiting without a wake-up (answered locally, or
     /// left from a lookup whose waiters were not all taken).
+    /// Descriptors the lookups may hold at once: each pool thread's
+    /// `getaddrinfo` opens a socket to the nameserver, and may read a file
+    /// or ask the kernel for the addresses in use beside it.
+    pub fn descriptors(&self) -> usize {
+        2 * self.pool.threads()
+    }
+
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
     }

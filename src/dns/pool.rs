@@ -139,7 +139,6 @@ impl Pool {
     }
 
     /// Threads running now.
-    #[cfg(test)]
     pub fn threads(&self) -> usize {
         lock(&self.shared).threads
     }
