@@ -44,6 +44,7 @@ use std::mem;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use super::forward::{Forward, Next};
+use super::fuzz_input::{pattern, Input};
 use super::handshake::{self, Handshake};
 use super::io::Ready;
 use super::relay::{Relay, Step};
@@ -58,36 +59,6 @@ use crate::ring::RingPool;
 const RING: usize = http::MAX_HEAD;
 /// Runs without the session ending or moving before it is declared hung.
 const SETTLE_ROUNDS: usize = 10_000;
-
-/// The fuzz input, read a byte at a time; zeros once it runs out.
-struct Input<'a>(std::slice::Iter<'a, u8>);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        self.0.next().copied().unwrap_or(0)
-    }
-
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[usize::from(self.byte()) % from.len()]
-    }
-
-    fn one_in(&mut self, n: u8) -> bool {
-        self.byte() % n == n - 1
-    }
-
-    /// A body or chunk size: mostly small, up to about 56 KiB (past a ring).
-    fn size(&mut self) -> usize {
-        match self.byte() {
-            b @ 0..200 => usize::from(b),
-            b => usize::from(b - 200) * 1024 + usize::from(self.byte()),
-        }
-    }
-}
-
-/// `len` bytes that tell where they came from: order and mix-ups show.
-fn pattern(len: usize, seed: usize) -> Vec<u8> {
-    (0..len).map(|i| ((seed * 37 + i) % 251) as u8).collect()
-}
 
 /// A chunked body with fuzz-chosen chunk sizes, extensions and trailer.
 fn chunked(inp: &mut Input<'_>, seed: usize) -> Vec<u8> {
@@ -881,7 +852,7 @@ pub fn forward_session_traced(data: &[u8]) {
 }
 
 fn play(data: &[u8], trace: bool) {
-    let mut inp = Input(data.iter());
+    let mut inp = Input::new(data);
     let faults = inp.one_in(2);
     let client = Peer::new(usize::from(inp.byte()));
     let origin = Peer::new(usize::from(inp.byte()));
@@ -911,7 +882,8 @@ fn play(data: &[u8], trace: bool) {
         origin_checked: 0,
         trace,
     };
-    while let Some(op) = inp.0.next().copied() {
+    while !inp.done() {
+        let op = inp.byte();
         let arg = usize::from(inp.byte());
         match op % 12 {
             0 => s.client_send(arg + 1),

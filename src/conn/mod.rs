@@ -63,9 +63,16 @@ mod udp;
 mod upstream;
 
 #[cfg(any(test, feature = "fuzzing"))]
+mod fuzz_input;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+#[cfg(all(any(test, feature = "fuzzing"), target_os = "linux"))]
+pub mod fuzzing_conn;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing_forward;
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code))] // the fuzz target uses a part
+mod rig;
 #[cfg(any(test, feature = "fuzzing"))]
 mod testio;
 #[cfg(test)]
