@@ -752,28 +752,20 @@ impl Session {
         }
         self.done += 1;
 
-        let leftover = self
-            .relay
-            .up
-            .ring
-            .as_mut()
-            .map(|ring| {
-                ring.make_contiguous();
-                ring.data().to_vec()
-            })
-            .unwrap_or_default();
-        let client_eof = self.relay.up.eof;
-        self.relay.up.release(&mut self.pool);
-        self.open = self.relay.down.pending() == 0;
+        let end = fwd.wind_up(&mut self.relay, &mut self.pool);
+        self.open = end.upstream_clean;
         if !self.open {
             // It sent more than its response: the upstream is dropped.
             self.relay.release(&mut self.pool);
         }
-        if fwd.closes() || (client_eof && leftover.is_empty()) {
+        if end.closes {
             return self.end(End::Closed);
         }
         assert_eq!(self.pool.lent(), 0, "a kept-alive connection holds a ring");
-        self.phase = Phase::Head(Handshake::next_http(leftover, client_eof), Some(fwd));
+        self.phase = Phase::Head(
+            Handshake::next_http(end.leftover, end.client_eof),
+            Some(fwd),
+        );
         true
     }
 

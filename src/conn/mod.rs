@@ -986,22 +986,10 @@ impl Conn {
 
     /// A forward exchange ended: close, or wait for the next request.
     fn exchange_done(&mut self, ctx: &mut Ctx<'_>, mut r: Relaying, fwd: Box<Forward>) -> Step {
-        // What the client sent after this request, and whether it closed.
-        let leftover = r
-            .relay
-            .up
-            .ring
-            .as_mut()
-            .map(|ring| {
-                ring.make_contiguous();
-                ring.data().to_vec()
-            })
-            .unwrap_or_default();
-        let client_eof = r.relay.up.eof;
-        r.relay.up.release(ctx.pool);
-        let open = if r.relay.down.pending() > 0 {
-            // The origin sent more than its response: it cannot be
-            // trusted with the next request.
+        let end = fwd.wind_up(&mut r.relay, ctx.pool);
+        let open = if end.upstream_clean {
+            Some(r)
+        } else {
             log::debug!(
                 "#{} origin sent bytes after its response; dropping that upstream",
                 self.handle.id
@@ -1009,10 +997,8 @@ impl Conn {
             self.local = None;
             r.close(ctx);
             None
-        } else {
-            Some(r)
         };
-        if fwd.closes() || (client_eof && leftover.is_empty()) {
+        if end.closes {
             self.reason = "done";
             if let Some(open) = open {
                 open.close(ctx);
@@ -1021,7 +1007,7 @@ impl Conn {
         }
         // Kept alive: the next request may already be waiting.
         self.arm(ctx, forward::KEEPALIVE_IDLE);
-        let hs = Handshake::next_http(leftover, client_eof);
+        let hs = Handshake::next_http(end.leftover, end.client_eof);
         let kept = KeptAlive { fwd, open };
         (State::Handshake(hs, Some(Box::new(kept))), Flow::Next)
     }
