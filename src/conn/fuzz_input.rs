@@ -39,3 +39,31 @@ impl Input<'_> {
 pub fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len).map(|i| ((seed * 37 + i) % 251) as u8).collect()
 }
+
+/// Replays a connection fuzz target's committed seeds
+/// (`fuzz/corpus/<target>/seed-*`) and every crash it found
+/// (`fuzz/regressions/<target>/*`) through `run`, naming the input that
+/// fails; at least `min` of them must be there.
+#[cfg(test)]
+pub fn replay_committed(target: &str, min: usize, run: impl Fn(&[u8])) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut n = 0;
+    for dir in ["corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for e in entries {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // What a local fuzzing run added is not committed: seeds only.
+            if dir == "corpus" && !name.starts_with("seed-") {
+                continue;
+            }
+            let data = std::fs::read(&path).unwrap();
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&data)));
+            assert!(ran.is_ok(), "{} fails", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= min, "expected the committed {target} seeds, found {n}");
+}

@@ -720,26 +720,9 @@ mod tests {
     /// The committed seeds and every crash found, replayed.
     #[test]
     fn committed_corpus_holds_the_properties() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-        let mut n = 0;
-        for dir in ["corpus/conn_whole", "regressions/conn_whole"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-                continue;
-            };
-            for e in entries {
-                let path = e.unwrap().path();
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                if dir.starts_with("corpus") && !name.starts_with("seed-") {
-                    continue;
-                }
-                conn_session(&std::fs::read(&path).unwrap());
-                n += 1;
-            }
-        }
-        assert!(
-            n >= 10,
-            "expected the committed conn_whole seeds, found {n}"
-        );
+        super::super::fuzz_input::replay_committed("conn_whole", 10, |data| {
+            conn_session(data);
+        });
     }
 
     /// Each request, with nothing else: served ones close cleanly at the

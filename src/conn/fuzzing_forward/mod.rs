@@ -715,28 +715,9 @@ mod tests {
     /// The committed seeds and every crash found, replayed.
     #[test]
     fn committed_corpus_holds_the_properties() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-        let mut n = 0;
-        for dir in ["corpus/conn_forward", "regressions/conn_forward"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-                continue;
-            };
-            for e in entries {
-                let path = e.unwrap().path();
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                if dir.starts_with("corpus") && !name.starts_with("seed-") {
-                    continue;
-                }
-                let data = std::fs::read(&path).unwrap();
-                let run = std::panic::catch_unwind(|| forward_session(&data));
-                assert!(run.is_ok(), "{} fails", path.display());
-                n += 1;
-            }
-        }
-        assert!(
-            n >= 5,
-            "expected the committed conn_forward seeds, found {n}"
-        );
+        super::super::fuzz_input::replay_committed("conn_forward", 5, |data| {
+            forward_session(data);
+        });
     }
 
     #[test]
