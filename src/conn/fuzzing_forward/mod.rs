@@ -47,11 +47,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use super::forward::{Forward, Next};
 use super::fuzz_input::{pattern, Input};
 use super::handshake::{self, Handshake};
-use super::io::Ready;
 use super::relay::{Relay, Step};
 use super::reply::Outbox;
 use super::request::{HttpRequest, Target};
-use super::testio::Mem;
+use super::testio::MemPeer;
 use crate::auth::Credentials;
 use crate::http::{self, Body};
 use crate::ring::RingPool;
@@ -64,78 +63,16 @@ const RING: usize = http::MAX_HEAD;
 /// Runs without the session ending or moving before it is declared hung.
 const SETTLE_ROUNDS: usize = 10_000;
 
-/// One peer: what it has to send, what it sent and what it got.
-struct Peer {
-    mem: Mem,
-    ready: Ready,
-    /// How much of its stream it sent.
-    sent: usize,
-    /// What it read of what the proxy wrote to it.
-    got: Vec<u8>,
-    eof: bool,
-    reset: bool,
-}
+/// One peer: how much of its stream it sent, and what it got.
+type Peer = MemPeer<usize>;
 
 impl Peer {
-    fn new(room: usize) -> Peer {
-        Peer {
-            mem: Mem::new(room),
-            ready: Ready::BOTH,
-            sent: 0,
-            got: Vec::new(),
-            eof: false,
-            reset: false,
-        }
-    }
-
     /// Sends its stream up to `limit`, at most `n` bytes: readable edge.
     fn send(&mut self, stream: &[u8], limit: usize, n: usize) {
         let end = limit.min(self.sent.saturating_add(n));
-        if self.eof || self.reset || end <= self.sent {
-            return;
+        if end > self.sent && self.push(&stream[self.sent..end]) {
+            self.sent = end;
         }
-        self.mem.send(&stream[self.sent..end]);
-        self.sent = end;
-        self.ready.readable = true;
-    }
-
-    fn send_eof(&mut self) {
-        if self.eof || self.reset {
-            return;
-        }
-        self.eof = true;
-        self.mem.eof = true;
-        self.ready.readable = true;
-        self.ready.read_closed = true;
-    }
-
-    fn send_reset(&mut self) {
-        if self.reset {
-            return;
-        }
-        self.reset = true;
-        self.mem.reset = true;
-        self.mem.gone = true;
-        self.ready = Ready {
-            readable: true,
-            writable: true,
-            read_closed: true,
-            error: true,
-        };
-    }
-
-    /// Reads up to `n` of what was written to it: writable edge.
-    fn read(&mut self, n: usize) {
-        let n = n.min(self.mem.written.len());
-        self.got.extend(self.mem.written.drain(..n));
-        if n > 0 {
-            self.ready.writable = true;
-        }
-    }
-
-    fn set_room(&mut self, room: usize) {
-        self.mem.room = room.max(self.mem.written.len());
-        self.ready.writable = true;
     }
 
     /// What reached it: read, or waiting to be.
