@@ -30,8 +30,8 @@
 //! are replayed by this module's tests.
 
 use std::cell::RefCell;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream as StdStream};
+
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use super::fuzz_input::{pattern, Input};
@@ -39,12 +39,12 @@ use super::rig::{Rig, WAKER};
 use super::*;
 use crate::splice::PipePool;
 
+mod peer;
+use peer::{small_client, small_listener, Peer};
+
 /// The only name the harness's hosts file knows (and the only one a
 /// request names): a lookup never leaves the machine.
 const NAME: &str = "conn.fuzz.test";
-/// Small kernel buffers on the peers' sockets, so back-pressure is
-/// reached with a few sends.
-const PEER_BUFFER: usize = 4096;
 /// Longer than any settling can take unless the connection hangs.
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -65,9 +65,13 @@ enum Request {
     Socks5ToSelf,
     /// An HTTP head the parser rejects.
     HttpGarbage,
+    /// An HTTP forward request (`GET http://…`) on a kept-alive
+    /// connection: then the client's sends are further requests, and the
+    /// origin answers each with a response of a script-chosen size.
+    HttpForward,
 }
 
-const REQUESTS: [Request; 10] = [
+const REQUESTS: [Request; 11] = [
     Request::Socks5Ip,
     Request::Socks5Name,
     Request::Socks4Ip,
@@ -78,7 +82,11 @@ const REQUESTS: [Request; 10] = [
     Request::Socks5BadCommand,
     Request::Socks5ToSelf,
     Request::HttpGarbage,
+    Request::HttpForward,
 ];
+
+/// The path every forward request asks for, as the origin should see it.
+const PATH: &str = "/a";
 
 impl Request {
     fn served(self) -> bool {
@@ -90,6 +98,7 @@ impl Request {
                 | Request::Socks4aName
                 | Request::HttpConnectIp
                 | Request::HttpConnectName
+                | Request::HttpForward
         )
     }
 
@@ -136,6 +145,7 @@ impl Request {
             Request::Socks5BadCommand => socks5(9, target),
             Request::Socks5ToSelf => socks5(1, proxy),
             Request::HttpGarbage => b"GET\x01 / HTTP/1.1\r\n\r\n".to_vec(),
+            Request::HttpForward => forward_request(target),
         }
     }
 
@@ -154,95 +164,36 @@ impl Request {
     }
 }
 
-/// One of the two peers: its socket (this side), and what it did and saw.
-#[derive(Default)]
-struct Peer {
-    sock: Option<StdStream>,
-    sent: Vec<u8>,
-    got: Vec<u8>,
-    paused: bool,
-    shut: bool,
-    reset: bool,
-    saw_eof: bool,
-    saw_error: bool,
+/// A forward request for [`PATH`] on the origin at `target`, kept alive.
+fn forward_request(target: SocketAddr) -> Vec<u8> {
+    format!("GET http://{target}{PATH} HTTP/1.1\r\nHost: {target}\r\n\r\n").into_bytes()
 }
 
-impl Peer {
-    fn attach(&mut self, sock: StdStream) {
-        sock.set_nonblocking(true).unwrap();
-        // Each send goes out at once: Nagle would hold small ones back
-        // for an ACK, and the session would settle before they arrive.
-        sock.set_nodelay(true).unwrap();
-        self.sock = Some(sock);
-    }
+/// A response with a body of `n` bytes that tell which response they are.
+fn response(n: usize, seq: usize) -> Vec<u8> {
+    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+    r.extend(pattern(n, 7 + seq));
+    r
+}
 
-    /// Sends what the socket takes of `n` more bytes of its stream.
-    fn send(&mut self, n: usize, seed: usize) {
-        let Some(sock) = self.sock.as_mut().filter(|_| !self.shut) else {
-            return;
-        };
-        let all = pattern(self.sent.len() + n, seed);
-        if let Ok(k) = sock.write(&all[self.sent.len()..]) {
-            self.sent
-                .extend_from_slice(&all[self.sent.len()..self.sent.len() + k]);
-        }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        if let Some(sock) = self.sock.as_mut() {
-            let _ = sock.write_all(bytes);
-        }
-    }
-
-    fn shut(&mut self) {
-        if let Some(sock) = self.sock.as_ref().filter(|_| !self.shut) {
-            let _ = sock.shutdown(Shutdown::Write);
-            self.shut = true;
-        }
-    }
-
-    /// Closes with a reset (linger 0): its peer sees ECONNRESET.
-    fn reset(&mut self) {
-        if let Some(sock) = self.sock.take() {
-            let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
-            self.reset = true;
-        }
-    }
-
-    /// Reads what is there, unless paused; whether anything happened.
-    fn pull(&mut self) -> bool {
-        let Some(sock) = self.sock.as_mut() else {
-            return false;
-        };
-        if self.paused || self.saw_eof || self.saw_error {
-            return false;
-        }
-        let mut buf = [0; 16 * 1024];
-        let mut moved = false;
-        loop {
-            match sock.read(&mut buf) {
-                Ok(0) => {
-                    self.saw_eof = true;
-                    return true;
-                }
-                Ok(n) => {
-                    self.got.extend_from_slice(&buf[..n]);
-                    moved = true;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return moved,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.saw_error = true;
-                    return true;
-                }
-            }
-        }
-    }
-
-    /// Whether it has no more to say: half-closed, reset or gone.
-    fn ended(&self) -> bool {
-        self.shut || self.reset || self.sock.is_none()
-    }
+/// An HTTP forward session's bookkeeping: the origin answers each request
+/// head as it arrives.
+#[derive(Default)]
+struct Http {
+    /// The body size of the response to each request not yet answered.
+    sizes: std::collections::VecDeque<usize>,
+    /// Requests the client sent.
+    requests: usize,
+    /// Request heads the origin got (and answered), and where in what it
+    /// got the last one ended.
+    answered: usize,
+    parsed: usize,
+    /// A head the origin got that is not the request rewritten.
+    bad_head: Option<String>,
+    /// Connections the origin accepted.
+    origins: usize,
+    /// The origin sent bytes that are no response (or closed early).
+    faulted: bool,
 }
 
 /// What stays from one session to the next: the loop's parts and the
@@ -292,26 +243,6 @@ fn hosts_file() -> std::path::PathBuf {
     path
 }
 
-/// A listener whose accepted sockets have small buffers.
-fn small_listener() -> TcpListener {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(PEER_BUFFER).unwrap();
-    s.set_send_buffer_size(PEER_BUFFER).unwrap();
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    s.listen(16).unwrap();
-    s.into()
-}
-
-/// A client socket with small buffers, connected to the proxy's listener.
-fn small_client(to: SocketAddr) -> StdStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(PEER_BUFFER).unwrap();
-    s.set_send_buffer_size(PEER_BUFFER).unwrap();
-    s.connect(&to.into()).unwrap();
-    s.into()
-}
-
 thread_local! {
     static HARNESS: RefCell<Option<Harness>> = const { RefCell::new(None) };
 }
@@ -359,6 +290,8 @@ struct Session<'h> {
     /// Why the connection closed, and whether both peers had ended then.
     closed: Option<(&'static str, bool)>,
     deadline_fired: bool,
+    /// Set for [`Request::HttpForward`].
+    http: Option<Http>,
     trace: bool,
 }
 
@@ -379,9 +312,14 @@ impl Session<'_> {
             target: Peer::default(),
             closed: None,
             deadline_fired: false,
+            http: (request == Request::HttpForward).then(Http::default),
             trace,
             h,
         };
+        if let Some(http) = s.http.as_mut() {
+            http.requests = 1;
+            http.sizes.push_back(inp.size());
+        }
         s.accept();
         if trace {
             eprintln!("{request:?}: {} bytes", bytes.len());
@@ -408,22 +346,39 @@ impl Session<'_> {
             if trace {
                 eprintln!("op {} in {}", op % 12, s.state());
             }
-            match op % 12 {
-                0 | 1 => {
+            match (op % 12, s.http.as_mut()) {
+                // Another request (pipelined, if the last is unanswered).
+                (0 | 1, Some(http)) if !s.client.ended() => {
+                    http.requests += 1;
+                    http.sizes.push_back(inp.size());
+                    s.client.queue(&forward_request(target_addr));
+                }
+                (0 | 1, None) => {
                     let n = inp.size();
                     s.client.send(n, 1);
                 }
-                2 | 3 => {
+                (2 | 3, Some(http)) => {
+                    // Bytes that are no response.
+                    http.faulted = true;
+                    let n = inp.size();
+                    s.target.queue(&pattern(n, 3));
+                }
+                (2 | 3, None) => {
                     let n = inp.size();
                     s.target.send(n, 2);
                 }
-                4 => s.client.shut(),
-                5 => s.target.shut(),
-                6 if inp.one_in(4) => s.client.reset(),
-                7 if inp.one_in(4) => s.target.reset(),
-                8 => s.client.paused = !s.client.paused,
-                9 => s.target.paused = !s.target.paused,
-                10 if inp.one_in(4) => s.fire_deadline(),
+                (4, _) => s.client.shut(),
+                (5, http) => {
+                    if let Some(http) = http {
+                        http.faulted = true; // the next request needs a new one
+                    }
+                    s.target.shut();
+                }
+                (6, _) if inp.one_in(4) => s.client.reset(),
+                (7, _) if inp.one_in(4) => s.target.reset(),
+                (8, _) => s.client.paused = !s.client.paused,
+                (9, _) => s.target.paused = !s.target.paused,
+                (10, _) if inp.one_in(4) => s.fire_deadline(),
                 _ => {}
             }
             s.settle();
@@ -443,6 +398,7 @@ impl Session<'_> {
         let outcome = Outcome {
             up: s.target.got.len(),
             down: match request.reply(&s.client.got) {
+                _ if s.http.is_some() => s.client.got.len(),
                 Some((_, len)) if request.served() => s.client.got.len() - len,
                 _ => 0,
             },
@@ -468,6 +424,49 @@ impl Session<'_> {
         let conn = Conn::accept(&mut rig.ctx(), self.key, id, stream, addr).unwrap();
         self.conn = Some(conn);
         self.client.attach(client);
+    }
+
+    /// Takes the proxy's connection to the target: the first, or (HTTP) a
+    /// new one to the origin in place of one it dropped.
+    fn accept_origin(&mut self) -> bool {
+        // A tunnel has one target connection; an origin may see a new one
+        // for each request, after it closed or reset the last.
+        let more = match self.http {
+            Some(_) => true,
+            None => self.target.sock.is_none() && !self.target.reset,
+        };
+        if !more {
+            return false;
+        }
+        let Ok((sock, _)) = self.h.target.accept() else {
+            return false;
+        };
+        if let Some(http) = self.http.as_mut() {
+            http.origins += 1;
+        }
+        self.target.replace(sock);
+        true
+    }
+
+    /// The origin answers each request head it got whole.
+    fn respond(&mut self) -> bool {
+        let Some(http) = self.http.as_mut() else {
+            return false;
+        };
+        let mut moved = false;
+        while let Some(end) = find_head_end(&self.target.got[http.parsed..]) {
+            let head = &self.target.got[http.parsed..http.parsed + end];
+            let first = format!("GET {PATH} HTTP/1.1\r\n");
+            if !head.starts_with(first.as_bytes()) && http.bad_head.is_none() {
+                http.bad_head = Some(String::from_utf8_lossy(head).into_owned());
+            }
+            http.parsed += end;
+            let n = http.sizes.pop_front().unwrap_or(0);
+            self.target.queue(&response(n, http.answered));
+            http.answered += 1;
+            moved = true;
+        }
+        moved
     }
 
     /// Fires the connection's deadline, as the reactor's clock would.
@@ -524,14 +523,11 @@ impl Session<'_> {
                 self.target.ended()
             );
             let mut busy = std::mem::take(&mut again);
-            if self.target.sock.is_none() && !self.target.reset {
-                if let Ok((sock, _)) = self.h.target.accept() {
-                    self.target.attach(sock);
-                    busy = true;
-                }
-            }
+            busy |= self.accept_origin();
+            busy |= self.client.flush() | self.target.flush();
             busy |= self.client.pull();
             busy |= self.target.pull();
+            busy |= self.respond();
             let Some(conn) = self.conn.as_mut() else {
                 quiet = if busy { 0 } else { quiet + 1 };
                 continue;
@@ -591,6 +587,9 @@ impl Session<'_> {
             "open after both peers ended: {}",
             describe(self)
         );
+        if let Some(http) = &self.http {
+            return self.check_http(http, &describe(self));
+        }
         let reply = request.reply(&self.client.got);
         if !request.served() {
             assert!(
@@ -665,6 +664,33 @@ impl Session<'_> {
         );
     }
 
+    /// A kept-alive forward session with no fault: every request reached
+    /// the origin, rewritten, over one connection, and the client got every
+    /// response, exactly, in order.
+    fn check_http(&self, http: &Http, describe: &str) {
+        if let Some(head) = &http.bad_head {
+            panic!("the origin got a head not rewritten as expected: {head:?}: {describe}");
+        }
+        let troubled = self.deadline_fired || self.client.reset || self.target.reset;
+        if troubled || http.faulted {
+            return;
+        }
+        assert_eq!(
+            http.answered, http.requests,
+            "requests lost on the way to the origin: {describe}"
+        );
+        assert_eq!(
+            http.origins, 1,
+            "kept-alive requests on new connections: {describe}"
+        );
+        assert!(
+            self.client.got == self.target.sent,
+            "the client got other than the origin's responses ({} of {} bytes): {describe}",
+            self.client.got.len(),
+            self.target.sent.len()
+        );
+    }
+
     /// Nothing lent, armed, counted or open once the connection is gone.
     fn finish(mut self, descriptors: Option<usize>) {
         let rig = &mut self.h.rig;
@@ -699,6 +725,14 @@ impl Session<'_> {
     }
 }
 
+/// Where the first HTTP head in `bytes` ends, if one is whole.
+fn find_head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+}
+
 /// The descriptors this process has open.
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -731,7 +765,14 @@ mod tests {
     fn each_request_alone() {
         for (i, r) in REQUESTS.iter().enumerate() {
             let out = conn_session(&[i as u8]);
-            assert_eq!((out.up, out.down), (0, 0), "{r:?}");
+            // A forward request is answered (an empty body); a tunnel
+            // carries nothing.
+            let down = match r {
+                Request::HttpForward => response(0, 0).len(),
+                _ => 0,
+            };
+            assert_eq!(out.down, down, "{r:?}: {out:?}");
+            assert_eq!(out.up == 0, *r != Request::HttpForward, "{r:?}: {out:?}");
             assert!(!out.reason.is_empty() || r.served(), "{r:?}: {out:?}");
         }
     }
@@ -775,4 +816,36 @@ mod tests {
             conn_session(&script(i, &[0, 10, 10, 3]));
         }
     }
+
+    /// Kept-alive HTTP forwarding through the whole connection: three
+    /// requests, two of them pipelined, with bodies past a ring and the
+    /// client paused for a while; then a half-close with one unanswered.
+    #[test]
+    fn kept_alive_forward_requests_all_answered() {
+        let fwd = REQUESTS.len() as u8 - 1;
+        // Request 1: a 5-byte body; pieces of 16; then requests of ~10 KiB
+        // and ~45 KiB pipelined while paused, then resume.
+        let mut script = vec![fwd, 5];
+        script.extend([15, 0].repeat(6));
+        script.extend([8, 0, 210, 0, 1, 245, 0, 8]);
+        let out = conn_session(&script);
+        let expect: usize = [5usize, 10 * 1024, 45 * 1024]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| response(n, i).len())
+            .sum();
+        assert_eq!(out.down, expect, "{out:?}");
+        // Then the client half-closes right after a last request.
+        script.extend([0, 100, 4]);
+        let out = conn_session(&script);
+        assert_eq!(out.down, expect + response(100, 3).len(), "{out:?}");
+    }
+}
+
+#[cfg(test)]
+#[test]
+#[ignore]
+fn trace_input() {
+    let path = std::env::var("CONN_WHOLE_INPUT").unwrap();
+    conn_session_traced(&std::fs::read(path).unwrap());
 }
