@@ -101,7 +101,7 @@ struct File {
 
 #[derive(Default)]
 struct Gate {
-    /// GET and HEAD requests received so far.
+    /// GET requests received so far.
     requests: Mutex<usize>,
     arrived: Condvar,
 }
@@ -110,7 +110,7 @@ struct FilesState {
     files: HashMap<String, File>,
     served: Mutex<Vec<Served>>,
     conns: AtomicUsize,
-    /// Bodies wait until this many requests have arrived (0: never wait).
+    /// Bodies wait until this many GET requests have arrived (0: never wait).
     hold_until: usize,
     gate: Gate,
 }
@@ -129,7 +129,7 @@ impl FileServer {
     }
 
     /// Like [`FileServer::start`], but each answer's body (its head goes at
-    /// once) waits until `n` requests have arrived, or [`IO_TIMEOUT`] has
+    /// once) waits until `n` GET requests have arrived, or [`IO_TIMEOUT`] has
     /// passed. A client that splits a download then has its parts
     /// requested side by side, however fast loopback would have let the
     /// first connection fetch everything alone.
@@ -224,13 +224,11 @@ fn serve(stream: TcpStream, peer: SocketAddr, st: &FilesState) {
         if w.write_all(head.as_bytes()).is_err() {
             return;
         }
-        if !head_only {
-            if matches!(method.as_str(), "GET" | "HEAD") {
-                arrived_and_wait(st);
-            }
-            if w.write_all(body).is_err() {
-                return;
-            }
+        if method == "GET" {
+            arrived_and_wait(st);
+        }
+        if !head_only && w.write_all(body).is_err() {
+            return;
         }
         if close {
             let _ = w.shutdown(Shutdown::Write);
@@ -239,7 +237,7 @@ fn serve(stream: TcpStream, peer: SocketAddr, st: &FilesState) {
     }
 }
 
-/// Counts a request, then waits (bounded) until `hold_until` have come.
+/// Counts a GET, then waits (bounded) until `hold_until` have come.
 fn arrived_and_wait(st: &FilesState) {
     let mut n = st.gate.requests.lock().unwrap();
     *n += 1;
