@@ -59,6 +59,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// Capacities learned in earlier runs (read from `state_file` at start).
     pub learned: Vec<learned::Entry>,
+    /// Where `/metrics` and `/status` are served (`None`: they are not).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -95,6 +97,7 @@ impl Config {
             balance,
             state_file: None,
             learned: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -273,6 +276,7 @@ pub fn build(
         balance,
         state_file,
         learned: Vec::new(),
+        metrics: args.metrics,
     };
     let credentials = config
         .credentials()
@@ -414,6 +418,7 @@ mod tests {
             state_file: None,
             no_state_file: false,
             log_file: None,
+            metrics: None,
             addresses: addresses
                 .iter()
                 .map(|a| a.parse::<WeightedAddr>().unwrap())

@@ -245,6 +245,11 @@ impl Conn {
         Ok(conn)
     }
 
+    /// The error reply queued since the last call, if any (for the metrics).
+    pub fn take_error_reply(&mut self) -> Option<crate::metrics::ErrorReply> {
+        self.outbox.take_said()
+    }
+
     pub fn id(&self) -> u64 {
         self.handle.id
     }

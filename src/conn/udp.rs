@@ -37,6 +37,7 @@ use super::io::{attempt, read, Outcome, Ready};
 use super::token::{Handle, Side};
 use crate::dns::{Job, Resolver};
 use crate::evidence;
+use crate::metrics::Limit;
 use crate::net;
 use crate::reach::Reach;
 use crate::socks::{self, Dest, Status};
@@ -221,6 +222,7 @@ impl Assoc {
         client_port: Option<u16>,
     ) -> Result<Assoc, Refusal> {
         if *ctx.associations >= MAX_ASSOCIATIONS {
+            ctx.counters.limit(Limit::Associations);
             if ctx.notices.associations_full.allow(ctx.now) {
                 log::warn!(
                     "#{} {client}: UDP ASSOCIATE refused: {MAX_ASSOCIATIONS} associations are open",
@@ -236,6 +238,7 @@ impl Assoc {
             .copied()
             .unwrap_or(0);
         if mine >= ctx.max_client_associations {
+            ctx.counters.limit(Limit::ClientAssociations);
             if ctx.notices.client_associations.allow(ctx.now) {
                 log::warn!(
                     "#{} {client}: UDP ASSOCIATE refused: this client has {} open \

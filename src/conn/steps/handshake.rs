@@ -3,6 +3,7 @@
 //! next request on a kept-alive HTTP connection).
 
 use super::super::*;
+use crate::metrics::Request;
 
 impl Conn {
     pub(in crate::conn) fn handshake(
@@ -78,6 +79,9 @@ impl Conn {
             command,
             target,
         } = request;
+        let by_name = matches!(target, Target::Name(..));
+        ctx.counters
+            .request(Request::socks(version, command, by_name));
         let client = Client::Socks(version);
         let pending = Pending {
             client,
@@ -118,6 +122,8 @@ impl Conn {
         pipelined: Vec<u8>,
         kept: Option<Box<KeptAlive>>,
     ) -> Step {
+        ctx.counters
+            .request(Request::http(request.forward.is_some()));
         let kept = match (kept, &request.forward) {
             (Some(kept), Some(_)) if request.authorized && kept.fwd.origin == request.target => {
                 kept
