@@ -152,6 +152,26 @@ mod tests {
     }
 
     #[test]
+    fn error_replies_are_noted_until_taken_even_across_a_flush() {
+        let mut out = Outbox::default();
+        out.reply(Client::Socks(Version::Socks5), Reply::Succeeded, None, None);
+        out.method(consts::METHOD_NO_AUTH);
+        assert_eq!(out.take_said(), None);
+        let refused = Reply::ConnectionRefused;
+        out.reply(Client::Socks(Version::Socks4), refused, None, None);
+        let mut ready = Ready::BOTH;
+        out.flush(&mut Vec::new(), &mut ready).unwrap();
+        assert_eq!(out.take_said(), Some(ErrorReply::Socks(refused)));
+        assert_eq!(out.take_said(), None);
+        out.reply(Client::HttpConnect, Reply::NotAllowed, None, None);
+        assert_eq!(out.take_said(), Some(ErrorReply::Http(403)));
+        out.method(consts::METHOD_NONE_ACCEPTABLE);
+        assert_eq!(out.take_said(), Some(ErrorReply::SocksNoMethod));
+        out.user_pass_status(false);
+        assert_eq!(out.take_said(), Some(ErrorReply::SocksAuth));
+    }
+
+    #[test]
     fn a_forward_request_is_answered_by_its_origin() {
         let mut out = Outbox::default();
         out.reply(Client::HttpForward, Reply::Succeeded, None, None);

@@ -296,6 +296,8 @@ mod tests {
             ]
         );
         assert!(resolver.try_recv(now).is_none());
+        assert_eq!(resolver.stats().local, 3);
+        assert_eq!(resolver.stats().system, 0);
     }
 
     #[test]
@@ -326,5 +328,9 @@ mod tests {
             assert_eq!((a.key, a.host.as_str()), (key, "127.1"));
             assert_eq!(a.result.unwrap(), vec!["127.0.0.1:80".parse().unwrap()]);
         }
+        // One lookup ran, the second asker joined it.
+        let stats = resolver.stats();
+        assert_eq!((stats.system, stats.joined, stats.failed), (1, 1, 0));
+        assert_eq!(stats.latency.count(), 1);
     }
 }

@@ -435,8 +435,10 @@ mod tests {
         counters.request(Request::Socks5Connect);
         counters.error_reply(ErrorReply::Socks(Reply::ConnectionRefused));
         counters.error_reply(ErrorReply::Http(502));
-        let mut dns = crate::dns::Stats::default();
-        dns.system = 1;
+        let mut dns = crate::dns::Stats {
+            system: 1,
+            ..Default::default()
+        };
         dns.latency.observe(Duration::from_millis(3));
         let mut snap = Snapshot {
             version: "0.1.0",
@@ -459,9 +461,12 @@ mod tests {
         snap
     }
 
+    /// `(name, labels text)` of a sample, or `(name, type)` of a family.
+    type Pair = (String, String);
+
     /// `(name, labels text)` of each sample line, and the families in the
     /// order declared.
-    fn parse(text: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    fn parse(text: &str) -> (Vec<Pair>, Vec<Pair>) {
         let mut samples = Vec::new();
         let mut families = Vec::new();
         for line in text.lines() {
