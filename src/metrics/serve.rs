@@ -110,6 +110,8 @@ impl Endpoint {
         }
         let slot = LISTENER.0 - 1 - token.0;
         self.pump(registry, slot, now, snapshot);
+        // A slot freed: take a client that waits in the backlog.
+        self.accept(registry, now, snapshot);
     }
 
     /// Answers heads that took too long (408), and closes clients that
@@ -128,11 +130,14 @@ impl Endpoint {
                     client.deadline = now + WRITE_TIMEOUT;
                     self.pump(registry, slot, now, snapshot);
                 }
-                _ => self.close(registry, slot, now, snapshot),
+                _ => self.close(registry, slot),
             }
         }
+        self.accept(registry, now, snapshot);
     }
 
+    /// Accepts while a slot is free (a client done at once frees its slot
+    /// again, in this loop: no recursion however long the backlog).
     fn accept(&mut self, registry: &Registry, now: Instant, snapshot: &dyn Fn() -> Snapshot) {
         // Full: the rest wait in the backlog until a slot frees.
         while let Some(slot) = self.clients.iter().position(Option::is_none) {
@@ -181,22 +186,14 @@ impl Endpoint {
             }
         };
         if done {
-            self.close(registry, slot, now, snapshot);
+            self.close(registry, slot);
         }
     }
 
-    fn close(
-        &mut self,
-        registry: &Registry,
-        slot: usize,
-        now: Instant,
-        snapshot: &dyn Fn() -> Snapshot,
-    ) {
+    fn close(&mut self, registry: &Registry, slot: usize) {
         if let Some(mut client) = self.clients[slot].take() {
             let _ = registry.deregister(&mut client.stream);
         }
-        // A slot is free: take a client that waits in the backlog.
-        self.accept(registry, now, snapshot);
     }
 }
 
