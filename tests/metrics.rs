@@ -329,6 +329,47 @@ fn a_limit_hit_is_counted() {
 }
 
 #[test]
+fn an_association_over_the_client_limit_is_counted_with_its_reply() {
+    let test = "an_association_over_the_client_limit_is_counted_with_its_reply";
+    let Some(py) = require_parser(test) else {
+        return;
+    };
+    let proxy = Proxy::start(&[
+        "--metrics",
+        "0",
+        "--max-client-associations",
+        "1",
+        "127.0.0.1",
+    ]);
+    let metrics = metrics_addr(&proxy);
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let associate = |expected: u8| {
+        let mut s = client(proxy.addr);
+        socks5_greet(&mut s);
+        s.write_all(&socks5_request(0x03, &Dest::from(any)))
+            .unwrap();
+        let reply = read_reply5(&mut s).unwrap();
+        assert_eq!(reply.rep, expected);
+        s
+    };
+    let _first = associate(rep::SUCCEEDED);
+    let _second = associate(rep::GENERAL_FAILURE);
+    let (_, _, text) = get(metrics, "/metrics");
+    let families = Families(python(py, PY_PARSE, &text));
+    let limit = [("limit", "client-associations")];
+    assert_eq!(families.value("dispatch_limit_hits", &limit), 1.0);
+    let general_failure = [("protocol", "socks"), ("code", "1")];
+    assert_eq!(
+        families.value("dispatch_error_replies", &general_failure),
+        1.0
+    );
+    let udp = [("protocol", "socks5"), ("command", "udp-associate")];
+    assert_eq!(families.value("dispatch_requests", &udp), 2.0);
+    assert_eq!(families.value("dispatch_udp_associations_open", &[]), 1.0);
+    proxy.finish();
+}
+
+#[test]
 fn hostile_clients_neither_stall_the_endpoint_nor_the_proxy() {
     let web = Server::http("127.0.0.1:0", "fine");
     let proxy = Proxy::start(&["--metrics", "0", "127.0.0.1"]);

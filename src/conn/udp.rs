@@ -469,6 +469,7 @@ fn from_client(
                         return 0;
                     }
                     let Ok(gone) = assoc.names.insert(key.into(), Name::default(), ctx.now) else {
+                        ctx.counters.limit(Limit::UdpDestinations);
                         refuse(assoc, conn, ctx.timeouts.udp_destinations, "names");
                         return 0;
                     };
@@ -603,6 +604,7 @@ fn route<'a>(
         // Put in the table below, once its socket is open.
         None => {
             if !assoc.routes.has_room() {
+                ctx.counters.limit(Limit::UdpDestinations);
                 refuse(assoc, conn, ctx.timeouts.udp_destinations, "destinations");
                 return None;
             }

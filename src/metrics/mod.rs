@@ -138,6 +138,9 @@ pub enum Limit {
     ClientAssociations,
     /// Every UDP association the proxy allows is open.
     Associations,
+    /// A datagram to a new destination (or name) dropped: its association
+    /// remembers `--udp-max-destinations`, all live.
+    UdpDestinations,
     /// Accepting paused: the open-files limit is near.
     Descriptors,
     /// A client outside `--allow` (or beyond loopback and private ranges
@@ -146,10 +149,11 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 5] = [
+    pub const ALL: [Limit; 6] = [
         Limit::ClientConnections,
         Limit::ClientAssociations,
         Limit::Associations,
+        Limit::UdpDestinations,
         Limit::Descriptors,
         Limit::Allow,
     ];
@@ -159,6 +163,7 @@ impl Limit {
             Limit::ClientConnections => "client-connections",
             Limit::ClientAssociations => "client-associations",
             Limit::Associations => "associations",
+            Limit::UdpDestinations => "udp-destinations",
             Limit::Descriptors => "descriptors",
             Limit::Allow => "allow",
         }
