@@ -490,12 +490,21 @@ impl Reactor {
         )
     }
 
+    /// Descriptors beside the connections' and pipes': DNS lookups', and
+    /// the metrics endpoint's (as many as it may hold).
+    fn helpers(&self) -> u64 {
+        let scrapes = self
+            .metrics
+            .as_ref()
+            .map_or(0, |_| metrics::serve::DESCRIPTORS);
+        self.resolver.descriptors() as u64 + scrapes
+    }
+
     /// Pipes for splicing get the descriptors that connections, each
     /// admitted with two, and the reserve leave.
     fn budget_pipes(&mut self) {
         if let Some(limit) = self.fd_limit {
-            let dns = self.resolver.descriptors() as u64;
-            let spare = limit.saturating_sub(self.held + dns + FD_RESERVE);
+            let spare = limit.saturating_sub(self.held + self.helpers() + FD_RESERVE);
             self.pool
                 .pipes
                 .set_budget(usize::try_from(spare).unwrap_or(usize::MAX));
@@ -509,11 +518,8 @@ impl Reactor {
         loop {
             // What connections, pipes and DNS lookups hold, and two for
             // the next client: stop while one is left.
-            let needed = self.held
-                + 2
-                + self.pool.pipes.descriptors() as u64
-                + self.resolver.descriptors() as u64
-                + FD_RESERVE;
+            let needed =
+                self.held + 2 + self.pool.pipes.descriptors() as u64 + self.helpers() + FD_RESERVE;
             if self.fd_limit.is_some_and(|limit| needed >= limit) {
                 self.counters.limit(Limit::Descriptors);
                 if !self.fd_notice.allow(now) {

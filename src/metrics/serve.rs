@@ -25,6 +25,8 @@ use super::Snapshot;
 
 /// Metric connections open at once.
 pub const MAX_CLIENTS: usize = 8;
+/// Descriptors the endpoint may hold: its listener and its clients.
+pub const DESCRIPTORS: u64 = 1 + MAX_CLIENTS as u64;
 /// The longest request head read.
 pub const MAX_HEAD: usize = 4096;
 /// How long a client has to send its request head.
