@@ -2,7 +2,7 @@
 //! generated well-formed from the input, played by a script of what the
 //! client and the origin do, through the handshake's head parser and
 //! `Forward::run` over in-memory streams; the properties are in
-//! `src/conn/fuzzing_forward.rs`
+//! `src/conn/fuzzing_forward/`
 //! ([`dispatch::conn::fuzzing_forward::forward_session`]).
 #![no_main]
 

@@ -1,6 +1,6 @@
 //! The parts of a loop, built by hand around one connection: a poll, the
 //! links, the ring pool, a resolver, the timers. The state × event tests
-//! (`tests.rs`) and the whole-connection fuzz target (`fuzzing_conn.rs`)
+//! (`tests.rs`) and the whole-connection fuzz target (`fuzzing_conn/`)
 //! drive a real [`Conn`] over real loopback sockets with it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream as StdStream};
@@ -17,7 +17,9 @@ use crate::links::{LinkSpec, Links};
 use crate::ring::RingPool;
 
 pub const WAKER: Token = Token(usize::MAX - 1);
-pub const RING: usize = 4096;
+/// The smallest ring the reactor accepts: one holds a whole HTTP head (and
+/// what a client pipelined behind one).
+pub const RING: usize = crate::http::MAX_HEAD;
 /// Long enough that only a hang reaches it.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -61,6 +63,11 @@ impl Rig {
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // As the reactor's listener: accepted sockets inherit these on
+        // Linux, and without NODELAY small replies would wait for an ACK.
+        let sock = socket2::SockRef::from(&listener);
+        sock.set_tcp_nodelay(true).unwrap();
+        crate::net::set_keepalive(&sock);
         let listen = listener.local_addr().unwrap();
         let spec = LinkSpec {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),

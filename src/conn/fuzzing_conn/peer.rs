@@ -152,15 +152,75 @@ impl Peer {
     }
 }
 
-/// A listener whose accepted sockets have small buffers.
-pub fn small_listener() -> TcpListener {
+/// A session's target: listeners on 127.0.0.1 and, where there is IPv6, on
+/// ::1 at the same port (a `.localhost` name gives both addresses, and the
+/// proxy may try either), whose accepted sockets have small buffers. One a
+/// session, so no connection of an earlier session is ever taken for one
+/// of this session's.
+pub struct Origin {
+    v4: TcpListener,
+    v6: Option<TcpListener>,
+}
+
+impl Origin {
+    pub fn new() -> Origin {
+        loop {
+            let v4 = small_listener(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+            let port = v4.local_addr().unwrap().port();
+            let v6 = small_listener(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
+            match v6 {
+                Ok(v6) => return Origin { v4, v6: Some(v6) },
+                // The port is someone else's on ::1: another pair.
+                Err(e) if e.kind() == ErrorKind::AddrInUse => continue,
+                // No IPv6 here: the proxy's ::1 attempt is refused at once.
+                Err(_) => return Origin { v4, v6: None },
+            }
+        }
+    }
+
+    /// The IPv4 address requests name.
+    pub fn addr(&self) -> SocketAddr {
+        self.v4.local_addr().unwrap()
+    }
+
+    /// A connection the proxy made to it, if one is waiting.
+    pub fn accept(&self) -> Option<StdStream> {
+        let v6 = self.v6.iter().filter_map(|l| l.accept().ok());
+        self.v4
+            .accept()
+            .ok()
+            .into_iter()
+            .chain(v6)
+            .map(|(s, _)| s)
+            .next()
+    }
+}
+
+fn small_listener(at: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(at),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    if at.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_recv_buffer_size(PEER_BUFFER)?;
+    s.set_send_buffer_size(PEER_BUFFER)?;
+    s.bind(&at.into())?;
+    s.listen(16)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// A port on 127.0.0.1 nothing listens on, held (bound, never listening)
+/// so that no other socket takes it: connections to it are refused.
+pub fn refused_port() -> (socket2::Socket, SocketAddr) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(PEER_BUFFER).unwrap();
-    s.set_send_buffer_size(PEER_BUFFER).unwrap();
     s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
         .unwrap();
-    s.listen(16).unwrap();
-    s.into()
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    (s, addr)
 }
 
 /// A client socket with small buffers, connected to the proxy's listener.
@@ -168,6 +228,23 @@ pub fn small_client(to: SocketAddr) -> StdStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.set_recv_buffer_size(PEER_BUFFER).unwrap();
     s.set_send_buffer_size(PEER_BUFFER).unwrap();
-    s.connect(&to.into()).unwrap();
+    // A signal (libFuzzer's timer) may interrupt the connect, which then
+    // goes on by itself: wait until it is done.
+    let mut tries = 0;
+    loop {
+        match s.connect(&to.into()) {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EISCONN) => break,
+            Err(e)
+                if tries < 1000
+                    && (e.kind() == ErrorKind::Interrupted
+                        || e.raw_os_error() == Some(libc::EALREADY)) =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("connect to the proxy: {e}"),
+        }
+    }
     s.into()
 }
