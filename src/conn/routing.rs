@@ -150,7 +150,7 @@ impl Conn {
                 ctx,
                 pending.client,
                 reply,
-                "upstream proxy refused",
+                "the upstream proxy could not reach the target",
                 Some(e),
             ),
             (_, via_proxy::Next::Failover(tried, e)) => {

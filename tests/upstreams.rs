@@ -1,0 +1,377 @@
+//! Links that are other proxies (issue 14), with real upstreams started by
+//! the test on loopback: dispatch itself (a second instance, whose own links
+//! are 127.0.0.3 or 127.0.0.4, so the origin on 127.0.0.1 tells by the
+//! source address which path a connection took), and two small upstreams
+//! written here that record what they were asked: an HTTP CONNECT proxy and
+//! a SOCKS5 one.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use common::*;
+
+/// One SOCKS5 CONNECT through `proxy` to a whoami server: the source
+/// address the server saw.
+fn source_of(proxy: SocketAddr, target: impl Into<Dest>) -> IpAddr {
+    let (s, _) = socks5_ok(proxy, target);
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).expect("whoami line");
+    let seen: SocketAddr = line.trim().parse().expect("whoami address");
+    seen.ip()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Copies both ways between two sockets until both sides are done.
+fn splice(a: TcpStream, b: TcpStream) {
+    let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+    let (mut a, mut b) = (a, b);
+    let t = thread::spawn(move || {
+        let _ = std::io::copy(&mut a2, &mut b2);
+        let _ = b2.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut b, &mut a);
+    let _ = a.shutdown(Shutdown::Write);
+    let _ = t.join();
+}
+
+/// What a test upstream was asked: the request line or SOCKS5 destination,
+/// and any credentials, as text.
+type Asked = Arc<Mutex<Vec<String>>>;
+
+/// An HTTP CONNECT proxy: records the head, connects to the authority (an
+/// `IP:port`; a name is answered 502) and tunnels.
+fn http_upstream() -> (Server, Asked) {
+    let asked: Asked = Arc::default();
+    let log = Arc::clone(&asked);
+    let server = Server::start("127.0.0.1:0", move |s, _| {
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        log.lock().unwrap().push(head.clone());
+        let mut s = s;
+        let authority = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        match authority.parse::<SocketAddr>().map(TcpStream::connect) {
+            Ok(Ok(target)) => {
+                s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                splice(s, target);
+            }
+            _ => {
+                let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+            }
+        }
+    });
+    (server, asked)
+}
+
+/// A SOCKS5 proxy without authentication that records each request's
+/// destination (`name NAME:PORT` or `addr IP:PORT`) and connects every one
+/// to `origin`, whatever it names.
+fn socks5_upstream(origin: SocketAddr) -> (Server, Asked) {
+    let asked: Asked = Arc::default();
+    let log = Arc::clone(&asked);
+    let server = Server::start("127.0.0.1:0", move |mut s, _| {
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut greeting = [0u8; 2];
+        if s.read_exact(&mut greeting).is_err() {
+            return;
+        }
+        let mut methods = vec![0u8; usize::from(greeting[1])];
+        s.read_exact(&mut methods).unwrap();
+        s.write_all(&[5, 0]).unwrap();
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).unwrap();
+        let dest = match head[3] {
+            1 => {
+                let mut b = [0u8; 6];
+                s.read_exact(&mut b).unwrap();
+                let a =
+                    SocketAddr::from(([b[0], b[1], b[2], b[3]], u16::from_be_bytes([b[4], b[5]])));
+                format!("addr {a}")
+            }
+            3 => {
+                let mut len = [0u8; 1];
+                s.read_exact(&mut len).unwrap();
+                let mut b = vec![0u8; usize::from(len[0]) + 2];
+                s.read_exact(&mut b).unwrap();
+                let n = b.len() - 2;
+                let port = u16::from_be_bytes([b[n], b[n + 1]]);
+                format!("name {}:{port}", String::from_utf8_lossy(&b[..n]))
+            }
+            other => format!("atyp {other}"),
+        };
+        log.lock().unwrap().push(dest);
+        let target = TcpStream::connect(origin).unwrap();
+        let bound = target.local_addr().unwrap();
+        let SocketAddr::V4(b) = bound else { panic!() };
+        let mut reply = vec![5, 0, 0, 1];
+        reply.extend_from_slice(&b.ip().octets());
+        reply.extend_from_slice(&b.port().to_be_bytes());
+        s.write_all(&reply).unwrap();
+        splice(s, target);
+    });
+    (server, asked)
+}
+
+#[test]
+fn dispatch_chained_behind_dispatch() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let upstream = Proxy::start(&["127.0.0.3"]);
+    let front = Proxy::start(&[&format!("socks5://{}", upstream.addr)]);
+    for _ in 0..3 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.3"));
+    }
+    // Data both ways, through two relays.
+    let echo = Server::echo("127.0.0.1:0");
+    let (mut s, _) = socks5_ok(front.addr, echo.addr);
+    send_stream(&mut s, 7, 256 * 1024, 16 * 1024).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    recv_stream(&mut s, 7, 256 * 1024, 16 * 1024).unwrap();
+    let out = front.finish().stdout;
+    assert!(
+        out.contains(&format!("socks5://{}", upstream.addr)),
+        "the link is named in the log:\n{}",
+        tail(&out, 20)
+    );
+}
+
+#[test]
+fn a_socks5_upstream_reply_reaches_the_client_as_the_same_code() {
+    let closed = closed_port("127.0.0.1");
+    let origin = Server::whoami("127.0.0.1:0");
+    let upstream = Proxy::start(&["127.0.0.3"]);
+    let front = Proxy::start(&[&format!("socks5://{}", upstream.addr)]);
+    let (_, reply) = socks5_connect(front.addr, *closed);
+    assert_eq!(reply.rep, rep::CONNECTION_REFUSED, "{:02x?}", reply.raw);
+    // SOCKS4 has one failure code.
+    let SocketAddr::V4(c) = *closed else { panic!() };
+    let mut s = client(front.addr);
+    s.write_all(&socks4_request(*c.ip(), c.port(), b"", None))
+        .unwrap();
+    assert_eq!(read_reply4(&mut s).unwrap()[1], 91);
+    // The target's refusal is not the link's: it still carries the next.
+    assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.3"));
+    let out = front.finish().stdout;
+    let down = format!("link socks5://{} down", upstream.addr);
+    assert!(!out.contains(&down), "{}", tail(&out, 20));
+}
+
+#[test]
+fn an_http_connect_upstream_with_credentials() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let (upstream, asked) = http_upstream();
+    let secret = "pw-never-in-logs";
+    let front = Proxy::start(&[&format!("http://alice:{secret}@{}", upstream.addr)]);
+    assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.1"));
+    let heads = asked.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].starts_with(&format!("CONNECT {} HTTP/1.1\r\n", origin.addr)),
+        "{heads:?}"
+    );
+    // base64("alice:pw-never-in-logs")
+    assert!(
+        heads[0].contains("Proxy-Authorization: Basic YWxpY2U6cHctbmV2ZXItaW4tbG9ncw==\r\n"),
+        "{heads:?}"
+    );
+    // The upstream's 502 (it cannot reach names) is the client's 502.
+    let mut s = client(front.addr);
+    s.write_all(b"CONNECT nowhere.invalid:80 HTTP/1.1\r\nHost: nowhere.invalid:80\r\n\r\n")
+        .unwrap();
+    let mut status = String::new();
+    BufReader::new(&mut s).read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 502"), "{status:?}");
+    let out = front.finish().stdout;
+    assert!(!out.contains(secret), "the password is in the log");
+    assert!(out.contains("http://alice:***@"), "{}", tail(&out, 20));
+}
+
+#[test]
+fn socks5h_names_go_to_the_upstream_unresolved() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let (upstream, asked) = socks5_upstream(origin.addr);
+    let front = Proxy::start(&[&format!("socks5h://{}", upstream.addr)]);
+    // `.invalid` never resolves (RFC 6761): had the name been looked up
+    // here, the request would have failed.
+    let (s, _) = socks5_ok(front.addr, Dest::name("only-upstream.invalid", 8443));
+    drop(s);
+    assert_eq!(
+        asked.lock().unwrap().clone(),
+        ["name only-upstream.invalid:8443"]
+    );
+    let out = front.finish().stdout;
+    assert!(
+        !out.contains("did not resolve"),
+        "a lookup was made:\n{}",
+        tail(&out, 20)
+    );
+}
+
+#[test]
+fn socks5_names_are_resolved_here_and_passed_as_addresses() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let (upstream, asked) = socks5_upstream(origin.addr);
+    let front = Proxy::start(&[&format!("socks5://{}", upstream.addr)]);
+    let (s, _) = socks5_ok(front.addr, Dest::name("localhost", 8443));
+    drop(s);
+    let got = asked.lock().unwrap().clone();
+    assert!(
+        got == ["addr 127.0.0.1:8443"] || got == ["addr [::1]:8443"],
+        "{got:?}"
+    );
+    let (_, reply) = socks5_connect(front.addr, Dest::name("nowhere.invalid", 1));
+    assert_eq!(reply.rep, rep::HOST_UNREACHABLE);
+    assert_eq!(
+        asked.lock().unwrap().len(),
+        1,
+        "no request for an unresolved name"
+    );
+}
+
+#[test]
+fn a_mix_of_an_interface_and_two_upstreams_follows_the_weights() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let b1 = Proxy::start(&["127.0.0.3"]);
+    let b2 = Proxy::start(&["127.0.0.4"]);
+    let front = Proxy::start(&[
+        "127.0.0.2/1",
+        &format!("socks5://{}/2", b1.addr),
+        &format!("socks5h://{}/1", b2.addr),
+    ]);
+    let got: Vec<IpAddr> = (0..40)
+        .map(|_| source_of(front.addr, origin.addr))
+        .collect();
+    let count = |a: &str| got.iter().filter(|&&g| g == ip(a)).count();
+    assert_eq!(
+        (count("127.0.0.2"), count("127.0.0.3"), count("127.0.0.4")),
+        (10, 20, 10),
+        "{got:?}"
+    );
+    // Smooth: never more than two in a row through the same path.
+    assert!(
+        got.windows(3).all(|w| !(w[0] == w[1] && w[1] == w[2])),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn killing_one_upstream_fails_no_new_client_connection() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let b1 = Proxy::start(&["127.0.0.3"]);
+    let b2 = Proxy::start(&["127.0.0.4"]);
+    let front = Proxy::start(&[
+        &format!("socks5://{}", b1.addr),
+        &format!("socks5://{}", b2.addr),
+    ]);
+    let before: Vec<IpAddr> = (0..4).map(|_| source_of(front.addr, origin.addr)).collect();
+    assert!(before.contains(&ip("127.0.0.4")), "{before:?}");
+    let b2_addr = b2.addr;
+    drop(b2.finish());
+    for i in 0..10 {
+        let (s, reply) = socks5_connect(front.addr, origin.addr);
+        assert_eq!(reply.rep, rep::SUCCEEDED, "connection {i} after the kill");
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        assert!(line.starts_with("127.0.0.3:"), "{line}");
+    }
+    let out = front.finish().stdout;
+    let down = format!("link socks5://{b2_addr} down");
+    assert_eq!(out.matches(&down).count(), 1, "{}", tail(&out, 30));
+}
+
+#[test]
+fn refused_credentials_lock_the_link_and_are_said_once() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let guarded = Proxy::start(&["--auth", "alice:right-password", "127.0.0.3"]);
+    let open = Proxy::start(&["127.0.0.4"]);
+    let front = Proxy::start(&[
+        &format!("socks5://alice:wrong-password@{}", guarded.addr),
+        &format!("socks5://{}", open.addr),
+    ]);
+    // Every request gets through, by the other link when the first refuses.
+    for _ in 0..6 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.4"));
+    }
+    let out = front.finish().stdout;
+    let locked = format!(
+        "link socks5://alice:***@{} down until restart or SIGHUP",
+        guarded.addr
+    );
+    assert_eq!(out.matches(&locked).count(), 1, "{}", tail(&out, 30));
+    assert!(!out.contains("wrong-password"));
+}
+
+#[test]
+fn right_credentials_pass_and_never_show() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let guarded = Proxy::start(&["--auth", "alice:s3cret-of-alice", "127.0.0.3"]);
+    let front = Proxy::start(&[&format!("socks5://alice:s3cret-of-alice@{}", guarded.addr)]);
+    assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.3"));
+    let out = front.finish().stdout;
+    assert!(!out.contains("s3cret-of-alice"), "{out}");
+    assert!(out.contains("socks5://alice:***@"), "{}", tail(&out, 20));
+}
+
+#[test]
+fn udp_destinations_never_go_to_an_upstream() {
+    // Datagrams leave by the interface link, however the weights fall;
+    // the upstream sees nothing (it records every request).
+    let origin = Server::whoami("127.0.0.1:0");
+    let (upstream, asked) = socks5_upstream(origin.addr);
+    let front = Proxy::start(&["127.0.0.2", &format!("socks5://{}", upstream.addr)]);
+    let udp_origin = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_origin.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let (_control, reply) = socks5_connect_cmd(front.addr, 0x03);
+    assert_eq!(reply.rep, rep::SUCCEEDED);
+    let relay = reply.bnd.unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let SocketAddr::V4(o) = udp_origin.local_addr().unwrap() else {
+        panic!()
+    };
+    for _ in 0..4 {
+        let mut dgram = vec![0, 0, 0, 1];
+        dgram.extend_from_slice(&o.ip().octets());
+        dgram.extend_from_slice(&o.port().to_be_bytes());
+        dgram.extend_from_slice(b"hello");
+        client.send_to(&dgram, relay).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = udp_origin.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(
+            from.ip(),
+            ip("127.0.0.2"),
+            "datagrams leave by the interface"
+        );
+    }
+    assert!(asked.lock().unwrap().is_empty());
+}
+
+/// A SOCKS5 request of `cmd` with 0.0.0.0:0 as its address.
+fn socks5_connect_cmd(proxy: SocketAddr, cmd: u8) -> (TcpStream, Reply5) {
+    let mut s = client(proxy);
+    socks5_greet(&mut s);
+    s.write_all(&socks5_request(
+        cmd,
+        &Dest::Addr("0.0.0.0:0".parse().unwrap()),
+    ))
+    .unwrap();
+    let reply = read_reply5(&mut s).unwrap();
+    (s, reply)
+}
