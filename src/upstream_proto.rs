@@ -352,7 +352,7 @@ pub enum Step {
 }
 
 /// The client side of one handshake with an upstream.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Handshake {
     scheme: Scheme,
     phase: Phase,
