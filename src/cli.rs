@@ -155,8 +155,32 @@ pub struct StartArgs {
     /// <address>[/weight] [default: every usable address]; or other proxies,
     /// as socks5://[user:pass@]host:port[/weight] (socks5h:// has the proxy
     /// resolve names; http:// uses CONNECT)
-    #[arg(value_name = "ADDRESS")]
+    #[arg(value_name = "ADDRESS", value_parser = AddressParser)]
     pub addresses: Vec<WeightedAddr>,
+}
+
+/// Parses an `ADDRESS`; a value that does not parse is echoed with any
+/// password in it redacted (clap's own message would show it whole).
+#[derive(Clone)]
+struct AddressParser;
+
+impl clap::builder::TypedValueParser for AddressParser {
+    type Value = WeightedAddr;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<WeightedAddr, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse().map_err(|why: String| {
+            let arg = arg.map_or_else(|| "ADDRESS".to_string(), ToString::to_string);
+            let shown = crate::upstream_proto::redact_typed(&text);
+            let msg = format!("invalid value '{shown}' for '{arg}': {why}\n");
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, msg).with_cmd(cmd)
+        })
+    }
 }
 
 /// The longest timeout accepted: a day. Anything longer is a typo, and would

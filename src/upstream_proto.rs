@@ -72,6 +72,21 @@ pub fn is_url(s: &str) -> bool {
     s.contains("://")
 }
 
+/// `text` as typed, with what may be a password in a URL replaced by
+/// `***`: for echoing a value that did not parse.
+pub fn redact_typed(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => text.to_string(),
+    }
+}
+
 const URL_HELP: &str =
     "write an upstream proxy as socks5://[user:pass@]host:port, socks5h://… or http://…";
 

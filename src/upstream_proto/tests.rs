@@ -62,6 +62,17 @@ fn the_password_is_never_displayed() {
     assert!(!e.0.contains("hunter2"), "{e}");
 }
 
+#[test]
+fn what_was_typed_is_echoed_without_its_password() {
+    assert_eq!(
+        redact_typed("socks5://al:pw@h:1/x"),
+        "socks5://al:***@h:1/x"
+    );
+    assert_eq!(redact_typed("http://al:p@w@h:1"), "http://al:***@h:1");
+    assert_eq!(redact_typed("http://h:1/x"), "http://h:1/x");
+    assert_eq!(redact_typed("eth0/x"), "eth0/x");
+}
+
 /// Runs a handshake against scripted replies, fed in chunks of `chunk`
 /// bytes; returns what was sent and how it ended.
 fn run(
