@@ -375,3 +375,129 @@ fn socks5_connect_cmd(proxy: SocketAddr, cmd: u8) -> (TcpStream, Reply5) {
     let reply = read_reply5(&mut s).unwrap();
     (s, reply)
 }
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed and reaped on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts on `addr`.
+fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never listened on {addr}"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// OpenSSH's `ssh -D` as a `socks5h://` link: an sshd started here on a
+/// loopback port with its own host key and a key made for the test, and an
+/// `ssh -N -D` to it.
+#[test]
+fn an_ssh_dynamic_forward_is_a_socks5h_link() {
+    const TEST: &str = "an_ssh_dynamic_forward_is_a_socks5h_link";
+    if !is_root() {
+        return not_run(TEST, "needs root (sshd logs the test in as root)");
+    }
+    let sshd = std::path::Path::new("/usr/sbin/sshd");
+    if !sshd.exists()
+        || std::process::Command::new("ssh")
+            .arg("-V")
+            .output()
+            .is_err()
+    {
+        return not_run(TEST, "needs openssh-server and openssh-client");
+    }
+    let dir = TempDir::new();
+    let path = |f: &str| dir.path.join(f).to_string_lossy().into_owned();
+    for key in ["host_key", "client_key"] {
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f", &path(key)])
+            .status()
+            .unwrap();
+        assert!(made.success(), "ssh-keygen {key}");
+    }
+    std::fs::copy(path("client_key.pub"), path("authorized_keys")).unwrap();
+    // Privilege separation wants this directory.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let ssh_port = free_port();
+    let config = format!(
+        "Port {ssh_port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+         PidFile {}\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
+         PasswordAuthentication no\nAllowTcpForwarding yes\n",
+        path("host_key"),
+        path("authorized_keys"),
+        path("sshd.pid"),
+    );
+    std::fs::write(path("sshd_config"), config).unwrap();
+    let _sshd = Child(
+        std::process::Command::new(sshd)
+            .args(["-D", "-e", "-f", &path("sshd_config")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start sshd"),
+    );
+    wait_listening(SocketAddr::from(([127, 0, 0, 1], ssh_port)), "sshd");
+    let socks_port = free_port();
+    let _ssh = Child(
+        std::process::Command::new("ssh")
+            .args([
+                "-N",
+                "-D",
+                &format!("127.0.0.1:{socks_port}"),
+                "-i",
+                &path("client_key"),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-p",
+                &ssh_port.to_string(),
+                "root@127.0.0.1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ssh"),
+    );
+    let socks = SocketAddr::from(([127, 0, 0, 1], socks_port));
+    wait_listening(socks, "ssh -D");
+    let origin = Server::whoami("127.0.0.1:0");
+    let echo = Server::echo("127.0.0.1:0");
+    let front = Proxy::start(&[&format!("socks5h://{socks}")]);
+    // By address and by name (sshd resolves `localhost`).
+    assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.1"));
+    let (mut s, _) = socks5_ok(front.addr, Dest::name("localhost", echo.addr.port()));
+    send_stream(&mut s, 3, 128 * 1024, 8 * 1024).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    recv_stream(&mut s, 3, 128 * 1024, 8 * 1024).unwrap();
+    assert_eq!(origin.peers().len(), 1);
+    let out = front.finish().stdout;
+    assert!(
+        out.contains(&format!("link socks5h://{socks}: up, 2 connections")),
+        "{}",
+        tail(&out, 10)
+    );
+}
