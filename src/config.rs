@@ -670,4 +670,47 @@ mod tests {
         let err = test_bind(foreign).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable);
     }
+    #[test]
+    fn proxies_mix_with_interfaces_or_stand_alone() {
+        let config = build_from(&[
+            "eth0",
+            "socks5h://al:pw@127.0.0.1:9050/2",
+            "http://[::1]:3128",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.targets,
+            vec![
+                named("192.168.1.5", 1, "eth0"),
+                named("2001:db8::5", 1, "eth0")
+            ]
+        );
+        let shown: Vec<String> = config
+            .proxies
+            .iter()
+            .map(|p| format!("{} {} {}", p.url, p.addr, p.weight))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "socks5h://al:***@127.0.0.1:9050 127.0.0.1:9050 2",
+                "http://[::1]:3128 [::1]:3128 1"
+            ]
+        );
+        assert_eq!(config.balance, Strategy::Weights, "a weight was written");
+        // Only proxies: no interface is a link, not even the uplinks.
+        let config = build_from(&["socks5://127.0.0.1:1080"]).unwrap();
+        assert!(config.targets.is_empty());
+        assert_eq!(config.follow, Follow::default());
+        assert_eq!(config.proxies.len(), 1);
+    }
+
+    #[test]
+    fn a_proxy_given_twice_is_refused_redacted() {
+        let e = build_from(&["socks5://al:pw@127.0.0.1:1080", "socks5://127.0.0.1:1080/2"])
+            .unwrap_err();
+        let shown = e.to_string();
+        assert!(matches!(e, ConfigError::DuplicateProxy(_)), "{shown}");
+        assert!(!shown.contains(":pw@"), "{shown}");
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! Handshake ─► Resolving ─► Connecting ─► Relaying ─► closed
-//!     │            │             │       or Forwarding (HTTP: back to Handshake)
+//!     │            │   └─► ViaProxy ─┤   or Forwarding (HTTP: back to Handshake)
+//!     │            │             │       (a proxy that fails: the next route)
 //!     │            └─────────────┴───────────┼──► Closing (final reply, linger) ─► closed
 //!     ├─► Associated (UDP ASSOCIATE) ─► closed
 //!     └─► Binding (BIND) ─► Relaying
@@ -14,6 +15,8 @@
 //! |-------------|-------------------------------------------------------------|
 //! | `handshake` | sniff, SOCKS5/4/4a and HTTP heads, credentials               |
 //! | `connect`   | link choice, failover across links and addresses             |
+//! | `routing`   | the route when links are proxies: a proxy or the interfaces  |
+//! | `via_proxy` | connecting through a proxy link: its handshake, its blame    |
 //! | `relay`     | bytes both ways: half-close, back-pressure, resets           |
 //! | `relaying`  | a relaying connection's upstream, activity and timeouts      |
 //! | `closing`   | after a final reply: EOF, then linger for the client's       |
