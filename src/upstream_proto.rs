@@ -454,6 +454,16 @@ impl Handshake {
         self.sent = (self.sent + n).min(self.out.len());
     }
 
+    /// The longest reply the upstream may send, and one byte more (a
+    /// buffer this long tells a reply that is too long): a SOCKS5 reply with
+    /// a 255-byte name, or an HTTP head of [`http::MAX_HEAD`].
+    pub fn reply_buffer_len(&self) -> usize {
+        match self.scheme {
+            Scheme::Socks5 | Scheme::Socks5h => 4 + 1 + 255 + 2 + 1,
+            Scheme::Http => http::MAX_HEAD + 1,
+        }
+    }
+
     /// Whether the tunnel is open.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done

@@ -23,7 +23,6 @@ use super::ctx::Ctx;
 use super::io::{self as sock, forget, Outcome, Ready};
 use super::token::{Handle, Side};
 use super::upstream::Upstream;
-use crate::http;
 use crate::links::Tried;
 use crate::net;
 use crate::socks::{Dest, Reply, Status};
@@ -84,8 +83,8 @@ impl ViaProxy {
                 stream,
                 ready: Ready::default(),
                 connected: false,
+                buf: vec![0; handshake.reply_buffer_len()],
                 handshake,
-                buf: vec![0; http::MAX_HEAD + 1],
                 started: ctx.now,
                 tried,
             }))),
