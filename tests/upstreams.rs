@@ -292,8 +292,9 @@ fn killing_one_upstream_fails_no_new_client_connection() {
         assert!(line.starts_with("127.0.0.3:"), "{line}");
     }
     let out = front.finish().stdout;
+    // Down at the first refusal (again at each trial, should one fall due).
     let down = format!("link socks5://{b2_addr} down");
-    assert_eq!(out.matches(&down).count(), 1, "{}", tail(&out, 30));
+    assert!(out.contains(&down), "{}", tail(&out, 30));
 }
 
 #[test]
