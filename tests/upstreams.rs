@@ -502,3 +502,113 @@ fn an_ssh_dynamic_forward_is_a_socks5h_link() {
         tail(&out, 10)
     );
 }
+
+/// Inside a namespace: a nameserver on 127.0.0.1:53 that answers nothing
+/// and prints `Q NAME` per query, and a SOCKS5 upstream on 127.0.0.1:1085
+/// that prints `S name NAME` or `S addr IP` per request and answers
+/// success (then closes).
+const PY_WATCH: &str = r#"
+import socket, sys, threading
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+d.bind(("127.0.0.1", 53))
+t = socket.socket()
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("127.0.0.1", 1085))
+t.listen(16)
+def dns():
+    while True:
+        data, _ = d.recvfrom(4096)
+        i, labels = 12, []
+        while i < len(data) and data[i] != 0:
+            n = data[i]
+            labels.append(data[i + 1:i + 1 + n].decode("ascii", "replace"))
+            i += 1 + n
+        print("Q", ".".join(labels).lower(), flush=True)
+threading.Thread(target=dns, daemon=True).start()
+def exact(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise EOFError()
+        b += c
+    return b
+print("READY", flush=True)
+while True:
+    c, _ = t.accept()
+    try:
+        g = exact(c, 2)
+        exact(c, g[1])
+        c.sendall(b"\x05\x00")
+        h = exact(c, 4)
+        if h[3] == 3:
+            name = exact(c, exact(c, 1)[0]).decode()
+            exact(c, 2)
+            print("S name", name, flush=True)
+        elif h[3] == 1:
+            print("S addr", socket.inet_ntoa(exact(c, 6)[:4]), flush=True)
+        else:
+            exact(c, 18)
+            print("S addr6", flush=True)
+        c.sendall(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+    except Exception as e:
+        print("E", e, flush=True)
+    c.close()
+"#;
+
+/// The privacy point of `socks5h://`: the name goes to the upstream and no
+/// DNS query for it leaves this machine. Watched by the namespace's only
+/// nameserver; a `socks5://` link's lookup, which it does see, shows the
+/// watch works.
+#[test]
+fn socks5h_sends_no_dns_query_for_the_name() {
+    const TEST: &str = "socks5h_sends_no_dns_query_for_the_name";
+    if !require_root(TEST) {
+        return;
+    }
+    let mut ns = Netns::new("ups");
+    ns.isolate_dns();
+    let mut watch = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", PY_WATCH])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the watcher");
+    let stdout = watch.stdout.take().unwrap();
+    let _watch = Child(watch);
+    let (tx, lines) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let wait_for = |want: &str, seen: &mut Vec<String>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !seen.iter().any(|l| l == want) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("never saw {want:?}; saw {seen:?}"),
+            }
+        }
+    };
+    wait_for("READY", &mut seen);
+    let hidden = Proxy::start_in_netns(&ns, &["socks5h://127.0.0.1:1085"]);
+    let r = ns_socks5(&ns, hidden.addr, "name", "secret.leak.test", 443);
+    assert_eq!(r.rep(), 0, "{r:?}");
+    wait_for("S name secret.leak.test", &mut seen);
+    // The control: a socks5:// link looks the name up here.
+    let open = Proxy::start_in_netns(&ns, &["--connect-timeout", "1", "socks5://127.0.0.1:1085"]);
+    let r = ns_socks5(&ns, open.addr, "name", "control.leak.test", 443);
+    assert_eq!(r.rep(), 4, "the lookup is never answered: {r:?}");
+    wait_for("Q control.leak.test", &mut seen);
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.starts_with("Q ") && l.contains("secret")),
+        "a DNS query for the socks5h name left: {seen:?}"
+    );
+}
