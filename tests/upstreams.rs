@@ -612,3 +612,24 @@ fn socks5h_sends_no_dns_query_for_the_name() {
         "a DNS query for the socks5h name left: {seen:?}"
     );
 }
+
+#[test]
+fn a_family_no_interface_link_has_goes_to_an_upstream() {
+    let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+        return not_run(
+            "a_family_no_interface_link_has_goes_to_an_upstream",
+            "needs IPv6 loopback",
+        );
+    };
+    drop(listener);
+    let origin = Server::whoami("[::1]:0");
+    // The upstream reaches this machine's ::1 directly (no link needed).
+    let upstream = Proxy::start(&[]);
+    let front = Proxy::start(&["127.0.0.2/9", &format!("socks5://{}", upstream.addr)]);
+    for _ in 0..3 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("::1"));
+    }
+    // IPv4 still follows the weights (9 to 1): mostly the interface.
+    let server4 = Server::whoami("127.0.0.1:0");
+    assert_eq!(source_of(front.addr, server4.addr), ip("127.0.0.2"));
+}

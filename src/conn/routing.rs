@@ -25,7 +25,12 @@ impl Conn {
         target: Target,
         tried: Tried,
     ) -> Step {
-        let link = match ctx.links.pick_route(tried, ctx.now) {
+        // An address of a family no interface link has goes to a proxy.
+        let interfaces = match &target {
+            Target::Addr(addr) => ctx.links.can_reach(addr.ip()),
+            Target::Name(..) => true,
+        };
+        let link = match ctx.links.pick_route(tried, interfaces, ctx.now) {
             Some(None) => return self.connect_direct(ctx, pending, target),
             Some(Some(link)) => link,
             None => {

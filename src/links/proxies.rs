@@ -107,11 +107,12 @@ impl Links {
     }
 
     /// The route of a new connection, among proxies not in `tried` (the
-    /// interfaces are always a route while there are interface links). A
-    /// down proxy whose backoff has passed gets its trial first; when no
-    /// route is up, the down proxy that comes back first is tried all the
-    /// same. `None`: nothing is left to try.
-    pub fn pick_route(&mut self, tried: Tried, now: Instant) -> Option<Route> {
+    /// interfaces are a route while there are interface links and
+    /// `interfaces` says they can carry the target). A down proxy whose
+    /// backoff has passed gets its trial first; when no route is up, the
+    /// down proxy that comes back first is tried all the same. `None`:
+    /// nothing is left to try.
+    pub fn pick_route(&mut self, tried: Tried, interfaces: bool, now: Instant) -> Option<Route> {
         let links = &mut self.links;
         let untried = |i: usize, l: &Link| {
             tried & (1 << i) == 0 && l.proxy.as_ref().is_some_and(|p| !p.locked)
@@ -128,7 +129,7 @@ impl Links {
             return Some(Some(i));
         }
         let links = &self.links;
-        let interfaces = links.iter().any(|l| l.proxy.is_none());
+        let interfaces = interfaces && links.iter().any(|l| l.proxy.is_none());
         let eligible = |r: &Route| match *r {
             None => interfaces,
             Some(i) => untried(i, &links[i]) && links[i].state == State::Up,
@@ -209,7 +210,9 @@ mod tests {
 
     fn routes(l: &mut Links, tried: Tried, n: usize) -> Vec<Route> {
         let now = Instant::now();
-        (0..n).map(|_| l.pick_route(tried, now).unwrap()).collect()
+        (0..n)
+            .map(|_| l.pick_route(tried, true, now).unwrap())
+            .collect()
     }
 
     #[test]
@@ -248,12 +251,22 @@ mod tests {
     }
 
     #[test]
+    fn a_target_the_interfaces_cannot_carry_goes_to_a_proxy() {
+        let mut l = links(&[("10.0.0.1", 5)], &[("socks5://127.0.0.1:1", 1)]);
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(l.pick_route(0, false, now), Some(Some(1)));
+        }
+        assert_eq!(l.pick_route(1 << 1, false, now), None);
+    }
+
+    #[test]
     fn with_only_proxies_a_down_one_is_tried_rather_than_none() {
         let mut l = links(&[], &[("socks5://127.0.0.1:1", 1)]);
         let now = Instant::now();
         l.broken(0, &"refused", now);
-        assert_eq!(l.pick_route(0, now), Some(Some(0)));
-        assert_eq!(l.pick_route(1, now), None, "nothing left untried");
+        assert_eq!(l.pick_route(0, true, now), Some(Some(0)));
+        assert_eq!(l.pick_route(1, true, now), None, "nothing left untried");
     }
 
     #[test]
@@ -263,10 +276,10 @@ mod tests {
         l.lock(1, &"refused credentials", now);
         let later = now + MAX_BACKOFF * 10;
         for _ in 0..3 {
-            assert_eq!(l.pick_route(0, later), Some(None));
+            assert_eq!(l.pick_route(0, true, later), Some(None));
         }
         l.unlock_proxies(later);
-        assert_eq!(l.pick_route(0, later), Some(Some(1)), "its trial");
+        assert_eq!(l.pick_route(0, true, later), Some(Some(1)), "its trial");
     }
 
     #[test]
