@@ -216,6 +216,15 @@ fn socks5h_names_go_to_the_upstream_unresolved() {
         asked.lock().unwrap().clone(),
         ["name only-upstream.invalid:8443"]
     );
+    // An HTTP client's name too long for SOCKS5 is answered, not passed.
+    let mut s = client(front.addr);
+    let long = format!("{}.invalid:80", "a".repeat(300));
+    s.write_all(format!("CONNECT {long} HTTP/1.1\r\nHost: {long}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut status = String::new();
+    BufReader::new(&mut s).read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 502"), "{status:?}");
+    assert_eq!(asked.lock().unwrap().len(), 1);
     let out = front.finish().stdout;
     assert!(
         !out.contains("did not resolve"),

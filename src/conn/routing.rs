@@ -16,6 +16,9 @@ use crate::links::Tried;
 use crate::net;
 use crate::socks::{Dest, Reply};
 
+/// The longest name a SOCKS5 request carries.
+const MAX_NAME: usize = 255;
+
 impl Conn {
     /// Picks the route for `target` among those not `tried`, and starts it.
     pub(super) fn route(
@@ -55,6 +58,11 @@ impl Conn {
                 self.fail(ctx, pending.client, Reply::NotAllowed, reason, None)
             }
             Target::Addr(addr) => self.start_via(ctx, pending, link, tried, Dest::Addr(*addr)),
+            // No DNS name is this long (at most 253); SOCKS5 cannot carry it.
+            Target::Name(host, _) if passes_names && host.len() > MAX_NAME => {
+                let reason = "name too long to pass on";
+                self.fail(ctx, pending.client, Reply::HostUnreachable, reason, None)
+            }
             Target::Name(host, port) if passes_names => {
                 self.start_via(ctx, pending, link, tried, Dest::Name(host, *port))
             }
