@@ -153,7 +153,7 @@ pub struct StartArgs {
 
     /// Network interface IP addresses (or interface names) to dispatch to, as
     /// <address>[/weight] [default: every usable address]; or other proxies,
-    /// as socks5://[user:pass@]host:port[/weight] (socks5h:// has the proxy
+    /// as socks5://[user:pass@]host:port[@iface][/weight] (socks5h:// has the proxy
     /// resolve names; http:// uses CONNECT)
     #[arg(value_name = "ADDRESS", value_parser = AddressParser)]
     pub addresses: Vec<WeightedAddr>,

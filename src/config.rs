@@ -221,10 +221,11 @@ pub fn build(
     for wa in &args.addresses {
         if let AddrSpec::Proxy(url) = &wa.addr {
             let addr = proxy_addr(url).map_err(|e| ConfigError::ProxyHost(url.to_string(), e))?;
-            if proxies
-                .iter()
-                .any(|p| p.addr == addr && p.url.scheme == url.scheme)
-            {
+            // (The same proxy through two interfaces is two links.)
+            let same = |p: &ProxySpec| {
+                p.addr == addr && p.url.scheme == url.scheme && p.url.iface == url.iface
+            };
+            if proxies.iter().any(same) {
                 return Err(ConfigError::DuplicateProxy(url.to_string()));
             }
             proxies.push(ProxySpec {

@@ -47,7 +47,7 @@ impl Scheme {
     }
 }
 
-/// `scheme://[user:pass@]host:port`, as given on the command line.
+/// `scheme://[user:pass@]host:port[@iface]`, as given on the command line.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProxyUrl {
     pub scheme: Scheme,
@@ -55,6 +55,9 @@ pub struct ProxyUrl {
     pub host: String,
     pub port: u16,
     pub credentials: Option<(String, String)>,
+    /// The interface the connection to the proxy leaves by (`None`: the
+    /// routing table decides).
+    pub iface: Option<String>,
 }
 
 /// Why a link written as a URL is not one.
@@ -78,17 +81,22 @@ pub fn redact_typed(text: &str) -> String {
     let Some((scheme, rest)) = text.split_once("://") else {
         return text.to_string();
     };
+    // A trailing `@iface` is no password's end.
+    let (rest, iface) = match rest.rsplit_once('@') {
+        Some((before, name)) if !name.contains(':') => (before, format!("@{name}")),
+        _ => (rest, String::new()),
+    };
     match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}")
+            format!("{scheme}://{user}:***@{host}{iface}")
         }
         None => text.to_string(),
     }
 }
 
-const URL_HELP: &str =
-    "write an upstream proxy as socks5://[user:pass@]host:port, socks5h://… or http://…";
+const URL_HELP: &str = "write an upstream proxy as socks5://[user:pass@]host:port[@iface], \
+     socks5h://… or http://…";
 
 impl FromStr for ProxyUrl {
     type Err = BadUrl;
@@ -106,6 +114,16 @@ impl FromStr for ProxyUrl {
                     redact_text(other)
                 )))
             }
+        };
+        // After the port, `@iface`: a segment with no ':' (a port has one).
+        let (rest, iface) = match rest.rsplit_once('@') {
+            Some((before, name)) if !name.contains(':') => {
+                if name.is_empty() || name.contains(['/', ' ', '[', ']']) {
+                    return Err(bad("bad interface name after the port"));
+                }
+                (before, Some(name.to_string()))
+            }
+            _ => (rest, None),
         };
         // The credentials end at the last '@': a password may hold one
         // (or write it %40).
@@ -156,6 +174,7 @@ impl FromStr for ProxyUrl {
             host: host.to_string(),
             port,
             credentials,
+            iface,
         })
     }
 }
@@ -178,7 +197,11 @@ impl fmt::Display for ProxyUrl {
         if let Some((user, _)) = &self.credentials {
             write!(f, "{}:***@", percent_encode(user))?;
         }
-        f.write_str(&self.host_port())
+        f.write_str(&self.host_port())?;
+        match &self.iface {
+            Some(name) => write!(f, "@{name}"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -642,3 +642,50 @@ fn a_family_no_interface_link_has_goes_to_an_upstream() {
     let server4 = Server::whoami("127.0.0.1:0");
     assert_eq!(source_of(front.addr, server4.addr), ip("127.0.0.2"));
 }
+
+/// `@iface` after the port: the connection to the upstream leaves by that
+/// interface, not by the routing table's choice. On the three-link
+/// topology of tests/links.rs (root only), an upstream dispatch in inet on
+/// 10.9.0.1 logs each client's address: 10.2.0.2 when the link says `@l2`,
+/// 10.1.0.2 (the lowest-metric default route) when it names no interface.
+/// inet's strict reverse-path filter drops what leaves l1 from 10.2.0.2, so
+/// only a socket bound to the device l2 gets through.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_interface_after_the_port_picks_the_way_to_the_upstream() {
+    use common::topology::*;
+    use std::time::Duration;
+    if !require_root("an_interface_after_the_port_picks_the_way_to_the_upstream") {
+        return;
+    }
+    let t = Topology::new("ui");
+    let server = t.exchange_server();
+    let upstream = Proxy::start_in_netns_on(&t.inet, SERVER_IP, &[]);
+    let port = upstream.addr.port();
+    let via_l2 = t.proxy(&[&format!("socks5://{SERVER_IP}:{port}@l2")]);
+    let routed = t.proxy(&[&format!("socks5://{SERVER_IP}:{port}")]);
+    let target = server.addr();
+    let ask = |front: &Proxy| {
+        let r = ns_socks5(
+            &t.home,
+            front.addr,
+            "4",
+            &target.ip().to_string(),
+            target.port(),
+        );
+        assert_eq!(r.rep(), 0, "{r:?}\n{}", tail(&front.stdout(), 20));
+    };
+    ask(&via_l2);
+    wait_log(&upstream, " 10.2.0.2:", 1, Duration::from_secs(10)).unwrap();
+    ask(&routed);
+    wait_log(&upstream, " 10.1.0.2:", 1, Duration::from_secs(10)).unwrap();
+    assert_eq!(upstream.stdout().matches(" 10.2.0.2:").count(), 1);
+    let out = via_l2.finish().stdout;
+    assert!(
+        out.contains(&format!(
+            "link socks5://{SERVER_IP}:{port}@l2: up, 1 connection"
+        )),
+        "{}",
+        tail(&out, 10)
+    );
+}

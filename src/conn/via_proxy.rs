@@ -1,5 +1,6 @@
 //! Connecting through a link that is another proxy: a TCP connect to the
-//! proxy (through the local routing), then our side of its handshake
+//! proxy (through the routing table, or from the interface its URL names),
+//! then our side of its handshake
 //! ([`crate::upstream_proto::Handshake`]), then the socket is handed to the
 //! ordinary relay, as a direct connection's is.
 //!
@@ -71,7 +72,10 @@ impl ViaProxy {
         let tried = tried | (1 << link);
         let proxy = ctx.links.get(link).as_proxy().expect("a proxy link");
         let handshake = Handshake::new(&proxy.url, dest);
-        let started = net::connect_from(None, None, proxy.addr).and_then(|mut stream| {
+        let source = ctx.links.proxy_source(link).map_err(io::Error::other);
+        let started = source
+            .and_then(|(local, device)| net::connect_from(local, device.as_ref(), proxy.addr));
+        let started = started.and_then(|mut stream| {
             let interest = Interest::READABLE | Interest::WRITABLE;
             ctx.registry
                 .register(&mut stream, conn.token(Side::Upstream), interest)

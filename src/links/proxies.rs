@@ -9,11 +9,12 @@
 //! No UDP destination is ever placed on a proxy: datagrams go through
 //! interface links only.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Instant;
 
 use super::{Link, Links, State, Tried, FIRST_BACKOFF, MAX_BACKOFF};
+use crate::sys::Device;
 use crate::upstream_proto::ProxyUrl;
 use crate::wrr::Selector;
 
@@ -164,6 +165,39 @@ impl Links {
         };
     }
 
+    /// Where a connection to proxy link `i` leaves from: by the routing
+    /// table (no address, no device), or, for a proxy written with
+    /// `@iface`, from the interface's address of the proxy's family as the
+    /// interfaces were last read, bound to the device unless device binding
+    /// is off. An error says why it cannot leave now (a link failure).
+    pub fn proxy_source(&self, i: usize) -> Result<(Option<IpAddr>, Option<Device>), String> {
+        let Some(proxy) = self.links[i].proxy.as_deref() else {
+            return Ok((None, None));
+        };
+        let Some(name) = &proxy.url.iface else {
+            return Ok((None, None));
+        };
+        let v6 = proxy.addr.is_ipv6();
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let iface = self.ifaces.iter().find(|f| &f.name == name);
+        let of_family = |a: &IpAddr| a.is_ipv6() == v6;
+        // A usable address first: an IPv6 link-local one reaches no proxy
+        // beyond the link.
+        let ip = iface.and_then(|f| {
+            f.usable_addrs()
+                .find(of_family)
+                .or_else(|| f.addrs.iter().copied().find(of_family))
+        });
+        let (Some(iface), Some(ip)) = (iface, ip) else {
+            return Err(format!("interface {name} has no {family} address"));
+        };
+        let device = self.bind_device.then(|| Device {
+            name: iface.name.clone(),
+            index: iface.index,
+        });
+        Ok((Some(ip), device))
+    }
+
     /// SIGHUP: proxies locked out by their credentials get a trial again.
     pub fn unlock_proxies(&mut self, now: Instant) {
         for link in &mut self.links {
@@ -280,6 +314,36 @@ mod tests {
         }
         l.unlock_proxies(later);
         assert_eq!(l.pick_route(0, true, later), Some(Some(1)), "its trial");
+    }
+
+    #[test]
+    fn a_proxy_with_an_interface_leaves_from_its_address() {
+        let eth0 = crate::iface::Interface {
+            name: "eth0".into(),
+            index: 7,
+            addrs: vec![
+                "192.168.1.5".parse().unwrap(),
+                "2001:db8::5".parse().unwrap(),
+            ],
+            default_route: [true, true],
+            nets: vec![],
+        };
+        let url: ProxyUrl = "socks5://10.0.0.9:1080@eth0".parse().unwrap();
+        let spec = ProxySpec {
+            addr: "10.0.0.9:1080".parse().unwrap(),
+            url,
+            weight: NonZeroU32::MIN,
+        };
+        let l =
+            Links::new(vec![], std::slice::from_ref(&eth0), true).with_proxies(vec![spec.clone()]);
+        let (ip, dev) = l.proxy_source(0).unwrap();
+        assert_eq!(ip, Some("192.168.1.5".parse().unwrap()));
+        assert_eq!(dev.map(|d| (d.name, d.index)), Some(("eth0".into(), 7)));
+        let l = Links::new(vec![], &[eth0], false).with_proxies(vec![spec.clone()]);
+        assert!(l.proxy_source(0).unwrap().1.is_none(), "--no-bind-device");
+        let l = Links::new(vec![], &[], true).with_proxies(vec![spec]);
+        let e = l.proxy_source(0).unwrap_err();
+        assert_eq!(e, "interface eth0 has no IPv4 address");
     }
 
     #[test]

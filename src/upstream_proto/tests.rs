@@ -29,6 +29,26 @@ fn urls_parse_with_and_without_credentials() {
 }
 
 #[test]
+fn an_interface_may_follow_the_port() {
+    let u = url("socks5h://al:p@w@10.0.0.9:1080@eth0");
+    assert_eq!(u.iface.as_deref(), Some("eth0"));
+    assert_eq!(u.credentials, Some(("al".into(), "p@w".into())));
+    assert_eq!((u.host.as_str(), u.port), ("10.0.0.9", 1080));
+    assert_eq!(u.to_string(), "socks5h://al:***@10.0.0.9:1080@eth0");
+    let u = url("http://[::1]:3128@wlan0");
+    assert_eq!(
+        (u.host.as_str(), u.iface.as_deref()),
+        ("::1", Some("wlan0"))
+    );
+    assert_eq!(url("socks5://h:1").iface, None);
+    assert!("socks5://h:1@".parse::<ProxyUrl>().is_err());
+    assert_eq!(
+        redact_typed("socks5://al:pw@h:1@eth0/x"),
+        "socks5://al:***@h:1@eth0/x"
+    );
+}
+
+#[test]
 fn bad_urls_say_how_to_write_one() {
     for s in [
         "socks4://h:1",
