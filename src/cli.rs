@@ -3,7 +3,7 @@
 //! validated configuration.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,6 +31,15 @@ pub enum Command {
     List,
     /// Start the SOCKS proxy server (SOCKS5, SOCKS4/4a and HTTP proxy on one port)
     Start(StartArgs),
+    /// Show a running proxy's links, read from its --metrics endpoint
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The running proxy's --metrics address: a port (on 127.0.0.1) or IP:PORT
+    #[arg(long, value_name = "ADDR", default_value = "9180", value_parser = parse_metrics_addr)]
+    pub metrics: SocketAddr,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -146,6 +155,12 @@ pub struct StartArgs {
     #[arg(long)]
     pub no_state_file: bool,
 
+    /// Serve GET /metrics (Prometheus text) and GET /status (JSON) on ADDR:
+    /// a port (on 127.0.0.1, as 9180, which `dispatch status` reads by
+    /// default; 0: any free port) or IP:PORT [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
+
     /// Write the log to this file [default: `dispatch.log` (on another
     /// --port, `dispatch-PORT.log`) in the platform's log directory]
     #[arg(long, value_name = "PATH")]
@@ -197,6 +212,20 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         Ok(d) if !d.is_zero() && d <= MAX_TIMEOUT => Ok(d),
         _ => Err(bad()),
     }
+}
+
+/// `--metrics ADDR`: a bare port is on loopback (127.0.0.1); else IP:PORT.
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+    }
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not a metrics address; give a port (9180, on 127.0.0.1) or IP:PORT \
+             (0.0.0.0:9180, [::1]:9180)"
+        )
+    })
 }
 
 /// `--balance`: how new connections are spread over the links.
@@ -364,6 +393,29 @@ mod tests {
         assert_eq!((a.balance, a.no_state_file), (Some(Balance::Learn), true));
         assert!(args(&["dispatch", "start", "--balance", "fastest"]).is_err());
         assert!(args(&["dispatch", "start", "--state-file", "/s", "--no-state-file"]).is_err());
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        let addr = |s: &str| parse_metrics_addr(s).map(|a| a.to_string());
+        assert_eq!(addr("9180").unwrap(), "127.0.0.1:9180");
+        assert_eq!(addr("0.0.0.0:9100").unwrap(), "0.0.0.0:9100");
+        assert_eq!(addr("[::1]:9100").unwrap(), "[::1]:9100");
+        for bad in ["", "x", "70000", "10.0.0.1", "::1", "localhost:9180"] {
+            let e = parse_metrics_addr(bad).unwrap_err();
+            assert!(e.contains("give a port"), "{bad}: {e}");
+        }
+        let status = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Status(a)) => a.metrics.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(status(&["dispatch", "status"]), "127.0.0.1:9180");
+        assert_eq!(
+            status(&["dispatch", "status", "--metrics", "9"]),
+            "127.0.0.1:9"
+        );
+        let start = Cli::try_parse_from(["dispatch", "start", "--metrics", "nope"]);
+        assert_eq!(start.unwrap_err().exit_code(), 2);
     }
 
     #[test]

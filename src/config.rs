@@ -61,6 +61,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// Capacities learned in earlier runs (read from `state_file` at start).
     pub learned: Vec<learned::Entry>,
+    /// Where `/metrics` and `/status` are served (`None`: they are not).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -98,6 +100,7 @@ impl Config {
             balance,
             state_file: None,
             learned: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -315,6 +318,7 @@ pub fn build(
         balance,
         state_file,
         learned: Vec::new(),
+        metrics: args.metrics,
     };
     let credentials = config
         .credentials()
@@ -470,6 +474,7 @@ mod tests {
             state_file: None,
             no_state_file: false,
             log_file: None,
+            metrics: None,
             addresses: addresses
                 .iter()
                 .map(|a| a.parse::<WeightedAddr>().unwrap())

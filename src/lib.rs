@@ -27,6 +27,7 @@
 //! | `cli`       | command-line syntax (clap)                                    | no   |
 //! | `config`    | command line -> validated configuration (checks the system)   | yes  |
 //! | `logging`   | log to stdout (`-d`) or to a size-capped file                 | yes  |
+//! | `metrics`   | counters, their Prometheus/JSON text, the `--metrics` endpoint | its sockets |
 
 pub mod auth;
 pub mod balance;
@@ -41,6 +42,7 @@ pub mod iface;
 pub mod learned;
 pub mod links;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod reach;
 pub mod reactor;

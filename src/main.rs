@@ -11,6 +11,7 @@ use dispatch::config;
 use dispatch::links::LinkSpec;
 use dispatch::links::Links;
 use dispatch::logging::{self, Destination};
+use dispatch::metrics;
 use dispatch::reactor::{Binding, Reactor, Summary};
 use dispatch::report;
 use dispatch::{iface, learned, sys};
@@ -48,6 +49,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Start(args) => start(&args, cli.debug),
+        Command::Status(args) => {
+            let status = metrics::status::fetch(args.metrics)
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
+            say(&metrics::status::table(&status));
+            Ok(())
+        }
     }
 }
 
@@ -72,6 +79,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     let targets = config.targets.clone();
     let proxies = config.proxies.clone();
     let waiting = config.waiting.clone();
+    let metrics_addr = config.metrics;
     let mut reactor = Reactor::new(config).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => Failure::Runtime(format!(
             "{listen} is already in use; stop the other program or pick another --port"
@@ -84,6 +92,10 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         )),
         _ => Failure::Runtime(format!("cannot listen on {listen}: {e}")),
     })?;
+    let metrics = match metrics_addr {
+        Some(addr) => Some(serve_metrics(&mut reactor, addr)?),
+        None => None,
+    };
     // Before the banner: whoever reads it may signal at once.
     if let Err(e) = catch_signals(&reactor) {
         log::warn!("cannot catch signals ({e}); stopping will not print a summary");
@@ -101,6 +113,18 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
             "  {}  upstream proxy  weight {}\n",
             p.url, p.weight
         ));
+    }
+    if let Some(addr) = metrics {
+        say(&format!("metrics on http://{addr}/metrics and /status\n"));
+        log::info!("serving metrics on http://{addr}/metrics and /status");
+        if !addr.ip().is_loopback() {
+            let notice = format!(
+                "metrics are served beyond loopback, on {addr}, to anyone who reaches it \
+                 (they show the links' addresses and traffic)"
+            );
+            log::warn!("{notice}");
+            eprintln!("warning: {notice}");
+        }
     }
     let list: Vec<String> = targets
         .iter()
@@ -155,6 +179,27 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         say(&format!("{}\n", lines.join("\n")));
     }
     Ok(())
+}
+
+/// Binds `--metrics` and has the reactor serve it; an address that cannot
+/// be listened on is a usage error (exit 2), as a bad `--ip` is.
+fn serve_metrics(reactor: &mut Reactor, addr: SocketAddr) -> Result<SocketAddr, Failure> {
+    let listener = metrics::serve::bind(addr).map_err(|e| {
+        Failure::Usage(match e.kind() {
+            io::ErrorKind::AddrInUse => format!(
+                "--metrics {addr}: already in use; stop the other program or pick another port"
+            ),
+            io::ErrorKind::AddrNotAvailable => format!(
+                "--metrics {addr}: {} is not an address of this machine (`dispatch list` \
+                 shows them; 0.0.0.0 or :: listens on all)",
+                addr.ip()
+            ),
+            _ => format!("--metrics {addr}: cannot listen there: {e}"),
+        })
+    })?;
+    reactor
+        .serve_metrics(listener)
+        .map_err(|e| Failure::Runtime(format!("cannot serve metrics on {addr}: {e}")))
 }
 
 /// SIGTERM stops the reactor gracefully (a second signal at once), SIGINT

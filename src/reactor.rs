@@ -15,7 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -27,6 +27,7 @@ use crate::conn::{self, Conn, Ctx, Notices, Progress, Timeouts, Timers};
 use crate::dns::Resolver;
 use crate::iface::{self, Watcher};
 use crate::links::Links;
+use crate::metrics::{self, Counters, Limit};
 use crate::ring::RingPool;
 use crate::splice::PipePool;
 use crate::sys;
@@ -174,6 +175,11 @@ pub struct Reactor {
     accept_paused_until: Option<Instant>,
     next_id: u64,
     summary: Summary,
+    /// What the metrics count beyond the links' counters.
+    counters: Counters,
+    /// The `--metrics` endpoint, when asked for.
+    metrics: Option<metrics::serve::Endpoint>,
+    started: SystemTime,
 }
 
 impl Reactor {
@@ -262,6 +268,9 @@ impl Reactor {
             accept_paused_until: None,
             next_id: 0,
             summary: Summary::default(),
+            counters: Counters::default(),
+            metrics: None,
+            started: SystemTime::now(),
         })
     }
 
@@ -280,6 +289,15 @@ impl Reactor {
         }
         self.pool.pipes = pool;
         self
+    }
+
+    /// Serves `/metrics` and `/status` on `listener` (from
+    /// [`metrics::serve::bind`]); gives its address.
+    pub fn serve_metrics(&mut self, listener: std::net::TcpListener) -> io::Result<SocketAddr> {
+        let endpoint = metrics::serve::Endpoint::new(listener, self.poll.registry())?;
+        let addr = endpoint.local_addr()?;
+        self.metrics = Some(endpoint);
+        Ok(addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -356,6 +374,7 @@ impl Reactor {
                             self.local_ips = all_addrs(&ifaces);
                         }
                     }
+                    token if metrics::serve::owns(token) => self.serve_scrapes(Some(token), now),
                     token => {
                         let (key, side) = conn::from_token(token);
                         // An event for a connection closed earlier in this
@@ -373,6 +392,10 @@ impl Reactor {
             // come back here, in the same turn, with no wake-up.
             self.dns_answers(now);
             self.expire(now);
+            let scrape_deadline = self.metrics.as_ref().and_then(|m| m.deadline());
+            if scrape_deadline.is_some_and(|t| t <= now) {
+                self.serve_scrapes(None, now);
+            }
             if self.accept_paused_until.is_some_and(|t| t <= now) {
                 self.accept_paused_until = None;
                 self.accept(now);
@@ -433,7 +456,8 @@ impl Reactor {
             return Some(Duration::ZERO);
         }
         let mut next = self.timers.first().map(|t| t.0);
-        for t in [self.accept_paused_until, self.draining]
+        let scrapes = self.metrics.as_ref().and_then(|m| m.deadline());
+        for t in [self.accept_paused_until, self.draining, scrapes]
             .into_iter()
             .flatten()
         {
@@ -452,6 +476,7 @@ impl Reactor {
                 resolver: &mut self.resolver,
                 timers: &mut self.timers,
                 notices: &mut self.notices,
+                counters: &mut self.counters,
                 auth: &self.auth,
                 udp_buf: &mut self.udp_buf,
                 associations: &mut self.associations,
@@ -466,12 +491,21 @@ impl Reactor {
         )
     }
 
+    /// Descriptors beside the connections' and pipes': DNS lookups', and
+    /// the metrics endpoint's (as many as it may hold).
+    fn helpers(&self) -> u64 {
+        let scrapes = self
+            .metrics
+            .as_ref()
+            .map_or(0, |_| metrics::serve::DESCRIPTORS);
+        self.resolver.descriptors() as u64 + scrapes
+    }
+
     /// Pipes for splicing get the descriptors that connections, each
     /// admitted with two, and the reserve leave.
     fn budget_pipes(&mut self) {
         if let Some(limit) = self.fd_limit {
-            let dns = self.resolver.descriptors() as u64;
-            let spare = limit.saturating_sub(self.held + dns + FD_RESERVE);
+            let spare = limit.saturating_sub(self.held + self.helpers() + FD_RESERVE);
             self.pool
                 .pipes
                 .set_budget(usize::try_from(spare).unwrap_or(usize::MAX));
@@ -485,12 +519,10 @@ impl Reactor {
         loop {
             // What connections, pipes and DNS lookups hold, and two for
             // the next client: stop while one is left.
-            let needed = self.held
-                + 2
-                + self.pool.pipes.descriptors() as u64
-                + self.resolver.descriptors() as u64
-                + FD_RESERVE;
+            let needed =
+                self.held + 2 + self.pool.pipes.descriptors() as u64 + self.helpers() + FD_RESERVE;
             if self.fd_limit.is_some_and(|limit| needed >= limit) {
+                self.counters.limit(Limit::Descriptors);
                 if !self.fd_notice.allow(now) {
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
@@ -510,6 +542,7 @@ impl Reactor {
             match listener.accept() {
                 Ok((stream, addr)) => {
                     if !self.access.allows(addr.ip()) {
+                        self.counters.limit(Limit::Allow);
                         self.refuse(addr.ip(), now, "not in the allowed address ranges");
                         drop(stream);
                         continue;
@@ -517,6 +550,7 @@ impl Reactor {
                     let ip = addr.ip().to_canonical();
                     let open = self.client_connections.entry(ip).or_default();
                     if *open >= self.max_client_connections {
+                        self.counters.limit(Limit::ClientConnections);
                         let why = format!(
                             "it has {} connections open (--max-client-connections)",
                             self.max_client_connections
@@ -558,6 +592,7 @@ impl Reactor {
                     // The pending connections wait in the backlog; retrying at
                     // once would spin, so pause until some descriptors free.
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    self.counters.limit(Limit::Descriptors);
                     if !self.fd_notice.allow(now) {
                         return;
                     }
@@ -641,6 +676,9 @@ impl Reactor {
 
     fn after(&mut self, key: usize, progress: Progress, now: Instant) {
         self.recount(key);
+        if let Some(said) = self.conns.get_mut(key).and_then(Conn::take_error_reply) {
+            self.counters.error_reply(said);
+        }
         match progress {
             Progress::Idle => {}
             Progress::Yield => {
@@ -679,6 +717,29 @@ impl Reactor {
             }
             let progress = conn.on_deadline(&mut ctx);
             self.after(key, progress, now);
+        }
+    }
+
+    /// An event for the metrics endpoint (`token`), or its deadlines (`None`).
+    fn serve_scrapes(&mut self, token: Option<Token>, now: Instant) {
+        let Some(endpoint) = self.metrics.as_mut() else {
+            return;
+        };
+        let view = metrics::View {
+            links: &self.links,
+            counters: &self.counters,
+            dns: self.resolver.stats(),
+            listen: self.local_addr,
+            started: self.started,
+            connections_open: self.conns.len(),
+            connections_total: self.summary.connections,
+            associations_open: self.associations,
+        };
+        let snapshot = || metrics::Snapshot::take(&view);
+        let registry = self.poll.registry();
+        match token {
+            Some(token) => endpoint.on_event(registry, token, now, &snapshot),
+            None => endpoint.expire(registry, now, &snapshot),
         }
     }
 

@@ -10,6 +10,7 @@ use super::notice::Notices;
 use crate::auth::Credentials;
 use crate::dns::Resolver;
 use crate::links::Links;
+use crate::metrics::Counters;
 use crate::ring::RingPool;
 
 /// Deadlines waiting to fire, soonest first: `(when, slab key, connection
@@ -43,6 +44,8 @@ pub struct Ctx<'a> {
     pub resolver: &'a mut Resolver,
     pub timers: &'a mut Timers,
     pub notices: &'a mut Notices,
+    /// What the metrics count beyond the links' own counters.
+    pub counters: &'a mut Counters,
     pub auth: &'a Credentials,
     /// The buffer datagrams pass through ([`super::UDP_BUFFER`] bytes).
     pub udp_buf: &'a mut [u8],

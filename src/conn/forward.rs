@@ -88,6 +88,31 @@ impl Forward {
         self.close
     }
 
+    /// The exchange ended ([`Next::Done`]): takes what the relay still
+    /// holds of the client's bytes (the next request, perhaps) and gives
+    /// its rings back, and says what comes next.
+    pub fn wind_up(&self, relay: &mut super::relay::Relay, pool: &mut RingPool) -> WoundUp {
+        let leftover = relay
+            .up
+            .ring
+            .as_mut()
+            .map(|ring| {
+                ring.make_contiguous();
+                ring.data().to_vec()
+            })
+            .unwrap_or_default();
+        let client_eof = relay.up.eof;
+        relay.up.release(pool);
+        WoundUp {
+            // An origin that sent more than its response cannot be trusted
+            // with the next request.
+            upstream_clean: relay.down.pending() == 0,
+            closes: self.closes() || (client_eof && leftover.is_empty()),
+            leftover,
+            client_eof,
+        }
+    }
+
     fn exchange_done(&self) -> bool {
         self.head_sent == self.head.len()
             && self.request.is_done()
@@ -95,6 +120,21 @@ impl Forward {
             && self.response_head_left == 0
             && !self.interim
     }
+}
+
+/// What an ended exchange leaves, from [`Forward::wind_up`].
+#[derive(Debug)]
+pub struct WoundUp {
+    /// What the client sent after its request.
+    pub leftover: Vec<u8>,
+    /// The client sent EOF.
+    pub client_eof: bool,
+    /// The origin sent nothing past its response: its connection may
+    /// carry the next request.
+    pub upstream_clean: bool,
+    /// The connection ends here: asked to, or the client left with no
+    /// request after this one.
+    pub closes: bool,
 }
 
 /// What a call to [`Forward::run`] came to.

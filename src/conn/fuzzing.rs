@@ -12,9 +12,8 @@
 //! `cargo fuzz run conn_relay` drives [`relay_session`]; the committed
 //! corpus is replayed by this module's tests, so `cargo test` checks it.
 
-use super::io::Ready;
 use super::relay::{Relay, Step};
-use super::testio::Mem;
+use super::testio::{Mem, MemPeer};
 use crate::ring::RingPool;
 
 /// Small rings, so that wrap-around and back-pressure happen in short
@@ -23,91 +22,17 @@ const RING: usize = 64;
 /// Runs of the relay without progress before the session is declared hung.
 const SETTLE_ROUNDS: usize = 10_000;
 
-/// One peer of the session and what it did.
-struct Peer {
-    mem: Mem,
-    ready: Ready,
-    /// Everything it sent (a counter sequence, so order is checkable).
-    sent: Vec<u8>,
-    /// Everything it read of what the relay wrote to it.
-    got: Vec<u8>,
-    eof: bool,
-    reset: bool,
-}
+/// One peer of the session: everything it sent (a counter sequence, so
+/// order is checkable) and what it read of what the relay wrote to it.
+type Peer = MemPeer<Vec<u8>>;
 
 impl Peer {
-    fn new(room: usize) -> Peer {
-        Peer {
-            mem: Mem::new(room),
-            ready: Ready::BOTH,
-            sent: Vec::new(),
-            got: Vec::new(),
-            eof: false,
-            reset: false,
-        }
-    }
-
-    /// Sends `n` bytes (nothing once it has ended): readable edge.
+    /// Sends `n` more bytes of its sequence (nothing once it has ended).
     fn send(&mut self, n: usize) {
-        if self.eof || self.reset {
-            return;
-        }
         let start = self.sent.len();
         let bytes: Vec<u8> = (start..start + n).map(|i| (i % 251) as u8).collect();
-        self.mem.send(&bytes);
-        self.sent.extend_from_slice(&bytes);
-        self.ready.readable = true;
-    }
-
-    fn send_eof(&mut self) {
-        if self.eof || self.reset {
-            return;
-        }
-        self.eof = true;
-        self.mem.eof = true;
-        self.ready.readable = true;
-        self.ready.read_closed = true;
-    }
-
-    /// Resets: reads fail after what it had sent, writes fail at once,
-    /// and epoll reports an error on both directions.
-    fn send_reset(&mut self) {
-        if self.reset {
-            return;
-        }
-        self.reset = true;
-        self.mem.reset = true;
-        self.mem.gone = true;
-        self.ready = Ready {
-            readable: true,
-            writable: true,
-            read_closed: true,
-            error: true,
-        };
-    }
-
-    /// Reads up to `n` of what was written to it: a writable edge, if a
-    /// write had found the socket full (as epoll raises `EPOLLOUT`).
-    fn read(&mut self, n: usize) {
-        let n = n.min(self.mem.written.len());
-        self.got.extend(self.mem.written.drain(..n));
-        if n > 0 {
-            self.room_freed();
-        }
-    }
-
-    fn set_room(&mut self, room: usize) {
-        // Never below what is already queued: a window does not unsend.
-        let grew = room > self.mem.room;
-        self.mem.room = room.max(self.mem.written.len());
-        if grew {
-            self.room_freed();
-        }
-    }
-
-    fn room_freed(&mut self) {
-        if std::mem::take(&mut self.mem.blocked) {
-            self.ready.writable = true;
+        if self.push(&bytes) {
+            self.sent.extend_from_slice(&bytes);
         }
     }
 }
@@ -318,25 +243,9 @@ mod tests {
     /// The committed seeds and every crash found, replayed.
     #[test]
     fn committed_corpus_holds_the_properties() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-        let mut n = 0;
-        for dir in ["corpus/conn_relay", "regressions/conn_relay"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-                continue;
-            };
-            for e in entries {
-                let path = e.unwrap().path();
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                if dir.starts_with("corpus") && !name.starts_with("seed-") {
-                    continue;
-                }
-                let data = std::fs::read(&path).unwrap();
-                let run = std::panic::catch_unwind(|| relay_session(&data));
-                assert!(run.is_ok(), "{} fails", path.display());
-                n += 1;
-            }
-        }
-        assert!(n >= 5, "expected the committed conn_relay seeds, found {n}");
+        super::super::fuzz_input::replay_committed("conn_relay", 5, |data| {
+            relay_session(data);
+        });
     }
 
     #[test]

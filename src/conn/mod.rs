@@ -1,6 +1,7 @@
 //! One client connection, from its first byte to its close: the state
 //! machine. Each phase lives in a module of its own and says what comes
-//! next; only this file changes state.
+//! next; only this file and `steps/` (what the connection does in each
+//! state: handshake, relaying, UDP ASSOCIATE and BIND) change state.
 //!
 //! ```text
 //! Handshake ─► Resolving ─► Connecting ─► Relaying ─► closed
@@ -13,6 +14,7 @@
 //!
 //! | module      | phase or piece                                              |
 //! |-------------|-------------------------------------------------------------|
+//! | `steps`     | the connection in each state: the transitions                |
 //! | `handshake` | sniff, SOCKS5/4/4a and HTTP heads, credentials               |
 //! | `connect`   | link choice, failover across links and addresses             |
 //! | `routing`   | the route when links are proxies: a proxy or the interfaces  |
@@ -62,15 +64,23 @@ mod relaying;
 mod reply;
 mod request;
 mod routing;
+mod steps;
 mod token;
 mod udp;
 mod upstream;
 mod via_proxy;
 
 #[cfg(any(test, feature = "fuzzing"))]
+mod fuzz_input;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+#[cfg(all(any(test, feature = "fuzzing"), target_os = "linux"))]
+pub mod fuzzing_conn;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing_forward;
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code))] // the fuzz target uses a part
+mod rig;
 #[cfg(any(test, feature = "fuzzing"))]
 mod testio;
 #[cfg(test)]
@@ -245,6 +255,11 @@ impl Conn {
         };
         conn.arm(ctx, ctx.timeouts.handshake);
         Ok(conn)
+    }
+
+    /// The error reply queued since the last call, if any (for the metrics).
+    pub fn take_error_reply(&mut self) -> Option<crate::metrics::ErrorReply> {
+        self.outbox.take_said()
     }
 
     pub fn id(&self) -> u64 {
@@ -538,196 +553,6 @@ impl Conn {
         }
     }
 
-    // --- handshake -------------------------------------------------------
-
-    fn handshake(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        mut hs: Handshake,
-        kept: Option<Box<KeptAlive>>,
-    ) -> Step {
-        let state = |hs, kept| State::Handshake(hs, kept);
-        if let Err(e) = self.flush_outbox() {
-            return self.broken(state(hs, kept), "client write error", e);
-        }
-        if self.client_ready.readable {
-            if let Err(e) = hs.read(&mut self.client, &mut self.client_ready) {
-                return self.broken(state(hs, kept), "client read error", e);
-            }
-        }
-        let next = hs.parse(
-            ctx.auth,
-            &mut self.outbox,
-            (self.handle.id, self.client_addr),
-        );
-        // Replies the parse queued (method, auth status) go out now.
-        if let Err(e) = self.flush_outbox() {
-            return self.broken(state(hs, kept), "client write error", e);
-        }
-        match next {
-            // The buffer filled before the client's bytes ran out, and the
-            // parse made room: read on, or no new edge would ever come.
-            handshake::Next::Wait if self.client_ready.readable && !hs.eof() => {
-                (state(hs, kept), Flow::Next)
-            }
-            handshake::Next::Wait => (state(hs, kept), Flow::Stop(Progress::Idle)),
-            handshake::Next::ClientClosed => {
-                self.reason = if kept.is_some() {
-                    "done (client closed its kept-alive connection)"
-                } else {
-                    "client closed during handshake"
-                };
-                (state(hs, kept), Flow::Stop(Progress::Close))
-            }
-            handshake::Next::TooLong => {
-                self.reason = "handshake too long";
-                (state(hs, kept), Flow::Stop(Progress::Close))
-            }
-            handshake::Next::Refused(reason) => {
-                if let Some(kept) = kept {
-                    close_kept(ctx, *kept);
-                }
-                self.reason = reason;
-                (self.enter_closing(ctx), Flow::Next)
-            }
-            handshake::Next::Socks(request, pipelined) => {
-                if let Some(kept) = kept {
-                    close_kept(ctx, *kept);
-                }
-                self.socks_request(ctx, request, pipelined)
-            }
-            handshake::Next::Http(request, pipelined) => {
-                self.http_request(ctx, request, pipelined, kept)
-            }
-        }
-    }
-
-    fn socks_request(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        request: SocksRequest,
-        pipelined: Vec<u8>,
-    ) -> Step {
-        let SocksRequest {
-            version,
-            command,
-            target,
-        } = request;
-        let client = Client::Socks(version);
-        let pending = Pending {
-            client,
-            pipelined,
-            fwd: None,
-            via: None,
-        };
-        if command == Command::Connect && !(version == Version::Socks4 && ctx.auth.required()) {
-            return self.connect(ctx, pending, target);
-        }
-        self.target = Some(target);
-        match (command, version) {
-            (_, Version::Socks4) if ctx.auth.required() => {
-                // SOCKS4 carries no password.
-                let reason = "SOCKS4 refused: authentication is required";
-                self.fail(ctx, client, Reply::NotAllowed, reason, None)
-            }
-            (Command::UdpAssociate, Version::Socks5) => self.associate(ctx, client),
-            (Command::Bind, _) => self.bind(ctx, pending),
-            (command, _) => {
-                log::debug!(
-                    "#{} {}: {command:?} is not supported",
-                    self.handle.id,
-                    self.client_addr
-                );
-                let reason = "command not supported";
-                self.fail(ctx, client, Reply::CommandNotSupported, reason, None)
-            }
-        }
-    }
-
-    /// Acts on an HTTP proxy request: a CONNECT becomes a tunnel, a forward
-    /// request goes to its origin, over the kept-alive upstream connection
-    /// when it is the same origin as the previous request.
-    fn http_request(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        request: HttpRequest,
-        pipelined: Vec<u8>,
-        kept: Option<Box<KeptAlive>>,
-    ) -> Step {
-        let kept = match (kept, &request.forward) {
-            (Some(kept), Some(_)) if request.authorized && kept.fwd.origin == request.target => {
-                kept
-            }
-            (other, _) => {
-                if let Some(kept) = other {
-                    close_kept(ctx, *kept);
-                }
-                return self.http_request_anew(ctx, request, pipelined);
-            }
-        };
-        let KeptAlive { mut fwd, open } = *kept;
-        match (open, request.forward) {
-            (Some(mut r), Some(head))
-                if !r.upstream.ready.read_closed
-                    && !r.upstream.ready.error
-                    && !r.relay.down.eof =>
-            {
-                fwd.next_exchange(head);
-                (r.active, r.stalled, fwd.waiting) = (ctx.now, None, None);
-                if !pipelined.is_empty() {
-                    // (Counted when they were read, before the exchange ended.)
-                    let ring = r.relay.up.ring.get_or_insert_with(|| ctx.pool.take());
-                    let kept = ring.push(&pipelined);
-                    debug_assert_eq!(kept, pipelined.len(), "rings hold a whole head");
-                    // In the pipe's own count (not the connection's again).
-                    r.relay.up.bytes += kept as u64;
-                }
-                self.disarm(ctx);
-                (State::Forwarding(r, fwd), Flow::Next)
-            }
-            (open, forward) => {
-                if let Some(open) = open {
-                    open.close(ctx);
-                }
-                let request = HttpRequest { forward, ..request };
-                self.http_request_anew(ctx, request, pipelined)
-            }
-        }
-    }
-
-    /// An HTTP request with no kept-alive connection to serve it.
-    fn http_request_anew(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        request: HttpRequest,
-        pipelined: Vec<u8>,
-    ) -> Step {
-        self.local = None;
-        if !request.authorized {
-            self.outbox.http_error(
-                407,
-                "this proxy needs a user name and password",
-                crate::http::PROXY_AUTHENTICATE,
-            );
-            self.reason = "HTTP proxy authentication required";
-            return (self.enter_closing(ctx), Flow::Next);
-        }
-        let (client, fwd) = match request.forward {
-            None => (Client::HttpConnect, None),
-            Some(head) => (
-                Client::HttpForward,
-                Some(Box::new(Forward::new(request.target.clone(), head))),
-            ),
-        };
-        let pending = Pending {
-            client,
-            pipelined,
-            fwd,
-            via: None,
-        };
-        self.connect(ctx, pending, request.target)
-    }
-
     // --- connecting ------------------------------------------------------
 
     /// A CONNECT: through a proxy link or the interfaces (see `routing`).
@@ -902,276 +727,6 @@ impl Conn {
         }
         let reason = "no local address of that family";
         self.fail(ctx, client, Reply::NetworkUnreachable, reason, None)
-    }
-
-    // --- relaying --------------------------------------------------------
-
-    fn relaying(&mut self, ctx: &mut Ctx<'_>, mut r: Relaying) -> Step {
-        if let Err(e) = self.flush_outbox() {
-            return self.broken(State::Relaying(r), "client write error", e);
-        }
-        // The reply goes before anything relayed, EOF included.
-        if !self.outbox.is_empty() {
-            return (State::Relaying(r), Flow::Stop(Progress::Idle));
-        }
-        let before = r.mark();
-        let step = r.relay.run(
-            (&mut self.client, &mut self.client_ready),
-            (&mut r.upstream.stream, &mut r.upstream.ready),
-            ctx.pool,
-        );
-        self.moved(ctx, &mut r, before, None);
-        match step {
-            relay::Step::Idle => (State::Relaying(r), Flow::Stop(Progress::Idle)),
-            relay::Step::Yield => (State::Relaying(r), Flow::Stop(Progress::Yield)),
-            relay::Step::Done => {
-                if self.reason.is_empty() {
-                    self.reason = "done";
-                }
-                (State::Relaying(r), Flow::Stop(Progress::Close))
-            }
-            relay::Step::Broken(what, e) => self.broken(State::Relaying(r), what, e),
-        }
-    }
-
-    /// Counts what a relay moved since `before`, notes its activity (or
-    /// that it stalled), takes its note of why the target's side ended,
-    /// and brings its deadline forward if a timeout now falls earlier.
-    fn moved(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        r: &mut Relaying,
-        before: Mark,
-        waiting: Option<Instant>,
-    ) {
-        let (up, down) = r.step_done(before, ctx.now);
-        self.count(ctx, r.upstream.link(), up, down);
-        if let Some((reason, e)) = r.relay.note.take().map(|n| *n) {
-            (self.reason, self.error) = (reason, Some(e));
-        }
-        // Later deadlines are not armed each time bytes move: the one armed
-        // is checked when it fires, and moved on then.
-        let at = r.deadline(&ctx.timeouts, waiting);
-        if self.deadline.is_none_or(|d| at < d) {
-            self.arm_at(ctx, at);
-        }
-    }
-
-    /// Moves an HTTP forward exchange on, and acts on what it came to.
-    fn forwarding(&mut self, ctx: &mut Ctx<'_>, mut r: Relaying, mut fwd: Box<Forward>) -> Step {
-        if let Err(e) = self.flush_outbox() {
-            return self.broken(State::Forwarding(r, fwd), "client write error", e);
-        }
-        if !self.outbox.is_empty() {
-            return (State::Forwarding(r, fwd), Flow::Stop(Progress::Idle));
-        }
-        let client = (&mut self.client, &mut self.client_ready);
-        let upstream = (&mut r.upstream.stream, &mut r.upstream.ready);
-        if let Some(relay::Step::Broken(what, e)) = r.relay.socket_errors(client, upstream) {
-            return self.broken(State::Forwarding(r, fwd), what, e);
-        }
-        let before = r.mark();
-        let next = fwd.run(
-            (&mut self.client, &mut self.client_ready),
-            (&mut r.upstream.stream, &mut r.upstream.ready),
-            &mut r.relay.up,
-            &mut r.relay.down,
-            ctx.pool,
-        );
-        fwd.waiting = match fwd.waiting {
-            _ if !fwd.awaiting_response() => None,
-            Some(since) => Some(since),
-            None => Some(ctx.now),
-        };
-        self.moved(ctx, &mut r, before, fwd.waiting);
-        let (status, detail, reason) = match next {
-            forward::Next::Idle => return (State::Forwarding(r, fwd), Flow::Stop(Progress::Idle)),
-            forward::Next::Yield => {
-                return (State::Forwarding(r, fwd), Flow::Stop(Progress::Yield))
-            }
-            forward::Next::Broken(what, e) => {
-                return self.broken(State::Forwarding(r, fwd), what, e)
-            }
-            forward::Next::Done => return self.exchange_done(ctx, r, fwd),
-            forward::Next::Failed(status, what) => (status, what, what),
-            forward::Next::ClientLeft => (
-                400,
-                "the request body ended early",
-                "client closed during its request body",
-            ),
-        };
-        self.reason = reason;
-        if fwd.answered() {
-            return (State::Forwarding(r, fwd), Flow::Stop(Progress::Close));
-        }
-        // Nothing of the origin's reached the client: drop what it sent
-        // and answer for it.
-        r.close(ctx);
-        self.outbox.http_error(status, detail, "");
-        (self.enter_closing(ctx), Flow::Next)
-    }
-
-    /// A forward exchange ended: close, or wait for the next request.
-    fn exchange_done(&mut self, ctx: &mut Ctx<'_>, mut r: Relaying, fwd: Box<Forward>) -> Step {
-        // What the client sent after this request, and whether it closed.
-        let leftover = r
-            .relay
-            .up
-            .ring
-            .as_mut()
-            .map(|ring| {
-                ring.make_contiguous();
-                ring.data().to_vec()
-            })
-            .unwrap_or_default();
-        let client_eof = r.relay.up.eof;
-        r.relay.up.release(ctx.pool);
-        let open = if r.relay.down.pending() > 0 {
-            // The origin sent more than its response: it cannot be
-            // trusted with the next request.
-            log::debug!(
-                "#{} origin sent bytes after its response; dropping that upstream",
-                self.handle.id
-            );
-            self.local = None;
-            r.close(ctx);
-            None
-        } else {
-            Some(r)
-        };
-        if fwd.closes() || (client_eof && leftover.is_empty()) {
-            self.reason = "done";
-            if let Some(open) = open {
-                open.close(ctx);
-            }
-            return (self.enter_closing(ctx), Flow::Next);
-        }
-        // Kept alive: the next request may already be waiting.
-        self.arm(ctx, forward::KEEPALIVE_IDLE);
-        let hs = Handshake::next_http(leftover, client_eof);
-        let kept = KeptAlive { fwd, open };
-        (State::Handshake(hs, Some(Box::new(kept))), Flow::Next)
-    }
-
-    /// Adds relayed bytes to the connection's and its link's counts.
-    fn count(&mut self, ctx: &mut Ctx<'_>, link: Option<usize>, up: u64, down: u64) {
-        self.bytes_up += up;
-        self.bytes_down += down;
-        if let Some(l) = link {
-            ctx.links.carried(l, up, down, &mut self.seen);
-        }
-    }
-
-    // --- UDP ASSOCIATE and BIND ------------------------------------------
-
-    fn associate(&mut self, ctx: &mut Ctx<'_>, client: Client) -> Step {
-        // The port the client says it will send from, when it knows it.
-        let client_port = match &self.target {
-            Some(Target::Addr(a)) if a.port() != 0 => Some(a.port()),
-            Some(Target::Name(_, port)) if *port != 0 => Some(*port),
-            _ => None,
-        };
-        let opened = match self.client.local_addr() {
-            Ok(local) => Assoc::open(ctx, self.handle, local, self.client_addr, client_port),
-            Err(e) => Err(udp::Refusal::Relay(e)),
-        };
-        match opened {
-            Ok(assoc) => {
-                self.local = assoc.relay_addr();
-                self.outbox
-                    .reply(client, Reply::Succeeded, self.local, None);
-                self.disarm(ctx);
-                (State::Associated(Box::new(assoc)), Flow::Next)
-            }
-            Err(udp::Refusal::Full) => {
-                let reason = "too many UDP associations";
-                self.fail(ctx, client, Reply::GeneralFailure, reason, None)
-            }
-            Err(udp::Refusal::ClientFull) => {
-                let reason = "too many UDP associations from this client";
-                self.fail(ctx, client, Reply::GeneralFailure, reason, None)
-            }
-            Err(udp::Refusal::Relay(e)) => {
-                let reason = "cannot open UDP relay";
-                self.fail(ctx, client, Reply::GeneralFailure, reason, Some(e))
-            }
-        }
-    }
-
-    /// Relays datagrams; the association ends with its control connection.
-    fn associated(&mut self, ctx: &mut Ctx<'_>, mut assoc: Box<Assoc>) -> Step {
-        if let Err(e) = self.flush_outbox() {
-            return self.broken(State::Associated(assoc), "client write error", e);
-        }
-        match udp::drain_control(&mut self.client, &mut self.client_ready) {
-            udp::Control::Open => {}
-            udp::Control::Closed => {
-                self.reason = "control connection closed";
-                return (State::Associated(assoc), Flow::Stop(Progress::Close));
-            }
-            udp::Control::Failed(e) => {
-                let what = "control connection error";
-                return self.broken(State::Associated(assoc), what, e);
-            }
-        }
-        let (busy, up, down) = assoc.run(ctx, self.handle);
-        self.bytes_up += up;
-        self.bytes_down += down;
-        // Wake when the oldest destination goes idle. A deadline already
-        // armed stays, even if that destination was used since: waking
-        // early only finds nothing to forget, and keeps the timer heap to
-        // one entry per idle time rather than one per datagram.
-        if self.deadline.is_none() {
-            if let Some(at) = assoc.next_expiry() {
-                self.arm_at(ctx, at);
-            }
-        }
-        let progress = if busy || self.client_ready.readable {
-            Progress::Yield
-        } else {
-            Progress::Idle
-        };
-        (State::Associated(assoc), Flow::Stop(progress))
-    }
-
-    fn bind(&mut self, ctx: &mut Ctx<'_>, pending: Pending) -> Step {
-        let client = pending.client;
-        match Binding::start(ctx, self.handle, self.target.as_ref()) {
-            Ok(b) => {
-                self.local = b.local_addr();
-                self.outbox
-                    .reply(client, Reply::Succeeded, self.local, None);
-                self.arm(ctx, ctx.timeouts.bind);
-                (State::Binding(b, pending), Flow::Next)
-            }
-            Err(bind::Refusal::NoLink) => self.missing_family(ctx, client),
-            Err(bind::Refusal::Listen(e)) => {
-                let reason = "cannot listen for BIND";
-                self.fail(ctx, client, Reply::GeneralFailure, reason, Some(e))
-            }
-        }
-    }
-
-    fn binding(&mut self, ctx: &mut Ctx<'_>, mut b: Binding, pending: Pending) -> Step {
-        if let Err(e) = self.flush_outbox() {
-            return self.broken(State::Binding(b, pending), "client write error", e);
-        }
-        // The client closing while we wait ends the BIND.
-        if self.client_ready.read_closed {
-            self.reason = "client closed during BIND";
-            return (State::Binding(b, pending), Flow::Stop(Progress::Close));
-        }
-        match b.poll(ctx, self.handle) {
-            bind::Next::Wait => (State::Binding(b, pending), Flow::Stop(Progress::Idle)),
-            bind::Next::Accepted(upstream, peer) => {
-                self.relay_with(ctx, pending, upstream, Some(peer))
-            }
-            bind::Next::Failed(e) => {
-                b.close(ctx);
-                let reason = "BIND accept failed";
-                self.fail(ctx, pending.client, Reply::GeneralFailure, reason, Some(e))
-            }
-        }
     }
 
     // --- replies and closing ---------------------------------------------

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use super::io::{self as sock, Outcome, Ready, SHORT_IO_DRAINS};
 use super::request::Client;
 use crate::http;
+use crate::metrics::ErrorReply;
 use crate::socks::{self, consts, Reply};
 
 /// Replies waiting to be written to the client. Holds no memory while empty.
@@ -15,6 +16,9 @@ use crate::socks::{self, consts, Reply};
 pub struct Outbox {
     buf: Vec<u8>,
     sent: usize,
+    /// The last error reply queued, until the loop counts it (it takes it
+    /// after each call into the connection, which queues one at most).
+    said: Option<ErrorReply>,
 }
 
 impl Outbox {
@@ -26,8 +30,16 @@ impl Outbox {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The error reply queued since the last call, if any (for the metrics).
+    pub fn take_said(&mut self) -> Option<ErrorReply> {
+        self.said.take()
+    }
+
     /// The SOCKS5 method selection.
     pub fn method(&mut self, method: u8) {
+        if method == consts::METHOD_NONE_ACCEPTABLE {
+            self.said = Some(ErrorReply::SocksNoMethod);
+        }
         let mut buf = [0u8; 2];
         let n = socks::emit_method(method, &mut buf);
         self.push(&buf[..n]);
@@ -35,6 +47,9 @@ impl Outbox {
 
     /// The RFC 1929 status.
     pub fn user_pass_status(&mut self, ok: bool) {
+        if !ok {
+            self.said = Some(ErrorReply::SocksAuth);
+        }
         let mut buf = [0u8; 2];
         let n = socks::emit_user_pass_status(ok, &mut buf);
         self.push(&buf[..n]);
@@ -42,6 +57,7 @@ impl Outbox {
 
     /// An HTTP error response with this status and one reason.
     pub fn http_error(&mut self, status: u16, detail: &str, extra_headers: &str) {
+        self.said = Some(ErrorReply::Http(status));
         self.push(&http::error_response(status, detail, extra_headers));
     }
 
@@ -55,7 +71,12 @@ impl Outbox {
         error: Option<&io::Error>,
     ) {
         let version = match (client, reply) {
-            (Client::Socks(version), _) => version,
+            (Client::Socks(version), _) => {
+                if reply != Reply::Succeeded {
+                    self.said = Some(ErrorReply::Socks(reply));
+                }
+                version
+            }
             (Client::HttpConnect, Reply::Succeeded) => {
                 return self.push(http::CONNECT_ESTABLISHED);
             }
@@ -92,7 +113,11 @@ impl Outbox {
             }
         }
         if self.is_empty() && self.buf.capacity() > 0 {
-            *self = Outbox::default();
+            let said = self.said;
+            *self = Outbox {
+                said,
+                ..Outbox::default()
+            };
         }
         Ok(())
     }
@@ -124,6 +149,26 @@ mod tests {
             let text = String::from_utf8(out.buf).unwrap();
             assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
         }
+    }
+
+    #[test]
+    fn error_replies_are_noted_until_taken_even_across_a_flush() {
+        let mut out = Outbox::default();
+        out.reply(Client::Socks(Version::Socks5), Reply::Succeeded, None, None);
+        out.method(consts::METHOD_NO_AUTH);
+        assert_eq!(out.take_said(), None);
+        let refused = Reply::ConnectionRefused;
+        out.reply(Client::Socks(Version::Socks4), refused, None, None);
+        let mut ready = Ready::BOTH;
+        out.flush(&mut Vec::new(), &mut ready).unwrap();
+        assert_eq!(out.take_said(), Some(ErrorReply::Socks(refused)));
+        assert_eq!(out.take_said(), None);
+        out.reply(Client::HttpConnect, Reply::NotAllowed, None, None);
+        assert_eq!(out.take_said(), Some(ErrorReply::Http(403)));
+        out.method(consts::METHOD_NONE_ACCEPTABLE);
+        assert_eq!(out.take_said(), Some(ErrorReply::SocksNoMethod));
+        out.user_pass_status(false);
+        assert_eq!(out.take_said(), Some(ErrorReply::SocksAuth));
     }
 
     #[test]

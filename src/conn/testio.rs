@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
-use super::io::Stream;
+use super::io::{Ready, Stream};
 
 /// One end of an in-memory connection: what the peer sent (then EOF, a
 /// reset or nothing yet), and what was written to the peer, with room
@@ -108,5 +108,96 @@ impl Stream for Mem {
 
     fn abort(&mut self) {
         self.aborted = true;
+    }
+}
+
+/// A peer of the code under test over a [`Mem`], as the fuzz targets play
+/// it: what it does raises readiness the way epoll raises it (an edge on
+/// each change), and it keeps what it sent (`S`: the bytes, or how far
+/// into a stream it got) and what it read.
+pub struct MemPeer<S> {
+    pub mem: Mem,
+    pub ready: Ready,
+    pub sent: S,
+    /// What it read of what was written to it.
+    pub got: Vec<u8>,
+    pub eof: bool,
+    pub reset: bool,
+}
+
+impl<S: Default> MemPeer<S> {
+    pub fn new(room: usize) -> MemPeer<S> {
+        MemPeer {
+            mem: Mem::new(room),
+            ready: Ready::BOTH,
+            sent: S::default(),
+            got: Vec::new(),
+            eof: false,
+            reset: false,
+        }
+    }
+
+    /// Sends `bytes` (nothing once it has ended): a readable edge. Whether
+    /// it sent them.
+    pub fn push(&mut self, bytes: &[u8]) -> bool {
+        if self.eof || self.reset {
+            return false;
+        }
+        self.mem.send(bytes);
+        self.ready.readable = true;
+        true
+    }
+
+    pub fn send_eof(&mut self) {
+        if self.eof || self.reset {
+            return;
+        }
+        self.eof = true;
+        self.mem.eof = true;
+        self.ready.readable = true;
+        self.ready.read_closed = true;
+    }
+
+    /// Resets: reads fail after what it had sent, writes fail at once,
+    /// and epoll reports an error on both directions.
+    pub fn send_reset(&mut self) {
+        if self.reset {
+            return;
+        }
+        self.reset = true;
+        self.mem.reset = true;
+        self.mem.gone = true;
+        self.ready = Ready {
+            readable: true,
+            writable: true,
+            read_closed: true,
+            error: true,
+        };
+    }
+
+    /// Reads up to `n` of what was written to it: a writable edge, if a
+    /// write had found the socket full (as epoll raises `EPOLLOUT`).
+    pub fn read(&mut self, n: usize) {
+        let n = n.min(self.mem.written.len());
+        self.got.extend(self.mem.written.drain(..n));
+        if n > 0 {
+            self.room_freed();
+        }
+    }
+
+    /// Its receive window becomes `room` (never below what is queued: a
+    /// window does not unsend): a writable edge if it grew past a full one.
+    pub fn set_room(&mut self, room: usize) {
+        let grew = room > self.mem.room;
+        self.mem.room = room.max(self.mem.written.len());
+        if grew {
+            self.room_freed();
+        }
+    }
+
+    fn room_freed(&mut self) {
+        if std::mem::take(&mut self.mem.blocked) {
+            self.ready.writable = true;
+        }
     }
 }

@@ -37,6 +37,7 @@ use super::io::{attempt, read, Outcome, Ready};
 use super::token::{Handle, Side};
 use crate::dns::{Job, Resolver};
 use crate::evidence;
+use crate::metrics::Limit;
 use crate::net;
 use crate::reach::Reach;
 use crate::socks::{self, Dest, Status};
@@ -221,6 +222,7 @@ impl Assoc {
         client_port: Option<u16>,
     ) -> Result<Assoc, Refusal> {
         if *ctx.associations >= MAX_ASSOCIATIONS {
+            ctx.counters.limit(Limit::Associations);
             if ctx.notices.associations_full.allow(ctx.now) {
                 log::warn!(
                     "#{} {client}: UDP ASSOCIATE refused: {MAX_ASSOCIATIONS} associations are open",
@@ -236,6 +238,7 @@ impl Assoc {
             .copied()
             .unwrap_or(0);
         if mine >= ctx.max_client_associations {
+            ctx.counters.limit(Limit::ClientAssociations);
             if ctx.notices.client_associations.allow(ctx.now) {
                 log::warn!(
                     "#{} {client}: UDP ASSOCIATE refused: this client has {} open \
@@ -466,6 +469,7 @@ fn from_client(
                         return 0;
                     }
                     let Ok(gone) = assoc.names.insert(key.into(), Name::default(), ctx.now) else {
+                        ctx.counters.limit(Limit::UdpDestinations);
                         refuse(assoc, conn, ctx.timeouts.udp_destinations, "names");
                         return 0;
                     };
@@ -600,6 +604,7 @@ fn route<'a>(
         // Put in the table below, once its socket is open.
         None => {
             if !assoc.routes.has_room() {
+                ctx.counters.limit(Limit::UdpDestinations);
                 refuse(assoc, conn, ctx.timeouts.udp_destinations, "destinations");
                 return None;
             }

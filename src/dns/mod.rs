@@ -72,6 +72,25 @@ pub struct Answer {
     pub result: io::Result<Vec<SocketAddr>>,
 }
 
+/// What the resolver did, for the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Answered on the loop: address literals, `localhost`, the hosts file.
+    pub local: u64,
+    /// Handed to the system resolver (`getaddrinfo` in the pool).
+    pub system: u64,
+    /// Joined a lookup of the same name already in flight.
+    pub joined: u64,
+    /// Answered with a failure remembered for [`NEGATIVE_TTL`].
+    pub negative: u64,
+    /// Refused: the client had [`PER_CLIENT`] lookups pending.
+    pub refused: u64,
+    /// System lookups that failed, or waited past their deadline in the queue.
+    pub failed: u64,
+    /// How long the system lookups that ran took.
+    pub latency: crate::metrics::Histogram,
+}
+
 pub struct Resolver {
     pool: Pool,
     lookups: Lookups,
@@ -82,6 +101,7 @@ pub struct Resolver {
     /// Refusals over the cap: when last logged, and how many since.
     refused_logged: Option<Instant>,
     refused: u64,
+    stats: Stats,
 }
 
 impl Resolver {
@@ -100,6 +120,7 @@ impl Resolver {
             ready: VecDeque::new(),
             refused_logged: None,
             refused: 0,
+            stats: Stats::default(),
         })
     }
 
@@ -108,6 +129,7 @@ impl Resolver {
         if let Some(ips) = hosts::answer(&job.host, self.hosts.table()) {
             let port = job.port;
             let addrs = ips.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
+            self.stats.local += 1;
             self.ready.push_back(answer_to(job, Ok(addrs)));
             return;
         }
@@ -121,10 +143,17 @@ impl Resolver {
             client,
         };
         match self.lookups.admit(&name, waiter.clone(), now) {
-            Admit::Start => self.pool.submit(Work { name, deadline }),
-            Admit::Joined => {}
-            Admit::Failed(failure) => self.ready.push_back(answer(waiter, Err(failure.to_io()))),
+            Admit::Start => {
+                self.stats.system += 1;
+                self.pool.submit(Work { name, deadline });
+            }
+            Admit::Joined => self.stats.joined += 1,
+            Admit::Failed(failure) => {
+                self.stats.negative += 1;
+                self.ready.push_back(answer(waiter, Err(failure.to_io())));
+            }
             Admit::OverCap => {
+                self.stats.refused += 1;
                 self.log_refusal(client, now);
                 let e = io::Error::other(format!(
                     "{PER_CLIENT} lookups are pending for {client} already"
@@ -161,6 +190,11 @@ impl Resolver {
         2 * self.pool.threads()
     }
 
+    /// What it did so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
     }
@@ -173,6 +207,10 @@ impl Resolver {
             }
             let done = self.pool.try_recv()?;
             let failure = done.result.as_ref().err();
+            if done.resolved {
+                self.stats.latency.observe(done.took);
+            }
+            self.stats.failed += u64::from(failure.is_some());
             for waiter in self.lookups.finish(&done.name, failure, done.resolved, now) {
                 let result = match &done.result {
                     Ok(ips) => Ok(ips
@@ -258,6 +296,8 @@ mod tests {
             ]
         );
         assert!(resolver.try_recv(now).is_none());
+        assert_eq!(resolver.stats().local, 3);
+        assert_eq!(resolver.stats().system, 0);
     }
 
     #[test]
@@ -288,5 +328,9 @@ mod tests {
             assert_eq!((a.key, a.host.as_str()), (key, "127.1"));
             assert_eq!(a.result.unwrap(), vec!["127.0.0.1:80".parse().unwrap()]);
         }
+        // One lookup ran, the second asker joined it.
+        let stats = resolver.stats();
+        assert_eq!((stats.system, stats.joined, stats.failed), (1, 1, 0));
+        assert_eq!(stats.latency.count(), 1);
     }
 }

@@ -32,6 +32,8 @@ pub struct Done {
     pub result: Result<Vec<IpAddr>, Failure>,
     /// Whether `getaddrinfo` ran (not: skipped, its deadline passed).
     pub resolved: bool,
+    /// How long `getaddrinfo` took.
+    pub took: Duration,
 }
 
 #[derive(Default)]
@@ -205,13 +207,16 @@ fn run(work: Work, lookup: &Lookup) -> Done {
             name: work.name,
             result: Err(Failure::from_io(&io::Error::from(io::ErrorKind::TimedOut))),
             resolved: false,
+            took: Duration::ZERO,
         };
     }
+    let started = Instant::now();
     let result = lookup(&work.name).map_err(|e| Failure::from_io(&e));
     Done {
         name: work.name,
         result,
         resolved: true,
+        took: started.elapsed(),
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub mod files;
 pub mod http;
 #[cfg(target_os = "linux")]
 pub mod topology;

@@ -15,8 +15,9 @@
 //! exchange is [`Forward::run`] over the relay's pipes and a [`RingPool`]
 //! sized as the reactor's smallest. The keep-alive glue between two
 //! exchanges lives in `Conn` (`exchange_done`, `http_request`), which needs
-//! sockets and a reactor; it is reproduced here, step for step (see
-//! [`Session::exchange_done`] and [`Session::request`]). A request that
+//! sockets and a reactor; its decisions are shared
+//! ([`Forward::wind_up`]), and the rest is reproduced here, step for step
+//! (see [`Session::exchange_done`] and [`Session::request`]). A request that
 //! needs a new upstream connection (the origin closed, reset or sent more
 //! than its response) gets a new in-memory origin, as `Conn` connects anew.
 //!
@@ -44,397 +45,34 @@ use std::mem;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use super::forward::{Forward, Next};
+use super::fuzz_input::{pattern, Input};
 use super::handshake::{self, Handshake};
-use super::io::Ready;
 use super::relay::{Relay, Step};
 use super::reply::Outbox;
 use super::request::{HttpRequest, Target};
-use super::testio::Mem;
+use super::testio::MemPeer;
 use crate::auth::Credentials;
 use crate::http::{self, Body};
 use crate::ring::RingPool;
+
+mod plan;
+use plan::{plan, Exchange, Plan};
 
 /// The smallest ring the reactor accepts (one holds a whole request head).
 const RING: usize = http::MAX_HEAD;
 /// Runs without the session ending or moving before it is declared hung.
 const SETTLE_ROUNDS: usize = 10_000;
 
-/// The fuzz input, read a byte at a time; zeros once it runs out.
-struct Input<'a>(std::slice::Iter<'a, u8>);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        self.0.next().copied().unwrap_or(0)
-    }
-
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[usize::from(self.byte()) % from.len()]
-    }
-
-    fn one_in(&mut self, n: u8) -> bool {
-        self.byte() % n == n - 1
-    }
-
-    /// A body or chunk size: mostly small, up to about 56 KiB (past a ring).
-    fn size(&mut self) -> usize {
-        match self.byte() {
-            b @ 0..200 => usize::from(b),
-            b => usize::from(b - 200) * 1024 + usize::from(self.byte()),
-        }
-    }
-}
-
-/// `len` bytes that tell where they came from: order and mix-ups show.
-fn pattern(len: usize, seed: usize) -> Vec<u8> {
-    (0..len).map(|i| ((seed * 37 + i) % 251) as u8).collect()
-}
-
-/// A chunked body with fuzz-chosen chunk sizes, extensions and trailer.
-fn chunked(inp: &mut Input<'_>, seed: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for c in 0..inp.byte() % 4 {
-        let size = inp.size().max(1);
-        let hex = if inp.one_in(2) {
-            format!("{size:X}")
-        } else {
-            format!("{size:x}")
-        };
-        out.extend_from_slice(hex.as_bytes());
-        if inp.one_in(3) {
-            out.extend_from_slice(b";ext=1");
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend(pattern(size, seed + usize::from(c)));
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"0\r\n");
-    if inp.one_in(3) {
-        out.extend_from_slice(b"X-Trailer: t\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// Request headers the generator picks from: name, value, and whether the
-/// origin gets it (hop-by-hop headers, `Host` and what `Connection` lists
-/// are dropped).
-const REQUEST_HEADERS: [&[(&str, &str, bool)]; 9] = [
-    &[("Host", "elsewhere.test", false)],
-    &[("User-Agent", "fuzz/1.0", true)],
-    &[("accept", "*/*", true)],
-    &[("Proxy-Connection", "keep-alive", false)],
-    &[("Keep-Alive", "timeout=5", false)],
-    &[("TE", "trailers", false)],
-    &[("Proxy-Authorization", "Basic Zm9vOmJhcg==", false)],
-    &[
-        ("Connection", "keep-alive, X-Drop", false),
-        ("X-Drop", "1", false),
-    ],
-    &[("X-Seq", "42", true)],
-];
-
-const METHODS: [&str; 7] = ["GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH"];
-
-/// URL paths as the client writes them, and as the origin should get them.
-const PATHS: [(&str, &str); 6] = [
-    ("", "/"),
-    ("/", "/"),
-    ("/index.html", "/index.html"),
-    ("/a/b?c=d&e", "/a/b?c=d&e"),
-    ("?q=1", "/?q=1"),
-    ("/%7Euser/", "/%7Euser/"),
-];
-
-/// One exchange: what each side sends, and where it ends in each stream.
-struct Exchange {
-    method: &'static str,
-    body: Body,
-    /// The request says `Connection: close`.
-    close: bool,
-    /// The exchange ends the connection (its request or response says so).
-    closes: bool,
-    /// The response's body is close-delimited.
-    until_close: bool,
-    /// The origin answers once the head arrived (not the whole request).
-    early: bool,
-    /// The origin closes after the response (when it says it will).
-    closes_after: bool,
-    /// Ends in the client's stream of requests.
-    request_end: usize,
-    /// Starts and ends in the stream the origin should get.
-    head_start: usize,
-    head_end: usize,
-    forwarded_end: usize,
-    /// Ends in the origin's stream of responses: the interim ones, all.
-    interim_end: usize,
-    response_end: usize,
-}
-
-/// What the session is made of, before the script plays it.
-struct Plan {
-    target: Target,
-    exchanges: Vec<Exchange>,
-    /// The exchanges the proxy serves: up to the first that closes.
-    served: usize,
-    /// What the client sends, in order (pipelined as the script says).
-    requests: Vec<u8>,
-    /// What the origin should get.
-    forwarded: Vec<u8>,
-    /// What the origin sends, and the client should get (then, for a
-    /// fault, bytes past the last response).
-    responses: Vec<u8>,
-}
-
-fn plan(inp: &mut Input<'_>) -> Plan {
-    let (host, ip): (&str, Option<IpAddr>) = inp.pick(&[
-        ("origin.test", None),
-        ("127.0.0.1", Some(IpAddr::from([127, 0, 0, 1]))),
-        ("[::1]", Some(IpAddr::V6(Ipv6Addr::LOCALHOST))),
-    ]);
-    let port: Option<u16> = inp.pick(&[None, Some(80), Some(8080)]);
-    let authority = match port {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
-    let port = port.unwrap_or(80);
-    let host_header = if port == 80 {
-        host.to_string()
-    } else {
-        format!("{host}:{port}")
-    };
-    let target = match ip {
-        Some(ip) => Target::Addr(SocketAddr::new(ip, port)),
-        None => Target::Name(host.into(), port),
-    };
-    let mut p = Plan {
-        target,
-        exchanges: Vec::new(),
-        served: 0,
-        requests: Vec::new(),
-        forwarded: Vec::new(),
-        responses: Vec::new(),
-    };
-    let n = 1 + inp.byte() % 3;
-    for i in 0..usize::from(n) {
-        let x = exchange(inp, &mut p, i, &authority, &host_header);
-        let (close, closes) = (x.close, x.closes);
-        p.exchanges.push(x);
-        if closes && p.served == 0 {
-            p.served = i + 1;
-        }
-        if close {
-            break; // a client that said close sends no more
-        }
-    }
-    if p.served == 0 {
-        p.served = p.exchanges.len();
-    }
-    // Past the last response the proxy serves, a response nobody asked
-    // for: only an origin that sends ahead (a fault) sends it.
-    p.responses
-        .extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsmug");
-    p
-}
-
-/// Generates exchange `i` and appends it to the plan's streams.
-fn exchange(
-    inp: &mut Input<'_>,
-    p: &mut Plan,
-    i: usize,
-    authority: &str,
-    host_header: &str,
-) -> Exchange {
-    // The request.
-    let method = inp.pick(&METHODS);
-    let (path, origin_path) = inp.pick(&PATHS);
-    let (body, body_bytes) = match inp.byte() % 3 {
-        0 => (Body::None, Vec::new()),
-        1 => {
-            let n = inp.size();
-            (Body::Length(n as u64), pattern(n, 2 * i))
-        }
-        _ => (Body::Chunked, chunked(inp, 2 * i)),
-    };
-    let mut headers: Vec<(&str, String, bool)> = Vec::new();
-    for _ in 0..inp.byte() % 5 {
-        for &(name, value, kept) in inp.pick(&REQUEST_HEADERS) {
-            headers.push((name, value.to_string(), kept));
-        }
-    }
-    let framing = match body {
-        Body::Length(n) => Some((
-            inp.pick(&["Content-Length", "content-length"]),
-            n.to_string(),
-        )),
-        Body::Chunked => Some((
-            inp.pick(&["Transfer-Encoding", "transfer-encoding"]),
-            "chunked".to_string(),
-        )),
-        _ => None,
-    };
-    if let Some((name, value)) = framing {
-        let at = usize::from(inp.byte()) % (headers.len() + 1);
-        headers.insert(at, (name, value, true));
-    }
-    let close = inp.one_in(4);
-    if close {
-        headers.push(("Connection", "close".to_string(), false));
-    }
-    let early = inp.one_in(2);
-
-    let mut request = format!("{method} http://{authority}{path} HTTP/1.1\r\n");
-    let mut forwarded = format!("{method} {origin_path} HTTP/1.1\r\n");
-    for (name, value, kept) in &headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-        if *kept {
-            forwarded.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    request.push_str("\r\n");
-    forwarded.push_str(&format!("Host: {host_header}\r\n\r\n"));
-    p.requests.extend_from_slice(request.as_bytes());
-    p.requests.extend_from_slice(&body_bytes);
-    let head_start = p.forwarded.len();
-    p.forwarded.extend_from_slice(forwarded.as_bytes());
-    let head_end = p.forwarded.len();
-    p.forwarded.extend_from_slice(&body_bytes);
-
-    // The response: interim ones, then the final one.
-    for _ in 0..inp.byte() % 3 {
-        let interims: [&[u8]; 3] = [
-            b"HTTP/1.1 100 Continue\r\n\r\n",
-            b"HTTP/1.1 102 Processing\r\n\r\n",
-            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n",
-        ];
-        let interim = inp.pick(&interims);
-        p.responses.extend_from_slice(interim);
-    }
-    let interim_end = p.responses.len();
-    let status: u16 = inp.pick(&[200, 201, 204, 206, 304, 404, 500]);
-    let http10 = inp.one_in(8);
-    let no_body = method == "HEAD" || status == 204 || status == 304;
-    let mut kind = inp.byte() % 3;
-    if http10 && kind == 1 {
-        kind = 0; // chunked is HTTP/1.1's
-    }
-    let size = inp.size();
-    let says_close = inp.one_in(4);
-    let mut head = format!(
-        "HTTP/1.{} {status} Status\r\nServer: origin\r\n",
-        if http10 { 0 } else { 1 }
-    );
-    let payload = match kind {
-        0 => {
-            if status != 204 {
-                head.push_str(&format!("Content-Length: {size}\r\n"));
-            }
-            pattern(size, 2 * i + 1)
-        }
-        1 => {
-            head.push_str("Transfer-Encoding: chunked\r\n");
-            chunked(inp, 2 * i + 1)
-        }
-        _ => pattern(size, 2 * i + 1),
-    };
-    if says_close {
-        head.push_str("Connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    p.responses.extend_from_slice(head.as_bytes());
-    if !no_body {
-        p.responses.extend_from_slice(&payload);
-    }
-    let until_close = !no_body && kind == 2;
-    let closes_after = until_close || inp.one_in(2);
-    Exchange {
-        method,
-        body,
-        close,
-        closes: close || until_close || http10 || says_close,
-        until_close,
-        early,
-        closes_after,
-        request_end: p.requests.len(),
-        head_start,
-        head_end,
-        forwarded_end: p.forwarded.len(),
-        interim_end,
-        response_end: p.responses.len(),
-    }
-}
-
-/// One peer: what it has to send, what it sent and what it got.
-struct Peer {
-    mem: Mem,
-    ready: Ready,
-    /// How much of its stream it sent.
-    sent: usize,
-    /// What it read of what the proxy wrote to it.
-    got: Vec<u8>,
-    eof: bool,
-    reset: bool,
-}
+/// One peer: how much of its stream it sent, and what it got.
+type Peer = MemPeer<usize>;
 
 impl Peer {
-    fn new(room: usize) -> Peer {
-        Peer {
-            mem: Mem::new(room),
-            ready: Ready::BOTH,
-            sent: 0,
-            got: Vec::new(),
-            eof: false,
-            reset: false,
-        }
-    }
-
     /// Sends its stream up to `limit`, at most `n` bytes: readable edge.
     fn send(&mut self, stream: &[u8], limit: usize, n: usize) {
         let end = limit.min(self.sent.saturating_add(n));
-        if self.eof || self.reset || end <= self.sent {
-            return;
+        if end > self.sent && self.push(&stream[self.sent..end]) {
+            self.sent = end;
         }
-        self.mem.send(&stream[self.sent..end]);
-        self.sent = end;
-        self.ready.readable = true;
-    }
-
-    fn send_eof(&mut self) {
-        if self.eof || self.reset {
-            return;
-        }
-        self.eof = true;
-        self.mem.eof = true;
-        self.ready.readable = true;
-        self.ready.read_closed = true;
-    }
-
-    fn send_reset(&mut self) {
-        if self.reset {
-            return;
-        }
-        self.reset = true;
-        self.mem.reset = true;
-        self.mem.gone = true;
-        self.ready = Ready {
-            readable: true,
-            writable: true,
-            read_closed: true,
-            error: true,
-        };
-    }
-
-    /// Reads up to `n` of what was written to it: writable edge.
-    fn read(&mut self, n: usize) {
-        let n = n.min(self.mem.written.len());
-        self.got.extend(self.mem.written.drain(..n));
-        if n > 0 {
-            self.ready.writable = true;
-        }
-    }
-
-    fn set_room(&mut self, room: usize) {
-        self.mem.room = room.max(self.mem.written.len());
-        self.ready.writable = true;
     }
 
     /// What reached it: read, or waiting to be.
@@ -781,28 +419,20 @@ impl Session {
         }
         self.done += 1;
 
-        let leftover = self
-            .relay
-            .up
-            .ring
-            .as_mut()
-            .map(|ring| {
-                ring.make_contiguous();
-                ring.data().to_vec()
-            })
-            .unwrap_or_default();
-        let client_eof = self.relay.up.eof;
-        self.relay.up.release(&mut self.pool);
-        self.open = self.relay.down.pending() == 0;
+        let end = fwd.wind_up(&mut self.relay, &mut self.pool);
+        self.open = end.upstream_clean;
         if !self.open {
             // It sent more than its response: the upstream is dropped.
             self.relay.release(&mut self.pool);
         }
-        if fwd.closes() || (client_eof && leftover.is_empty()) {
+        if end.closes {
             return self.end(End::Closed);
         }
         assert_eq!(self.pool.lent(), 0, "a kept-alive connection holds a ring");
-        self.phase = Phase::Head(Handshake::next_http(leftover, client_eof), Some(fwd));
+        self.phase = Phase::Head(
+            Handshake::next_http(end.leftover, end.client_eof),
+            Some(fwd),
+        );
         true
     }
 
@@ -881,7 +511,7 @@ pub fn forward_session_traced(data: &[u8]) {
 }
 
 fn play(data: &[u8], trace: bool) {
-    let mut inp = Input(data.iter());
+    let mut inp = Input::new(data);
     let faults = inp.one_in(2);
     let client = Peer::new(usize::from(inp.byte()));
     let origin = Peer::new(usize::from(inp.byte()));
@@ -911,7 +541,8 @@ fn play(data: &[u8], trace: bool) {
         origin_checked: 0,
         trace,
     };
-    while let Some(op) = inp.0.next().copied() {
+    while !inp.done() {
+        let op = inp.byte();
         let arg = usize::from(inp.byte());
         match op % 12 {
             0 => s.client_send(arg + 1),
@@ -1021,28 +652,9 @@ mod tests {
     /// The committed seeds and every crash found, replayed.
     #[test]
     fn committed_corpus_holds_the_properties() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-        let mut n = 0;
-        for dir in ["corpus/conn_forward", "regressions/conn_forward"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-                continue;
-            };
-            for e in entries {
-                let path = e.unwrap().path();
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                if dir.starts_with("corpus") && !name.starts_with("seed-") {
-                    continue;
-                }
-                let data = std::fs::read(&path).unwrap();
-                let run = std::panic::catch_unwind(|| forward_session(&data));
-                assert!(run.is_ok(), "{} fails", path.display());
-                n += 1;
-            }
-        }
-        assert!(
-            n >= 5,
-            "expected the committed conn_forward seeds, found {n}"
-        );
+        super::super::fuzz_input::replay_committed("conn_forward", 5, |data| {
+            forward_session(data);
+        });
     }
 
     #[test]
