@@ -689,3 +689,36 @@ fn an_interface_after_the_port_picks_the_way_to_the_upstream() {
         tail(&out, 10)
     );
 }
+
+/// The metrics endpoint names a proxy link by its URL, password redacted,
+/// in both renderings.
+#[test]
+fn metrics_show_a_proxy_link_without_its_password() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let guarded = Proxy::start(&["--auth", "alice:metrics-secret", "127.0.0.3"]);
+    let front = Proxy::start(&[
+        "--metrics",
+        "0",
+        &format!("socks5://alice:metrics-secret@{}", guarded.addr),
+    ]);
+    assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.3"));
+    let out = front.stdout();
+    let metrics: SocketAddr = out
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics line:\n{out}"));
+    for path in ["/metrics", "/status"] {
+        let mut s = TcpStream::connect(metrics).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let body = String::from_utf8(read_to_eof(&mut s)).unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{path}: {body}");
+        assert!(!body.contains("metrics-secret"), "{path}: {body}");
+        assert!(
+            body.contains(&format!("socks5://alice:***@{}", guarded.addr)),
+            "{path}: {body}"
+        );
+    }
+}
