@@ -167,9 +167,35 @@ pub struct StartArgs {
     pub log_file: Option<std::path::PathBuf>,
 
     /// Network interface IP addresses (or interface names) to dispatch to, as
-    /// <address>[/weight] [default: every usable address]
-    #[arg(value_name = "ADDRESS")]
+    /// <address>[/weight] [default: every usable address]; or other proxies,
+    /// as socks5://[user:pass@]host:port[@iface][/weight] (socks5h:// has the proxy
+    /// resolve names; http:// uses CONNECT)
+    #[arg(value_name = "ADDRESS", value_parser = AddressParser)]
     pub addresses: Vec<WeightedAddr>,
+}
+
+/// Parses an `ADDRESS`; a value that does not parse is echoed with any
+/// password in it redacted (clap's own message would show it whole).
+#[derive(Clone)]
+struct AddressParser;
+
+impl clap::builder::TypedValueParser for AddressParser {
+    type Value = WeightedAddr;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<WeightedAddr, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse().map_err(|why: String| {
+            let arg = arg.map_or_else(|| "ADDRESS".to_string(), ToString::to_string);
+            let shown = crate::upstream_proto::redact_typed(&text);
+            let msg = format!("invalid value '{shown}' for '{arg}': {why}\n");
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, msg).with_cmd(cmd)
+        })
+    }
 }
 
 /// The longest timeout accepted: a day. Anything longer is a typo, and would
@@ -217,6 +243,8 @@ pub enum AddrSpec {
     Ip(IpAddr),
     /// An interface name (or a typo: only [`crate::config`] can tell).
     Name(String),
+    /// Another proxy: `socks5://`, `socks5h://` or `http://`.
+    Proxy(crate::upstream_proto::ProxyUrl),
 }
 
 impl fmt::Display for AddrSpec {
@@ -224,6 +252,7 @@ impl fmt::Display for AddrSpec {
         match self {
             AddrSpec::Ip(ip) => ip.fmt(f),
             AddrSpec::Name(name) => f.write_str(name),
+            AddrSpec::Proxy(url) => url.fmt(f),
         }
     }
 }
@@ -241,8 +270,14 @@ impl FromStr for WeightedAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        // The last '/': an IPv6 address has none, a weight cannot have one.
-        let (addr, weight) = match s.rsplit_once('/') {
+        // The last '/': an IPv6 address has none, a weight cannot have one
+        // (nor can a proxy URL after its `scheme://`).
+        let url = crate::upstream_proto::is_url(s);
+        let split = match s.rsplit_once('/') {
+            Some((addr, _)) if url && !addr.contains("://") => None,
+            found => found,
+        };
+        let (addr, weight) = match split {
             Some((addr, weight)) => (addr, Some(weight)),
             None => (s, None),
         };
@@ -260,6 +295,7 @@ impl FromStr for WeightedAddr {
         }
         let addr = match addr.parse() {
             Ok(ip) => AddrSpec::Ip(ip),
+            Err(_) if url => AddrSpec::Proxy(addr.parse().map_err(|e| format!("{e}"))?),
             Err(_) => AddrSpec::Name(addr.to_string()),
         };
         Ok(WeightedAddr {
@@ -455,6 +491,24 @@ mod tests {
             let err = Cli::try_parse_from(argv).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{argv:?}");
         }
+    }
+
+    #[test]
+    fn proxy_links_take_a_weight_after_the_port() {
+        let w = "socks5://al:p%2Fw@127.0.0.1:1080/3"
+            .parse::<WeightedAddr>()
+            .unwrap();
+        assert_eq!((w.weight.get(), w.weighted), (3, true));
+        assert_eq!(w.addr.to_string(), "socks5://al:***@127.0.0.1:1080");
+        let w = "http://[::1]:3128".parse::<WeightedAddr>().unwrap();
+        assert_eq!((w.weight.get(), w.weighted), (1, false));
+        assert!(matches!(w.addr, AddrSpec::Proxy(_)));
+        let e = "socks5://h/2".parse::<WeightedAddr>().unwrap_err();
+        assert!(e.contains("no port"), "{e}");
+        let e = "socks5://al:hunter2@h:1/x"
+            .parse::<WeightedAddr>()
+            .unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::balance::Strategy;
 use crate::cli::{self, AddrSpec, StartArgs};
 use crate::iface::Interface;
 use crate::learned;
-use crate::links::{Follow, LinkSpec, MAX_LINKS};
+use crate::links::{Follow, LinkSpec, ProxySpec, MAX_LINKS};
 use std::path::PathBuf;
 
 /// Everything the reactor needs to run.
@@ -20,6 +20,8 @@ use std::path::PathBuf;
 pub struct Config {
     pub listen: SocketAddr,
     pub targets: Vec<LinkSpec>,
+    /// Links that are other proxies.
+    pub proxies: Vec<ProxySpec>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     /// How long a BIND waits for its incoming connection.
@@ -77,6 +79,7 @@ impl Config {
         Config {
             listen,
             targets,
+            proxies: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             bind_timeout: Duration::from_secs(120),
@@ -134,6 +137,10 @@ pub enum ConfigError {
     BadAuth,
     /// An `--auth-file` that cannot be read or parsed.
     AuthFile(PathBuf, io::Error),
+    /// An upstream proxy whose host does not resolve (shown redacted).
+    ProxyHost(String, io::Error),
+    /// The same upstream proxy given twice.
+    DuplicateProxy(String),
 }
 
 const SEE_LIST: &str = "`dispatch list` shows the ones you can use";
@@ -173,6 +180,12 @@ impl fmt::Display for ConfigError {
                 "cannot use the auth file {}: {e}; it needs one user:pass a line",
                 path.display()
             ),
+            ConfigError::ProxyHost(url, e) => {
+                write!(f, "cannot find the upstream proxy {url}: {e}")
+            }
+            ConfigError::DuplicateProxy(url) => {
+                write!(f, "the upstream proxy {url} is given more than once; give it once")
+            }
             ConfigError::TooMany(n) => write!(
                 f,
                 "{n} addresses to dispatch to; at most {MAX_LINKS} are supported, give fewer"
@@ -207,7 +220,32 @@ pub fn build(
 ) -> Result<Config, ConfigError> {
     let mut follow = Follow::default();
     let mut waiting = Vec::new();
-    let targets = if args.addresses.is_empty() {
+    let mut proxies: Vec<ProxySpec> = Vec::new();
+    for wa in &args.addresses {
+        if let AddrSpec::Proxy(url) = &wa.addr {
+            let addr = proxy_addr(url).map_err(|e| ConfigError::ProxyHost(url.to_string(), e))?;
+            // (The same proxy through two interfaces is two links.)
+            let same = |p: &ProxySpec| {
+                p.addr == addr && p.url.scheme == url.scheme && p.url.iface == url.iface
+            };
+            if proxies.iter().any(same) {
+                return Err(ConfigError::DuplicateProxy(url.to_string()));
+            }
+            proxies.push(ProxySpec {
+                url: url.clone(),
+                addr,
+                weight: wa.weight,
+            });
+        }
+    }
+    let interfaces_given = args
+        .addresses
+        .iter()
+        .any(|a| !matches!(a.addr, AddrSpec::Proxy(_)));
+    let targets = if !interfaces_given && !proxies.is_empty() {
+        // Only upstream proxies: no interface is a link.
+        Vec::new()
+    } else if args.addresses.is_empty() {
         follow.uplinks = Some(args.exclude.clone());
         uplinks(ifaces, &args.exclude)
     } else {
@@ -218,6 +256,9 @@ pub fn build(
         for wa in &args.addresses {
             if let AddrSpec::Name(name) = &wa.addr {
                 follow.named.push((name.clone(), wa.weight));
+            }
+            if let AddrSpec::Proxy(_) = &wa.addr {
+                continue;
             }
             let found = resolve(&wa.addr, wa.weight, ifaces, &bind)?;
             if found.is_empty() {
@@ -234,8 +275,8 @@ pub fn build(
         }
         targets
     };
-    if targets.len() > MAX_LINKS {
-        return Err(ConfigError::TooMany(targets.len()));
+    if targets.len() + proxies.len() > MAX_LINKS {
+        return Err(ConfigError::TooMany(targets.len() + proxies.len()));
     }
     // Weights given are meant: they keep their meaning unless told otherwise.
     let balance = match args.balance {
@@ -256,6 +297,7 @@ pub fn build(
     let mut config = Config {
         listen: SocketAddr::new(args.ip, args.port),
         targets,
+        proxies,
         handshake_timeout: args.handshake_timeout,
         connect_timeout: args.connect_timeout,
         bind_timeout: args.bind_timeout,
@@ -283,6 +325,19 @@ pub fn build(
         .map_err(|e| ConfigError::AuthFile(config.auth_file.clone().unwrap_or_default(), e))?;
     config.access = Access::new(args.ip, args.allow.clone(), credentials.required());
     Ok(config)
+}
+
+/// Where an upstream proxy listens: its host resolved once, at start (the
+/// first address the system gives).
+fn proxy_addr(url: &crate::upstream_proto::ProxyUrl) -> io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = url.host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, url.port));
+    }
+    (url.host.as_str(), url.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no address"))
 }
 
 /// The targets one `ADDRESS` stands for.
@@ -320,6 +375,7 @@ fn resolve(
         }
         // An interface that does not exist yet, or has no usable address
         // yet, has no link now; it gets its links when it does.
+        AddrSpec::Proxy(_) => Ok(Vec::new()),
         AddrSpec::Name(name) => Ok(ifaces
             .iter()
             .find(|i| &i.name == name)
@@ -619,5 +675,48 @@ mod tests {
         }
         let err = test_bind(foreign).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable);
+    }
+    #[test]
+    fn proxies_mix_with_interfaces_or_stand_alone() {
+        let config = build_from(&[
+            "eth0",
+            "socks5h://al:pw@127.0.0.1:9050/2",
+            "http://[::1]:3128",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.targets,
+            vec![
+                named("192.168.1.5", 1, "eth0"),
+                named("2001:db8::5", 1, "eth0")
+            ]
+        );
+        let shown: Vec<String> = config
+            .proxies
+            .iter()
+            .map(|p| format!("{} {} {}", p.url, p.addr, p.weight))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "socks5h://al:***@127.0.0.1:9050 127.0.0.1:9050 2",
+                "http://[::1]:3128 [::1]:3128 1"
+            ]
+        );
+        assert_eq!(config.balance, Strategy::Weights, "a weight was written");
+        // Only proxies: no interface is a link, not even the uplinks.
+        let config = build_from(&["socks5://127.0.0.1:1080"]).unwrap();
+        assert!(config.targets.is_empty());
+        assert_eq!(config.follow, Follow::default());
+        assert_eq!(config.proxies.len(), 1);
+    }
+
+    #[test]
+    fn a_proxy_given_twice_is_refused_redacted() {
+        let e = build_from(&["socks5://al:pw@127.0.0.1:1080", "socks5://127.0.0.1:1080/2"])
+            .unwrap_err();
+        let shown = e.to_string();
+        assert!(matches!(e, ConfigError::DuplicateProxy(_)), "{shown}");
+        assert!(!shown.contains(":pw@"), "{shown}");
     }
 }

@@ -7,6 +7,7 @@
 //! | module      | owns                                                          | I/O? |
 //! |-------------|---------------------------------------------------------------|------|
 //! | `socks`     | SOCKS5/4/4a messages: parse requests, emit replies            | no   |
+//! | `upstream_proto` | proxy links: their URLs, our handshake with them     | no   |
 //! | `http`      | HTTP proxy requests: heads, body framing, rewrite, own replies | no   |
 //! | `auth`      | credentials, Basic headers, client address ranges             | no   |
 //! | `ring`      | fixed-capacity byte ring and the free list rings come from    | no   |
@@ -51,4 +52,5 @@ pub mod socks;
 pub mod splice;
 pub mod sys;
 pub mod udp_table;
+pub mod upstream_proto;
 pub mod wrr;

@@ -29,7 +29,10 @@ use crate::sys::Device;
 use crate::wrr::Selector;
 
 mod health;
+mod proxies;
 mod select;
+
+pub use proxies::{Proxy, ProxySpec, Route};
 
 pub const FAILURES_TO_DOWN: u32 = 3;
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -113,6 +116,8 @@ pub struct Link {
     /// Smoothed time a connect through it takes (about one round trip).
     srtt: Option<Duration>,
     pub stats: Stats,
+    /// For a link that is another proxy: which, and how it is reached.
+    proxy: Option<Box<Proxy>>,
 }
 
 impl Link {
@@ -137,6 +142,7 @@ impl Link {
             failures_in_row: 0,
             srtt: None,
             stats: Stats::default(),
+            proxy: None,
         }
     }
 
@@ -165,8 +171,12 @@ impl Link {
         self.srtt
     }
 
-    /// `eth0 192.168.1.5`, or the address alone when no interface is known.
+    /// `eth0 192.168.1.5`, or the address alone when no interface is known;
+    /// a proxy's URL, its password redacted.
     pub fn label(&self) -> String {
+        if let Some(p) = &self.proxy {
+            return p.url.to_string();
+        }
         let ip = self.ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
         match &self.iface {
             Some(name) => format!("{name} {ip}"),
@@ -242,6 +252,8 @@ pub struct Links {
     links: Vec<Link>,
     v4: Selector<usize>,
     v6: Selector<usize>,
+    /// Proxies and interfaces as routes (see [`Links::pick_route`]).
+    routes: Selector<Route>,
     /// A link failed: the interfaces should be re-read soon.
     refresh: bool,
     /// Which address family leads when a name has both (Happy Eyeballs).
@@ -275,6 +287,7 @@ impl Links {
         let mut links = Links {
             v4: Selector::new([]),
             v6: Selector::new([]),
+            routes: Selector::new([]),
             links,
             refresh: false,
             families: Families::default(),
@@ -316,7 +329,10 @@ impl Links {
         match self.reach(std::net::SocketAddr::new(remote, 0)) {
             Reach::Direct => true,
             Reach::Only(set) => set != 0,
-            Reach::Any => self.links.iter().any(|l| l.ipv6 == remote.is_ipv6()),
+            Reach::Any => self
+                .links
+                .iter()
+                .any(|l| l.ipv6 == remote.is_ipv6() && l.proxy.is_none()),
         }
     }
 

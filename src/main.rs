@@ -77,6 +77,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
 
     let listen = config.listen;
     let targets = config.targets.clone();
+    let proxies = config.proxies.clone();
     let waiting = config.waiting.clone();
     let metrics_addr = config.metrics;
     let mut reactor = Reactor::new(config).map_err(|e| match e.kind() {
@@ -106,6 +107,13 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         args.addresses.is_empty(),
         &destination,
     ));
+    // Proxies are shown by their URL, whose Display redacts the password.
+    for p in &proxies {
+        say(&format!(
+            "  {}  upstream proxy  weight {}\n",
+            p.url, p.weight
+        ));
+    }
     if let Some(addr) = metrics {
         say(&format!("metrics on http://{addr}/metrics and /status\n"));
         log::info!("serving metrics on http://{addr}/metrics and /status");
@@ -121,6 +129,11 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     let list: Vec<String> = targets
         .iter()
         .map(|t| format!("{} (weight {})", t.ip, t.weight))
+        .chain(
+            proxies
+                .iter()
+                .map(|p| format!("{} (weight {})", p.url, p.weight)),
+        )
         .collect();
     log::info!(
         "dispatch {} listening on {local}, dispatching to {}",

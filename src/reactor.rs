@@ -217,7 +217,8 @@ impl Reactor {
         let binding = binding(&config, &ifaces);
         let links = Links::new(config.targets.clone(), &ifaces, binding == Binding::Device)
             .following(config.follow.clone())
-            .balancing(config.balance, config.learned.clone());
+            .balancing(config.balance, config.learned.clone())
+            .with_proxies(config.proxies.clone());
         let local_ips = all_addrs(&ifaces);
         let watcher = Watcher::spawn(ifaces, IFACE_PERIOD, Arc::clone(&waker))?;
         Ok(Reactor {
@@ -627,6 +628,7 @@ impl Reactor {
     }
 
     fn reload_auth(&mut self) {
+        self.links.unlock_proxies(Instant::now());
         let Some(path) = &self.auth_file else {
             log::info!("SIGHUP: no --auth-file to re-read");
             return;

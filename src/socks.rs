@@ -344,7 +344,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Status<Request<'_>>, ParseError> {
 }
 
 /// Parses `ATYP DST.ADDR DST.PORT`, as requests and UDP headers carry it.
-fn parse_addr(buf: &[u8]) -> Result<Status<Dest<'_>>, ParseError> {
+pub fn parse_addr(buf: &[u8]) -> Result<Status<Dest<'_>>, ParseError> {
     const ADDR: usize = 1;
     let Some(&atyp) = buf.first() else {
         return Ok(Status::Partial);

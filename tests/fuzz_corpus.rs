@@ -90,6 +90,20 @@ fn addr_spec_corpus_holds_the_properties() {
 }
 
 #[test]
+fn upstream_parse_corpus_holds_the_properties() {
+    replay("upstream_parse", 10, |data| {
+        props::check_upstream(data);
+        props::check_upstream_parsers(data.get(2..).unwrap_or(&[]));
+        // The same replies, one byte per read.
+        if data.len() >= 2 {
+            let mut bytewise = data.to_vec();
+            bytewise[1] = 1;
+            props::check_upstream(&bytewise);
+        }
+    });
+}
+
+#[test]
 fn the_chunking_layout_is_what_the_docs_say() {
     // Chunks of 2 then 3 bytes, repeated, over a 7-byte message.
     let input = props::make_input(&[2, 3], b"abcdefg");

@@ -15,8 +15,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use dispatch::cli::WeightedAddr;
+use dispatch::cli::{AddrSpec, WeightedAddr};
 use dispatch::socks::{self, consts, Dest, ParseError, Protocol, Reply, Request, Status, Version};
+use dispatch::upstream_proto::{self, Handshake, ProxyUrl, Step};
 use dispatch::{auth, http};
 
 /// Longest SOCKS4a request `Request::emit` writes: `VN CD PORT IP`, an empty
@@ -367,6 +368,11 @@ pub fn check_addr_spec(data: &[u8]) {
     let Ok(spec) = text.parse::<WeightedAddr>() else {
         return;
     };
+    if let AddrSpec::Proxy(url) = &spec.addr {
+        let after_scheme = text.split_once("://").map_or("", |(_, rest)| rest);
+        assert_eq!(spec.weighted, after_scheme.contains('/'), "{text:?}");
+        return check_proxy_url(&text, url);
+    }
     assert_eq!(spec.weighted, text.contains('/'), "{text:?}");
     let again = format!("{}/{}", spec.addr, spec.weight);
     assert_eq!(
@@ -595,5 +601,111 @@ pub fn check_udp(data: &[u8]) {
                 other => panic!("emitted header {:?} parsed as {other:?}", &out[..len]),
             }
         }
+    }
+}
+
+/// A proxy link as written: shown, it never holds its password, and the
+/// redacted form names the same proxy.
+fn check_proxy_url(text: &str, url: &ProxyUrl) {
+    let shown = url.to_string();
+    if let Some((user, pass)) = &url.credentials {
+        assert!(shown.contains(":***@"), "{shown:?}");
+        // (A password that is also in the rest of the URL is found there.)
+        let rest = format!("{} {user} {}", url.scheme.as_str(), url.host_port());
+        if !pass.is_empty() && !rest.contains(pass.as_str()) && !"***".contains(pass.as_str()) {
+            assert!(
+                !shown.contains(pass.as_str()),
+                "{text:?} shown as {shown:?}"
+            );
+            assert!(!format!("{url:?}").contains(pass.as_str()));
+        }
+    }
+    let again: ProxyUrl = shown.parse().unwrap_or_else(|e| panic!("{shown:?}: {e}"));
+    assert_eq!(
+        (again.scheme, &again.host, again.port),
+        (url.scheme, &url.host, url.port),
+        "{text:?} shown as {shown:?}"
+    );
+}
+
+/// # Input layout for [`check_upstream`]
+///
+/// `data[0]` picks the proxy: bits 0-1 the scheme (socks5, socks5h, http,
+/// http), bit 2 credentials, bit 3 a name as the target; `data[1]` is the
+/// length of each read (0 counts as 1). The rest is what the upstream
+/// sends, delivered in reads of that length.
+///
+/// Properties: nothing panics; a complete reply takes at least one byte and
+/// no more than there are, and every shorter prefix of it is partial (a
+/// reply is never read past its end, nor cut early); an error shows no
+/// credential.
+pub fn check_upstream(data: &[u8]) {
+    let (Some(&pick), Some(&step)) = (data.first(), data.get(1)) else {
+        return;
+    };
+    let stream = &data[2..];
+    let scheme = ["socks5", "socks5h", "http", "http"][usize::from(pick & 3)];
+    let creds = if pick & 4 != 0 { "al:fuzz-secret@" } else { "" };
+    let url: ProxyUrl = format!("{scheme}://{creds}127.0.0.1:1080").parse().unwrap();
+    let dest = if pick & 8 != 0 {
+        Dest::Name("example.com", 443)
+    } else {
+        Dest::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 80))
+    };
+    let mut hs = Handshake::new(&url, dest);
+    let step = usize::from(step).max(1);
+    let (mut start, mut have) = (0, 0);
+    loop {
+        let sent = hs.to_send().len();
+        hs.sent(sent);
+        have = (have + step).min(stream.len());
+        let before = hs.clone();
+        match hs.on_input(&stream[start..have]) {
+            Ok(Status::Partial) if have == stream.len() => return,
+            Ok(Status::Partial) => {}
+            Ok(Status::Complete(got, n)) => {
+                assert!(n > 0 && start + n <= have, "took {n} of {}", have - start);
+                for cut in 0..n {
+                    let mut again = before.clone();
+                    assert_eq!(
+                        again.on_input(&stream[start..start + cut]),
+                        Ok(Status::Partial),
+                        "prefix of {cut} of a {n}-byte reply"
+                    );
+                }
+                start += n;
+                have = start;
+                if let Step::Established(_) = got {
+                    assert!(hs.is_done());
+                    return;
+                }
+            }
+            Err(e) => {
+                let shown = format!("{e} {e:?}");
+                assert!(!shown.contains("fuzz-secret"), "{shown}");
+                let _ = (e.blame(), e.reply());
+                return;
+            }
+        }
+        if have == stream.len() && start == have {
+            return;
+        }
+    }
+}
+
+/// The pure reply parsers alone: a complete message is never longer than
+/// the input, and its prefixes are partial.
+pub fn check_upstream_parsers(data: &[u8]) {
+    if let Ok(Status::Complete(_, n)) = upstream_proto::parse_socks5_reply(data) {
+        assert!(n <= data.len());
+        for cut in 0..n {
+            assert_eq!(
+                upstream_proto::parse_socks5_reply(&data[..cut]),
+                Ok(Status::Partial)
+            );
+        }
+    }
+    if let Ok(Status::Complete(_, n)) = upstream_proto::parse_connect_response(data) {
+        assert!(n <= data.len());
     }
 }

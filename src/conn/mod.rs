@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! Handshake ─► Resolving ─► Connecting ─► Relaying ─► closed
-//!     │            │             │       or Forwarding (HTTP: back to Handshake)
+//!     │            │   └─► ViaProxy ─┤   or Forwarding (HTTP: back to Handshake)
+//!     │            │             │       (a proxy that fails: the next route)
 //!     │            └─────────────┴───────────┼──► Closing (final reply, linger) ─► closed
 //!     ├─► Associated (UDP ASSOCIATE) ─► closed
 //!     └─► Binding (BIND) ─► Relaying
@@ -16,6 +17,8 @@
 //! | `steps`     | the connection in each state: the transitions                |
 //! | `handshake` | sniff, SOCKS5/4/4a and HTTP heads, credentials               |
 //! | `connect`   | link choice, failover across links and addresses             |
+//! | `routing`   | the route when links are proxies: a proxy or the interfaces  |
+//! | `via_proxy` | connecting through a proxy link: its handshake, its blame    |
 //! | `relay`     | bytes both ways: half-close, back-pressure, resets           |
 //! | `relaying`  | a relaying connection's upstream, activity and timeouts      |
 //! | `closing`   | after a final reply: EOF, then linger for the client's       |
@@ -60,10 +63,12 @@ mod relay;
 mod relaying;
 mod reply;
 mod request;
+mod routing;
 mod steps;
 mod token;
 mod udp;
 mod upstream;
+mod via_proxy;
 
 #[cfg(any(test, feature = "fuzzing"))]
 mod fuzz_input;
@@ -98,6 +103,7 @@ use reply::Outbox;
 use request::{Client, HttpRequest, SocksRequest, Target};
 use udp::Assoc;
 use upstream::Upstream;
+use via_proxy::ViaProxy;
 
 /// What the reactor should do with a connection after calling it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +122,9 @@ struct Pending {
     client: Client,
     pipelined: Vec<u8>,
     fwd: Option<Box<Forward>>,
+    /// Through this proxy link once the name resolves (a `socks5://` link
+    /// passes addresses), and the proxies tried before it.
+    via: Option<(usize, crate::links::Tried)>,
 }
 
 /// What a finished HTTP forward exchange leaves for the next request: the
@@ -131,6 +140,8 @@ enum State {
     Handshake(Handshake, Option<Box<KeptAlive>>),
     Resolving(Pending),
     Connecting(Connecting, Pending),
+    /// Connecting through a link that is another proxy, and its handshake.
+    ViaProxy(ViaProxy, Pending),
     Relaying(Relaying),
     /// An HTTP forward request's exchange with its origin.
     Forwarding(Relaying, Box<Forward>),
@@ -151,6 +162,7 @@ impl State {
             State::Handshake(h, _) => h.phase().name(),
             State::Resolving(_) => "resolving",
             State::Connecting(..) => "connecting",
+            State::ViaProxy(..) => "connecting via proxy",
             State::Relaying(_) => "relaying",
             State::Forwarding(..) => "forwarding",
             State::Associated(_) => "associated",
@@ -291,6 +303,7 @@ impl Conn {
             }
             State::Connecting(c, _) => c.in_flight(),
             State::Relaying(_) | State::Forwarding(..) | State::Binding(..) => 1,
+            State::ViaProxy(..) => 1,
             State::Associated(assoc) => assoc.sockets(),
             State::Resolving(_) | State::Closing(_) | State::Done => 0,
         }
@@ -316,6 +329,7 @@ impl Conn {
             },
             (Side::Upstream, State::Relaying(r) | State::Forwarding(r, _)) => &mut r.upstream.ready,
             (Side::Upstream, State::Binding(b, _)) => b.ready_mut(),
+            (Side::Upstream, State::ViaProxy(v, _)) => v.ready_mut(),
             (Side::Upstream, State::Handshake(_, Some(kept))) => match &mut kept.open {
                 Some(r) => &mut r.upstream.ready,
                 None => return,
@@ -336,6 +350,7 @@ impl Conn {
                 State::Handshake(hs, kept) => self.handshake(ctx, hs, kept),
                 State::Resolving(pending) => self.waiting(State::Resolving(pending)),
                 State::Connecting(c, pending) => self.connecting(ctx, c, pending),
+                State::ViaProxy(v, pending) => self.via_proxy(ctx, v, pending),
                 State::Relaying(r) => self.relaying(ctx, r),
                 State::Forwarding(r, fwd) => self.forwarding(ctx, r, fwd),
                 State::Associated(assoc) => self.associated(ctx, assoc),
@@ -407,6 +422,10 @@ impl Conn {
                 let next = c.on_timer(ctx, self.handle, ctx.timeouts.connect);
                 self.connect_step(ctx, c, pending, next)
             }
+            State::ViaProxy(v, pending) => {
+                let next = v.on_timer(ctx, self.handle);
+                self.via_step(ctx, None, pending, next)
+            }
             State::Binding(b, pending) => {
                 b.close(ctx);
                 let reason = "no connection came to BIND";
@@ -459,6 +478,7 @@ impl Conn {
         match mem::replace(&mut self.state, State::Done) {
             State::Handshake(_, Some(kept)) => close_kept(ctx, *kept),
             State::Connecting(c, _) => c.abandon(ctx),
+            State::ViaProxy(v, _) => v.abandon(ctx),
             State::Relaying(r) | State::Forwarding(r, _) => r.close(ctx),
             State::Associated(assoc) => assoc.close(ctx),
             State::Binding(b, _) => b.close(ctx),
@@ -535,8 +555,17 @@ impl Conn {
 
     // --- connecting ------------------------------------------------------
 
-    /// A CONNECT: to an address at once, or to a name once it resolves.
+    /// A CONNECT: through a proxy link or the interfaces (see `routing`).
     fn connect(&mut self, ctx: &mut Ctx<'_>, pending: Pending, target: Target) -> Step {
+        if ctx.links.has_proxies() {
+            return self.route(ctx, pending, target, 0);
+        }
+        self.connect_direct(ctx, pending, target)
+    }
+
+    /// Through the interfaces: to an address at once, or to a name once it
+    /// resolves.
+    fn connect_direct(&mut self, ctx: &mut Ctx<'_>, pending: Pending, target: Target) -> Step {
         let client = pending.client;
         let lookup = match &target {
             Target::Addr(addr) => Err(*addr),
@@ -575,6 +604,9 @@ impl Conn {
         pending: Pending,
         result: std::io::Result<Vec<SocketAddr>>,
     ) -> Step {
+        if pending.via.is_some() {
+            return self.resolved_via(ctx, pending, result);
+        }
         let client = pending.client;
         let addrs = match result {
             Ok(addrs) => addrs,

@@ -40,11 +40,12 @@ impl Links {
                 self.links
                     .iter()
                     .enumerate()
-                    .filter(|(_, l)| l.ipv6 == v6)
+                    .filter(|(_, l)| l.ipv6 == v6 && l.proxy.is_none())
                     .map(|(i, l)| (i, l.weight)),
             )
         };
         (self.v4, self.v6) = (family(false), family(true));
+        self.routes = Links::route_selector(&self.links);
         let known = self.balance.len();
         self.balance.resize(self.links.len());
         for i in known..self.links.len() {
@@ -112,7 +113,8 @@ impl Links {
                 for (i, l) in links.iter().enumerate() {
                     balance.failures(i, l.stats.failures);
                 }
-                let family = (0..links.len()).filter(|&i| links[i].ipv6 == ipv6);
+                let family =
+                    (0..links.len()).filter(|&i| links[i].ipv6 == ipv6 && links[i].proxy.is_none());
                 let unknown = balance.unknown(family);
                 let b = &*balance;
                 selector.next_lowest(ok, |&i| b.score(i, links[i].stats.open, unknown))?

@@ -87,6 +87,7 @@ impl Conn {
             client,
             pipelined,
             fwd: None,
+            via: None,
         };
         if command == Command::Connect && !(version == Version::Socks4 && ctx.auth.required()) {
             return self.connect(ctx, pending, target);
@@ -193,6 +194,7 @@ impl Conn {
             client,
             pipelined,
             fwd,
+            via: None,
         };
         self.connect(ctx, pending, request.target)
     }

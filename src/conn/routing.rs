@@ -1,0 +1,183 @@
+//! Which route a request takes when some links are other proxies
+//! ([`crate::links::Links::pick_route`]), and the failover from a proxy
+//! that failed as a link to the next route, for the same request.
+//!
+//! A `socks5h://` or `http://` proxy gets the client's target as it came
+//! (a name stays a name: no DNS query here); a `socks5://` proxy gets an
+//! address, so a name is resolved here first, as for an interface link.
+
+use std::net::SocketAddr;
+
+use super::request::Target;
+use super::via_proxy::{self, ViaProxy};
+use super::{Conn, Ctx, Flow, Pending, Progress, State, Step};
+use crate::dns::Job;
+use crate::links::Tried;
+use crate::net;
+use crate::socks::{Dest, Reply};
+
+/// The longest name a SOCKS5 request carries.
+const MAX_NAME: usize = 255;
+
+impl Conn {
+    /// Picks the route for `target` among those not `tried`, and starts it.
+    pub(super) fn route(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        mut pending: Pending,
+        target: Target,
+        tried: Tried,
+    ) -> Step {
+        // An address of a family no interface link has goes to a proxy.
+        let interfaces = match &target {
+            Target::Addr(addr) => ctx.links.can_reach(addr.ip()),
+            Target::Name(..) => true,
+        };
+        let link = match ctx.links.pick_route(tried, interfaces, ctx.now) {
+            Some(None) => return self.connect_direct(ctx, pending, target),
+            Some(Some(link)) => link,
+            None => {
+                // Every proxy failed and no interface is a link.
+                let reply = self
+                    .error
+                    .as_ref()
+                    .map_or(Reply::GeneralFailure, net::reply_for);
+                let reason = "no upstream proxy could be reached";
+                return self.fail(ctx, pending.client, reply, reason, None);
+            }
+        };
+        let passes_names = ctx
+            .links
+            .get(link)
+            .as_proxy()
+            .is_some_and(|p| p.url.scheme.passes_names());
+        self.target = Some(target.clone());
+        match &target {
+            Target::Addr(addr) if !net::is_connectable(*addr) || ctx.is_self(*addr) => {
+                let reason = "destination not allowed";
+                self.fail(ctx, pending.client, Reply::NotAllowed, reason, None)
+            }
+            Target::Addr(addr) => self.start_via(ctx, pending, link, tried, Dest::Addr(*addr)),
+            // No DNS name is this long (at most 253); SOCKS5 cannot carry it.
+            Target::Name(host, _) if passes_names && host.len() > MAX_NAME => {
+                let reason = "name too long to pass on";
+                self.fail(ctx, pending.client, Reply::HostUnreachable, reason, None)
+            }
+            Target::Name(host, port) if passes_names => {
+                self.start_via(ctx, pending, link, tried, Dest::Name(host, *port))
+            }
+            Target::Name(host, port) => {
+                pending.via = Some((link, tried));
+                let job = Job {
+                    key: self.handle.key,
+                    id: self.handle.id,
+                    host: host.to_string(),
+                    port: *port,
+                    client: self.client_addr.ip().to_canonical(),
+                    deadline: ctx.now + ctx.timeouts.connect,
+                };
+                ctx.resolver.submit(job, ctx.now);
+                self.arm(ctx, ctx.timeouts.connect);
+                (State::Resolving(pending), Flow::Next)
+            }
+        }
+    }
+
+    /// A name for a `socks5://` proxy resolved: its first connectable
+    /// address goes to the proxy.
+    pub(super) fn resolved_via(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        mut pending: Pending,
+        result: std::io::Result<Vec<SocketAddr>>,
+    ) -> Step {
+        let (link, tried) = pending.via.take().expect("resolving for a proxy");
+        let client = pending.client;
+        let addrs = match result {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                let reason = "name not resolved";
+                return self.fail(ctx, client, Reply::HostUnreachable, reason, Some(e));
+            }
+        };
+        let addrs: Vec<SocketAddr> = addrs.into_iter().map(net::canonical).collect();
+        if addrs.iter().any(|&a| ctx.is_self(a)) {
+            let reason = "the name is the proxy itself";
+            return self.fail(ctx, client, Reply::NotAllowed, reason, None);
+        }
+        match addrs.into_iter().find(|&a| net::is_connectable(a)) {
+            Some(addr) => self.start_via(ctx, pending, link, tried, Dest::Addr(addr)),
+            None => {
+                let reason = "name has no address to connect to";
+                self.fail(ctx, client, Reply::HostUnreachable, reason, None)
+            }
+        }
+    }
+
+    fn start_via(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        pending: Pending,
+        link: usize,
+        tried: Tried,
+        dest: Dest<'_>,
+    ) -> Step {
+        match ViaProxy::start(ctx, self.handle, link, tried, dest) {
+            Ok(v) => {
+                self.arm_at(ctx, v.deadline(ctx.timeouts.connect));
+                self.via_proxy(ctx, v, pending)
+            }
+            Err((tried, e)) => {
+                self.error = Some(e);
+                self.failover(ctx, pending, tried)
+            }
+        }
+    }
+
+    /// Drives a connection through a proxy.
+    pub(super) fn via_proxy(&mut self, ctx: &mut Ctx<'_>, v: ViaProxy, pending: Pending) -> Step {
+        if let Err(e) = self.flush_outbox() {
+            return self.broken(State::ViaProxy(v, pending), "client write error", e);
+        }
+        let (v, next) = v.poll(ctx, self.handle);
+        self.via_step(ctx, v, pending, next)
+    }
+
+    pub(super) fn via_step(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        v: Option<ViaProxy>,
+        pending: Pending,
+        next: via_proxy::Next,
+    ) -> Step {
+        match (v, next) {
+            (Some(v), via_proxy::Next::Wait) => {
+                (State::ViaProxy(v, pending), Flow::Stop(Progress::Idle))
+            }
+            (_, via_proxy::Next::Established(upstream, bound)) => {
+                self.local = upstream.stream.local_addr().ok();
+                self.error = None;
+                self.relay_with(ctx, pending, upstream, bound)
+            }
+            (_, via_proxy::Next::Failed(reply, e)) => self.fail(
+                ctx,
+                pending.client,
+                reply,
+                "the upstream proxy could not reach the target",
+                Some(e),
+            ),
+            (_, via_proxy::Next::Failover(tried, e)) => {
+                self.error = Some(e);
+                self.failover(ctx, pending, tried)
+            }
+            (None, via_proxy::Next::Wait) => unreachable!("waiting without an attempt"),
+        }
+    }
+
+    /// The proxy failed as a link: the same request takes another route.
+    fn failover(&mut self, ctx: &mut Ctx<'_>, pending: Pending, tried: Tried) -> Step {
+        self.disarm(ctx);
+        let target = self.target.clone().expect("a request has a target");
+        self.route(ctx, pending, target, tried)
+    }
+}

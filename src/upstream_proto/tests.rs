@@ -1,0 +1,298 @@
+use super::*;
+
+fn url(s: &str) -> ProxyUrl {
+    s.parse().unwrap()
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn urls_parse_with_and_without_credentials() {
+    let u = url("socks5://127.0.0.1:1080");
+    assert_eq!(
+        (u.scheme, u.host.as_str(), u.port, u.credentials),
+        (Scheme::Socks5, "127.0.0.1", 1080, None)
+    );
+    let u = url("socks5h://alice:s3cr%40t@proxy.example:9050");
+    assert_eq!(u.scheme, Scheme::Socks5h);
+    assert_eq!(u.host, "proxy.example");
+    assert_eq!(u.credentials, Some(("alice".into(), "s3cr@t".into())));
+    let u = url("http://bob:p@ss@[::1]:3128");
+    assert_eq!(
+        (u.scheme, u.host.as_str(), u.port),
+        (Scheme::Http, "::1", 3128)
+    );
+    assert_eq!(u.credentials, Some(("bob".into(), "p@ss".into())));
+    assert_eq!(url("SOCKS5://h:1").scheme, Scheme::Socks5);
+}
+
+#[test]
+fn an_interface_may_follow_the_port() {
+    let u = url("socks5h://al:p@w@10.0.0.9:1080@eth0");
+    assert_eq!(u.iface.as_deref(), Some("eth0"));
+    assert_eq!(u.credentials, Some(("al".into(), "p@w".into())));
+    assert_eq!((u.host.as_str(), u.port), ("10.0.0.9", 1080));
+    assert_eq!(u.to_string(), "socks5h://al:***@10.0.0.9:1080@eth0");
+    let u = url("http://[::1]:3128@wlan0");
+    assert_eq!(
+        (u.host.as_str(), u.iface.as_deref()),
+        ("::1", Some("wlan0"))
+    );
+    assert_eq!(url("socks5://h:1").iface, None);
+    assert!("socks5://h:1@".parse::<ProxyUrl>().is_err());
+    assert_eq!(
+        redact_typed("socks5://al:pw@h:1@eth0/x"),
+        "socks5://al:***@h:1@eth0/x"
+    );
+}
+
+#[test]
+fn bad_urls_say_how_to_write_one() {
+    for s in [
+        "socks4://h:1",
+        "socks5://h",
+        "socks5://h:0",
+        "socks5://h:70000",
+        "socks5://:1080",
+        "socks5://user@h:1",
+        "socks5://:pass@h:1",
+        "socks5://u:%zz@h:1",
+        "http://[::1:80",
+        "http://h/x:80",
+    ] {
+        let e = s.parse::<ProxyUrl>().unwrap_err();
+        assert!(e.0.contains("socks5://[user:pass@]host:port"), "{s}: {e}");
+    }
+}
+
+#[test]
+fn the_password_is_never_displayed() {
+    let u = url("socks5://alice:hunter2@10.0.0.9:1080");
+    assert_eq!(u.to_string(), "socks5://alice:***@10.0.0.9:1080");
+    assert_eq!(
+        format!("{u:?}"),
+        "ProxyUrl(socks5://alice:***@10.0.0.9:1080)"
+    );
+    assert!(!format!("{u} {u:?}").contains("hunter2"));
+    assert_eq!(url("http://[::1]:8080").to_string(), "http://[::1]:8080");
+    // An unknown scheme is echoed, but not what follows it.
+    let e = "ftp://alice:hunter2@h:1".parse::<ProxyUrl>().unwrap_err();
+    assert!(!e.0.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn what_was_typed_is_echoed_without_its_password() {
+    assert_eq!(
+        redact_typed("socks5://al:pw@h:1/x"),
+        "socks5://al:***@h:1/x"
+    );
+    assert_eq!(redact_typed("http://al:p@w@h:1"), "http://al:***@h:1");
+    assert_eq!(redact_typed("http://h:1/x"), "http://h:1/x");
+    assert_eq!(redact_typed("eth0/x"), "eth0/x");
+}
+
+/// Runs a handshake against scripted replies, fed in chunks of `chunk`
+/// bytes; returns what was sent and how it ended.
+fn run(
+    url: &ProxyUrl,
+    dest: Dest<'_>,
+    replies: &[&[u8]],
+    chunk: usize,
+) -> (Vec<Vec<u8>>, Result<Option<SocketAddr>, UpstreamError>) {
+    let mut hs = Handshake::new(url, dest);
+    let mut sent = Vec::new();
+    for reply in replies {
+        sent.push(hs.to_send().to_vec());
+        let n = hs.to_send().len();
+        hs.sent(n);
+        let mut have = 0;
+        loop {
+            have = (have + chunk).min(reply.len());
+            match hs.on_input(&reply[..have]) {
+                Ok(Status::Partial) => assert!(have < reply.len(), "a whole reply is partial"),
+                Ok(Status::Complete(step, n)) => {
+                    assert_eq!(n, reply.len(), "a reply takes all its bytes");
+                    match step {
+                        Step::Send => break,
+                        Step::Established(bound) => return (sent, Ok(bound)),
+                    }
+                }
+                Err(e) => return (sent, Err(e)),
+            }
+        }
+    }
+    panic!("the replies ran out")
+}
+
+#[test]
+fn socks5h_passes_the_name_on() {
+    for chunk in [1, 2, 100] {
+        let (sent, end) = run(
+            &url("socks5h://127.0.0.1:1080"),
+            Dest::Name("example.com", 443),
+            &[
+                &[5, 0],                                // method: no auth
+                &[5, 0, 0, 1, 10, 0, 0, 7, 0x1f, 0x90], // succeeded, bound 10.0.0.7:8080
+            ],
+            chunk,
+        );
+        assert_eq!(sent[0], [5, 1, 0]);
+        let mut req = vec![5, 1, 0, 3, 11];
+        req.extend_from_slice(b"example.com");
+        req.extend_from_slice(&443u16.to_be_bytes());
+        assert_eq!(sent[1], req);
+        assert_eq!(end, Ok(Some(addr("10.0.0.7:8080"))));
+    }
+}
+
+#[test]
+fn socks5_with_credentials_authenticates_first() {
+    let (sent, end) = run(
+        &url("socks5://al:pw@127.0.0.1:1080"),
+        Dest::Addr(addr("[2001:db8::1]:80")),
+        &[&[5, 2], &[1, 0], &[5, 0, 0, 3, 1, b'x', 0, 80]],
+        1,
+    );
+    assert_eq!(sent[0], [5, 2, 0, 2]);
+    assert_eq!(sent[1], [1, 2, b'a', b'l', 2, b'p', b'w']);
+    assert_eq!(&sent[2][..4], [5, 1, 0, 4]);
+    assert_eq!(sent[2].len(), 4 + 16 + 2);
+    assert_eq!(end, Ok(None), "a bound name is not an address");
+}
+
+#[test]
+fn socks5_offered_credentials_may_go_unused() {
+    let (sent, end) = run(
+        &url("socks5://al:pw@127.0.0.1:1080"),
+        Dest::Addr(addr("192.0.2.1:22")),
+        &[&[5, 0], &[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]],
+        3,
+    );
+    assert_eq!(sent[1], [5, 1, 0, 1, 192, 0, 2, 1, 0, 22]);
+    assert_eq!(end, Ok(Some(addr("0.0.0.0:0"))));
+}
+
+#[test]
+fn socks5_reply_codes_come_back_as_the_same_code() {
+    for code in 1..=8u8 {
+        let (_, end) = run(
+            &url("socks5://h:1"),
+            Dest::Addr(addr("192.0.2.1:22")),
+            &[&[5, 0], &[5, code, 0, 1, 0, 0, 0, 0, 0, 0]],
+            100,
+        );
+        let e = end.unwrap_err();
+        assert_eq!(e.reply() as u8, code);
+        assert_eq!(e.blame(), Blame::Target);
+    }
+    let (_, end) = run(
+        &url("socks5://h:1"),
+        Dest::Addr(addr("192.0.2.1:22")),
+        &[&[5, 0], &[5, 9, 0, 1, 0, 0, 0, 0, 0, 0]],
+        100,
+    );
+    assert_eq!(end.unwrap_err().blame(), Blame::Link);
+}
+
+#[test]
+fn socks5_auth_failures_blame_the_credentials() {
+    let dest = Dest::Addr(addr("192.0.2.1:22"));
+    let cases: [(&str, &[&[u8]]); 3] = [
+        ("socks5://al:pw@h:1", &[&[5, 2], &[1, 1]]),
+        ("socks5://al:pw@h:1", &[&[5, 0xff]]),
+        ("socks5://h:1", &[&[5, 0xff]]),
+    ];
+    for (u, replies) in cases {
+        let (_, end) = run(&url(u), dest, replies, 1);
+        let e = end.unwrap_err();
+        assert_eq!(e.blame(), Blame::Credentials, "{u}: {e}");
+    }
+    // Choosing user/password when none were offered is asking for them.
+    let (_, end) = run(&url("socks5://h:1"), dest, &[&[5, 2]], 1);
+    assert_eq!(end.unwrap_err().blame(), Blame::Credentials);
+}
+
+#[test]
+fn non_socks_upstreams_fail_the_link_at_the_first_byte() {
+    let mut hs = Handshake::new(&url("socks5://h:1"), Dest::Addr(addr("192.0.2.1:22")));
+    let e = hs.on_input(b"H").unwrap_err();
+    assert_eq!(e.blame(), Blame::Link);
+    assert_eq!(
+        hs.on_input(&[5, 7]).unwrap_err().blame(),
+        Blame::Link,
+        "a method not offered"
+    );
+}
+
+#[test]
+fn http_connect_with_basic_credentials() {
+    for chunk in [1, 7, 1000] {
+        let (sent, end) = run(
+            &url("http://al:pw@127.0.0.1:3128"),
+            Dest::Name("example.com", 443),
+            &[b"HTTP/1.1 200 Connection established\r\nVia: x\r\n\r\n"],
+            chunk,
+        );
+        let head = String::from_utf8(sent[0].clone()).unwrap();
+        assert_eq!(
+            head,
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\
+             Proxy-Authorization: Basic YWw6cHc=\r\n\r\n"
+        );
+        assert_eq!(end, Ok(None));
+    }
+}
+
+#[test]
+fn http_connect_to_an_ipv6_address_brackets_it() {
+    let (sent, _) = run(
+        &url("http://h:1"),
+        Dest::Addr(addr("[::1]:22")),
+        &[b"HTTP/1.0 200 OK\r\n\r\n"],
+        100,
+    );
+    assert!(sent[0].starts_with(b"CONNECT [::1]:22 HTTP/1.1\r\n"));
+}
+
+#[test]
+fn http_statuses_map_to_replies() {
+    for (status, reply, blame) in [
+        (403, Reply::NotAllowed, Blame::Target),
+        (502, Reply::HostUnreachable, Blame::Target),
+        (504, Reply::TtlExpired, Blame::Target),
+        (500, Reply::GeneralFailure, Blame::Target),
+        (407, Reply::GeneralFailure, Blame::Credentials),
+    ] {
+        let resp = format!("HTTP/1.1 {status} No\r\nContent-Length: 0\r\n\r\n");
+        let (_, end) = run(
+            &url("http://h:1"),
+            Dest::Name("x", 1),
+            &[resp.as_bytes()],
+            100,
+        );
+        let e = end.unwrap_err();
+        assert_eq!((e.reply(), e.blame()), (reply, blame), "{status}");
+    }
+    let (_, end) = run(
+        &url("http://h:1"),
+        Dest::Name("x", 1),
+        &[b"SSH-2.0-x\r\n\r\n"],
+        100,
+    );
+    assert_eq!(end.unwrap_err().blame(), Blame::Link);
+}
+
+#[test]
+fn bytes_after_the_reply_are_left_for_the_relay() {
+    let mut hs = Handshake::new(&url("http://h:1"), Dest::Name("x", 1));
+    let n = hs.to_send().len();
+    hs.sent(n);
+    let got = hs
+        .on_input(b"HTTP/1.1 200 OK\r\n\r\nSSH-2.0-server\r\n")
+        .unwrap();
+    assert_eq!(got, Status::Complete(Step::Established(None), 19));
+    assert!(hs.is_done());
+    assert!(hs.on_input(b"more").is_err());
+}
