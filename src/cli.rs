@@ -147,7 +147,8 @@ pub struct StartArgs {
     pub balance: Option<Balance>,
 
     /// Keep the learned link capacities in this file across restarts
-    /// [default: `capacities` beside the log file]
+    /// [default: `capacities` beside the log file (`capacities-PORT` off
+    /// port 1080)]
     #[arg(long, value_name = "PATH", conflicts_with = "no_state_file")]
     pub state_file: Option<std::path::PathBuf>,
 

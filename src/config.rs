@@ -288,7 +288,7 @@ pub fn build(
     let state_file = match (&args.state_file, args.no_state_file) {
         (_, true) => None,
         (Some(path), false) => Some(path.clone()),
-        (None, false) => learned::default_path(),
+        (None, false) => learned::default_path(args.log_file.as_deref(), args.port),
     };
     let mut auth = Credentials::default();
     for pair in &args.auth {
@@ -515,6 +515,20 @@ mod tests {
         a.no_state_file = true;
         a.state_file = None;
         assert_eq!(build(&a, &machine(), fake_bind).unwrap().state_file, None);
+    }
+
+    /// By default the state file is beside the log file, and an instance
+    /// on another port has its own, as it has its own log.
+    #[test]
+    fn the_state_file_is_beside_the_log_and_the_instance_own() {
+        let mut a = args(&[]);
+        a.port = 1080;
+        a.log_file = Some(PathBuf::from("/var/log/mine/d.log"));
+        let path = build(&a, &machine(), fake_bind).unwrap().state_file;
+        assert_eq!(path, Some(PathBuf::from("/var/log/mine/capacities")));
+        a.port = 1081;
+        let path = build(&a, &machine(), fake_bind).unwrap().state_file;
+        assert_eq!(path, Some(PathBuf::from("/var/log/mine/capacities-1081")));
     }
 
     /// A target given as an IP (does not follow its interface).

@@ -113,9 +113,21 @@ pub fn merge(now: Vec<Entry>, earlier: &[Entry]) -> Vec<Entry> {
     all
 }
 
-/// The default place: beside the log file.
-pub fn default_path() -> Option<PathBuf> {
-    crate::logging::default_dir().map(|dir| dir.join("capacities"))
+/// The default place: beside the log file (`log_file`, or the platform's
+/// default one for `port`), named as the log is for the instance on
+/// `port` (`capacities`, or `capacities-PORT` off the default port), so
+/// that two instances never share one.
+pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
+    let log = match log_file {
+        Some(file) => file.to_path_buf(),
+        None => crate::logging::default_file(port)?,
+    };
+    let name = if port == crate::logging::DEFAULT_PORT {
+        "capacities".to_string()
+    } else {
+        format!("capacities-{port}")
+    };
+    Some(log.parent().unwrap_or(Path::new(".")).join(name))
 }
 
 /// Reads the state file (a missing one is `Read` with `NotFound`).

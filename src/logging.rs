@@ -85,10 +85,10 @@ fn level_from(value: Option<&str>) -> LevelFilter {
         .unwrap_or(LevelFilter::Info)
 }
 
-/// The directory of the log file (and the state file), from the environment.
-pub fn default_dir() -> Option<PathBuf> {
-    log_path(|key| std::env::var_os(key), DEFAULT_PORT)
-        .and_then(|p| p.parent().map(Path::to_path_buf))
+/// The log file of the instance on `port` when none is given, from the
+/// environment.
+pub fn default_file(port: u16) -> Option<PathBuf> {
+    log_path(|key| std::env::var_os(key), port)
 }
 
 /// The log file's path for this platform and the instance on `port`

@@ -393,7 +393,9 @@ fn a_corrupt_state_file_is_ignored() {
 }
 
 /// Without --state-file the file goes beside the log, under the
-/// XDG_STATE_HOME given (tests never touch the user's own).
+/// XDG_STATE_HOME given (tests never touch the user's own), named for the
+/// instance's port as the log is (`--port 0`: `dispatch-0.log`,
+/// `capacities-0`).
 #[test]
 fn the_state_file_lives_beside_the_log() {
     let server = ChunkServer::start();
@@ -405,7 +407,7 @@ fn the_state_file_lives_beside_the_log() {
     let proxy = Proxy::launch(&launch, &["127.0.0.2"]);
     pull_chunks(proxy.addr, server.addr, 2, Duration::from_secs(4));
     proxy.finish();
-    let kept = std::fs::read_to_string(state.path.join("dispatch").join("capacities"))
+    let kept = std::fs::read_to_string(state.path.join("dispatch").join("capacities-0"))
         .expect("the state file beside the log");
     assert!(kept.lines().any(|l| l.ends_with(" 127.0.0.2")), "{kept}");
 }
