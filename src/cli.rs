@@ -31,6 +31,14 @@ pub enum Command {
     List,
     /// Start the SOCKS proxy server (SOCKS5, SOCKS4/4a and HTTP proxy on one port)
     Start(StartArgs),
+    /// Print a shell completion script (see README, "Completions and man page")
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), as in `dispatch man > dispatch.1`
+    Man,
 }
 
 #[derive(Debug, Clone, Args)]

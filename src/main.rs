@@ -13,7 +13,7 @@ use dispatch::links::Links;
 use dispatch::logging::{self, Destination};
 use dispatch::reactor::{Binding, Reactor, Summary};
 use dispatch::report;
-use dispatch::{iface, learned, sys};
+use dispatch::{cli_docs, iface, learned, sys};
 use std::path::PathBuf;
 
 /// Why `dispatch` stopped early; printed as `error: <message>`.
@@ -48,6 +48,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Start(args) => start(&args, cli.debug),
+        Command::Completions { shell } => {
+            say(&String::from_utf8_lossy(&cli_docs::completions(shell)));
+            Ok(())
+        }
+        Command::Man => {
+            say(&String::from_utf8_lossy(&cli_docs::man_page()));
+            Ok(())
+        }
     }
 }
 
