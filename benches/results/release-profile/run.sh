@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Which [profile.release] to ship, by measurement. Each candidate is built
-# from a clean copy of the committed tree (HEAD), in its own empty target
+# from a clean copy of the committed tree (HEAD at start), in its own empty target
 # directory, which gives its clean build time and binary size; then
 # benches/compare.sh runs it beside the reference build (BASELINE=), the two
 # interleaved in each round, medians of the rounds.
@@ -28,7 +28,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 work=${WORK:-/tmp/dispatch-release-profile}
-rev=$(git -C "$repo" rev-parse --short HEAD)
+# One commit for every build of the run, taken now: HEAD may move meanwhile.
+commit=$(git -C "$repo" rev-parse HEAD)
+rev=${commit:0:7}
 candidates=("$@")
 [ ${#candidates[@]} -gt 0 ] || candidates=(thin fat cgu1 fat-cgu1)
 
@@ -53,7 +55,7 @@ build() { # candidate [name]: clean copy, clean build, timed
     local name=${2:-$c}
     rm -rf "${work:?}/$c"
     mkdir -p "$work/$c"
-    git -C "$repo" archive HEAD | tar -x -C "$work/$c"
+    git -C "$repo" archive "$commit" | tar -x -C "$work/$c"
     local t0 t1
     t0=$(date +%s.%N)
     (cd "$work/$c" && CARGO_PROFILE_RELEASE_LTO=$lto CARGO_PROFILE_RELEASE_CODEGEN_UNITS=$cgu \
@@ -65,7 +67,11 @@ build() { # candidate [name]: clean copy, clean build, timed
         "$(echo "$t1 - $t0" | bc)" "$(stat -c %s "$bin")" "$(stat -c %s "$work/$c.stripped")" | tee -a "$builds"
 }
 
-[ -x "$work/reference/target/release/dispatch" ] || build reference
+# The reference is built again unless it is of this very commit.
+if [ "$(cat "$work/reference.commit" 2>/dev/null)" != "$commit" ]; then
+    build reference
+    echo "$commit" >"$work/reference.commit"
+fi
 for c in "${candidates[@]}"; do
     name=$c${TAG:-}
     build "$c" "$name"
