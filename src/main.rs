@@ -14,7 +14,7 @@ use dispatch::logging::{self, Destination};
 use dispatch::metrics;
 use dispatch::reactor::{Binding, Reactor, Summary};
 use dispatch::report;
-use dispatch::{iface, learned, sys};
+use dispatch::{cli_docs, iface, learned, sys};
 use std::path::PathBuf;
 
 /// Why `dispatch` stopped early; printed as `error: <message>`.
@@ -53,6 +53,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let status = metrics::status::fetch(args.metrics)
                 .map_err(|e| Failure::Runtime(e.to_string()))?;
             say(&metrics::status::table(&status));
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            say(&String::from_utf8_lossy(&cli_docs::completions(shell)));
+            Ok(())
+        }
+        Command::Man => {
+            say(&String::from_utf8_lossy(&cli_docs::man_page()));
             Ok(())
         }
     }
