@@ -141,6 +141,11 @@ pub enum ConfigError {
     ProxyHost(String, io::Error),
     /// The same upstream proxy given twice.
     DuplicateProxy(String),
+    /// Dotted digits that are no IPv4 address (a typo, not an interface).
+    NotAnAddress(String),
+    /// An interface whose addresses are all loopback: it reaches nothing
+    /// beyond this machine.
+    LoopbackInterface(String),
 }
 
 const SEE_LIST: &str = "`dispatch list` shows the ones you can use";
@@ -186,6 +191,15 @@ impl fmt::Display for ConfigError {
             ConfigError::DuplicateProxy(url) => {
                 write!(f, "the upstream proxy {url} is given more than once; give it once")
             }
+            ConfigError::NotAnAddress(text) => write!(
+                f,
+                "{text} is not an IP address (nor an interface name); {SEE_LIST}"
+            ),
+            ConfigError::LoopbackInterface(name) => write!(
+                f,
+                "{name} is a loopback interface: it reaches nothing beyond this machine; \
+                 to use one of its addresses anyway, give it (as 127.0.0.2); {SEE_LIST}"
+            ),
             ConfigError::TooMany(n) => write!(
                 f,
                 "{n} addresses to dispatch to; at most {MAX_LINKS} are supported, give fewer"
@@ -376,12 +390,25 @@ fn resolve(
         // An interface that does not exist yet, or has no usable address
         // yet, has no link now; it gets its links when it does.
         AddrSpec::Proxy(_) => Ok(Vec::new()),
-        AddrSpec::Name(name) => Ok(ifaces
-            .iter()
-            .find(|i| &i.name == name)
-            .map(|iface| targets_of(iface, weight))
-            .unwrap_or_default()),
+        AddrSpec::Name(name) if looks_like_ipv4(name) => {
+            Err(ConfigError::NotAnAddress(name.clone()))
+        }
+        AddrSpec::Name(name) => {
+            let Some(iface) = ifaces.iter().find(|i| &i.name == name) else {
+                return Ok(Vec::new());
+            };
+            if !iface.addrs.is_empty() && iface.addrs.iter().all(|ip| ip.is_loopback()) {
+                return Err(ConfigError::LoopbackInterface(name.clone()));
+            }
+            Ok(targets_of(iface, weight))
+        }
     }
+}
+
+/// Dotted digits, as `999.1.1.1` or `10.0.0`: meant as an IPv4 address,
+/// never an interface's name.
+fn looks_like_ipv4(text: &str) -> bool {
+    text.contains('.') && text.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 fn targets_of(iface: &Interface, weight: NonZeroU32) -> Vec<LinkSpec> {
@@ -515,6 +542,31 @@ mod tests {
         a.no_state_file = true;
         a.state_file = None;
         assert_eq!(build(&a, &machine(), fake_bind).unwrap().state_file, None);
+    }
+
+    /// A loopback interface named is refused (it reaches nothing beyond
+    /// the machine), as README says; its addresses given as such are not.
+    #[test]
+    fn a_loopback_interface_is_refused_by_name_not_by_address() {
+        let e = build(&args(&["lo"]), &machine(), fake_bind).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::LoopbackInterface(ref n) if n == "lo"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("give it (as 127.0.0.2)"), "{e}");
+        assert!(build(&args(&["127.0.0.1"]), &machine(), fake_bind).is_ok());
+    }
+
+    /// Dotted digits that are no address are a typo, not an interface that
+    /// might appear later.
+    #[test]
+    fn dotted_digits_that_are_no_address_are_refused() {
+        for typo in ["999.1.1.1", "10.0.0", "1.2.3.4.5"] {
+            let e = build(&args(&[typo]), &machine(), fake_bind).unwrap_err();
+            assert!(matches!(e, ConfigError::NotAnAddress(_)), "{typo}: {e}");
+        }
+        // A name with a dot and letters is still an interface name.
+        assert!(build(&args(&["eth0.100"]), &machine(), fake_bind).is_ok());
     }
 
     /// By default the state file is beside the log file, and an instance
@@ -656,7 +708,7 @@ mod tests {
 
     #[test]
     fn interface_not_there_yet_is_waited_for() {
-        for name in ["wlan1", "tun0", "lo"] {
+        for name in ["wlan1", "tun0"] {
             let config = build_from(&["eth0", name]).unwrap();
             assert_eq!(config.waiting, vec![name.to_string()], "{name}");
             assert!(config.follow.named.iter().any(|(n, _)| n == name));

@@ -159,7 +159,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         log::warn!("{notice}");
         eprintln!("warning: {notice}");
     }
-    if let Some(notice) = waiting_notice(&targets, &waiting, args.addresses.is_empty()) {
+    for notice in waiting_notice(&targets, &waiting, args.addresses.is_empty(), &args.exclude) {
         log::warn!("{notice}");
         eprintln!("warning: {notice}");
     }
@@ -397,34 +397,52 @@ fn banner(local: SocketAddr, targets: &[LinkSpec], every_iface: bool, log: &Dest
 }
 
 /// Said at start when links are still to come: interfaces given by name
-/// that have no usable address yet (or do not exist: perhaps a typo), or no
-/// uplink at all in default mode.
-fn waiting_notice(targets: &[LinkSpec], waiting: &[String], every_iface: bool) -> Option<String> {
-    let present = || {
-        let names: Vec<String> = dispatch::iface::discover()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
-        names.join(", ")
-    };
-    if every_iface && targets.is_empty() {
-        return Some(format!(
-            "no interface has a default route yet (interfaces: {}); \
-             dispatching starts as soon as one has (see `dispatch list`)",
-            present()
+/// that do not exist (perhaps a typo) or have no usable address yet, no
+/// uplink at all in default mode, or an `--exclude` naming no interface.
+fn waiting_notice(
+    targets: &[LinkSpec],
+    waiting: &[String],
+    every_iface: bool,
+    exclude: &[String],
+) -> Vec<String> {
+    let ifaces = dispatch::iface::discover().unwrap_or_default();
+    let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
+    let present = names.join(", ");
+    let mut notices = Vec::new();
+    for name in exclude.iter().filter(|n| !names.contains(&n.as_str())) {
+        notices.push(format!(
+            "--exclude {name}: there is no such interface (interfaces now are {present})"
         ));
     }
-    if waiting.is_empty() {
-        return None;
+    if every_iface && targets.is_empty() {
+        let excluded = if exclude.is_empty() {
+            String::new()
+        } else {
+            format!(" but the excluded {}", exclude.join(", "))
+        };
+        notices.push(format!(
+            "no interface{excluded} has a default route yet (interfaces: {present}); \
+             dispatching starts as soon as one has (see `dispatch list`)"
+        ));
     }
-    Some(format!(
-        "{} {} no usable address yet (or does not exist: interfaces now are {}); \
-         used as soon as it has one",
-        waiting.join(", "),
-        if waiting.len() == 1 { "has" } else { "have" },
-        present()
-    ))
+    let (absent, unready): (Vec<&String>, Vec<&String>) =
+        waiting.iter().partition(|n| !names.contains(&n.as_str()));
+    let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    if !absent.is_empty() {
+        notices.push(format!(
+            "{} {} not exist (interfaces now are {present}); used as soon as it appears",
+            join(&absent),
+            if absent.len() == 1 { "does" } else { "do" },
+        ));
+    }
+    if !unready.is_empty() {
+        notices.push(format!(
+            "{} {} no usable address yet (see `dispatch list`); used as soon as it has one",
+            join(&unready),
+            if unready.len() == 1 { "has" } else { "have" },
+        ));
+    }
+    notices
 }
 
 fn summary_line(s: &Summary) -> String {

@@ -102,13 +102,46 @@ fn unknown_interface_is_waited_for_with_a_warning_listing_interfaces() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(
-        stderr.contains("warning: no-such-iface0 has no usable address yet"),
+        stderr.contains("warning: no-such-iface0 does not exist (interfaces now are "),
         "the warning should name the argument: {stderr}"
     );
     assert!(
         words(&stderr).contains(&"lo"),
         "the warning should list the interfaces (lo): {stderr}"
     );
+    proxy.finish();
+}
+
+/// README (Platform notes): a loopback interface named is refused; and
+/// dotted digits that are no address are a typo, not an interface name.
+#[test]
+fn loopback_interface_and_dotted_typos_are_refused() {
+    let out = refused(&["start", "--port", "0", "lo"]);
+    assert!(
+        out.stderr.contains("lo is a loopback interface"),
+        "{}",
+        out.stderr
+    );
+    let out = refused(&["start", "--port", "0", "999.1.1.1"]);
+    assert!(
+        out.stderr.contains("999.1.1.1 is not an IP address"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// An --exclude that names no interface is said at start, not ignored.
+#[test]
+fn exclude_of_no_such_interface_is_warned_about() {
+    let proxy = Proxy::start(&["--exclude", "eht0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !proxy
+        .stderr()
+        .contains("--exclude eht0: there is no such interface")
+    {
+        assert!(Instant::now() < deadline, "no warning: {}", proxy.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     proxy.finish();
 }
 
