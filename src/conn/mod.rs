@@ -67,6 +67,7 @@ mod routing;
 mod steps;
 mod token;
 mod udp;
+mod udp_upstream;
 mod upstream;
 mod via_proxy;
 
@@ -334,8 +335,8 @@ impl Conn {
                 Some(r) => &mut r.upstream.ready,
                 None => return,
             },
-            (Side::UdpRelay | Side::UdpOut(_), State::Associated(assoc)) => {
-                return assoc.on_readable(side);
+            (Side::UdpRelay | Side::UdpOut(_) | Side::UdpControl(_), State::Associated(assoc)) => {
+                return assoc.on_event(side, event);
             }
             _ => return, // a socket this state no longer has
         };

@@ -323,8 +323,8 @@ fn udp_associate_asks_with_cmd_3_after_the_credentials() {
     let (sent, end) = run_udp(
         &url("socks5h://al:pw@127.0.0.1:1080"),
         &[
-            &[5, 2],                                // method: user/password
-            &[1, 0],                                // credentials passed
+            &[5, 2],                                 // method: user/password
+            &[1, 0],                                 // credentials passed
             &[5, 0, 0, 1, 127, 0, 0, 3, 0x30, 0x39], // relay at 127.0.0.3:12345
         ],
     );
