@@ -311,11 +311,20 @@ impl Assoc {
     /// payload bytes sent each way.
     pub fn run(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> (bool, u64, u64) {
         self.expire(ctx, conn);
-        let ended = self.legs.drive(ctx, conn);
+        let (mut up, mut down) = (0u64, 0u64);
+        let mut orphans = Vec::new();
+        let ended = self.legs.drive(ctx, conn, &mut orphans);
         if ended != 0 {
             self.forget_links(ctx, conn, ended);
+            // Datagrams held for a leg that did not open: placed again, as
+            // if the client sent them now.
+            if let Some(client) = self.client_addr() {
+                for d in orphans {
+                    ctx.udp_buf[..d.len()].copy_from_slice(&d);
+                    up += from_client(self, ctx, conn, d.len(), client) as u64;
+                }
+            }
         }
-        let (mut up, mut down) = (0u64, 0u64);
         for _ in 0..BURST {
             if !self.relay_readable {
                 break;

@@ -224,8 +224,14 @@ impl Legs {
     /// Drives every leg's control connection: connect, handshake, then
     /// watching for its end. Returns the links whose leg ended (their
     /// health already told), for the association to forget what it placed
-    /// there.
-    pub fn drive(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> Tried {
+    /// there; datagrams a leg held when it failed to open are put in
+    /// `orphans`, to be placed again.
+    pub fn drive(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: Handle,
+        orphans: &mut Vec<Box<[u8]>>,
+    ) -> Tried {
         let mut ended = 0;
         for link in 0..self.legs.len() {
             let Some(leg) = self.legs[link].as_deref_mut() else {
@@ -243,7 +249,8 @@ impl Legs {
                 other => other,
             };
             if let Err(end) = result {
-                let leg = self.legs[link].take().expect("a leg");
+                let mut leg = self.legs[link].take().expect("a leg");
+                orphans.append(&mut leg.held);
                 leg.ended(ctx, conn, link, end);
                 ended |= 1 << link;
             }
