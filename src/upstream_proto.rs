@@ -603,6 +603,16 @@ impl Handshake {
     }
 }
 
+impl Handshake {
+    /// Whether the request is out and its reply awaited: the greeting (and
+    /// credentials) passed. An upstream that closes the connection now
+    /// refuses the request rather than failing (OpenSSH's `ssh -D` closes
+    /// it at any command but CONNECT).
+    pub fn awaits_reply(&self) -> bool {
+        self.phase == Phase::Reply && self.to_send().is_empty()
+    }
+}
+
 impl UpstreamError {
     /// Whose fault a failed UDP ASSOCIATE is.
     pub fn udp_blame(&self) -> UdpBlame {

@@ -17,8 +17,9 @@
 //! Health follows the rules for connections through a proxy: a refused
 //! connect, a broken handshake or one that outlasts the connect timeout
 //! marks the link down, refused credentials lock it until SIGHUP; a reply
-//! 07 (command not supported) leaves the link up but keeps UDP off it until
-//! restart or SIGHUP ([`crate::links::Links::refuse_udp`]). Once open, the
+//! 07 (command not supported), or the connection closed at the request
+//! after a good greeting (OpenSSH's `ssh -D` does that), leaves the link up
+//! but keeps UDP off it until restart or SIGHUP ([`crate::links::Links::refuse_udp`]). Once open, the
 //! control connection's end (EOF or error) ends the leg, and the link is
 //! marked down: its destinations are forgotten by the association, so the
 //! next datagram to them is placed again.
@@ -39,7 +40,7 @@ use super::token::{Handle, Side};
 use super::udp::{drain_control, Control};
 use crate::links::Tried;
 use crate::net;
-use crate::socks::{self, Status};
+use crate::socks::{self, Reply, Status};
 use crate::sys;
 use crate::upstream_proto::{self, Handshake, Step, UdpBlame, UpstreamError};
 
@@ -401,6 +402,15 @@ impl Leg {
             // Nothing follows a reply on a control connection: read what
             // there is, and keep what a partial reply left.
             let seen = match sock::attempt(|| self.control.peek(&mut self.buf)) {
+                // Closed at the request, after a good greeting: it does
+                // not carry UDP (as `ssh -D` says so).
+                Outcome::Continue(0) | Outcome::Closed | Outcome::Reset(_)
+                    if handshake.awaits_reply() =>
+                {
+                    return Err(End::Upstream(UpstreamError::Socks(
+                        Reply::CommandNotSupported,
+                    )))
+                }
                 Outcome::Continue(0) | Outcome::Closed => return Err(End::Io(closed())),
                 Outcome::Continue(n) => n,
                 Outcome::WouldBlock => {

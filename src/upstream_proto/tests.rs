@@ -336,6 +336,20 @@ fn udp_associate_asks_with_cmd_3_after_the_credentials() {
 }
 
 #[test]
+fn a_handshake_awaits_the_reply_only_once_the_request_is_out() {
+    let mut hs = Handshake::udp_associate(&url("socks5://127.0.0.1:1080"), addr("0.0.0.0:0"));
+    assert!(!hs.awaits_reply(), "the greeting is not out");
+    hs.sent(3);
+    assert!(!hs.awaits_reply(), "the method choice is awaited");
+    assert_eq!(hs.on_input(&[5, 0]), Ok(Status::Complete(Step::Send, 2)));
+    assert!(!hs.awaits_reply(), "the request is not out");
+    hs.sent(4);
+    assert!(!hs.awaits_reply(), "the request is half out");
+    hs.sent(6);
+    assert!(hs.awaits_reply());
+}
+
+#[test]
 fn udp_associate_refused_as_unsupported_is_no_udp_not_a_link_failure() {
     let (_, end) = run_udp(
         &url("socks5://127.0.0.1:1080"),
