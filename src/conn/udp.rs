@@ -316,7 +316,7 @@ impl Assoc {
         let ended = self.legs.drive(ctx, conn, &mut orphans);
         if ended != 0 {
             self.forget_links(ctx, conn, ended);
-            // Datagrams held for a leg that did not open: placed again, as
+            // Datagrams held for a leg refused: placed again, as
             // if the client sent them now.
             if let Some(client) = self.client_addr() {
                 for d in orphans {

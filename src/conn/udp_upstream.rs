@@ -13,7 +13,8 @@
 //! are taken only from the relay: which sources it lets through is the
 //! upstream's business, as a NAT's is for an interface link.
 //!
-//! While the handshake runs, the first few datagrams wait in the leg.
+//! While the handshake runs, the first few datagrams wait in the leg; if
+//! the upstream turns out to carry no UDP, they are placed again.
 //! Health follows the rules for connections through a proxy: a refused
 //! connect, a broken handshake or one that outlasts the connect timeout
 //! marks the link down, refused credentials lock it until SIGHUP; a reply
@@ -225,8 +226,8 @@ impl Legs {
     /// Drives every leg's control connection: connect, handshake, then
     /// watching for its end. Returns the links whose leg ended (their
     /// health already told), for the association to forget what it placed
-    /// there; datagrams a leg held when it failed to open are put in
-    /// `orphans`, to be placed again.
+    /// there; datagrams a leg held when its upstream refused UDP (or our
+    /// credentials) are put in `orphans`, to be placed again.
     pub fn drive(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -251,7 +252,12 @@ impl Legs {
             };
             if let Err(end) = result {
                 let mut leg = self.legs[link].take().expect("a leg");
-                orphans.append(&mut leg.held);
+                // Placed again only where the link will not be picked again
+                // (no UDP, or locked): a dead upstream, the last route
+                // left, could otherwise take them back forever.
+                if matches!(&end, End::Upstream(e) if e.udp_blame() != UdpBlame::Link) {
+                    orphans.append(&mut leg.held);
+                }
                 leg.ended(ctx, conn, link, end);
                 ended |= 1 << link;
             }
