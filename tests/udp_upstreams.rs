@@ -170,6 +170,18 @@ fn socks5h_passes_a_name_to_the_upstream_unresolved() {
     );
 }
 
+#[test]
+fn a_socks5_link_with_credentials_authenticates_its_udp_association() {
+    let back = Proxy::start(&["--auth", "alice:udp-secret", "127.0.0.3"]);
+    let front = Proxy::start(&[&format!("socks5://alice:udp-secret@{}", back.addr)]);
+    let echo = Echo::start();
+    let assoc = Assoc::open(front.addr);
+    let seen = assoc.exchange(&Dest::Addr(echo.addr), echo.addr, b"with credentials");
+    assert_eq!(seen, ip("127.0.0.3"));
+    let out = front.finish().stdout;
+    assert!(!out.contains("udp-secret"), "{}", tail(&out, 30));
+}
+
 /// A SOCKS5 server without authentication that answers every request 07
 /// (command not supported), or, `silently`, closes the connection at the
 /// request as `ssh -D` does; counts the UDP ASSOCIATE requests.
