@@ -141,6 +141,9 @@ pub enum ConfigError {
     ProxyHost(String, io::Error),
     /// The same upstream proxy given twice.
     DuplicateProxy(String),
+    /// An upstream proxy that is this very dispatch (shown redacted): each
+    /// request would come back to it, again and again.
+    ProxyIsSelf(String),
     /// Dotted digits that are no IPv4 address (a typo, not an interface).
     NotAnAddress(String),
     /// An interface whose addresses are all loopback: it reaches nothing
@@ -191,6 +194,11 @@ impl fmt::Display for ConfigError {
             ConfigError::DuplicateProxy(url) => {
                 write!(f, "the upstream proxy {url} is given more than once; give it once")
             }
+            ConfigError::ProxyIsSelf(url) => write!(
+                f,
+                "the upstream proxy {url} is this dispatch's own --ip and --port: \
+                 every request would loop back to it; give another proxy"
+            ),
             ConfigError::NotAnAddress(text) => write!(
                 f,
                 "{text} is not an IP address (nor an interface name); {SEE_LIST}"
@@ -244,6 +252,9 @@ pub fn build(
             };
             if proxies.iter().any(same) {
                 return Err(ConfigError::DuplicateProxy(url.to_string()));
+            }
+            if is_self(addr, args, ifaces) {
+                return Err(ConfigError::ProxyIsSelf(url.to_string()));
             }
             proxies.push(ProxySpec {
                 url: url.clone(),
@@ -405,6 +416,22 @@ fn resolve(
     }
 }
 
+/// Whether an upstream proxy at `addr` is this dispatch itself: its own
+/// listening address, or (listening on a wildcard) its port on loopback or
+/// on an address of this machine. (A loop through another proxy cannot be
+/// seen from here; the per-client connection limit bounds it.)
+fn is_self(addr: SocketAddr, args: &StartArgs, ifaces: &[Interface]) -> bool {
+    if addr.port() != args.port || args.port == 0 {
+        return false;
+    }
+    let ip = addr.ip().to_canonical();
+    ip == args.ip.to_canonical()
+        || (args.ip.is_unspecified()
+            && (ip.is_loopback()
+                || ip.is_unspecified()
+                || ifaces.iter().any(|i| i.addrs.contains(&ip))))
+}
+
 /// Dotted digits, as `999.1.1.1` or `10.0.0`: meant as an IPv4 address,
 /// never an interface's name.
 fn looks_like_ipv4(text: &str) -> bool {
@@ -542,6 +569,26 @@ mod tests {
         a.no_state_file = true;
         a.state_file = None;
         assert_eq!(build(&a, &machine(), fake_bind).unwrap().state_file, None);
+    }
+
+    /// A proxy link that is this dispatch itself is refused: it would make
+    /// one request into connections without end.
+    #[test]
+    fn a_proxy_link_to_this_very_dispatch_is_refused() {
+        let mut a = args(&["socks5h://127.0.0.1:1080"]);
+        a.port = 1080;
+        let e = build(&a, &machine(), fake_bind).unwrap_err();
+        assert!(matches!(e, ConfigError::ProxyIsSelf(_)), "{e}");
+        a.ip = ip("0.0.0.0");
+        a.addresses = args(&["socks5://10.0.0.7:1080"]).addresses;
+        let e = build(&a, &machine(), fake_bind).unwrap_err();
+        assert!(matches!(e, ConfigError::ProxyIsSelf(_)), "{e}");
+        // Another port, or another machine's address, is another proxy.
+        a.addresses = args(&["socks5://127.0.0.1:1081"]).addresses;
+        assert!(build(&a, &machine(), fake_bind).is_ok());
+        a.ip = ip("127.0.0.1");
+        a.addresses = args(&["socks5://127.0.0.2:1080"]).addresses;
+        assert!(build(&a, &machine(), fake_bind).is_ok());
     }
 
     /// A loopback interface named is refused (it reaches nothing beyond

@@ -130,6 +130,25 @@ fn loopback_interface_and_dotted_typos_are_refused() {
     );
 }
 
+/// A proxy link that is this dispatch itself would loop each request back
+/// to it: refused at start.
+#[test]
+fn a_proxy_link_to_itself_is_refused() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let link = format!("socks5h://127.0.0.1:{port}");
+    let out = refused(&["start", "--port", &port, &link]);
+    assert!(
+        out.stderr.contains("would loop back to it"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// An --exclude that names no interface is said at start, not ignored.
 #[test]
 fn exclude_of_no_such_interface_is_warned_about() {
