@@ -194,6 +194,9 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
 fn serve_metrics(reactor: &mut Reactor, addr: SocketAddr) -> Result<SocketAddr, Failure> {
     let listener = metrics::serve::bind(addr).map_err(|e| {
         Failure::Usage(match e.kind() {
+            io::ErrorKind::AddrInUse if addr.port() == reactor.local_addr().port() => format!(
+                "--metrics {addr}: that is the proxy's own --port; give the metrics another port"
+            ),
             io::ErrorKind::AddrInUse => format!(
                 "--metrics {addr}: already in use; stop the other program or pick another port"
             ),

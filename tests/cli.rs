@@ -149,6 +149,24 @@ fn a_proxy_link_to_itself_is_refused() {
     );
 }
 
+/// --metrics on the proxy's own port is said to be that, not "another
+/// program".
+#[test]
+fn metrics_on_the_proxy_port_is_refused_saying_so() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let out = refused(&["start", "--port", &port, "--metrics", &port, "127.0.0.2"]);
+    assert!(
+        out.stderr.contains("the proxy's own --port"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// An --exclude that names no interface is said at start, not ignored.
 #[test]
 fn exclude_of_no_such_interface_is_warned_about() {
