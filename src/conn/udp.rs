@@ -111,9 +111,6 @@ pub struct Assoc {
     legs: Legs,
     /// Links counted as carrying this association (a bit per link index).
     counted: u64,
-    /// The balancing period it last carried datagrams in, by link index
-    /// (so each link counts it once a period as a busy connection).
-    seen: [crate::balance::Seen; crate::links::MAX_LINKS],
     /// Names by [`name_key`].
     names: Table<Box<[u8]>, Name>,
     /// Names being resolved.
@@ -296,7 +293,6 @@ impl Assoc {
             outs: (0..ctx.links.iter().count()).map(|_| None).collect(),
             legs: Legs::default(),
             counted: 0,
-            seen: [0; crate::links::MAX_LINKS],
             names: Table::new(cap, idle),
             lookups: 0,
             held_bytes: 0,
@@ -615,7 +611,6 @@ fn send_range(
     match attempt(|| out.socket.send_to(payload, dest)) {
         Outcome::Continue(sent) => {
             ctx.links.datagram_up(link, sent as u64);
-            ctx.links.datagrams_carried(link, &mut assoc.seen[link]);
             sent
         }
         // A full send buffer or an ICMP error: UDP may drop.
@@ -823,7 +818,6 @@ fn to_client(
     match attempt(|| assoc.relay.send_to(datagram, client)) {
         Outcome::Continue(_) => {
             ctx.links.datagram_down(link, n as u64);
-            ctx.links.datagrams_carried(link, &mut assoc.seen[link]);
             n
         }
         _ => 0,

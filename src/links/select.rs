@@ -131,15 +131,6 @@ impl Links {
         self.balance.carried(i, seen);
     }
 
-    /// A UDP association tagged `seen` (one tag per link it sends through)
-    /// carried a datagram through link `i` (its bytes are counted by
-    /// [`Links::datagram_up`] and [`Links::datagram_down`]): the link is
-    /// busy, so what it carries is learned, and the association counts
-    /// against it as a busy connection does.
-    pub fn datagrams_carried(&mut self, i: usize, seen: &mut Seen) {
-        self.balance.carried(i, seen);
-    }
-
     /// Ends a measuring period (call about once a second).
     pub fn sample(&mut self, now: Instant) {
         let totals = self
@@ -300,36 +291,5 @@ mod tests {
         let entries = l.learned_entries();
         assert_eq!(entries[1].label, "10.0.0.2");
         assert_eq!(entries[1].capacity, 250_000.0);
-    }
-
-    /// A link that carries only datagrams (uTP, one association for every
-    /// peer) is learned as one that carries connections is; before, UDP
-    /// never made a link busy, so such links were never learned and new
-    /// destinations kept going by whatever was known from TCP or the state
-    /// file.
-    #[test]
-    fn links_carrying_only_datagrams_are_learned() {
-        let mut l = links(&[("10.0.0.1", 1), ("10.0.0.2", 1)], Strategy::Learn, &[]);
-        let mut seen: [Seen; 2] = [0; 2];
-        let t = Instant::now();
-        l.sample(t);
-        for s in 1..=4u32 {
-            for _ in 0..1000 {
-                l.datagram_down(0, 1000);
-                l.datagrams_carried(0, &mut seen[0]);
-            }
-            for _ in 0..250 {
-                l.datagram_down(1, 1000);
-                l.datagrams_carried(1, &mut seen[1]);
-            }
-            l.sample(t + s * Duration::from_secs(1));
-        }
-        assert_eq!(l.learned(0), Some(1_000_000.0));
-        assert_eq!(l.learned(1), Some(250_000.0));
-        // And the busier, faster link scores as such for the next one.
-        let got: Vec<usize> = (0..5)
-            .map(|_| l.pick_for_datagrams(target()).unwrap())
-            .collect();
-        assert_eq!(got.iter().filter(|&&i| i == 0).count(), 4, "{got:?}");
     }
 }
