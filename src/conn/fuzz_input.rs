@@ -37,7 +37,15 @@ impl Input<'_> {
 
 /// `len` bytes that tell where they came from: order and mix-ups show.
 pub fn pattern(len: usize, seed: usize) -> Vec<u8> {
-    (0..len).map(|i| ((seed * 37 + i) % 251) as u8).collect()
+    pattern_at(0, len, seed)
+}
+
+/// Bytes `start..start + len` of [`pattern`]'s stream for `seed`, without
+/// making the ones before them.
+pub fn pattern_at(start: usize, len: usize, seed: usize) -> Vec<u8> {
+    (start..start + len)
+        .map(|i| ((seed * 37 + i) % 251) as u8)
+        .collect()
 }
 
 /// Replays a connection fuzz target's committed seeds

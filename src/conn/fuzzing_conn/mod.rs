@@ -295,6 +295,7 @@ impl Session<'_> {
         let descriptors = h
             .count_descriptors
             .then(|| open_descriptors() - h.rig.pool.pipes.descriptors());
+        let begun = Instant::now();
         let mut inp = Input::new(data);
         let request = inp.pick(&REQUESTS);
         let origin = Origin::new();
@@ -341,7 +342,7 @@ impl Session<'_> {
             }
             let op = inp.byte();
             if trace {
-                eprintln!("op {} in {}", op % 12, s.state());
+                eprintln!("op {} in {} at {:?}", op % 12, s.state(), begun.elapsed());
             }
             match (op % 12, s.http.as_mut()) {
                 // Another request (pipelined, if the last is unanswered).
@@ -382,7 +383,7 @@ impl Session<'_> {
         }
 
         if trace {
-            eprintln!("ending in {}", s.state());
+            eprintln!("ending in {} at {:?}", s.state(), begun.elapsed());
         }
         // Both peers end, and read what is left.
         s.client.paused = false;

@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream as StdStream};
 use std::time::Duration;
 
-use super::super::fuzz_input::pattern;
+use super::super::fuzz_input::pattern_at;
 
 /// Small kernel buffers on the peers' sockets, so back-pressure is
 /// reached with a few sends.
@@ -44,10 +44,10 @@ impl Peer {
         let Some(sock) = self.sock.as_mut().filter(|_| !self.shut && !self.shutting) else {
             return;
         };
-        let all = pattern(self.sent.len() + n, seed);
-        if let Ok(k) = sock.write(&all[self.sent.len()..]) {
-            self.sent
-                .extend_from_slice(&all[self.sent.len()..self.sent.len() + k]);
+        // Only the new bytes are made: a session sends megabytes.
+        let more = pattern_at(self.sent.len(), n, seed);
+        if let Ok(k) = sock.write(&more) {
+            self.sent.extend_from_slice(&more[..k]);
         }
     }
 
