@@ -85,9 +85,14 @@ fn http_upstream() -> (Server, Asked) {
 /// destination (`name NAME:PORT` or `addr IP:PORT`) and connects every one
 /// to `origin`, whatever it names.
 fn socks5_upstream(origin: SocketAddr) -> (Server, Asked) {
+    socks5_upstream_at("127.0.0.1:0", origin)
+}
+
+/// [`socks5_upstream`] listening on `bind`.
+fn socks5_upstream_at(bind: &str, origin: SocketAddr) -> (Server, Asked) {
     let asked: Asked = Arc::default();
     let log = Arc::clone(&asked);
-    let server = Server::start("127.0.0.1:0", move |mut s, _| {
+    let server = Server::start(bind, move |mut s, _| {
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         let mut greeting = [0u8; 2];
         if s.read_exact(&mut greeting).is_err() {
@@ -721,4 +726,58 @@ fn metrics_show_a_proxy_link_without_its_password() {
             "{path}: {body}"
         );
     }
+}
+
+/// Waits (up to 20 s) until the proxy has logged `needle`.
+fn wait_logged(proxy: &Proxy, needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !proxy.stdout().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never logged {needle:?}:\n{}",
+            tail(&proxy.stdout(), 20)
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A down proxy link's trial that makes no attempt through it (the name is
+/// refused once resolved here: it is dispatch itself) leaves the trial to
+/// the next request; the link comes back and carries its share again.
+#[test]
+fn a_trial_that_makes_no_attempt_does_not_keep_the_link_out() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let port = free_port();
+    let link = format!("socks5://127.0.0.1:{port}");
+    let front = Proxy::start(&["127.0.0.2", &link]);
+    // Nothing listens there yet: the request it gets fails over, and the
+    // link is down.
+    for _ in 0..2 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.2"));
+    }
+    wait_logged(&front, &format!("link {link} down"));
+    let (_upstream, asked) = socks5_upstream_at(&format!("127.0.0.1:{port}"), origin.addr);
+    // Past the first backoff (5 s) the next request is the link's trial.
+    thread::sleep(std::time::Duration::from_secs(6));
+    let (_, reply) = socks5_connect(front.addr, Dest::name("me.localhost", front.addr.port()));
+    assert_eq!(reply.rep, 0x02, "not allowed: {:02x?}", reply.raw);
+    let trial = format!("link {link} trial");
+    assert_eq!(
+        front.stdout().matches(&trial).count(),
+        1,
+        "{}",
+        tail(&front.stdout(), 20)
+    );
+    assert!(asked.lock().unwrap().is_empty());
+    // The upstream is back: it gets its share (1 in 2) of what follows.
+    let got: Vec<IpAddr> = (0..10)
+        .map(|_| source_of(front.addr, origin.addr))
+        .collect();
+    let through = got.iter().filter(|&&g| g == ip("127.0.0.1")).count();
+    assert!(
+        (5..=6).contains(&through),
+        "{got:?}\n{}",
+        tail(&front.stdout(), 20)
+    );
+    assert_eq!(asked.lock().unwrap().len(), through);
 }

@@ -411,13 +411,16 @@ impl Conn {
                 };
                 (State::Handshake(hs, kept), Flow::Stop(Progress::Close))
             }
-            State::Resolving(pending) => self.fail(
-                ctx,
-                pending.client,
-                Reply::HostUnreachable,
-                "name resolution timed out",
-                None,
-            ),
+            State::Resolving(pending) => {
+                Conn::unresolved_via(ctx, &pending);
+                self.fail(
+                    ctx,
+                    pending.client,
+                    Reply::HostUnreachable,
+                    "name resolution timed out",
+                    None,
+                )
+            }
             State::Connecting(mut c, pending) => {
                 let next = c.on_timer(ctx, self.handle, ctx.timeouts.connect);
                 self.connect_step(ctx, c, pending, next)
@@ -479,6 +482,7 @@ impl Conn {
             State::Handshake(_, Some(kept)) => close_kept(ctx, *kept),
             State::Connecting(c, _) => c.abandon(ctx),
             State::ViaProxy(v, _) => v.abandon(ctx),
+            State::Resolving(pending) => Conn::unresolved_via(ctx, &pending),
             State::Relaying(r) | State::Forwarding(r, _) => r.close(ctx),
             State::Associated(assoc) => assoc.close(ctx),
             State::Binding(b, _) => b.close(ctx),

@@ -28,6 +28,15 @@ impl Conn {
         target: Target,
         tried: Tried,
     ) -> Step {
+        // Refused before a route is picked: a proxy's trial is never spent
+        // on a request that makes no attempt.
+        if let Target::Addr(addr) = &target {
+            if !net::is_connectable(*addr) || ctx.is_self(*addr) {
+                self.target = Some(target);
+                let reason = "destination not allowed";
+                return self.fail(ctx, pending.client, Reply::NotAllowed, reason, None);
+            }
+        }
         // An address of a family no interface link has goes to a proxy.
         let interfaces = match &target {
             Target::Addr(addr) => ctx.links.can_reach(addr.ip()),
@@ -53,13 +62,10 @@ impl Conn {
             .is_some_and(|p| p.url.scheme.passes_names());
         self.target = Some(target.clone());
         match &target {
-            Target::Addr(addr) if !net::is_connectable(*addr) || ctx.is_self(*addr) => {
-                let reason = "destination not allowed";
-                self.fail(ctx, pending.client, Reply::NotAllowed, reason, None)
-            }
             Target::Addr(addr) => self.start_via(ctx, pending, link, tried, Dest::Addr(*addr)),
             // No DNS name is this long (at most 253); SOCKS5 cannot carry it.
             Target::Name(host, _) if passes_names && host.len() > MAX_NAME => {
+                ctx.links.abandoned(link, ctx.now);
                 let reason = "name too long to pass on";
                 self.fail(ctx, pending.client, Reply::HostUnreachable, reason, None)
             }
@@ -93,24 +99,32 @@ impl Conn {
     ) -> Step {
         let (link, tried) = pending.via.take().expect("resolving for a proxy");
         let client = pending.client;
-        let addrs = match result {
-            Ok(addrs) => addrs,
-            Err(e) => {
-                let reason = "name not resolved";
-                return self.fail(ctx, client, Reply::HostUnreachable, reason, Some(e));
+        let (reply, reason, e) = match result {
+            Err(e) => (Reply::HostUnreachable, "name not resolved", Some(e)),
+            Ok(addrs) => {
+                let addrs: Vec<SocketAddr> = addrs.into_iter().map(net::canonical).collect();
+                if addrs.iter().any(|&a| ctx.is_self(a)) {
+                    (Reply::NotAllowed, "the name is the proxy itself", None)
+                } else if let Some(addr) = addrs.into_iter().find(|&a| net::is_connectable(a)) {
+                    return self.start_via(ctx, pending, link, tried, Dest::Addr(addr));
+                } else {
+                    let reason = "name has no address to connect to";
+                    (Reply::HostUnreachable, reason, None)
+                }
             }
         };
-        let addrs: Vec<SocketAddr> = addrs.into_iter().map(net::canonical).collect();
-        if addrs.iter().any(|&a| ctx.is_self(a)) {
-            let reason = "the name is the proxy itself";
-            return self.fail(ctx, client, Reply::NotAllowed, reason, None);
-        }
-        match addrs.into_iter().find(|&a| net::is_connectable(a)) {
-            Some(addr) => self.start_via(ctx, pending, link, tried, Dest::Addr(addr)),
-            None => {
-                let reason = "name has no address to connect to";
-                self.fail(ctx, client, Reply::HostUnreachable, reason, None)
-            }
+        // No attempt through the link: its trial, if this was one, is the
+        // next request's.
+        ctx.links.abandoned(link, ctx.now);
+        self.fail(ctx, client, reply, reason, e)
+    }
+
+    /// The request ends while its name resolves for a proxy link (timeout,
+    /// client gone): the link learnt nothing, and a trial it was on is the
+    /// next request's.
+    pub(super) fn unresolved_via(ctx: &mut Ctx<'_>, pending: &Pending) {
+        if let Some((link, _)) = pending.via {
+            ctx.links.abandoned(link, ctx.now);
         }
     }
 
