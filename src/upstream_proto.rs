@@ -75,24 +75,36 @@ pub fn is_url(s: &str) -> bool {
     s.contains("://")
 }
 
-/// `text` as typed, with what may be a password in a URL replaced by
-/// `***`: for echoing a value that did not parse.
+/// `text` as typed, for echoing a value that did not parse: in a URL,
+/// everything between `://` and the last `@` before the host is cut (only
+/// a user written before a `:` stays), so no part of a password shows
+/// however the value is malformed.
 pub fn redact_typed(text: &str) -> String {
     let Some((scheme, rest)) = text.split_once("://") else {
         return text.to_string();
     };
-    // A trailing `@iface` is no password's end.
-    let (rest, iface) = match rest.rsplit_once('@') {
-        Some((before, name)) if !name.contains(':') => (before, format!("@{name}")),
-        _ => (rest, String::new()),
+    let Some((before, last)) = rest.rsplit_once('@') else {
+        return text.to_string();
     };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{iface}")
+    // `host:port@iface`: the last `@` is the interface's, and the host's
+    // is the one before. Anything else after the last `@` is the host.
+    let (userinfo, host) = match before.rsplit_once('@') {
+        Some((userinfo, host)) if !last.contains(':') && looks_like_host_port(host) => {
+            (userinfo, format!("{host}@{last}"))
         }
-        None => text.to_string(),
+        _ => (before, last.to_string()),
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) if !user.contains('@') => format!("{scheme}://{user}:***@{host}"),
+        _ => format!("{scheme}://***@{host}"),
     }
+}
+
+/// `host:port` or `[v6]:port`: a port of digits after the last `:`.
+fn looks_like_host_port(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 const URL_HELP: &str = "write an upstream proxy as socks5://[user:pass@]host:port[@iface], \

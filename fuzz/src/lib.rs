@@ -365,12 +365,17 @@ pub fn check_socks(data: &[u8]) {
 /// written) and the address is the whole argument.
 pub fn check_addr_spec(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let Ok(spec) = text.parse::<WeightedAddr>() else {
-        return;
+    let spec = match text.parse::<WeightedAddr>() {
+        Ok(spec) => spec,
+        Err(why) => return check_bad_addr_spec(&text, &why),
     };
     if let AddrSpec::Proxy(url) = &spec.addr {
         let after_scheme = text.split_once("://").map_or("", |(_, rest)| rest);
-        assert_eq!(spec.weighted, after_scheme.contains('/'), "{text:?}");
+        // A '/' with an '@' after it is in the credentials.
+        let weighted = after_scheme
+            .rsplit_once('/')
+            .is_some_and(|(_, w)| !w.contains('@'));
+        assert_eq!(spec.weighted, weighted, "{text:?}");
         return check_proxy_url(&text, url);
     }
     assert_eq!(spec.weighted, text.contains('/'), "{text:?}");
@@ -388,6 +393,37 @@ pub fn check_addr_spec(data: &[u8]) {
         assert_eq!(
             spec.addr.to_string().parse::<IpAddr>().ok(),
             text.parse::<IpAddr>().ok()
+        );
+    }
+}
+
+/// A link that did not parse is echoed redacted
+/// ([`dispatch::upstream_proto::redact_typed`]) beside why: neither shows
+/// any piece of what may be a password. Which is, in a URL, what follows
+/// the first `:` after `scheme://` up to the next `@` (a user has no `:`).
+/// A character found only there must not show: in the echo at all (save
+/// `*`), in the reason if it is not ASCII (the reason's own words are).
+fn check_bad_addr_spec(text: &str, why: &str) {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return;
+    };
+    let Some(colon) = text[start..].find(':').map(|i| start + i + 1) else {
+        return;
+    };
+    let Some(end) = text[colon..].find('@').map(|i| colon + i) else {
+        return;
+    };
+    let outside = format!("{}{}", &text[..colon], &text[end..]);
+    let secret = |c: &char| !outside.contains(*c);
+    let shown = upstream_proto::redact_typed(text);
+    for c in text[colon..end].chars().filter(secret) {
+        assert!(
+            c == '*' || !shown.contains(c),
+            "{text:?} echoed as {shown:?}"
+        );
+        assert!(
+            c.is_ascii() || c == '…' || !why.contains(c),
+            "{text:?}: {why:?}"
         );
     }
 }

@@ -93,6 +93,25 @@ fn what_was_typed_is_echoed_without_its_password() {
     assert_eq!(redact_typed("eth0/x"), "eth0/x");
 }
 
+#[test]
+fn no_part_of_a_password_is_echoed_however_the_url_is_malformed() {
+    for (typed, shown) in [
+        // No port: the host is not taken for an interface.
+        ("socks5://alice:s3cretpw@host", "socks5://alice:***@host"),
+        // An '@' in the password, and no port.
+        ("socks5://alice:s3cret@pw@host", "socks5://alice:***@host"),
+        (
+            "socks5://alice:s3c/retpw@host:1080",
+            "socks5://alice:***@host:1080",
+        ),
+        ("socks5://s3cretpw@host:1", "socks5://***@host:1"),
+        ("socks5://a@s3cret:pw@host:1", "socks5://***@host:1"),
+        ("http://al:pw@h:1@eth0", "http://al:***@h:1@eth0"),
+    ] {
+        assert_eq!(redact_typed(typed), shown, "{typed}");
+    }
+}
+
 /// Runs a handshake against scripted replies, fed in chunks of `chunk`
 /// bytes; returns what was sent and how it ended.
 fn run(
