@@ -781,3 +781,63 @@ fn a_trial_that_makes_no_attempt_does_not_keep_the_link_out() {
     );
     assert_eq!(asked.lock().unwrap().len(), through);
 }
+
+/// A proxy link's connect that fails for want of descriptors here says
+/// nothing of the proxy: the link stays up. Dispatch is left one free
+/// descriptor (prlimit), which the client's connection takes, so the
+/// socket to the upstream cannot be made.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_descriptors_takes_no_proxy_link_down() {
+    const TEST: &str = "out_of_descriptors_takes_no_proxy_link_down";
+    let prlimit = |pid: u32, limit: &str| {
+        std::process::Command::new("prlimit")
+            .args([format!("--nofile={limit}"), format!("--pid={pid}")])
+            .status()
+    };
+    let origin = Server::whoami("127.0.0.1:0");
+    let (upstream, asked) = socks5_upstream(origin.addr);
+    let link = format!("socks5://{}", upstream.addr);
+    let front = Proxy::start(&[&link]);
+    let open = front.fd_count();
+    assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.1"));
+    let open = front.fd_count_settled(open, std::time::Duration::from_secs(10));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", front.pid)).unwrap();
+    let hard = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("the open-files limit")
+        .to_string();
+    // Descriptors take the lowest free number: the limit is the second
+    // free one, so the first is the only one left.
+    let used: std::collections::BTreeSet<u64> =
+        std::fs::read_dir(format!("/proc/{}/fd", front.pid))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+    assert!(used.len() <= open, "{used:?}");
+    let limit = (0..).filter(|n| !used.contains(n)).nth(1).unwrap();
+    match prlimit(front.pid, &format!("{limit}:{hard}")) {
+        Ok(s) if s.success() => {}
+        other => return not_run(TEST, &format!("needs prlimit (util-linux): {other:?}")),
+    }
+    let (_, reply) = socks5_connect(front.addr, origin.addr);
+    assert_ne!(reply.rep, rep::SUCCEEDED, "{:02x?}", reply.raw);
+    assert!(prlimit(front.pid, &format!("{hard}:{hard}"))
+        .unwrap()
+        .success());
+    assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.1"));
+    assert_eq!(asked.lock().unwrap().len(), 2);
+    let out = front.finish().stdout;
+    assert!(
+        out.contains("Too many open files"),
+        "the upstream socket was not what failed:\n{}",
+        tail(&out, 20)
+    );
+    assert!(
+        !out.contains(&format!("link {link} down")),
+        "{}",
+        tail(&out, 20)
+    );
+}
