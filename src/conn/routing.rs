@@ -38,11 +38,11 @@ impl Conn {
             }
         }
         // An address of a family no interface link has goes to a proxy.
-        let interfaces = match &target {
-            Target::Addr(addr) => ctx.links.can_reach(addr.ip()),
-            Target::Name(..) => true,
+        let (interfaces, v6) = match &target {
+            Target::Addr(addr) => (ctx.links.can_reach(addr.ip()), Some(addr.is_ipv6())),
+            Target::Name(..) => (true, None),
         };
-        let link = match ctx.links.pick_route(tried, interfaces, ctx.now) {
+        let link = match ctx.links.pick_route(tried, interfaces, v6, ctx.now) {
             Some(None) => return self.connect_direct(ctx, pending, target),
             Some(Some(link)) => link,
             None => {
