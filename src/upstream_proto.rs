@@ -344,31 +344,50 @@ pub fn parse_auth_status(buf: &[u8]) -> Result<Status<bool>, UpstreamError> {
 }
 
 /// A SOCKS5 reply (`VER REP RSV ATYP BND.ADDR BND.PORT`): its code, and the
-/// bound address when it is one.
+/// bound address when it is one. Exactly the reply's bytes are taken, but
+/// the bound address is not judged: a failure's code counts whatever it
+/// names (its connection ends, so an unknown ATYP there ends the reply
+/// after it), and a success's name may be any bytes.
 pub fn parse_socks5_reply(buf: &[u8]) -> Result<Status<(u8, Option<SocketAddr>)>, UpstreamError> {
-    const ATYP: usize = 3;
+    const ADDR: usize = 4;
     match buf.first() {
         None => return Ok(Status::Partial),
         Some(&SOCKS5_VERSION) => {}
         Some(_) => return Err(UpstreamError::Malformed("not a SOCKS5 reply")),
     }
-    let Some(&code) = buf.get(1) else {
+    let (Some(&code), Some(&atyp)) = (buf.get(1), buf.get(3)) else {
         return Ok(Status::Partial);
     };
-    if buf.len() <= ATYP {
-        return Ok(Status::Partial);
-    }
-    match socks::parse_addr(&buf[ATYP..]) {
-        Ok(Status::Partial) => Ok(Status::Partial),
-        Ok(Status::Complete(dest, n)) => {
-            let bound = match dest {
-                Dest::Addr(a) => Some(a),
-                Dest::Name(..) => None,
-            };
-            Ok(Status::Complete((code, bound), ATYP + n))
+    let addr_len = match atyp {
+        ATYP_IPV4 => 4,
+        ATYP_IPV6 => 16,
+        ATYP_DOMAIN => match buf.get(ADDR) {
+            Some(&len) => 1 + usize::from(len),
+            None => return Ok(Status::Partial),
+        },
+        _ if code != 0 => return Ok(Status::Complete((code, None), ADDR)),
+        _ => {
+            return Err(UpstreamError::Malformed(
+                "bad address type in the SOCKS5 reply",
+            ))
         }
-        Err(_) => Err(UpstreamError::Malformed("bad address in the SOCKS5 reply")),
-    }
+    };
+    let n = ADDR + addr_len + 2;
+    let Some(reply) = buf.get(..n) else {
+        return Ok(Status::Partial);
+    };
+    let port = u16::from_be_bytes([reply[n - 2], reply[n - 1]]);
+    let addr = &reply[ADDR..n - 2];
+    let bound = match atyp {
+        ATYP_IPV4 => <[u8; 4]>::try_from(addr)
+            .ok()
+            .map(|ip| SocketAddr::from((ip, port))),
+        ATYP_IPV6 => <[u8; 16]>::try_from(addr)
+            .ok()
+            .map(|ip| SocketAddr::from((ip, port))),
+        _ => None,
+    };
+    Ok(Status::Complete((code, bound), n))
 }
 
 /// The response head to a `CONNECT`: its status.

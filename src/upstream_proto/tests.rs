@@ -315,3 +315,27 @@ fn bytes_after_the_reply_are_left_for_the_relay() {
     assert!(hs.is_done());
     assert!(hs.on_input(b"more").is_err());
 }
+
+#[test]
+fn a_socks5_failure_counts_whatever_its_bound_address() {
+    let dest = Dest::Addr(addr("192.0.2.1:22"));
+    for reply in [
+        &[5, 4, 0, 0][..],                  // ATYP 0: the reply ends there
+        &[5, 5, 0, 3, 0, 0, 0],             // an empty name
+        &[5, 4, 0, 3, 2, 0x01, 0xff, 0, 0], // a name of control bytes
+        &[5, 5, 0, 9],                      // an unknown ATYP
+    ] {
+        for chunk in [1, 100] {
+            let (_, end) = run(&url("socks5://h:1"), dest, &[&[5, 0], reply], chunk);
+            let e = end.unwrap_err();
+            assert_eq!(e.blame(), Blame::Target, "{reply:?}: {e}");
+            assert_eq!(e.reply() as u8, reply[1]);
+        }
+    }
+    // A success may name anything; its address type must still be known.
+    let reply = &[5, 0, 0, 3, 3, 0, 0xff, b' ', 0, 80];
+    let (_, end) = run(&url("socks5://h:1"), dest, &[&[5, 0], reply], 1);
+    assert_eq!(end, Ok(None));
+    let (_, end) = run(&url("socks5://h:1"), dest, &[&[5, 0], &[5, 0, 0, 0]], 1);
+    assert_eq!(end.unwrap_err().blame(), Blame::Link);
+}
