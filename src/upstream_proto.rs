@@ -390,11 +390,25 @@ pub fn parse_socks5_reply(buf: &[u8]) -> Result<Status<(u8, Option<SocketAddr>)>
     Ok(Status::Complete((code, bound), n))
 }
 
-/// The response head to a `CONNECT`: its status.
+/// A response head to a `CONNECT` (interim or final): its status. Only
+/// the head is parsed: after a 2xx the tunnel starts and its framing
+/// headers mean nothing (RFC 9110 §9.3.6), and a failure's body is never
+/// read (its connection ends).
 pub fn parse_connect_response(buf: &[u8]) -> Result<Status<u16>, UpstreamError> {
-    match http::parse_response(buf, "CONNECT") {
-        Ok(Status::Partial) => Ok(Status::Partial),
-        Ok(Status::Complete(head, n)) => Ok(Status::Complete(head.status, n)),
+    let too_long = || UpstreamError::Malformed("response head to CONNECT too long");
+    let mut storage = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut storage);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > http::MAX_HEAD => Err(too_long()),
+        Ok(httparse::Status::Complete(n)) => match resp.code {
+            Some(status) if status >= 100 => Ok(Status::Complete(status, n)),
+            _ => Err(UpstreamError::Malformed(
+                "bad status in the response to CONNECT",
+            )),
+        },
+        Ok(httparse::Status::Partial) if buf.len() > http::MAX_HEAD => Err(too_long()),
+        Ok(httparse::Status::Partial) => Ok(Status::Partial),
+        Err(httparse::Error::TooManyHeaders) => Err(too_long()),
         Err(_) => Err(UpstreamError::Malformed("not an HTTP response to CONNECT")),
     }
 }
@@ -414,7 +428,8 @@ enum Phase {
 /// What a complete reply led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// The next message is queued: send it ([`Handshake::to_send`]).
+    /// Carry on: send what is queued ([`Handshake::to_send`], empty after
+    /// an interim HTTP response), then read the next reply.
     Send,
     /// The tunnel is open; the address the upstream bound, when it said.
     Established(Option<SocketAddr>),
@@ -563,6 +578,14 @@ impl Handshake {
                 let Status::Complete(status, n) = parse_connect_response(buf)? else {
                     return Ok(Status::Partial);
                 };
+                // 101 switches to a protocol not asked for.
+                if status == 101 {
+                    return Err(UpstreamError::Malformed("101 to CONNECT, not asked for"));
+                }
+                // Interim (RFC 9110 §15.2): the final response follows.
+                if (100..200).contains(&status) {
+                    return Ok(Status::Complete(Step::Send, n));
+                }
                 if !(200..300).contains(&status) {
                     return Err(UpstreamError::Http(status));
                 }

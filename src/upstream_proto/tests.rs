@@ -339,3 +339,43 @@ fn a_socks5_failure_counts_whatever_its_bound_address() {
     let (_, end) = run(&url("socks5://h:1"), dest, &[&[5, 0], &[5, 0, 0, 0]], 1);
     assert_eq!(end.unwrap_err().blame(), Blame::Link);
 }
+
+#[test]
+fn a_2xx_to_connect_ignores_framing_headers() {
+    for head in [
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ] {
+        for chunk in [1, 1000] {
+            let (_, end) = run(
+                &url("http://h:1"),
+                Dest::Name("x", 1),
+                &[head.as_bytes()],
+                chunk,
+            );
+            assert_eq!(end, Ok(None), "{head:?}");
+        }
+    }
+}
+
+#[test]
+fn interim_responses_to_connect_are_passed_over() {
+    let replies: [&[u8]; 3] = [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    ];
+    for chunk in [1, 1000] {
+        let (sent, end) = run(&url("http://h:1"), Dest::Name("x", 1), &replies, chunk);
+        assert_eq!(end, Ok(None));
+        assert!(sent[1..].iter().all(Vec::is_empty), "nothing more is sent");
+    }
+    let (_, end) = run(
+        &url("http://h:1"),
+        Dest::Name("x", 1),
+        &[b"HTTP/1.1 101 Switching Protocols\r\n\r\n"],
+        100,
+    );
+    assert_eq!(end.unwrap_err().blame(), Blame::Link);
+}
