@@ -292,6 +292,12 @@ impl UpstreamError {
         match self {
             UpstreamError::Malformed(_) => Blame::Link,
             UpstreamError::Auth(_) | UpstreamError::Http(407) => Blame::Credentials,
+            // It cannot do the job (tunnel, take CONNECT, or take a name or
+            // an address of that type): another route may.
+            UpstreamError::Http(400 | 405 | 501)
+            | UpstreamError::Socks(Reply::CommandNotSupported | Reply::AddressTypeNotSupported) => {
+                Blame::Link
+            }
             UpstreamError::Socks(_) | UpstreamError::Http(_) => Blame::Target,
         }
     }

@@ -204,7 +204,13 @@ fn socks5_reply_codes_come_back_as_the_same_code() {
         );
         let e = end.unwrap_err();
         assert_eq!(e.reply() as u8, code);
-        assert_eq!(e.blame(), Blame::Target);
+        // 7 and 8: it cannot take the command or the address type.
+        let blame = if code >= 7 {
+            Blame::Link
+        } else {
+            Blame::Target
+        };
+        assert_eq!(e.blame(), blame, "{code}");
     }
     let (_, end) = run(
         &url("socks5://h:1"),
@@ -378,4 +384,18 @@ fn interim_responses_to_connect_are_passed_over() {
         100,
     );
     assert_eq!(end.unwrap_err().blame(), Blame::Link);
+}
+
+#[test]
+fn an_upstream_that_cannot_tunnel_is_the_links_fault() {
+    for status in [400, 405, 501] {
+        let resp = format!("HTTP/1.1 {status} No\r\n\r\n");
+        let (_, end) = run(
+            &url("http://h:1"),
+            Dest::Name("x", 1),
+            &[resp.as_bytes()],
+            100,
+        );
+        assert_eq!(end.unwrap_err().blame(), Blame::Link, "{status}");
+    }
 }
