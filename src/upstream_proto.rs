@@ -441,8 +441,9 @@ pub enum Step {
     Established(Option<SocketAddr>),
 }
 
-/// The client side of one handshake with an upstream.
-#[derive(Debug, Clone)]
+/// The client side of one handshake with an upstream. Its `Debug` shows
+/// no message: they carry the credentials.
+#[derive(Clone)]
 pub struct Handshake {
     scheme: Scheme,
     phase: Phase,
@@ -453,6 +454,19 @@ pub struct Handshake {
     auth: Option<Vec<u8>>,
     /// SOCKS5: the CONNECT request, sent after the method (and credentials).
     request: Vec<u8>,
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("scheme", &self.scheme)
+            .field("phase", &self.phase)
+            .field(
+                "sent",
+                &format_args!("{} of {} bytes", self.sent, self.out.len()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// Longest SOCKS5 CONNECT request: VER CMD RSV ATYP LEN name(255) PORT.

@@ -399,3 +399,24 @@ fn an_upstream_that_cannot_tunnel_is_the_links_fault() {
         assert_eq!(end.unwrap_err().blame(), Blame::Link, "{status}");
     }
 }
+
+#[test]
+fn a_handshake_debugs_without_its_credentials() {
+    for u in ["socks5://al:hunter2@h:1", "http://al:hunter2@h:1"] {
+        let mut hs = Handshake::new(&url(u), Dest::Name("x", 1));
+        if u.starts_with("socks5") {
+            hs.sent(4);
+            hs.on_input(&[5, 2]).unwrap();
+        }
+        let shown = format!("{hs:?}");
+        // base64("al:hunter2") = YWw6aHVudGVyMg==
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("aHVudGVy"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("104, 117"),
+            "bytes of the password: {shown}"
+        );
+    }
+}
