@@ -153,6 +153,10 @@ impl FromStr for ProxyUrl {
                 let (Some(user), Some(pass)) = (user, pass) else {
                     return Err(bad("bad %-escape in the credentials"));
                 };
+                // Basic joins them with ':': a user holding one is ambiguous.
+                if scheme == Scheme::Http && user.contains(':') {
+                    return Err(bad("an http:// link's user cannot hold ':' (%3A)"));
+                }
                 if user.is_empty() || user.len() > 255 || pass.len() > 255 {
                     return Err(bad(
                         "a user of 1 to 255 bytes and a password of at most 255 are needed",
@@ -238,8 +242,12 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits: from_str_radix alone takes "+1".
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -343,8 +351,8 @@ pub fn parse_method_choice(buf: &[u8]) -> Result<Status<u8>, UpstreamError> {
 /// The RFC 1929 status (`VER STATUS`): whether the credentials passed.
 pub fn parse_auth_status(buf: &[u8]) -> Result<Status<bool>, UpstreamError> {
     match buf {
-        [] | [1] => Ok(Status::Partial),
-        [1, status, ..] => Ok(Status::Complete(*status == 0, 2)),
+        [] | [socks::USER_PASS_VERSION] => Ok(Status::Partial),
+        [socks::USER_PASS_VERSION, status, ..] => Ok(Status::Complete(*status == 0, 2)),
         _ => Err(UpstreamError::Malformed("bad user/password status")),
     }
 }
@@ -486,10 +494,13 @@ impl Handshake {
                     None => &[SOCKS5_VERSION, 1, METHOD_NO_AUTH],
                 };
                 let auth = url.credentials.as_ref().map(|(user, pass)| {
-                    let mut m = vec![1, user.len() as u8];
-                    m.extend_from_slice(user.as_bytes());
-                    m.push(pass.len() as u8);
-                    m.extend_from_slice(pass.as_bytes());
+                    let mut m = vec![0u8; 3 + user.len() + pass.len()];
+                    let creds = socks::UserPass {
+                        user: user.as_bytes(),
+                        pass: pass.as_bytes(),
+                    };
+                    let n = creds.emit(&mut m);
+                    m.truncate(n);
                     m
                 });
                 let mut request = vec![0u8; MAX_SOCKS5_REQUEST];
@@ -512,6 +523,9 @@ impl Handshake {
             Scheme::Http => {
                 let authority = match dest {
                     Dest::Addr(a) => a.to_string(),
+                    // A name that is an IPv6 literal (from a SOCKS5 client)
+                    // needs its brackets.
+                    Dest::Name(name, port) if name.contains(':') => format!("[{name}]:{port}"),
                     Dest::Name(name, port) => format!("{name}:{port}"),
                 };
                 let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");

@@ -420,3 +420,27 @@ fn a_handshake_debugs_without_its_credentials() {
         );
     }
 }
+
+#[test]
+fn percent_escapes_take_two_hex_digits() {
+    assert!("socks5://u:%+1@h:1".parse::<ProxyUrl>().is_err());
+    assert!("socks5://u:%1@h:1".parse::<ProxyUrl>().is_err());
+    assert_eq!(url("socks5://u:%2b@h:1").credentials.unwrap().1, "+");
+}
+
+#[test]
+fn an_http_links_user_holds_no_colon() {
+    assert!("http://a%3Ab:p@h:1".parse::<ProxyUrl>().is_err());
+    assert_eq!(url("socks5://a%3Ab:p@h:1").credentials.unwrap().0, "a:b");
+}
+
+#[test]
+fn an_ipv6_literal_as_a_name_is_bracketed_in_connect() {
+    let (sent, _) = run(
+        &url("http://h:1"),
+        Dest::Name("::1", 443),
+        &[b"HTTP/1.1 200 OK\r\n\r\n"],
+        100,
+    );
+    assert!(sent[0].starts_with(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n"));
+}
