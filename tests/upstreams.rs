@@ -843,3 +843,108 @@ fn out_of_descriptors_takes_no_proxy_link_down() {
         tail(&out, 20)
     );
 }
+
+/// An upstream that takes the connection and never answers: it holds each
+/// connection until dispatch closes it, and counts them
+/// ([`Server::peers`]).
+fn silent_upstream() -> Server {
+    Server::start("127.0.0.1:0", |mut s, _| {
+        let _ = s.read_to_end(&mut Vec::new());
+    })
+}
+
+#[test]
+fn a_silent_upstream_times_out_and_the_request_takes_the_next_route() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let silent = silent_upstream();
+    let open = Proxy::start(&["127.0.0.4"]);
+    let link = format!("socks5://{}", silent.addr);
+    let front = Proxy::start(&[
+        "--connect-timeout",
+        "1",
+        &link,
+        &format!("socks5://{}", open.addr),
+    ]);
+    for _ in 0..3 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.4"));
+    }
+    assert_eq!(silent.peers().len(), 1, "tried once, then down");
+    let out = front.finish().stdout;
+    let down = format!("link {link} down: upstream proxy timed out");
+    assert!(out.contains(&down), "{}", tail(&out, 20));
+}
+
+#[test]
+fn an_http_upstream_answering_garbage_fails_as_a_link() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let garbage = Server::start("127.0.0.1:0", |mut s, _| {
+        let mut head = [0u8; 1024];
+        let _ = s.read(&mut head);
+        let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n");
+    });
+    let open = Proxy::start(&["127.0.0.4"]);
+    let link = format!("http://{}", garbage.addr);
+    let front = Proxy::start(&[&link, &format!("socks5://{}", open.addr)]);
+    for _ in 0..3 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.4"));
+    }
+    assert_eq!(garbage.peers().len(), 1, "tried once, then down");
+    let out = front.finish().stdout;
+    let down = format!("link {link} down: upstream handshake failed: not an HTTP response");
+    assert!(out.contains(&down), "{}", tail(&out, 20));
+}
+
+/// A proxy locked out by its credentials gets a trial again on SIGHUP:
+/// once the upstream takes them, it carries connections again.
+#[cfg(unix)]
+#[test]
+fn sighup_unlocks_a_locked_proxy() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let dir = TempDir::new();
+    let users = dir.path.join("users");
+    std::fs::write(&users, "alice:right-password\n").unwrap();
+    let guarded = Proxy::start(&["--auth-file", users.to_str().unwrap(), "127.0.0.3"]);
+    let open = Proxy::start(&["127.0.0.4"]);
+    let link = format!("socks5://alice:old-password@{}", guarded.addr);
+    let front = Proxy::start(&[&link, &format!("socks5://{}", open.addr)]);
+    for _ in 0..4 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.4"));
+    }
+    let locked = format!(
+        "link socks5://alice:***@{} down until restart or SIGHUP",
+        guarded.addr
+    );
+    assert!(
+        front.stdout().contains(&locked),
+        "{}",
+        tail(&front.stdout(), 20)
+    );
+    // The upstream now takes the password the link gives.
+    std::fs::write(&users, "alice:old-password\n").unwrap();
+    common::http::sighup(guarded.pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while common::http::socks5_login(&mut client(guarded.addr), "alice", "old-password")
+        != Ok([1, 0])
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream never re-read its users"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Without SIGHUP the link stays locked.
+    for _ in 0..4 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.4"));
+    }
+    common::http::sighup(front.pid);
+    wait_logged(&front, "unlocked: it gets a trial");
+    let got: Vec<IpAddr> = (0..4).map(|_| source_of(front.addr, origin.addr)).collect();
+    assert!(
+        got.contains(&ip("127.0.0.3")),
+        "{got:?}\n{}",
+        tail(&front.stdout(), 20)
+    );
+    let out = front.finish().stdout;
+    assert_eq!(out.matches(&locked).count(), 1, "{}", tail(&out, 30));
+    assert!(!out.contains("old-password"));
+}
