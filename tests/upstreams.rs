@@ -874,6 +874,33 @@ fn a_silent_upstream_times_out_and_the_request_takes_the_next_route() {
     assert!(out.contains(&down), "{}", tail(&out, 20));
 }
 
+/// Silent upstreams one after another hold a client no longer than a
+/// connect as a whole may take (three connect timeouts): the fourth is
+/// never tried, and the third, cut short, is not blamed.
+#[test]
+fn silent_upstreams_hold_a_client_no_longer_than_a_whole_connect() {
+    let silent: Vec<Server> = (0..4).map(|_| silent_upstream()).collect();
+    let links: Vec<String> = silent
+        .iter()
+        .map(|s| format!("socks5://{}", s.addr))
+        .collect();
+    let mut args = vec!["--connect-timeout", "1"];
+    args.extend(links.iter().map(String::as_str));
+    let front = Proxy::start(&args);
+    let (_, reply) = socks5_connect(front.addr, "127.0.0.1:9".parse::<SocketAddr>().unwrap());
+    assert_eq!(reply.rep, rep::TTL_EXPIRED, "{:02x?}", reply.raw);
+    let tried: usize = silent.iter().map(|s| s.peers().len()).sum();
+    assert_eq!(tried, 3, "{}", tail(&front.stdout(), 20));
+    let out = front.finish().stdout;
+    assert_eq!(
+        out.matches(" down: upstream proxy timed out").count(),
+        2,
+        "{}",
+        tail(&out, 20)
+    );
+    assert!(out.contains("connect given up"), "{}", tail(&out, 20));
+}
+
 #[test]
 fn an_http_upstream_answering_garbage_fails_as_a_link() {
     let origin = Server::whoami("127.0.0.1:0");

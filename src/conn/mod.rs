@@ -125,6 +125,9 @@ struct Pending {
     /// Through this proxy link once the name resolves (a `socks5://` link
     /// passes addresses), and the proxies tried before it.
     via: Option<(usize, crate::links::Tried)>,
+    /// When a connect over routes that are proxies gives up as a whole,
+    /// as one over interface links does (set at its first route).
+    give_up_at: Option<Instant>,
 }
 
 /// What a finished HTTP forward exchange leaves for the next request: the
@@ -425,10 +428,7 @@ impl Conn {
                 let next = c.on_timer(ctx, self.handle, ctx.timeouts.connect);
                 self.connect_step(ctx, c, pending, next)
             }
-            State::ViaProxy(v, pending) => {
-                let next = v.on_timer(ctx, self.handle);
-                self.via_step(ctx, None, pending, next)
-            }
+            State::ViaProxy(v, pending) => self.via_timer(ctx, v, pending),
             State::Binding(b, pending) => {
                 b.close(ctx);
                 let reason = "no connection came to BIND";

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 
+use super::connect::TOTAL_TIMEOUTS;
 use super::request::Target;
 use super::via_proxy::{self, ViaProxy};
 use super::{Conn, Ctx, Flow, Pending, Progress, State, Step};
@@ -28,6 +29,9 @@ impl Conn {
         target: Target,
         tried: Tried,
     ) -> Step {
+        let give_up_at = *pending
+            .give_up_at
+            .get_or_insert(ctx.now + ctx.timeouts.connect * TOTAL_TIMEOUTS);
         // Refused before a route is picked: a proxy's trial is never spent
         // on a request that makes no attempt.
         if let Target::Addr(addr) = &target {
@@ -80,10 +84,10 @@ impl Conn {
                     host: host.to_string(),
                     port: *port,
                     client: self.client_addr.ip().to_canonical(),
-                    deadline: ctx.now + ctx.timeouts.connect,
+                    deadline: (ctx.now + ctx.timeouts.connect).min(give_up_at),
                 };
                 ctx.resolver.submit(job, ctx.now);
-                self.arm(ctx, ctx.timeouts.connect);
+                self.arm_at(ctx, (ctx.now + ctx.timeouts.connect).min(give_up_at));
                 (State::Resolving(pending), Flow::Next)
             }
         }
@@ -138,7 +142,8 @@ impl Conn {
     ) -> Step {
         match ViaProxy::start(ctx, self.handle, link, tried, dest) {
             Ok(v) => {
-                self.arm_at(ctx, v.deadline(ctx.timeouts.connect));
+                let give_up_at = pending.give_up_at.expect("set by route");
+                self.arm_at(ctx, v.deadline(ctx.timeouts.connect).min(give_up_at));
                 self.via_proxy(ctx, v, pending)
             }
             Err((tried, e)) => {
@@ -188,9 +193,36 @@ impl Conn {
         }
     }
 
-    /// The proxy failed as a link: the same request takes another route.
+    /// The deadline armed for a connect through a proxy passed: the
+    /// proxy's own timeout (a link failure: the next route), or the
+    /// connect's as a whole (the request fails; the proxy, cut short, is
+    /// not blamed).
+    pub(super) fn via_timer(&mut self, ctx: &mut Ctx<'_>, v: ViaProxy, pending: Pending) -> Step {
+        if pending.give_up_at.is_some_and(|at| ctx.now >= at) {
+            v.abandon(ctx);
+            return self.give_up(ctx, pending);
+        }
+        let next = v.on_timer(ctx, self.handle);
+        self.via_step(ctx, None, pending, next)
+    }
+
+    fn give_up(&mut self, ctx: &mut Ctx<'_>, pending: Pending) -> Step {
+        log::debug!(
+            "#{} connect given up after {TOTAL_TIMEOUTS} connect timeouts",
+            self.handle.id
+        );
+        let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+        let reason = "connect given up";
+        self.fail(ctx, pending.client, Reply::TtlExpired, reason, Some(e))
+    }
+
+    /// The proxy failed as a link: the same request takes another route,
+    /// unless the connect's time as a whole is up.
     fn failover(&mut self, ctx: &mut Ctx<'_>, pending: Pending, tried: Tried) -> Step {
         self.disarm(ctx);
+        if pending.give_up_at.is_some_and(|at| ctx.now >= at) {
+            return self.give_up(ctx, pending);
+        }
         let target = self.target.clone().expect("a request has a target");
         self.route(ctx, pending, target, tried)
     }
