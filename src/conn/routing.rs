@@ -227,3 +227,65 @@ impl Conn {
         self.route(ctx, pending, target, tried)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::num::NonZeroU32;
+
+    use super::super::rig::Rig;
+    use super::super::Conn;
+    use crate::links::{Links, ProxySpec, State, FIRST_BACKOFF};
+
+    /// A rig whose one link is a `socks5://` proxy (names are resolved
+    /// here for it), down and due its trial; a connection in the middle of
+    /// resolving a name for it, the link on trial.
+    fn resolving_on_trial() -> (Rig, Conn, std::net::TcpStream) {
+        let mut rig = Rig::new();
+        let spec = ProxySpec {
+            url: "socks5://127.0.0.1:9".parse().unwrap(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            weight: NonZeroU32::MIN,
+        };
+        rig.links = Links::new(vec![], &[], false).with_proxies(vec![spec]);
+        rig.links.broken(0, &"refused", rig.clock);
+        rig.clock += FIRST_BACKOFF;
+        let (mut conn, mut client) = rig.accept();
+        client.write_all(&[5, 1, 0]).unwrap();
+        rig.run_until(&mut conn, "request");
+        let mut method = [0; 2];
+        client.read_exact(&mut method).unwrap();
+        let mut req = vec![5, 1, 0, 3, 9];
+        req.extend_from_slice(b"localhost");
+        req.extend_from_slice(&80u16.to_be_bytes());
+        client.write_all(&req).unwrap();
+        rig.run_until(&mut conn, "resolving");
+        assert!(matches!(rig.links.get(0).state(), State::Trial { .. }));
+        (rig, conn, client)
+    }
+
+    /// The next request gets the trial: the link is down, due at once.
+    fn trial_given_back(rig: &Rig) {
+        match rig.links.get(0).state() {
+            State::Down { retry_at, .. } => assert!(retry_at <= rig.clock),
+            other => panic!("the link stayed {other}"),
+        }
+    }
+
+    #[test]
+    fn a_resolve_that_times_out_gives_the_trial_back() {
+        let (mut rig, mut conn, _client) = resolving_on_trial();
+        rig.expire(&mut conn);
+        assert_eq!(conn.reason, "name resolution timed out");
+        trial_given_back(&rig);
+        rig.close(conn);
+    }
+
+    #[test]
+    fn a_client_that_leaves_while_resolving_gives_the_trial_back() {
+        let (mut rig, conn, client) = resolving_on_trial();
+        drop(client);
+        rig.close(conn);
+        trial_given_back(&rig);
+    }
+}
