@@ -749,8 +749,14 @@ fn wait_logged(proxy: &Proxy, needle: &str) {
 #[test]
 fn a_trial_that_makes_no_attempt_does_not_keep_the_link_out() {
     let origin = Server::whoami("127.0.0.1:0");
-    let port = free_port();
-    let link = format!("socks5://127.0.0.1:{port}");
+    // An address no other test listens on: the port stays closed until
+    // this test listens there.
+    let port = std::net::TcpListener::bind("127.0.0.77:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let link = format!("socks5://127.0.0.77:{port}");
     let front = Proxy::start(&["127.0.0.2", &link]);
     // Nothing listens there yet: the request it gets fails over, and the
     // link is down.
@@ -758,12 +764,14 @@ fn a_trial_that_makes_no_attempt_does_not_keep_the_link_out() {
         assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.2"));
     }
     wait_logged(&front, &format!("link {link} down"));
-    let (_upstream, asked) = socks5_upstream_at(&format!("127.0.0.1:{port}"), origin.addr);
+    let (_upstream, asked) = socks5_upstream_at(&format!("127.0.0.77:{port}"), origin.addr);
     // Past the first backoff (5 s) the next request is the link's trial.
     thread::sleep(std::time::Duration::from_secs(6));
     let (_, reply) = socks5_connect(front.addr, Dest::name("me.localhost", front.addr.port()));
     assert_eq!(reply.rep, 0x02, "not allowed: {:02x?}", reply.raw);
     let trial = format!("link {link} trial");
+    // (The log is read by another thread: it may come after the reply.)
+    wait_logged(&front, &trial);
     assert_eq!(
         front.stdout().matches(&trial).count(),
         1,
