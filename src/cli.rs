@@ -33,6 +33,14 @@ pub enum Command {
     Start(StartArgs),
     /// Show a running proxy's links, read from its --metrics endpoint
     Status(StatusArgs),
+    /// Print a shell completion script (see README, "Completions and man page")
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), as in `dispatch man > dispatch.1`
+    Man,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -141,6 +141,14 @@ pub enum ConfigError {
     ProxyHost(String, io::Error),
     /// The same upstream proxy given twice.
     DuplicateProxy(String),
+    /// An upstream proxy that is this very dispatch (shown redacted): each
+    /// request would come back to it, again and again.
+    ProxyIsSelf(String),
+    /// Dotted digits that are no IPv4 address (a typo, not an interface).
+    NotAnAddress(String),
+    /// An interface whose addresses are all loopback: it reaches nothing
+    /// beyond this machine.
+    LoopbackInterface(String),
 }
 
 const SEE_LIST: &str = "`dispatch list` shows the ones you can use";
@@ -186,6 +194,20 @@ impl fmt::Display for ConfigError {
             ConfigError::DuplicateProxy(url) => {
                 write!(f, "the upstream proxy {url} is given more than once; give it once")
             }
+            ConfigError::ProxyIsSelf(url) => write!(
+                f,
+                "the upstream proxy {url} is this dispatch's own --ip and --port: \
+                 every request would loop back to it; give another proxy"
+            ),
+            ConfigError::NotAnAddress(text) => write!(
+                f,
+                "{text} is not an IP address (nor an interface name); {SEE_LIST}"
+            ),
+            ConfigError::LoopbackInterface(name) => write!(
+                f,
+                "{name} is a loopback interface: it reaches nothing beyond this machine; \
+                 to use one of its addresses anyway, give it (as 127.0.0.2); {SEE_LIST}"
+            ),
             ConfigError::TooMany(n) => write!(
                 f,
                 "{n} addresses to dispatch to; at most {MAX_LINKS} are supported, give fewer"
@@ -230,6 +252,9 @@ pub fn build(
             };
             if proxies.iter().any(same) {
                 return Err(ConfigError::DuplicateProxy(url.to_string()));
+            }
+            if is_self(addr, args, ifaces) {
+                return Err(ConfigError::ProxyIsSelf(url.to_string()));
             }
             proxies.push(ProxySpec {
                 url: url.clone(),
@@ -376,12 +401,41 @@ fn resolve(
         // An interface that does not exist yet, or has no usable address
         // yet, has no link now; it gets its links when it does.
         AddrSpec::Proxy(_) => Ok(Vec::new()),
-        AddrSpec::Name(name) => Ok(ifaces
-            .iter()
-            .find(|i| &i.name == name)
-            .map(|iface| targets_of(iface, weight))
-            .unwrap_or_default()),
+        AddrSpec::Name(name) if looks_like_ipv4(name) => {
+            Err(ConfigError::NotAnAddress(name.clone()))
+        }
+        AddrSpec::Name(name) => {
+            let Some(iface) = ifaces.iter().find(|i| &i.name == name) else {
+                return Ok(Vec::new());
+            };
+            if !iface.addrs.is_empty() && iface.addrs.iter().all(|ip| ip.is_loopback()) {
+                return Err(ConfigError::LoopbackInterface(name.clone()));
+            }
+            Ok(targets_of(iface, weight))
+        }
     }
+}
+
+/// Whether an upstream proxy at `addr` is this dispatch itself: its own
+/// listening address, or (listening on a wildcard) its port on loopback or
+/// on an address of this machine. (A loop through another proxy cannot be
+/// seen from here; the per-client connection limit bounds it.)
+fn is_self(addr: SocketAddr, args: &StartArgs, ifaces: &[Interface]) -> bool {
+    if addr.port() != args.port || args.port == 0 {
+        return false;
+    }
+    let ip = addr.ip().to_canonical();
+    ip == args.ip.to_canonical()
+        || (args.ip.is_unspecified()
+            && (ip.is_loopback()
+                || ip.is_unspecified()
+                || ifaces.iter().any(|i| i.addrs.contains(&ip))))
+}
+
+/// Dotted digits, as `999.1.1.1` or `10.0.0`: meant as an IPv4 address,
+/// never an interface's name.
+fn looks_like_ipv4(text: &str) -> bool {
+    text.contains('.') && text.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 fn targets_of(iface: &Interface, weight: NonZeroU32) -> Vec<LinkSpec> {
@@ -515,6 +569,51 @@ mod tests {
         a.no_state_file = true;
         a.state_file = None;
         assert_eq!(build(&a, &machine(), fake_bind).unwrap().state_file, None);
+    }
+
+    /// A proxy link that is this dispatch itself is refused: it would make
+    /// one request into connections without end.
+    #[test]
+    fn a_proxy_link_to_this_very_dispatch_is_refused() {
+        let mut a = args(&["socks5h://127.0.0.1:1080"]);
+        a.port = 1080;
+        let e = build(&a, &machine(), fake_bind).unwrap_err();
+        assert!(matches!(e, ConfigError::ProxyIsSelf(_)), "{e}");
+        a.ip = ip("0.0.0.0");
+        a.addresses = args(&["socks5://10.0.0.7:1080"]).addresses;
+        let e = build(&a, &machine(), fake_bind).unwrap_err();
+        assert!(matches!(e, ConfigError::ProxyIsSelf(_)), "{e}");
+        // Another port, or another machine's address, is another proxy.
+        a.addresses = args(&["socks5://127.0.0.1:1081"]).addresses;
+        assert!(build(&a, &machine(), fake_bind).is_ok());
+        a.ip = ip("127.0.0.1");
+        a.addresses = args(&["socks5://127.0.0.2:1080"]).addresses;
+        assert!(build(&a, &machine(), fake_bind).is_ok());
+    }
+
+    /// A loopback interface named is refused (it reaches nothing beyond
+    /// the machine), as README says; its addresses given as such are not.
+    #[test]
+    fn a_loopback_interface_is_refused_by_name_not_by_address() {
+        let e = build(&args(&["lo"]), &machine(), fake_bind).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::LoopbackInterface(ref n) if n == "lo"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("give it (as 127.0.0.2)"), "{e}");
+        assert!(build(&args(&["127.0.0.1"]), &machine(), fake_bind).is_ok());
+    }
+
+    /// Dotted digits that are no address are a typo, not an interface that
+    /// might appear later.
+    #[test]
+    fn dotted_digits_that_are_no_address_are_refused() {
+        for typo in ["999.1.1.1", "10.0.0", "1.2.3.4.5"] {
+            let e = build(&args(&[typo]), &machine(), fake_bind).unwrap_err();
+            assert!(matches!(e, ConfigError::NotAnAddress(_)), "{typo}: {e}");
+        }
+        // A name with a dot and letters is still an interface name.
+        assert!(build(&args(&["eth0.100"]), &machine(), fake_bind).is_ok());
     }
 
     /// By default the state file is beside the log file, and an instance
@@ -656,7 +755,7 @@ mod tests {
 
     #[test]
     fn interface_not_there_yet_is_waited_for() {
-        for name in ["wlan1", "tun0", "lo"] {
+        for name in ["wlan1", "tun0"] {
             let config = build_from(&["eth0", name]).unwrap();
             assert_eq!(config.waiting, vec![name.to_string()], "{name}");
             assert!(config.follow.named.iter().any(|(n, _)| n == name));

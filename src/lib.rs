@@ -25,6 +25,7 @@
 //! | `report`    | the links' live table and summary lines, as text             | no   |
 //! | `iface`     | interface discovery and the `dispatch list` table             | yes  |
 //! | `cli`       | command-line syntax (clap)                                    | no   |
+//! | `cli_docs`  | completion scripts and the man page, from `cli`'s definition  | no   |
 //! | `config`    | command line -> validated configuration (checks the system)   | yes  |
 //! | `logging`   | log to stdout (`-d`) or to a size-capped file                 | yes  |
 //! | `metrics`   | counters, their Prometheus/JSON text, the `--metrics` endpoint | its sockets |
@@ -32,6 +33,7 @@
 pub mod auth;
 pub mod balance;
 pub mod cli;
+pub mod cli_docs;
 pub mod config;
 pub mod conn;
 pub mod dns;

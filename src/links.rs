@@ -93,6 +93,9 @@ pub struct Stats {
     pub udp_bytes_down: u64,
     /// UDP destinations pinned to it now (live, across associations).
     pub udp_pinned: u64,
+    /// UDP destinations ever pinned to it (one that idled and came back
+    /// counts again).
+    pub udp_destinations: u64,
 }
 
 pub struct Link {
@@ -403,6 +406,7 @@ impl Links {
         let stats = &mut self.links[i].stats;
         if pinned {
             stats.udp_pinned += 1;
+            stats.udp_destinations += 1;
         } else {
             stats.udp_pinned = stats.udp_pinned.saturating_sub(1);
         }

@@ -14,7 +14,7 @@ use dispatch::logging::{self, Destination};
 use dispatch::metrics;
 use dispatch::reactor::{Binding, Reactor, Summary};
 use dispatch::report;
-use dispatch::{iface, learned, sys};
+use dispatch::{cli_docs, iface, learned, sys};
 use std::path::PathBuf;
 
 /// Why `dispatch` stopped early; printed as `error: <message>`.
@@ -53,6 +53,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let status = metrics::status::fetch(args.metrics)
                 .map_err(|e| Failure::Runtime(e.to_string()))?;
             say(&metrics::status::table(&status));
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            say(&String::from_utf8_lossy(&cli_docs::completions(shell)));
+            Ok(())
+        }
+        Command::Man => {
+            say(&String::from_utf8_lossy(&cli_docs::man_page()));
             Ok(())
         }
     }
@@ -151,7 +159,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         log::warn!("{notice}");
         eprintln!("warning: {notice}");
     }
-    if let Some(notice) = waiting_notice(&targets, &waiting, args.addresses.is_empty()) {
+    for notice in waiting_notice(&targets, &waiting, args.addresses.is_empty(), &args.exclude) {
         log::warn!("{notice}");
         eprintln!("warning: {notice}");
     }
@@ -186,6 +194,9 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
 fn serve_metrics(reactor: &mut Reactor, addr: SocketAddr) -> Result<SocketAddr, Failure> {
     let listener = metrics::serve::bind(addr).map_err(|e| {
         Failure::Usage(match e.kind() {
+            io::ErrorKind::AddrInUse if addr.port() == reactor.local_addr().port() => format!(
+                "--metrics {addr}: that is the proxy's own --port; give the metrics another port"
+            ),
             io::ErrorKind::AddrInUse => format!(
                 "--metrics {addr}: already in use; stop the other program or pick another port"
             ),
@@ -389,34 +400,52 @@ fn banner(local: SocketAddr, targets: &[LinkSpec], every_iface: bool, log: &Dest
 }
 
 /// Said at start when links are still to come: interfaces given by name
-/// that have no usable address yet (or do not exist: perhaps a typo), or no
-/// uplink at all in default mode.
-fn waiting_notice(targets: &[LinkSpec], waiting: &[String], every_iface: bool) -> Option<String> {
-    let present = || {
-        let names: Vec<String> = dispatch::iface::discover()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
-        names.join(", ")
-    };
-    if every_iface && targets.is_empty() {
-        return Some(format!(
-            "no interface has a default route yet (interfaces: {}); \
-             dispatching starts as soon as one has (see `dispatch list`)",
-            present()
+/// that do not exist (perhaps a typo) or have no usable address yet, no
+/// uplink at all in default mode, or an `--exclude` naming no interface.
+fn waiting_notice(
+    targets: &[LinkSpec],
+    waiting: &[String],
+    every_iface: bool,
+    exclude: &[String],
+) -> Vec<String> {
+    let ifaces = dispatch::iface::discover().unwrap_or_default();
+    let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
+    let present = names.join(", ");
+    let mut notices = Vec::new();
+    for name in exclude.iter().filter(|n| !names.contains(&n.as_str())) {
+        notices.push(format!(
+            "--exclude {name}: there is no such interface (interfaces now are {present})"
         ));
     }
-    if waiting.is_empty() {
-        return None;
+    if every_iface && targets.is_empty() {
+        let excluded = if exclude.is_empty() {
+            String::new()
+        } else {
+            format!(" but the excluded {}", exclude.join(", "))
+        };
+        notices.push(format!(
+            "no interface{excluded} has a default route yet (interfaces: {present}); \
+             dispatching starts as soon as one has (see `dispatch list`)"
+        ));
     }
-    Some(format!(
-        "{} {} no usable address yet (or does not exist: interfaces now are {}); \
-         used as soon as it has one",
-        waiting.join(", "),
-        if waiting.len() == 1 { "has" } else { "have" },
-        present()
-    ))
+    let (absent, unready): (Vec<&String>, Vec<&String>) =
+        waiting.iter().partition(|n| !names.contains(&n.as_str()));
+    let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    if !absent.is_empty() {
+        notices.push(format!(
+            "{} {} not exist (interfaces now are {present}); used as soon as it appears",
+            join(&absent),
+            if absent.len() == 1 { "does" } else { "do" },
+        ));
+    }
+    if !unready.is_empty() {
+        notices.push(format!(
+            "{} {} no usable address yet (see `dispatch list`); used as soon as it has one",
+            join(&unready),
+            if unready.len() == 1 { "has" } else { "have" },
+        ));
+    }
+    notices
 }
 
 fn summary_line(s: &Summary) -> String {

@@ -552,8 +552,11 @@ impl Reactor {
                     if *open >= self.max_client_connections {
                         self.counters.limit(Limit::ClientConnections);
                         let why = format!(
-                            "it has {} connections open (--max-client-connections)",
-                            self.max_client_connections
+                            "it has {} open (--max-client-connections)",
+                            crate::report::count(
+                                u64::from(self.max_client_connections),
+                                "connection"
+                            )
                         );
                         self.refuse(ip, now, &why);
                         drop(stream);

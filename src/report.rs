@@ -11,7 +11,8 @@ use crate::links::{Links, Stats};
 /// One link's summary: `link eth0 10.0.0.2: up, 41 connections, 0 failures, up 1200 B, down 34000 B`
 /// (UDP associations count as connections, and their bytes are in), then
 /// once its capacity is learned, `link eth0 10.0.0.2 learned: 1.20 MB/s`,
-/// and for a link that carried datagrams:
+/// and for a link that carried datagrams (the destinations it carried, not
+/// only those pinned now):
 /// `link eth0 10.0.0.2 udp: 3 destinations, up 10 datagrams 12000 B, down 8 datagrams 9600 B`.
 pub fn summary_lines(links: &Links) -> Vec<String> {
     let mut lines = Vec::new();
@@ -29,11 +30,11 @@ pub fn summary_lines(links: &Links) -> Vec<String> {
         if let Some(c) = links.learned(i) {
             lines.push(format!("link {} learned: {}", l.label(), capacity(Some(c))));
         }
-        if s.udp_up + s.udp_down + s.udp_pinned > 0 {
+        if s.udp_up + s.udp_down + s.udp_destinations > 0 {
             lines.push(format!(
                 "link {} udp: {}, up {} {} B, down {} {} B",
                 l.label(),
-                count(s.udp_pinned, "destination"),
+                count(s.udp_destinations, "destination"),
                 count(s.udp_up, "datagram"),
                 s.udp_bytes_up,
                 count(s.udp_down, "datagram"),

@@ -256,6 +256,29 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
         (self.live.tail != NIL).then(|| self.slots[self.live.tail as usize].last + self.idle_after)
     }
 
+    /// Forgets every entry `gone` picks, handing each to `removed` (with
+    /// whether it was live). O(n): for rare events (a link that ended),
+    /// not per datagram.
+    pub fn remove_where(
+        &mut self,
+        mut gone: impl FnMut(&K, &V) -> bool,
+        mut removed: impl FnMut(K, V, bool),
+    ) where
+        V: Default,
+    {
+        let keys: Vec<K> = self
+            .map
+            .iter()
+            .filter(|&(k, &i)| gone(k, &self.slots[i as usize].value))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some((value, was_live)) = self.remove(&key) {
+                removed(key, value, was_live);
+            }
+        }
+    }
+
     /// Takes every entry out (for closing: each live one was counted).
     pub fn drain(&mut self) -> impl Iterator<Item = Gone<K, V>> + '_ {
         self.map.clear();
@@ -350,6 +373,23 @@ mod tests {
             v
         };
         (walk(t.idle), walk(t.live))
+    }
+
+    #[test]
+    fn remove_where_forgets_what_it_picks_live_or_idle() {
+        let t0 = Instant::now();
+        let mut t: Table<u32, u8> = Table::new(8, IDLE);
+        for k in 0..4 {
+            t.insert(k, (k % 2) as u8, at(t0, u64::from(k))).unwrap();
+        }
+        expired(&mut t, at(t0, 121)); // 0 and 1 idle
+        let mut gone = Vec::new();
+        t.remove_where(|_, &v| v == 1, |k, _, live| gone.push((k, live)));
+        gone.sort();
+        assert_eq!(gone, [(1, false), (3, true)]);
+        assert_eq!(order(&t), (vec![0], vec![2]));
+        t.insert(5, 0, at(t0, 122)).unwrap();
+        assert_eq!(t.len(), 3, "freed slots are reused");
     }
 
     fn expired(t: &mut Table<u32, u8>, now: Instant) -> Vec<u32> {

@@ -655,6 +655,76 @@ impl Handshake {
     }
 }
 
+/// What a failed UDP ASSOCIATE with an upstream says of its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpBlame {
+    /// The upstream works but does not carry UDP (reply 07, command not
+    /// supported): no UDP goes to it until restart or SIGHUP.
+    NoUdp,
+    /// It refused our credentials: as for a connection.
+    Credentials,
+    /// Anything else: the link failed.
+    Link,
+}
+
+impl Handshake {
+    /// A handshake asking `url`'s SOCKS5 upstream for a UDP association
+    /// (RFC 1928 §7): greeting, credentials if the URL has them, then
+    /// `UDP ASSOCIATE` naming `from`, the address datagrams will come from
+    /// (`0.0.0.0:0` when not known).
+    ///
+    /// # Panics
+    /// If the scheme is not SOCKS5 (HTTP carries no UDP).
+    pub fn udp_associate(url: &ProxyUrl, from: SocketAddr) -> Handshake {
+        assert!(url.scheme != Scheme::Http, "UDP needs a SOCKS5 upstream");
+        let mut handshake = Handshake::new(url, Dest::Addr(from));
+        let mut request = vec![0u8; MAX_SOCKS5_REQUEST];
+        let n = socks::Request {
+            version: socks::Version::Socks5,
+            command: socks::Command::UdpAssociate,
+            dest: Dest::Addr(from),
+        }
+        .emit(&mut request);
+        request.truncate(n);
+        handshake.request = request;
+        handshake
+    }
+}
+
+impl Handshake {
+    /// Whether the request is out and its reply awaited: the greeting (and
+    /// credentials) passed. An upstream that closes the connection now
+    /// refuses the request rather than failing (OpenSSH's `ssh -D` closes
+    /// it at any command but CONNECT).
+    pub fn awaits_reply(&self) -> bool {
+        self.phase == Phase::Reply && self.to_send().is_empty()
+    }
+}
+
+impl UpstreamError {
+    /// Whose fault a failed UDP ASSOCIATE is.
+    pub fn udp_blame(&self) -> UdpBlame {
+        match self {
+            UpstreamError::Socks(Reply::CommandNotSupported) => UdpBlame::NoUdp,
+            e if e.blame() == Blame::Credentials => UdpBlame::Credentials,
+            _ => UdpBlame::Link,
+        }
+    }
+}
+
+/// Where datagrams go for an upstream's UDP association: the `BND.ADDR`
+/// and `BND.PORT` of its reply, except that an unspecified address
+/// (`0.0.0.0`, `::`) means the upstream's own, as clients take it. `None`
+/// if the reply named no address, or port 0: no relay to send to.
+pub fn udp_relay_addr(bound: Option<SocketAddr>, upstream: SocketAddr) -> Option<SocketAddr> {
+    let bound = bound.filter(|b| b.port() != 0)?;
+    Some(if bound.ip().is_unspecified() {
+        SocketAddr::new(upstream.ip(), bound.port())
+    } else {
+        bound
+    })
+}
+
 /// A SOCKS5 reply code as the same code (RFC 1928 §6 defines 1 to 8).
 fn reply_of(code: u8) -> Option<Reply> {
     Some(match code {

@@ -173,10 +173,30 @@ fn http_407_challenge_and_basic_credentials() {
     let server = HttpServer::start("127.0.0.1:0");
     let proxy = Proxy::start(&["--auth", "alice:s3cret", "127.0.0.2"]);
     assert_407(&http_get_with(proxy.addr, &server, None), "no credentials");
-    assert_407(
-        &http_get_with(proxy.addr, &server, Some(("alice", "nope"))),
-        "wrong password",
+    let wrong = http_get_with(proxy.addr, &server, Some(("alice", "nope")));
+    assert_407(&wrong, "wrong password");
+    // The body says which: none given, or the one given refused; and a
+    // refused one is logged, as a wrong SOCKS5 password is.
+    assert!(
+        wrong.text().contains("wrong user name or password"),
+        "{}",
+        wrong.text()
     );
+    let none = http_get_with(proxy.addr, &server, None);
+    assert!(
+        none.text().contains("needs a user name and password"),
+        "{}",
+        none.text()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !proxy.stdout().contains("wrong HTTP proxy credentials") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not logged:\n{}",
+            proxy.stdout()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_407(
         &http_get_with(proxy.addr, &server, Some(("alic", "s3cret"))),
         "wrong user",

@@ -337,53 +337,6 @@ fn right_credentials_pass_and_never_show() {
     assert!(out.contains("socks5://alice:***@"), "{}", tail(&out, 20));
 }
 
-#[test]
-fn udp_destinations_never_go_to_an_upstream() {
-    // Datagrams leave by the interface link, however the weights fall;
-    // the upstream sees nothing (it records every request).
-    let origin = Server::whoami("127.0.0.1:0");
-    let (upstream, asked) = socks5_upstream(origin.addr);
-    let front = Proxy::start(&["127.0.0.2", &format!("socks5://{}", upstream.addr)]);
-    let udp_origin = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp_origin.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let (_control, reply) = socks5_connect_cmd(front.addr, 0x03);
-    assert_eq!(reply.rep, rep::SUCCEEDED);
-    let relay = reply.bnd.unwrap();
-    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let SocketAddr::V4(o) = udp_origin.local_addr().unwrap() else {
-        panic!()
-    };
-    for _ in 0..4 {
-        let mut dgram = vec![0, 0, 0, 1];
-        dgram.extend_from_slice(&o.ip().octets());
-        dgram.extend_from_slice(&o.port().to_be_bytes());
-        dgram.extend_from_slice(b"hello");
-        client.send_to(&dgram, relay).unwrap();
-        let mut buf = [0u8; 64];
-        let (n, from) = udp_origin.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"hello");
-        assert_eq!(
-            from.ip(),
-            ip("127.0.0.2"),
-            "datagrams leave by the interface"
-        );
-    }
-    assert!(asked.lock().unwrap().is_empty());
-}
-
-/// A SOCKS5 request of `cmd` with 0.0.0.0:0 as its address.
-fn socks5_connect_cmd(proxy: SocketAddr, cmd: u8) -> (TcpStream, Reply5) {
-    let mut s = client(proxy);
-    socks5_greet(&mut s);
-    s.write_all(&socks5_request(
-        cmd,
-        &Dest::Addr("0.0.0.0:0".parse().unwrap()),
-    ))
-    .unwrap();
-    let reply = read_reply5(&mut s).unwrap();
-    (s, reply)
-}
-
 /// A free loopback port (bound, then let go).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

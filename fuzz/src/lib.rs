@@ -681,7 +681,8 @@ fn check_proxy_url(text: &str, url: &ProxyUrl) {
 /// # Input layout for [`check_upstream`]
 ///
 /// `data[0]` picks the proxy: bits 0-1 the scheme (socks5, socks5h, http,
-/// http), bit 2 credentials, bit 3 a name as the target; `data[1]` is the
+/// http), bit 2 credentials, bit 3 a name as the target, bit 4 a UDP
+/// ASSOCIATE instead of a CONNECT (for the SOCKS5 schemes); `data[1]` is the
 /// length of each read (0 counts as 1). The rest is what the upstream
 /// sends, delivered in reads of that length.
 ///
@@ -702,7 +703,12 @@ pub fn check_upstream(data: &[u8]) {
     } else {
         Dest::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 80))
     };
-    let mut hs = Handshake::new(&url, dest);
+    let udp = pick & 16 != 0 && pick & 2 == 0;
+    let mut hs = if udp {
+        Handshake::udp_associate(&url, SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
+    } else {
+        Handshake::new(&url, dest)
+    };
     let step = usize::from(step).max(1);
     let (mut start, mut have) = (0, 0);
     loop {
@@ -733,7 +739,7 @@ pub fn check_upstream(data: &[u8]) {
             Err(e) => {
                 let shown = format!("{e} {e:?}");
                 assert!(!shown.contains("fuzz-secret"), "{shown}");
-                let _ = (e.blame(), e.reply());
+                let _ = (e.blame(), e.reply(), e.udp_blame());
                 return;
             }
         }
@@ -753,6 +759,14 @@ pub fn check_upstream_parsers(data: &[u8]) {
                 upstream_proto::parse_socks5_reply(&data[..cut]),
                 Ok(Status::Partial)
             );
+        }
+    }
+    if let Ok(Status::Complete((_, bound), _)) = upstream_proto::parse_socks5_reply(data) {
+        // A UDP ASSOCIATE reply: its relay is an address with a port, the
+        // upstream's own when the reply leaves it unspecified.
+        let upstream = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 1080);
+        if let Some(relay) = upstream_proto::udp_relay_addr(bound, upstream) {
+            assert!(relay.port() != 0 && !relay.ip().is_unspecified());
         }
     }
     if let Ok(Status::Complete(_, n)) = upstream_proto::parse_connect_response(data) {

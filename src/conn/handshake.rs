@@ -397,10 +397,8 @@ fn http_request(data: &[u8], auth: &Credentials) -> Parsed {
         Ok(Status::Complete(head, consumed)) => (head, consumed),
         Err(error) => return invalid(Answer::Http(error.status()), error),
     };
-    let authorized = !auth.required()
-        || head
-            .header("proxy-authorization")
-            .is_some_and(|v| auth.check_basic(v));
+    let offered = head.header("proxy-authorization");
+    let authorized = !auth.required() || offered.is_some_and(|v| auth.check_basic(v));
     let (host, port) = match head.target {
         http::Target::Connect { host, port } | http::Target::Forward { host, port, .. } => {
             (host, port)
@@ -436,6 +434,7 @@ fn http_request(data: &[u8], auth: &Credentials) -> Parsed {
             target,
             forward,
             authorized,
+            refused_credentials: !authorized && offered.is_some(),
         },
     }
 }

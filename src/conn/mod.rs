@@ -23,7 +23,8 @@
 //! | `relaying`  | a relaying connection's upstream, activity and timeouts      |
 //! | `closing`   | after a final reply: EOF, then linger for the client's       |
 //! | `forward`   | HTTP forward proxying: one exchange at a time, keep-alive    |
-//! | `udp`       | UDP ASSOCIATE                                                |
+//! | `udp`       | UDP ASSOCIATE (`udp/via`: placing on upstream proxies)       |
+//! | `udp_upstream` | an association's own UDP ASSOCIATE with a SOCKS5 upstream |
 //! | `bind`      | BIND                                                         |
 //! | `reply`     | what the client is told, queued before any relayed byte      |
 //! | `upstream`  | the connected outgoing socket and its link                   |
@@ -67,6 +68,7 @@ mod routing;
 mod steps;
 mod token;
 mod udp;
+mod udp_upstream;
 mod upstream;
 mod via_proxy;
 
@@ -337,8 +339,8 @@ impl Conn {
                 Some(r) => &mut r.upstream.ready,
                 None => return,
             },
-            (Side::UdpRelay | Side::UdpOut(_), State::Associated(assoc)) => {
-                return assoc.on_readable(side);
+            (Side::UdpRelay | Side::UdpOut(_) | Side::UdpControl(_), State::Associated(assoc)) => {
+                return assoc.on_event(side, event);
             }
             _ => return, // a socket this state no longer has
         };

@@ -49,6 +49,8 @@ pub struct HttpRequest {
     pub forward: Option<ForwardHead>,
     /// Whether its `Proxy-Authorization` is accepted (or none is needed).
     pub authorized: bool,
+    /// It sent a `Proxy-Authorization` that is refused.
+    pub refused_credentials: bool,
 }
 
 /// A forward request's head, rewritten to origin form.

@@ -19,15 +19,22 @@ pub enum Side {
     Upstream,
     /// The UDP socket a UDP ASSOCIATE client sends its datagrams to.
     UdpRelay,
-    /// The outgoing UDP socket of an association through link `n`.
+    /// The outgoing UDP socket of an association through link `n` (for a
+    /// proxy link, the socket that talks to the upstream's UDP relay).
     UdpOut(u8),
+    /// The TCP control connection of an association's UDP ASSOCIATE with
+    /// the upstream of proxy link `n`.
+    UdpControl(u8),
     /// A second connect attempt racing the first (Happy Eyeballs).
     Racer,
 }
 
 const SIDE_BITS: u32 = 8;
-/// The side code of [`Side::Racer`], past every `UdpOut` (at most 64 links).
+/// The side code of [`Side::Racer`], past every `UdpOut` and `UdpControl`
+/// (at most 64 links each).
 const RACER: usize = 255;
+/// The first side code of [`Side::UdpControl`], past every `UdpOut`.
+const CONTROL: usize = 3 + 64;
 const GEN_BITS: u32 = if usize::BITS >= 64 { 16 } else { 4 };
 const GEN_MASK: usize = (1 << GEN_BITS) - 1;
 
@@ -47,6 +54,7 @@ impl Handle {
             Side::Upstream => 1,
             Side::UdpRelay => 2,
             Side::UdpOut(n) => 3 + n as usize,
+            Side::UdpControl(n) => CONTROL + n as usize,
             Side::Racer => RACER,
         };
         Token((self.key << (GEN_BITS + SIDE_BITS)) | (generation(self.id) << SIDE_BITS) | code)
@@ -81,6 +89,7 @@ pub fn from_token(token: Token) -> (usize, Side) {
         1 => Side::Upstream,
         2 => Side::UdpRelay,
         RACER => Side::Racer,
+        n if n >= CONTROL => Side::UdpControl((n - CONTROL) as u8),
         n => Side::UdpOut((n - 3) as u8),
     };
     (key, side)
@@ -90,13 +99,15 @@ pub fn from_token(token: Token) -> (usize, Side) {
 mod tests {
     use super::*;
 
-    const SIDES: [Side; 6] = [
+    const SIDES: [Side; 8] = [
         Side::Racer,
         Side::Client,
         Side::Upstream,
         Side::UdpRelay,
         Side::UdpOut(0),
         Side::UdpOut(63),
+        Side::UdpControl(0),
+        Side::UdpControl(63),
     ];
 
     #[test]

@@ -20,14 +20,25 @@
 //! refused (a live flow is never cut for a newcomer). An idle name is
 //! resolved again.
 //!
+//! A destination may also be placed on a `socks5://` or `socks5h://` link:
+//! its datagrams then go through a UDP ASSOCIATE of the association's own
+//! with that upstream (see [`super::udp_upstream`]). A name the client
+//! sends is then placed before it is resolved; when the pick is a
+//! `socks5h://` link it goes on unresolved, otherwise it is resolved here
+//! and its address placed as any address.
+//!
 //! Datagrams move through one buffer the reactor lends (with headroom for
 //! the header in front of a reply): nothing is allocated per datagram, except
 //! the few held while a destination's name resolves, and a new table entry.
 
+mod via;
+
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use mio::event::Event;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -35,6 +46,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::ctx::Ctx;
 use super::io::{attempt, read, Outcome, Ready};
 use super::token::{Handle, Side};
+use super::udp_upstream::Legs;
 use crate::dns::{Job, Resolver};
 use crate::evidence;
 use crate::metrics::Limit;
@@ -43,6 +55,7 @@ use crate::reach::Reach;
 use crate::socks::{self, Dest, Status};
 use crate::sys;
 use crate::udp_table::Table;
+use via::{from_upstream, place, place_name, send_whole, via_name};
 
 /// Associations open at once, across clients.
 pub const MAX_ASSOCIATIONS: usize = 4096;
@@ -66,6 +79,8 @@ enum Name {
     Pending(Vec<Box<[u8]>>),
     /// The address it resolved to.
     Resolved(SocketAddr),
+    /// Placed on this `socks5h://` link: it goes on unresolved.
+    Via(u8),
 }
 
 impl Default for Name {
@@ -92,6 +107,8 @@ pub struct Assoc {
     routes: Table<SocketAddr, u8>,
     /// Outgoing sockets by link index, made on first use.
     outs: Vec<Option<Out>>,
+    /// UDP associations with the upstreams of proxy links, made on first use.
+    legs: Legs,
     /// Links counted as carrying this association (a bit per link index).
     counted: u64,
     /// Names by [`name_key`].
@@ -109,7 +126,10 @@ pub struct Assoc {
 }
 
 impl Assoc {
-    pub fn on_readable(&mut self, side: Side) {
+    pub fn on_event(&mut self, side: Side, event: &Event) {
+        if self.legs.on_event(side, event) {
+            return;
+        }
         match side {
             Side::UdpRelay => self.relay_readable = true,
             Side::UdpOut(n) => {
@@ -132,13 +152,18 @@ impl Assoc {
         }
     }
 
-    /// When a live destination or name next goes idle, unless used first:
-    /// the association should look again then ([`Assoc::run`] does).
-    pub fn next_expiry(&self) -> Option<Instant> {
-        match (self.routes.next_expiry(), self.names.next_expiry()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    /// When a live destination or name next goes idle, unless used first,
+    /// or a leg's handshake (given `connect`, the timeout) times out: the
+    /// association should look again then ([`Assoc::run`] does).
+    pub fn next_expiry(&self, connect: Duration) -> Option<Instant> {
+        [
+            self.routes.next_expiry(),
+            self.names.next_expiry(),
+            self.legs.next_deadline(connect),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Destinations and names unused for the idle time go idle; amortized
@@ -208,7 +233,7 @@ pub enum Refusal {
 impl Assoc {
     /// Its sockets: the relay socket, and one per link it sent out by.
     pub fn sockets(&self) -> usize {
-        1 + self.outs.iter().flatten().count()
+        1 + self.outs.iter().flatten().count() + self.legs.sockets()
     }
 
     /// Opens the relay socket on `local`, the address the client reached
@@ -266,6 +291,7 @@ impl Assoc {
             client_port,
             routes: Table::new(cap, idle),
             outs: (0..ctx.links.iter().count()).map(|_| None).collect(),
+            legs: Legs::default(),
             counted: 0,
             names: Table::new(cap, idle),
             lookups: 0,
@@ -286,6 +312,19 @@ impl Assoc {
     pub fn run(&mut self, ctx: &mut Ctx<'_>, conn: Handle) -> (bool, u64, u64) {
         self.expire(ctx, conn);
         let (mut up, mut down) = (0u64, 0u64);
+        let mut orphans = Vec::new();
+        let ended = self.legs.drive(ctx, conn, &mut orphans);
+        if ended != 0 {
+            self.forget_links(ctx, conn, ended);
+            // Datagrams held for a leg refused: placed again, as
+            // if the client sent them now.
+            if let Some(client) = self.client_addr() {
+                for d in orphans {
+                    ctx.udp_buf[..d.len()].copy_from_slice(&d);
+                    up += from_client(self, ctx, conn, d.len(), client) as u64;
+                }
+            }
+        }
         for _ in 0..BURST {
             if !self.relay_readable {
                 break;
@@ -318,6 +357,19 @@ impl Assoc {
             }
             busy |= matches!(self.outs.get(link), Some(Some(out)) if out.readable);
         }
+        let mut legs = self.legs.readable();
+        while legs != 0 {
+            let link = legs.trailing_zeros() as usize;
+            legs &= legs - 1;
+            for _ in 0..BURST {
+                match self.legs.recv(link, &mut ctx.udp_buf[..]) {
+                    None => break,
+                    Some((0, _)) => {}
+                    Some((n, start)) => down += from_upstream(self, ctx, link, n, start) as u64,
+                }
+            }
+        }
+        busy |= self.legs.readable() != 0;
         (busy, up, down)
     }
 
@@ -379,6 +431,7 @@ impl Assoc {
     /// Closes the association's sockets; its links count it no more.
     pub fn close(mut self, ctx: &mut Ctx<'_>) {
         self.deregister(ctx.registry);
+        self.legs.close(ctx);
         for gone in self.routes.drain() {
             if gone.was_live {
                 ctx.links.pin(usize::from(gone.value), false);
@@ -445,6 +498,10 @@ fn from_client(
             let payload = &datagram[start..];
             match assoc.names.touch(key, ctx.now) {
                 Some(t) => match t.value {
+                    Name::Via(link) => {
+                        let link = usize::from(*link);
+                        return send_whole(assoc, ctx, link, n, start);
+                    }
                     // An idle name is resolved again, as if new (unless
                     // too many are: then it goes where it went).
                     Name::Resolved(a) if t.was_live || assoc.lookups >= LOOKUPS => *a,
@@ -464,6 +521,9 @@ fn from_client(
                     Name::Pending(_) => return hold(assoc, key, payload),
                 },
                 None => {
+                    if let Some(link) = place_name(ctx.links, ctx.now) {
+                        return via_name(assoc, ctx, conn, key, link, (n, start));
+                    }
                     if assoc.lookups >= LOOKUPS {
                         limit(assoc, "names resolving at once", LOOKUPS);
                         return 0;
@@ -532,13 +592,23 @@ fn send_range(
     ctx: &mut Ctx<'_>,
     conn: Handle,
     dest: SocketAddr,
-    range: std::ops::Range<usize>,
+    range: Range<usize>,
 ) -> usize {
-    let Some((link, socket)) = route(assoc, ctx, conn, dest) else {
+    let Some(link) = route(assoc, ctx, conn, dest) else {
+        return 0;
+    };
+    if assoc.legs.has(link) {
+        // Through an upstream: the header goes in front, where the
+        // client's was (as long, or longer for an IPv4-mapped address).
+        let at = range.start - socks::udp_header_len(dest);
+        socks::emit_udp_header(dest, &mut ctx.udp_buf[at..range.start]);
+        return assoc.legs.send(ctx, link, at..range.end, range.len());
+    }
+    let Some(Some(out)) = assoc.outs.get(link) else {
         return 0;
     };
     let payload = &ctx.udp_buf[range];
-    match attempt(|| socket.send_to(payload, dest)) {
+    match attempt(|| out.socket.send_to(payload, dest)) {
         Outcome::Continue(sent) => {
             ctx.links.datagram_up(link, sent as u64);
             sent
@@ -548,7 +618,8 @@ fn send_range(
     }
 }
 
-/// Sends `payload` (not in the shared buffer) to `dest`.
+/// Sends `payload` (not in the shared buffer, which is free then) to
+/// `dest`: it is copied there, behind room for a header.
 fn send(
     assoc: &mut Assoc,
     ctx: &mut Ctx<'_>,
@@ -556,27 +627,16 @@ fn send(
     dest: SocketAddr,
     payload: &[u8],
 ) -> usize {
-    let Some((link, socket)) = route(assoc, ctx, conn, dest) else {
-        return 0;
-    };
-    match attempt(|| socket.send_to(payload, dest)) {
-        Outcome::Continue(sent) => {
-            ctx.links.datagram_up(link, sent as u64);
-            sent
-        }
-        _ => 0,
-    }
+    let range = HEADROOM..HEADROOM + payload.len();
+    ctx.udp_buf[range.clone()].copy_from_slice(payload);
+    send_range(assoc, ctx, conn, dest, range)
 }
 
-/// The link and outgoing socket for `dest`: its pinned link; for one that
-/// comes back after idling, the link it had while that is up; else a new
-/// pick. The destination becomes the most recently used.
-fn route<'a>(
-    assoc: &'a mut Assoc,
-    ctx: &mut Ctx<'_>,
-    conn: Handle,
-    dest: SocketAddr,
-) -> Option<(usize, &'a UdpSocket)> {
+/// The link for `dest`, its socket (or leg) open: its pinned link; for
+/// one that comes back after idling, the link it had while that is up (or
+/// its leg open); else a new pick. The destination becomes the most
+/// recently used.
+fn route(assoc: &mut Assoc, ctx: &mut Ctx<'_>, conn: Handle, dest: SocketAddr) -> Option<usize> {
     if !net::is_connectable(dest) || ctx.is_self(dest) {
         return None;
     }
@@ -585,10 +645,10 @@ fn route<'a>(
         Some(t) if t.was_live => (usize::from(*t.value), false, true),
         Some(t) => {
             let before = usize::from(*t.value);
-            let link = if ctx.links.is_usable(before) {
+            let link = if ctx.links.is_usable(before) || assoc.legs.has(before) {
                 Some(before)
             } else {
-                pick_link(ctx, dest)
+                place(ctx, dest)
             };
             match link {
                 Some(link) => {
@@ -608,10 +668,14 @@ fn route<'a>(
                 refuse(assoc, conn, ctx.timeouts.udp_destinations, "destinations");
                 return None;
             }
-            (pick_link(ctx, dest)?, true, false)
+            (place(ctx, dest)?, true, false)
         }
     };
-    if let Err(e) = ensure_out(assoc, ctx, conn, link, dest.is_ipv6()) {
+    let opened = match ctx.links.get(link).as_proxy() {
+        Some(_) => assoc.legs.ensure(ctx, conn, link),
+        None => ensure_out(assoc, ctx, conn, link, dest.is_ipv6()),
+    };
+    if let Err(e) = opened {
         log::debug!(
             "cannot open a UDP socket on link {}: {e}",
             ctx.links.get(link).label()
@@ -645,7 +709,7 @@ fn route<'a>(
             }
         }
     }
-    assoc.outs[link].as_ref().map(|out| (link, &out.socket))
+    Some(link)
 }
 
 /// A link for a new destination: the selector's pick, unless only some

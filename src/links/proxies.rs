@@ -6,8 +6,10 @@
 //! count as one route, weighing what their larger family weighs); among
 //! the interfaces, the usual per-family selection follows.
 //!
-//! No UDP destination is ever placed on a proxy: datagrams go through
-//! interface links only.
+//! UDP destinations are placed on `socks5://` and `socks5h://` proxies
+//! (through a UDP ASSOCIATE of their own, see `conn::udp_upstream`), never
+//! on `http://` ones, nor on one that answered that it does not carry UDP
+//! ([`Links::refuse_udp`]) until restart or SIGHUP.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -15,7 +17,7 @@ use std::time::Instant;
 
 use super::{Link, Links, State, Tried, FIRST_BACKOFF, MAX_BACKOFF};
 use crate::sys::Device;
-use crate::upstream_proto::ProxyUrl;
+use crate::upstream_proto::{ProxyUrl, Scheme};
 use crate::wrr::Selector;
 
 /// An upstream proxy given as a link.
@@ -34,6 +36,9 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// It refused our credentials: down until restart or SIGHUP.
     pub locked: bool,
+    /// It answered UDP ASSOCIATE with "command not supported": no UDP is
+    /// placed on it until restart or SIGHUP.
+    pub no_udp: bool,
 }
 
 /// Where a new connection goes: through the interfaces (`None`), or
@@ -60,6 +65,7 @@ impl Link {
                 url: spec.url,
                 addr: spec.addr,
                 locked: false,
+                no_udp: false,
             })),
         }
     }
@@ -218,8 +224,37 @@ impl Links {
         Ok((Some(ip), device))
     }
 
-    /// SIGHUP: proxies locked out by their credentials get a trial again.
+    /// The proxy links that cannot carry UDP (HTTP ones, and those that
+    /// refused it), as a set to leave out of [`Links::pick_route`].
+    pub fn without_udp(&self) -> Tried {
+        let cannot = |p: &Proxy| p.url.scheme == Scheme::Http || p.no_udp;
+        self.links
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.proxy.as_deref().is_some_and(cannot))
+            .fold(0, |set, (i, _)| set | 1 << i)
+    }
+
+    /// Proxy link `i` does not carry UDP: none is placed on it until
+    /// restart or SIGHUP, said once.
+    pub fn refuse_udp(&mut self, i: usize) {
+        if let Some(proxy) = self.links[i].proxy.as_mut() {
+            if !std::mem::replace(&mut proxy.no_udp, true) {
+                log::warn!(
+                    "link {}: the upstream does not carry UDP (UDP ASSOCIATE not \
+                     supported); UDP goes by other links until restart or SIGHUP",
+                    proxy.url
+                );
+            }
+        }
+    }
+
+    /// SIGHUP: proxies locked out by their credentials get a trial again,
+    /// and those that refused UDP are asked again.
     pub fn unlock_proxies(&mut self, now: Instant) {
+        for proxy in self.links.iter_mut().filter_map(|l| l.proxy.as_mut()) {
+            proxy.no_udp = false;
+        }
         for link in &mut self.links {
             if let Some(proxy) = link.proxy.as_mut().filter(|p| p.locked) {
                 proxy.locked = false;
@@ -407,6 +442,19 @@ mod tests {
         let l = Links::new(vec![], &[], true).with_proxies(vec![spec]);
         let e = l.proxy_source(0).unwrap_err();
         assert_eq!(e, "interface eth0 has no IPv4 address");
+    }
+
+    #[test]
+    fn udp_leaves_out_http_proxies_and_those_that_refused_it_until_sighup() {
+        let mut l = links(
+            &[("10.0.0.1", 1)],
+            &[("socks5://127.0.0.1:1", 1), ("http://127.0.0.1:2", 1)],
+        );
+        assert_eq!(l.without_udp(), 1 << 2);
+        l.refuse_udp(1);
+        assert_eq!(l.without_udp(), 1 << 1 | 1 << 2);
+        l.unlock_proxies(Instant::now());
+        assert_eq!(l.without_udp(), 1 << 2);
     }
 
     #[test]

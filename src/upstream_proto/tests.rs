@@ -444,3 +444,88 @@ fn an_ipv6_literal_as_a_name_is_bracketed_in_connect() {
     );
     assert!(sent[0].starts_with(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n"));
 }
+
+/// Runs a UDP ASSOCIATE handshake against whole scripted replies.
+fn run_udp(
+    url: &ProxyUrl,
+    replies: &[&[u8]],
+) -> (Vec<Vec<u8>>, Result<Option<SocketAddr>, UpstreamError>) {
+    let mut hs = Handshake::udp_associate(url, addr("0.0.0.0:0"));
+    let mut sent = Vec::new();
+    for reply in replies {
+        sent.push(hs.to_send().to_vec());
+        let n = hs.to_send().len();
+        hs.sent(n);
+        match hs.on_input(reply) {
+            Ok(Status::Complete(Step::Send, _)) => {}
+            Ok(Status::Complete(Step::Established(bound), _)) => return (sent, Ok(bound)),
+            Ok(Status::Partial) => panic!("a whole reply is partial"),
+            Err(e) => return (sent, Err(e)),
+        }
+    }
+    panic!("the replies ran out")
+}
+
+#[test]
+fn udp_associate_asks_with_cmd_3_after_the_credentials() {
+    let (sent, end) = run_udp(
+        &url("socks5h://al:pw@127.0.0.1:1080"),
+        &[
+            &[5, 2],                                 // method: user/password
+            &[1, 0],                                 // credentials passed
+            &[5, 0, 0, 1, 127, 0, 0, 3, 0x30, 0x39], // relay at 127.0.0.3:12345
+        ],
+    );
+    assert_eq!(sent[0], [5, 2, 0, 2]);
+    assert_eq!(sent[1], [1, 2, b'a', b'l', 2, b'p', b'w']);
+    // VER CMD=UDP ASSOCIATE RSV ATYP=IPv4 0.0.0.0 port 0
+    assert_eq!(sent[2], [5, 3, 0, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(end, Ok(Some(addr("127.0.0.3:12345"))));
+}
+
+#[test]
+fn a_handshake_awaits_the_reply_only_once_the_request_is_out() {
+    let mut hs = Handshake::udp_associate(&url("socks5://127.0.0.1:1080"), addr("0.0.0.0:0"));
+    assert!(!hs.awaits_reply(), "the greeting is not out");
+    hs.sent(3);
+    assert!(!hs.awaits_reply(), "the method choice is awaited");
+    assert_eq!(hs.on_input(&[5, 0]), Ok(Status::Complete(Step::Send, 2)));
+    assert!(!hs.awaits_reply(), "the request is not out");
+    hs.sent(4);
+    assert!(!hs.awaits_reply(), "the request is half out");
+    hs.sent(6);
+    assert!(hs.awaits_reply());
+}
+
+#[test]
+fn udp_associate_refused_as_unsupported_is_no_udp_not_a_link_failure() {
+    let (_, end) = run_udp(
+        &url("socks5://127.0.0.1:1080"),
+        &[&[5, 0], &[5, 7, 0, 1, 0, 0, 0, 0, 0, 0]],
+    );
+    assert_eq!(end.unwrap_err().udp_blame(), UdpBlame::NoUdp);
+    let (_, end) = run_udp(
+        &url("socks5://127.0.0.1:1080"),
+        &[&[5, 0], &[5, 1, 0, 1, 0, 0, 0, 0, 0, 0]],
+    );
+    assert_eq!(end.unwrap_err().udp_blame(), UdpBlame::Link);
+    let (_, end) = run_udp(&url("socks5://a:b@127.0.0.1:1080"), &[&[5, 2], &[1, 1]]);
+    assert_eq!(end.unwrap_err().udp_blame(), UdpBlame::Credentials);
+}
+
+#[test]
+#[should_panic(expected = "UDP needs a SOCKS5 upstream")]
+fn udp_associate_is_never_asked_of_an_http_upstream() {
+    Handshake::udp_associate(&url("http://127.0.0.1:3128"), addr("0.0.0.0:0"));
+}
+
+#[test]
+fn an_unspecified_relay_address_means_the_upstreams_own() {
+    let upstream = addr("127.0.0.2:1080");
+    let relay = |b: &str| udp_relay_addr(Some(addr(b)), upstream);
+    assert_eq!(relay("0.0.0.0:4000"), Some(addr("127.0.0.2:4000")));
+    assert_eq!(relay("[::]:4000"), Some(addr("127.0.0.2:4000")));
+    assert_eq!(relay("127.0.0.9:4000"), Some(addr("127.0.0.9:4000")));
+    assert_eq!(relay("127.0.0.9:0"), None, "port 0 is nowhere");
+    assert_eq!(udp_relay_addr(None, upstream), None, "a name is no relay");
+}

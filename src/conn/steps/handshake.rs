@@ -176,12 +176,27 @@ impl Conn {
     ) -> Step {
         self.local = None;
         if !request.authorized {
-            self.outbox.http_error(
-                407,
-                "this proxy needs a user name and password",
-                crate::http::PROXY_AUTHENTICATE,
-            );
-            self.reason = "HTTP proxy authentication required";
+            let detail = if request.refused_credentials {
+                // As a wrong SOCKS5 password is (rate-limited: a client
+                // trying passwords must not flood the log).
+                if ctx.notices.failures.allow(ctx.now) {
+                    log::info!(
+                        "#{} {}: wrong HTTP proxy credentials",
+                        self.handle.id,
+                        self.client_addr
+                    );
+                }
+                "wrong user name or password"
+            } else {
+                "this proxy needs a user name and password"
+            };
+            self.outbox
+                .http_error(407, detail, crate::http::PROXY_AUTHENTICATE);
+            self.reason = if request.refused_credentials {
+                "wrong HTTP proxy credentials"
+            } else {
+                "HTTP proxy authentication required"
+            };
             return (self.enter_closing(ctx), Flow::Next);
         }
         let (client, fwd) = match request.forward {

@@ -61,8 +61,9 @@ impl Conn {
         // armed stays, even if that destination was used since: waking
         // early only finds nothing to forget, and keeps the timer heap to
         // one entry per idle time rather than one per datagram.
-        if self.deadline.is_none() {
-            if let Some(at) = assoc.next_expiry() {
+        // (An earlier one replaces it: a leg's handshake timing out.)
+        if let Some(at) = assoc.next_expiry(ctx.timeouts.connect) {
+            if self.deadline.is_none_or(|d| at < d) {
                 self.arm_at(ctx, at);
             }
         }
