@@ -282,8 +282,9 @@ impl FromStr for WeightedAddr {
         // The last '/': an IPv6 address has none, a weight cannot have one
         // (nor can a proxy URL after its `scheme://`).
         let url = crate::upstream_proto::is_url(s);
+        // In a URL, a '/' with an '@' after it is in the credentials.
         let split = match s.rsplit_once('/') {
-            Some((addr, _)) if url && !addr.contains("://") => None,
+            Some((addr, w)) if url && (!addr.contains("://") || w.contains('@')) => None,
             found => found,
         };
         let (addr, weight) = match split {
@@ -293,6 +294,10 @@ impl FromStr for WeightedAddr {
         let weighted = weight.is_some();
         let weight = match weight {
             None => NonZeroU32::MIN,
+            // A URL's weight is not echoed: it may be a piece of a password.
+            Some(w) if url => w.parse().map_err(|_| {
+                "bad weight after the URL: weight must be a whole number from 1 to 4294967295, as in socks5://host:1080/3".to_string()
+            })?,
             Some(w) => w.parse().map_err(|_| {
                 format!(
                     "bad weight {w:?}: weight must be a whole number from 1 to 4294967295, as in 10.0.0.1/3"
@@ -518,6 +523,32 @@ mod tests {
             .parse::<WeightedAddr>()
             .unwrap_err();
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_proxy_link_never_shows_its_password() {
+        // A '/' in a password is the password's, not a weight's.
+        let w = "socks5://alice:s3c/retpw@127.0.0.1:1080"
+            .parse::<WeightedAddr>()
+            .unwrap();
+        let AddrSpec::Proxy(url) = &w.addr else {
+            panic!("{w:?}")
+        };
+        assert_eq!(url.credentials.as_ref().unwrap().1, "s3c/retpw");
+        assert!(!w.weighted);
+        for typed in [
+            "socks5://alice:s3cretpw@host",
+            "socks5://alice:s3cret@pw@host",
+            "socks5://alice:s3c/retpw@host:x",
+            "socks5://alice:s3c/ret/pw@host:1/x",
+        ] {
+            let err = Cli::try_parse_from(["dispatch", "start", typed]).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("invalid value"), "{typed}: {msg}");
+            for piece in ["s3c", "ret", "pw@"] {
+                assert!(!msg.contains(piece), "{typed}: {msg}");
+            }
+        }
     }
 
     #[test]

@@ -75,24 +75,36 @@ pub fn is_url(s: &str) -> bool {
     s.contains("://")
 }
 
-/// `text` as typed, with what may be a password in a URL replaced by
-/// `***`: for echoing a value that did not parse.
+/// `text` as typed, for echoing a value that did not parse: in a URL,
+/// everything between `://` and the last `@` before the host is cut (only
+/// a user written before a `:` stays), so no part of a password shows
+/// however the value is malformed.
 pub fn redact_typed(text: &str) -> String {
     let Some((scheme, rest)) = text.split_once("://") else {
         return text.to_string();
     };
-    // A trailing `@iface` is no password's end.
-    let (rest, iface) = match rest.rsplit_once('@') {
-        Some((before, name)) if !name.contains(':') => (before, format!("@{name}")),
-        _ => (rest, String::new()),
+    let Some((before, last)) = rest.rsplit_once('@') else {
+        return text.to_string();
     };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{iface}")
+    // `host:port@iface`: the last `@` is the interface's, and the host's
+    // is the one before. Anything else after the last `@` is the host.
+    let (userinfo, host) = match before.rsplit_once('@') {
+        Some((userinfo, host)) if !last.contains(':') && looks_like_host_port(host) => {
+            (userinfo, format!("{host}@{last}"))
         }
-        None => text.to_string(),
+        _ => (before, last.to_string()),
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) if !user.contains('@') => format!("{scheme}://{user}:***@{host}"),
+        _ => format!("{scheme}://***@{host}"),
     }
+}
+
+/// `host:port` or `[v6]:port`: a port of digits after the last `:`.
+fn looks_like_host_port(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 const URL_HELP: &str = "write an upstream proxy as socks5://[user:pass@]host:port[@iface], \
@@ -141,6 +153,10 @@ impl FromStr for ProxyUrl {
                 let (Some(user), Some(pass)) = (user, pass) else {
                     return Err(bad("bad %-escape in the credentials"));
                 };
+                // Basic joins them with ':': a user holding one is ambiguous.
+                if scheme == Scheme::Http && user.contains(':') {
+                    return Err(bad("an http:// link's user cannot hold ':' (%3A)"));
+                }
                 if user.is_empty() || user.len() > 255 || pass.len() > 255 {
                     return Err(bad(
                         "a user of 1 to 255 bytes and a password of at most 255 are needed",
@@ -226,8 +242,12 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits: from_str_radix alone takes "+1".
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -280,6 +300,12 @@ impl UpstreamError {
         match self {
             UpstreamError::Malformed(_) => Blame::Link,
             UpstreamError::Auth(_) | UpstreamError::Http(407) => Blame::Credentials,
+            // It cannot do the job (tunnel, take CONNECT, or take a name or
+            // an address of that type): another route may.
+            UpstreamError::Http(400 | 405 | 501)
+            | UpstreamError::Socks(Reply::CommandNotSupported | Reply::AddressTypeNotSupported) => {
+                Blame::Link
+            }
             UpstreamError::Socks(_) | UpstreamError::Http(_) => Blame::Target,
         }
     }
@@ -325,45 +351,78 @@ pub fn parse_method_choice(buf: &[u8]) -> Result<Status<u8>, UpstreamError> {
 /// The RFC 1929 status (`VER STATUS`): whether the credentials passed.
 pub fn parse_auth_status(buf: &[u8]) -> Result<Status<bool>, UpstreamError> {
     match buf {
-        [] | [1] => Ok(Status::Partial),
-        [1, status, ..] => Ok(Status::Complete(*status == 0, 2)),
+        [] | [socks::USER_PASS_VERSION] => Ok(Status::Partial),
+        [socks::USER_PASS_VERSION, status, ..] => Ok(Status::Complete(*status == 0, 2)),
         _ => Err(UpstreamError::Malformed("bad user/password status")),
     }
 }
 
 /// A SOCKS5 reply (`VER REP RSV ATYP BND.ADDR BND.PORT`): its code, and the
-/// bound address when it is one.
+/// bound address when it is one. Exactly the reply's bytes are taken, but
+/// the bound address is not judged: a failure's code counts whatever it
+/// names (its connection ends, so an unknown ATYP there ends the reply
+/// after it), and a success's name may be any bytes.
 pub fn parse_socks5_reply(buf: &[u8]) -> Result<Status<(u8, Option<SocketAddr>)>, UpstreamError> {
-    const ATYP: usize = 3;
+    const ADDR: usize = 4;
     match buf.first() {
         None => return Ok(Status::Partial),
         Some(&SOCKS5_VERSION) => {}
         Some(_) => return Err(UpstreamError::Malformed("not a SOCKS5 reply")),
     }
-    let Some(&code) = buf.get(1) else {
+    let (Some(&code), Some(&atyp)) = (buf.get(1), buf.get(3)) else {
         return Ok(Status::Partial);
     };
-    if buf.len() <= ATYP {
-        return Ok(Status::Partial);
-    }
-    match socks::parse_addr(&buf[ATYP..]) {
-        Ok(Status::Partial) => Ok(Status::Partial),
-        Ok(Status::Complete(dest, n)) => {
-            let bound = match dest {
-                Dest::Addr(a) => Some(a),
-                Dest::Name(..) => None,
-            };
-            Ok(Status::Complete((code, bound), ATYP + n))
+    let addr_len = match atyp {
+        ATYP_IPV4 => 4,
+        ATYP_IPV6 => 16,
+        ATYP_DOMAIN => match buf.get(ADDR) {
+            Some(&len) => 1 + usize::from(len),
+            None => return Ok(Status::Partial),
+        },
+        _ if code != 0 => return Ok(Status::Complete((code, None), ADDR)),
+        _ => {
+            return Err(UpstreamError::Malformed(
+                "bad address type in the SOCKS5 reply",
+            ))
         }
-        Err(_) => Err(UpstreamError::Malformed("bad address in the SOCKS5 reply")),
-    }
+    };
+    let n = ADDR + addr_len + 2;
+    let Some(reply) = buf.get(..n) else {
+        return Ok(Status::Partial);
+    };
+    let port = u16::from_be_bytes([reply[n - 2], reply[n - 1]]);
+    let addr = &reply[ADDR..n - 2];
+    let bound = match atyp {
+        ATYP_IPV4 => <[u8; 4]>::try_from(addr)
+            .ok()
+            .map(|ip| SocketAddr::from((ip, port))),
+        ATYP_IPV6 => <[u8; 16]>::try_from(addr)
+            .ok()
+            .map(|ip| SocketAddr::from((ip, port))),
+        _ => None,
+    };
+    Ok(Status::Complete((code, bound), n))
 }
 
-/// The response head to a `CONNECT`: its status.
+/// A response head to a `CONNECT` (interim or final): its status. Only
+/// the head is parsed: after a 2xx the tunnel starts and its framing
+/// headers mean nothing (RFC 9110 §9.3.6), and a failure's body is never
+/// read (its connection ends).
 pub fn parse_connect_response(buf: &[u8]) -> Result<Status<u16>, UpstreamError> {
-    match http::parse_response(buf, "CONNECT") {
-        Ok(Status::Partial) => Ok(Status::Partial),
-        Ok(Status::Complete(head, n)) => Ok(Status::Complete(head.status, n)),
+    let too_long = || UpstreamError::Malformed("response head to CONNECT too long");
+    let mut storage = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut storage);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > http::MAX_HEAD => Err(too_long()),
+        Ok(httparse::Status::Complete(n)) => match resp.code {
+            Some(status) if status >= 100 => Ok(Status::Complete(status, n)),
+            _ => Err(UpstreamError::Malformed(
+                "bad status in the response to CONNECT",
+            )),
+        },
+        Ok(httparse::Status::Partial) if buf.len() > http::MAX_HEAD => Err(too_long()),
+        Ok(httparse::Status::Partial) => Ok(Status::Partial),
+        Err(httparse::Error::TooManyHeaders) => Err(too_long()),
         Err(_) => Err(UpstreamError::Malformed("not an HTTP response to CONNECT")),
     }
 }
@@ -383,14 +442,16 @@ enum Phase {
 /// What a complete reply led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// The next message is queued: send it ([`Handshake::to_send`]).
+    /// Carry on: send what is queued ([`Handshake::to_send`], empty after
+    /// an interim HTTP response), then read the next reply.
     Send,
     /// The tunnel is open; the address the upstream bound, when it said.
     Established(Option<SocketAddr>),
 }
 
-/// The client side of one handshake with an upstream.
-#[derive(Debug, Clone)]
+/// The client side of one handshake with an upstream. Its `Debug` shows
+/// no message: they carry the credentials.
+#[derive(Clone)]
 pub struct Handshake {
     scheme: Scheme,
     phase: Phase,
@@ -401,6 +462,19 @@ pub struct Handshake {
     auth: Option<Vec<u8>>,
     /// SOCKS5: the CONNECT request, sent after the method (and credentials).
     request: Vec<u8>,
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("scheme", &self.scheme)
+            .field("phase", &self.phase)
+            .field(
+                "sent",
+                &format_args!("{} of {} bytes", self.sent, self.out.len()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// Longest SOCKS5 CONNECT request: VER CMD RSV ATYP LEN name(255) PORT.
@@ -420,10 +494,13 @@ impl Handshake {
                     None => &[SOCKS5_VERSION, 1, METHOD_NO_AUTH],
                 };
                 let auth = url.credentials.as_ref().map(|(user, pass)| {
-                    let mut m = vec![1, user.len() as u8];
-                    m.extend_from_slice(user.as_bytes());
-                    m.push(pass.len() as u8);
-                    m.extend_from_slice(pass.as_bytes());
+                    let mut m = vec![0u8; 3 + user.len() + pass.len()];
+                    let creds = socks::UserPass {
+                        user: user.as_bytes(),
+                        pass: pass.as_bytes(),
+                    };
+                    let n = creds.emit(&mut m);
+                    m.truncate(n);
                     m
                 });
                 let mut request = vec![0u8; MAX_SOCKS5_REQUEST];
@@ -446,6 +523,9 @@ impl Handshake {
             Scheme::Http => {
                 let authority = match dest {
                     Dest::Addr(a) => a.to_string(),
+                    // A name that is an IPv6 literal (from a SOCKS5 client)
+                    // needs its brackets.
+                    Dest::Name(name, port) if name.contains(':') => format!("[{name}]:{port}"),
                     Dest::Name(name, port) => format!("{name}:{port}"),
                 };
                 let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
@@ -532,6 +612,14 @@ impl Handshake {
                 let Status::Complete(status, n) = parse_connect_response(buf)? else {
                     return Ok(Status::Partial);
                 };
+                // 101 switches to a protocol not asked for.
+                if status == 101 {
+                    return Err(UpstreamError::Malformed("101 to CONNECT, not asked for"));
+                }
+                // Interim (RFC 9110 §15.2): the final response follows.
+                if (100..200).contains(&status) {
+                    return Ok(Status::Complete(Step::Send, n));
+                }
                 if !(200..300).contains(&status) {
                     return Err(UpstreamError::Http(status));
                 }

@@ -85,9 +85,14 @@ fn http_upstream() -> (Server, Asked) {
 /// destination (`name NAME:PORT` or `addr IP:PORT`) and connects every one
 /// to `origin`, whatever it names.
 fn socks5_upstream(origin: SocketAddr) -> (Server, Asked) {
+    socks5_upstream_at("127.0.0.1:0", origin)
+}
+
+/// [`socks5_upstream`] listening on `bind`.
+fn socks5_upstream_at(bind: &str, origin: SocketAddr) -> (Server, Asked) {
     let asked: Asked = Arc::default();
     let log = Arc::clone(&asked);
-    let server = Server::start("127.0.0.1:0", move |mut s, _| {
+    let server = Server::start(bind, move |mut s, _| {
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         let mut greeting = [0u8; 2];
         if s.read_exact(&mut greeting).is_err() {
@@ -193,8 +198,10 @@ fn an_http_connect_upstream_with_credentials() {
     );
     // The upstream's 502 (it cannot reach names) is the client's 502.
     let mut s = client(front.addr);
-    s.write_all(b"CONNECT nowhere.invalid:80 HTTP/1.1\r\nHost: nowhere.invalid:80\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"CONNECT upstream-only.localhost:80 HTTP/1.1\r\nHost: upstream-only.localhost:80\r\n\r\n",
+    )
+    .unwrap();
     let mut status = String::new();
     BufReader::new(&mut s).read_line(&mut status).unwrap();
     assert!(status.starts_with("HTTP/1.1 502"), "{status:?}");
@@ -208,29 +215,25 @@ fn socks5h_names_go_to_the_upstream_unresolved() {
     let origin = Server::whoami("127.0.0.1:0");
     let (upstream, asked) = socks5_upstream(origin.addr);
     let front = Proxy::start(&[&format!("socks5h://{}", upstream.addr)]);
-    // `.invalid` never resolves (RFC 6761): had the name been looked up
-    // here, the request would have failed.
-    let (s, _) = socks5_ok(front.addr, Dest::name("only-upstream.invalid", 8443));
+    // dispatch answers `.localhost` names itself (RFC 6761): had the name
+    // been resolved here, the upstream would have been asked for 127.0.0.1.
+    let (s, _) = socks5_ok(front.addr, Dest::name("only-upstream.localhost", 8443));
     drop(s);
     assert_eq!(
         asked.lock().unwrap().clone(),
-        ["name only-upstream.invalid:8443"]
+        ["name only-upstream.localhost:8443"]
     );
     // An HTTP client's name too long for SOCKS5 is answered, not passed.
     let mut s = client(front.addr);
-    let long = format!("{}.invalid:80", "a".repeat(300));
+    let long = format!("{}.localhost:80", "a".repeat(300));
     s.write_all(format!("CONNECT {long} HTTP/1.1\r\nHost: {long}\r\n\r\n").as_bytes())
         .unwrap();
     let mut status = String::new();
     BufReader::new(&mut s).read_line(&mut status).unwrap();
     assert!(status.starts_with("HTTP/1.1 502"), "{status:?}");
     assert_eq!(asked.lock().unwrap().len(), 1);
-    let out = front.finish().stdout;
-    assert!(
-        !out.contains("did not resolve"),
-        "a lookup was made:\n{}",
-        tail(&out, 20)
-    );
+    // That no DNS query leaves for the name is watched, in a namespace, by
+    // socks5h_sends_no_dns_query_for_the_name.
 }
 
 #[test]
@@ -245,13 +248,8 @@ fn socks5_names_are_resolved_here_and_passed_as_addresses() {
         got == ["addr 127.0.0.1:8443"] || got == ["addr [::1]:8443"],
         "{got:?}"
     );
-    let (_, reply) = socks5_connect(front.addr, Dest::name("nowhere.invalid", 1));
-    assert_eq!(reply.rep, rep::HOST_UNREACHABLE);
-    assert_eq!(
-        asked.lock().unwrap().len(),
-        1,
-        "no request for an unresolved name"
-    );
+    // A name that does not resolve is tried, with no DNS but the test's,
+    // in socks5h_sends_no_dns_query_for_the_name.
 }
 
 #[test]
@@ -567,6 +565,15 @@ fn socks5h_sends_no_dns_query_for_the_name() {
     let r = ns_socks5(&ns, open.addr, "name", "control.leak.test", 443);
     assert_eq!(r.rep(), 4, "the lookup is never answered: {r:?}");
     wait_for("Q control.leak.test", &mut seen);
+    // The upstream takes one request at a time: once it has this one, it
+    // would have shown one for the unresolved name before.
+    let r = ns_socks5(&ns, hidden.addr, "name", "marker.leak.test", 443);
+    assert_eq!(r.rep(), 0, "{r:?}");
+    wait_for("S name marker.leak.test", &mut seen);
+    assert!(
+        !seen.iter().any(|l| l.starts_with("S addr")),
+        "a request went up for a name that did not resolve: {seen:?}"
+    );
     assert!(
         !seen
             .iter()
@@ -674,4 +681,258 @@ fn metrics_show_a_proxy_link_without_its_password() {
             "{path}: {body}"
         );
     }
+}
+
+/// Waits (up to 20 s) until the proxy has logged `needle`.
+fn wait_logged(proxy: &Proxy, needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !proxy.stdout().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never logged {needle:?}:\n{}",
+            tail(&proxy.stdout(), 20)
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A down proxy link's trial that makes no attempt through it (the name is
+/// refused once resolved here: it is dispatch itself) leaves the trial to
+/// the next request; the link comes back and carries its share again.
+#[test]
+fn a_trial_that_makes_no_attempt_does_not_keep_the_link_out() {
+    let origin = Server::whoami("127.0.0.1:0");
+    // An address no other test listens on: the port stays closed until
+    // this test listens there.
+    let port = std::net::TcpListener::bind("127.0.0.77:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let link = format!("socks5://127.0.0.77:{port}");
+    let front = Proxy::start(&["127.0.0.2", &link]);
+    // Nothing listens there yet: the request it gets fails over, and the
+    // link is down.
+    for _ in 0..2 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.2"));
+    }
+    wait_logged(&front, &format!("link {link} down"));
+    let (_upstream, asked) = socks5_upstream_at(&format!("127.0.0.77:{port}"), origin.addr);
+    // Past the first backoff (5 s) the next request is the link's trial.
+    thread::sleep(std::time::Duration::from_secs(6));
+    let (_, reply) = socks5_connect(front.addr, Dest::name("me.localhost", front.addr.port()));
+    assert_eq!(reply.rep, 0x02, "not allowed: {:02x?}", reply.raw);
+    let trial = format!("link {link} trial");
+    // (The log is read by another thread: it may come after the reply.)
+    wait_logged(&front, &trial);
+    assert_eq!(
+        front.stdout().matches(&trial).count(),
+        1,
+        "{}",
+        tail(&front.stdout(), 20)
+    );
+    assert!(asked.lock().unwrap().is_empty());
+    // The upstream is back: it gets its share (1 in 2) of what follows.
+    let got: Vec<IpAddr> = (0..10)
+        .map(|_| source_of(front.addr, origin.addr))
+        .collect();
+    let through = got.iter().filter(|&&g| g == ip("127.0.0.1")).count();
+    assert!(
+        (5..=6).contains(&through),
+        "{got:?}\n{}",
+        tail(&front.stdout(), 20)
+    );
+    assert_eq!(asked.lock().unwrap().len(), through);
+}
+
+/// A proxy link's connect that fails for want of descriptors here says
+/// nothing of the proxy: the link stays up. Dispatch is left one free
+/// descriptor (prlimit), which the client's connection takes, so the
+/// socket to the upstream cannot be made.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_descriptors_takes_no_proxy_link_down() {
+    const TEST: &str = "out_of_descriptors_takes_no_proxy_link_down";
+    let prlimit = |pid: u32, limit: &str| {
+        std::process::Command::new("prlimit")
+            .args([format!("--nofile={limit}"), format!("--pid={pid}")])
+            .status()
+    };
+    let origin = Server::whoami("127.0.0.1:0");
+    let (upstream, asked) = socks5_upstream(origin.addr);
+    let link = format!("socks5://{}", upstream.addr);
+    let front = Proxy::start(&[&link]);
+    let open = front.fd_count();
+    assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.1"));
+    let open = front.fd_count_settled(open, std::time::Duration::from_secs(10));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", front.pid)).unwrap();
+    let hard = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("the open-files limit")
+        .to_string();
+    // Descriptors take the lowest free number: the limit is the second
+    // free one, so the first is the only one left.
+    let used: std::collections::BTreeSet<u64> =
+        std::fs::read_dir(format!("/proc/{}/fd", front.pid))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+    assert!(used.len() <= open, "{used:?}");
+    let limit = (0..).filter(|n| !used.contains(n)).nth(1).unwrap();
+    match prlimit(front.pid, &format!("{limit}:{hard}")) {
+        Ok(s) if s.success() => {}
+        other => return not_run(TEST, &format!("needs prlimit (util-linux): {other:?}")),
+    }
+    let (_, reply) = socks5_connect(front.addr, origin.addr);
+    assert_ne!(reply.rep, rep::SUCCEEDED, "{:02x?}", reply.raw);
+    assert!(prlimit(front.pid, &format!("{hard}:{hard}"))
+        .unwrap()
+        .success());
+    assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.1"));
+    assert_eq!(asked.lock().unwrap().len(), 2);
+    let out = front.finish().stdout;
+    assert!(
+        out.contains("Too many open files"),
+        "the upstream socket was not what failed:\n{}",
+        tail(&out, 20)
+    );
+    assert!(
+        !out.contains(&format!("link {link} down")),
+        "{}",
+        tail(&out, 20)
+    );
+}
+
+/// An upstream that takes the connection and never answers: it holds each
+/// connection until dispatch closes it, and counts them
+/// ([`Server::peers`]).
+fn silent_upstream() -> Server {
+    Server::start("127.0.0.1:0", |mut s, _| {
+        let _ = s.read_to_end(&mut Vec::new());
+    })
+}
+
+#[test]
+fn a_silent_upstream_times_out_and_the_request_takes_the_next_route() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let silent = silent_upstream();
+    let open = Proxy::start(&["127.0.0.4"]);
+    let link = format!("socks5://{}", silent.addr);
+    let front = Proxy::start(&[
+        "--connect-timeout",
+        "1",
+        &link,
+        &format!("socks5://{}", open.addr),
+    ]);
+    for _ in 0..3 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.4"));
+    }
+    assert_eq!(silent.peers().len(), 1, "tried once, then down");
+    let out = front.finish().stdout;
+    let down = format!("link {link} down: upstream proxy timed out");
+    assert!(out.contains(&down), "{}", tail(&out, 20));
+}
+
+/// Silent upstreams one after another hold a client no longer than a
+/// connect as a whole may take (three connect timeouts): the fourth is
+/// never tried, and the third, cut short, is not blamed.
+#[test]
+fn silent_upstreams_hold_a_client_no_longer_than_a_whole_connect() {
+    let silent: Vec<Server> = (0..4).map(|_| silent_upstream()).collect();
+    let links: Vec<String> = silent
+        .iter()
+        .map(|s| format!("socks5://{}", s.addr))
+        .collect();
+    let mut args = vec!["--connect-timeout", "1"];
+    args.extend(links.iter().map(String::as_str));
+    let front = Proxy::start(&args);
+    let (_, reply) = socks5_connect(front.addr, "127.0.0.1:9".parse::<SocketAddr>().unwrap());
+    assert_eq!(reply.rep, rep::TTL_EXPIRED, "{:02x?}", reply.raw);
+    let tried: usize = silent.iter().map(|s| s.peers().len()).sum();
+    assert_eq!(tried, 3, "{}", tail(&front.stdout(), 20));
+    let out = front.finish().stdout;
+    assert_eq!(
+        out.matches(" down: upstream proxy timed out").count(),
+        2,
+        "{}",
+        tail(&out, 20)
+    );
+    assert!(out.contains("connect given up"), "{}", tail(&out, 20));
+}
+
+#[test]
+fn an_http_upstream_answering_garbage_fails_as_a_link() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let garbage = Server::start("127.0.0.1:0", |mut s, _| {
+        let mut head = [0u8; 1024];
+        let _ = s.read(&mut head);
+        let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n");
+    });
+    let open = Proxy::start(&["127.0.0.4"]);
+    let link = format!("http://{}", garbage.addr);
+    let front = Proxy::start(&[&link, &format!("socks5://{}", open.addr)]);
+    for _ in 0..3 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.4"));
+    }
+    assert_eq!(garbage.peers().len(), 1, "tried once, then down");
+    let out = front.finish().stdout;
+    let down = format!("link {link} down: upstream handshake failed: not an HTTP response");
+    assert!(out.contains(&down), "{}", tail(&out, 20));
+}
+
+/// A proxy locked out by its credentials gets a trial again on SIGHUP:
+/// once the upstream takes them, it carries connections again.
+#[cfg(unix)]
+#[test]
+fn sighup_unlocks_a_locked_proxy() {
+    let origin = Server::whoami("127.0.0.1:0");
+    let dir = TempDir::new();
+    let users = dir.path.join("users");
+    std::fs::write(&users, "alice:right-password\n").unwrap();
+    let guarded = Proxy::start(&["--auth-file", users.to_str().unwrap(), "127.0.0.3"]);
+    let open = Proxy::start(&["127.0.0.4"]);
+    let link = format!("socks5://alice:old-password@{}", guarded.addr);
+    let front = Proxy::start(&[&link, &format!("socks5://{}", open.addr)]);
+    for _ in 0..4 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.4"));
+    }
+    let locked = format!(
+        "link socks5://alice:***@{} down until restart or SIGHUP",
+        guarded.addr
+    );
+    assert!(
+        front.stdout().contains(&locked),
+        "{}",
+        tail(&front.stdout(), 20)
+    );
+    // The upstream now takes the password the link gives.
+    std::fs::write(&users, "alice:old-password\n").unwrap();
+    common::http::sighup(guarded.pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while common::http::socks5_login(&mut client(guarded.addr), "alice", "old-password")
+        != Ok([1, 0])
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream never re-read its users"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Without SIGHUP the link stays locked.
+    for _ in 0..4 {
+        assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.4"));
+    }
+    common::http::sighup(front.pid);
+    wait_logged(&front, "unlocked: it gets a trial");
+    let got: Vec<IpAddr> = (0..4).map(|_| source_of(front.addr, origin.addr)).collect();
+    assert!(
+        got.contains(&ip("127.0.0.3")),
+        "{got:?}\n{}",
+        tail(&front.stdout(), 20)
+    );
+    let out = front.finish().stdout;
+    assert_eq!(out.matches(&locked).count(), 1, "{}", tail(&out, 30));
+    assert!(!out.contains("old-password"));
 }

@@ -127,6 +127,9 @@ struct Pending {
     /// Through this proxy link once the name resolves (a `socks5://` link
     /// passes addresses), and the proxies tried before it.
     via: Option<(usize, crate::links::Tried)>,
+    /// When a connect over routes that are proxies gives up as a whole,
+    /// as one over interface links does (set at its first route).
+    give_up_at: Option<Instant>,
 }
 
 /// What a finished HTTP forward exchange leaves for the next request: the
@@ -413,21 +416,21 @@ impl Conn {
                 };
                 (State::Handshake(hs, kept), Flow::Stop(Progress::Close))
             }
-            State::Resolving(pending) => self.fail(
-                ctx,
-                pending.client,
-                Reply::HostUnreachable,
-                "name resolution timed out",
-                None,
-            ),
+            State::Resolving(pending) => {
+                Conn::unresolved_via(ctx, &pending);
+                self.fail(
+                    ctx,
+                    pending.client,
+                    Reply::HostUnreachable,
+                    "name resolution timed out",
+                    None,
+                )
+            }
             State::Connecting(mut c, pending) => {
                 let next = c.on_timer(ctx, self.handle, ctx.timeouts.connect);
                 self.connect_step(ctx, c, pending, next)
             }
-            State::ViaProxy(v, pending) => {
-                let next = v.on_timer(ctx, self.handle);
-                self.via_step(ctx, None, pending, next)
-            }
+            State::ViaProxy(v, pending) => self.via_timer(ctx, v, pending),
             State::Binding(b, pending) => {
                 b.close(ctx);
                 let reason = "no connection came to BIND";
@@ -481,6 +484,7 @@ impl Conn {
             State::Handshake(_, Some(kept)) => close_kept(ctx, *kept),
             State::Connecting(c, _) => c.abandon(ctx),
             State::ViaProxy(v, _) => v.abandon(ctx),
+            State::Resolving(pending) => Conn::unresolved_via(ctx, &pending),
             State::Relaying(r) | State::Forwarding(r, _) => r.close(ctx),
             State::Associated(assoc) => assoc.close(ctx),
             State::Binding(b, _) => b.close(ctx),

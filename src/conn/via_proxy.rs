@@ -75,11 +75,13 @@ impl ViaProxy {
         let source = ctx.links.proxy_source(link).map_err(io::Error::other);
         let started = source
             .and_then(|(local, device)| net::connect_from(local, device.as_ref(), proxy.addr));
+        // Registering fails only for want of resources here.
         let started = started.and_then(|mut stream| {
             let interest = Interest::READABLE | Interest::WRITABLE;
             ctx.registry
                 .register(&mut stream, conn.token(Side::Upstream), interest)
                 .map(|()| stream)
+                .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))
         });
         match started {
             Ok(stream) => Ok(ViaProxy(Box::new(Inner {
@@ -92,6 +94,14 @@ impl ViaProxy {
                 started: ctx.now,
                 tried,
             }))),
+            // This machine ran short: the proxy is not to blame, and a
+            // trial it was on is the next request's.
+            Err(e) if is_local_shortage(&e) => {
+                let label = ctx.links.get(link).label();
+                log::debug!("#{} through {label}: cannot start: {e}", conn.id);
+                ctx.links.abandoned(link, ctx.now);
+                Err((tried, e))
+            }
             Err(e) => {
                 ctx.links.broken(link, &e, ctx.now);
                 Err((tried, e))
@@ -251,6 +261,28 @@ impl Inner {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `e` says this machine ran short (descriptors, buffers,
+/// memory) rather than anything of the proxy: out of descriptors, every
+/// proxy would otherwise go down.
+fn is_local_shortage(e: &io::Error) -> bool {
+    if crate::sys::is_out_of_fds(e) || e.kind() == io::ErrorKind::OutOfMemory {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::ENOBUFS)
+    }
+    #[cfg(windows)]
+    {
+        // WSAENOBUFS
+        e.raw_os_error() == Some(10055)
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        false
     }
 }
 

@@ -114,12 +114,19 @@ impl Links {
     }
 
     /// The route of a new connection, among proxies not in `tried` (the
-    /// interfaces are a route while there are interface links and
-    /// `interfaces` says they can carry the target). A down proxy whose
-    /// backoff has passed gets its trial first; when no route is up, the
-    /// down proxy that comes back first is tried all the same. `None`:
-    /// nothing is left to try.
-    pub fn pick_route(&mut self, tried: Tried, interfaces: bool, now: Instant) -> Option<Route> {
+    /// interfaces are a route while `interfaces` says they can carry the
+    /// target, of family `v6` if it is an address, and one of theirs of
+    /// that family is up or due its trial). A down proxy whose backoff has
+    /// passed gets its trial first; when no route is up, the down proxy
+    /// that comes back first is tried all the same, else the interfaces
+    /// are. `None`: nothing is left to try.
+    pub fn pick_route(
+        &mut self,
+        tried: Tried,
+        interfaces: bool,
+        v6: Option<bool>,
+        now: Instant,
+    ) -> Option<Route> {
         let links = &mut self.links;
         let untried = |i: usize, l: &Link| {
             tried & (1 << i) == 0 && l.proxy.as_ref().is_some_and(|p| !p.locked)
@@ -136,9 +143,21 @@ impl Links {
             return Some(Some(i));
         }
         let links = &self.links;
-        let interfaces = interfaces && links.iter().any(|l| l.proxy.is_none());
+        let of_family =
+            |l: &Link| l.proxy.is_none() && l.ip.is_some() && v6.is_none_or(|v6| l.ipv6 == v6);
+        let interfaces = interfaces && links.iter().any(of_family);
+        // All of them down: their share goes to the proxies meanwhile.
+        let usable = interfaces
+            && links
+                .iter()
+                .filter(|l| of_family(l))
+                .any(|l| match l.state {
+                    State::Up => true,
+                    State::Down { retry_at, .. } => retry_at <= now,
+                    State::Trial { .. } => false,
+                });
         let eligible = |r: &Route| match *r {
-            None => interfaces,
+            None => usable,
             Some(i) => untried(i, &links[i]) && links[i].state == State::Up,
         };
         if let Some(route) = self.routes.next_where(eligible) {
@@ -152,6 +171,7 @@ impl Links {
             })
             .min()
             .map(|(_, i)| Some(i))
+            .or(interfaces.then_some(None))
     }
 
     /// Proxy link `i` refused our credentials: down until restart or
@@ -280,7 +300,7 @@ mod tests {
     fn routes(l: &mut Links, tried: Tried, n: usize) -> Vec<Route> {
         let now = Instant::now();
         (0..n)
-            .map(|_| l.pick_route(tried, true, now).unwrap())
+            .map(|_| l.pick_route(tried, true, None, now).unwrap())
             .collect()
     }
 
@@ -324,9 +344,9 @@ mod tests {
         let mut l = links(&[("10.0.0.1", 5)], &[("socks5://127.0.0.1:1", 1)]);
         let now = Instant::now();
         for _ in 0..3 {
-            assert_eq!(l.pick_route(0, false, now), Some(Some(1)));
+            assert_eq!(l.pick_route(0, false, None, now), Some(Some(1)));
         }
-        assert_eq!(l.pick_route(1 << 1, false, now), None);
+        assert_eq!(l.pick_route(1 << 1, false, None, now), None);
     }
 
     #[test]
@@ -334,8 +354,47 @@ mod tests {
         let mut l = links(&[], &[("socks5://127.0.0.1:1", 1)]);
         let now = Instant::now();
         l.broken(0, &"refused", now);
-        assert_eq!(l.pick_route(0, true, now), Some(Some(0)));
-        assert_eq!(l.pick_route(1, true, now), None, "nothing left untried");
+        assert_eq!(l.pick_route(0, true, None, now), Some(Some(0)));
+        assert_eq!(
+            l.pick_route(1, true, None, now),
+            None,
+            "nothing left untried"
+        );
+    }
+
+    #[test]
+    fn with_every_interface_link_down_the_proxies_take_their_share() {
+        let mut l = links(&[("10.0.0.1", 1)], &[("socks5://127.0.0.1:1", 1)]);
+        let now = Instant::now();
+        l.broken(0, &"no route", now);
+        for _ in 0..4 {
+            assert_eq!(l.pick_route(0, true, None, now), Some(Some(1)));
+        }
+        // Only the proxy's failure leaves the interfaces, as a last resort.
+        assert_eq!(l.pick_route(1 << 1, true, None, now), Some(None));
+        // Once the interface link's trial is due, it has its share again.
+        let later = now + FIRST_BACKOFF;
+        let got = routes_at(&mut l, 4, later);
+        assert!(got.contains(&None) && got.contains(&Some(1)), "{got:?}");
+        // An IPv6 target: no interface link of its family is up.
+        let mut l = links(
+            &[("10.0.0.1", 1), ("2001:db8::1", 1)],
+            &[("socks5://127.0.0.1:1", 1)],
+        );
+        l.broken(1, &"no route", now);
+        for _ in 0..4 {
+            assert_eq!(l.pick_route(0, true, Some(true), now), Some(Some(2)));
+        }
+        let got: Vec<Route> = (0..4)
+            .map(|_| l.pick_route(0, true, Some(false), now).unwrap())
+            .collect();
+        assert!(got.contains(&None), "{got:?}");
+    }
+
+    fn routes_at(l: &mut Links, n: usize, now: Instant) -> Vec<Route> {
+        (0..n)
+            .map(|_| l.pick_route(0, true, None, now).unwrap())
+            .collect()
     }
 
     #[test]
@@ -345,10 +404,14 @@ mod tests {
         l.lock(1, &"refused credentials", now);
         let later = now + MAX_BACKOFF * 10;
         for _ in 0..3 {
-            assert_eq!(l.pick_route(0, true, later), Some(None));
+            assert_eq!(l.pick_route(0, true, None, later), Some(None));
         }
         l.unlock_proxies(later);
-        assert_eq!(l.pick_route(0, true, later), Some(Some(1)), "its trial");
+        assert_eq!(
+            l.pick_route(0, true, None, later),
+            Some(Some(1)),
+            "its trial"
+        );
     }
 
     #[test]

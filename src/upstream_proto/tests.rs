@@ -93,6 +93,25 @@ fn what_was_typed_is_echoed_without_its_password() {
     assert_eq!(redact_typed("eth0/x"), "eth0/x");
 }
 
+#[test]
+fn no_part_of_a_password_is_echoed_however_the_url_is_malformed() {
+    for (typed, shown) in [
+        // No port: the host is not taken for an interface.
+        ("socks5://alice:s3cretpw@host", "socks5://alice:***@host"),
+        // An '@' in the password, and no port.
+        ("socks5://alice:s3cret@pw@host", "socks5://alice:***@host"),
+        (
+            "socks5://alice:s3c/retpw@host:1080",
+            "socks5://alice:***@host:1080",
+        ),
+        ("socks5://s3cretpw@host:1", "socks5://***@host:1"),
+        ("socks5://a@s3cret:pw@host:1", "socks5://***@host:1"),
+        ("http://al:pw@h:1@eth0", "http://al:***@h:1@eth0"),
+    ] {
+        assert_eq!(redact_typed(typed), shown, "{typed}");
+    }
+}
+
 /// Runs a handshake against scripted replies, fed in chunks of `chunk`
 /// bytes; returns what was sent and how it ended.
 fn run(
@@ -185,7 +204,13 @@ fn socks5_reply_codes_come_back_as_the_same_code() {
         );
         let e = end.unwrap_err();
         assert_eq!(e.reply() as u8, code);
-        assert_eq!(e.blame(), Blame::Target);
+        // 7 and 8: it cannot take the command or the address type.
+        let blame = if code >= 7 {
+            Blame::Link
+        } else {
+            Blame::Target
+        };
+        assert_eq!(e.blame(), blame, "{code}");
     }
     let (_, end) = run(
         &url("socks5://h:1"),
@@ -295,6 +320,129 @@ fn bytes_after_the_reply_are_left_for_the_relay() {
     assert_eq!(got, Status::Complete(Step::Established(None), 19));
     assert!(hs.is_done());
     assert!(hs.on_input(b"more").is_err());
+}
+
+#[test]
+fn a_socks5_failure_counts_whatever_its_bound_address() {
+    let dest = Dest::Addr(addr("192.0.2.1:22"));
+    for reply in [
+        &[5, 4, 0, 0][..],                  // ATYP 0: the reply ends there
+        &[5, 5, 0, 3, 0, 0, 0],             // an empty name
+        &[5, 4, 0, 3, 2, 0x01, 0xff, 0, 0], // a name of control bytes
+        &[5, 5, 0, 9],                      // an unknown ATYP
+    ] {
+        for chunk in [1, 100] {
+            let (_, end) = run(&url("socks5://h:1"), dest, &[&[5, 0], reply], chunk);
+            let e = end.unwrap_err();
+            assert_eq!(e.blame(), Blame::Target, "{reply:?}: {e}");
+            assert_eq!(e.reply() as u8, reply[1]);
+        }
+    }
+    // A success may name anything; its address type must still be known.
+    let reply = &[5, 0, 0, 3, 3, 0, 0xff, b' ', 0, 80];
+    let (_, end) = run(&url("socks5://h:1"), dest, &[&[5, 0], reply], 1);
+    assert_eq!(end, Ok(None));
+    let (_, end) = run(&url("socks5://h:1"), dest, &[&[5, 0], &[5, 0, 0, 0]], 1);
+    assert_eq!(end.unwrap_err().blame(), Blame::Link);
+}
+
+#[test]
+fn a_2xx_to_connect_ignores_framing_headers() {
+    for head in [
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ] {
+        for chunk in [1, 1000] {
+            let (_, end) = run(
+                &url("http://h:1"),
+                Dest::Name("x", 1),
+                &[head.as_bytes()],
+                chunk,
+            );
+            assert_eq!(end, Ok(None), "{head:?}");
+        }
+    }
+}
+
+#[test]
+fn interim_responses_to_connect_are_passed_over() {
+    let replies: [&[u8]; 3] = [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    ];
+    for chunk in [1, 1000] {
+        let (sent, end) = run(&url("http://h:1"), Dest::Name("x", 1), &replies, chunk);
+        assert_eq!(end, Ok(None));
+        assert!(sent[1..].iter().all(Vec::is_empty), "nothing more is sent");
+    }
+    let (_, end) = run(
+        &url("http://h:1"),
+        Dest::Name("x", 1),
+        &[b"HTTP/1.1 101 Switching Protocols\r\n\r\n"],
+        100,
+    );
+    assert_eq!(end.unwrap_err().blame(), Blame::Link);
+}
+
+#[test]
+fn an_upstream_that_cannot_tunnel_is_the_links_fault() {
+    for status in [400, 405, 501] {
+        let resp = format!("HTTP/1.1 {status} No\r\n\r\n");
+        let (_, end) = run(
+            &url("http://h:1"),
+            Dest::Name("x", 1),
+            &[resp.as_bytes()],
+            100,
+        );
+        assert_eq!(end.unwrap_err().blame(), Blame::Link, "{status}");
+    }
+}
+
+#[test]
+fn a_handshake_debugs_without_its_credentials() {
+    for u in ["socks5://al:hunter2@h:1", "http://al:hunter2@h:1"] {
+        let mut hs = Handshake::new(&url(u), Dest::Name("x", 1));
+        if u.starts_with("socks5") {
+            hs.sent(4);
+            hs.on_input(&[5, 2]).unwrap();
+        }
+        let shown = format!("{hs:?}");
+        // base64("al:hunter2") = YWw6aHVudGVyMg==
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("aHVudGVy"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("104, 117"),
+            "bytes of the password: {shown}"
+        );
+    }
+}
+
+#[test]
+fn percent_escapes_take_two_hex_digits() {
+    assert!("socks5://u:%+1@h:1".parse::<ProxyUrl>().is_err());
+    assert!("socks5://u:%1@h:1".parse::<ProxyUrl>().is_err());
+    assert_eq!(url("socks5://u:%2b@h:1").credentials.unwrap().1, "+");
+}
+
+#[test]
+fn an_http_links_user_holds_no_colon() {
+    assert!("http://a%3Ab:p@h:1".parse::<ProxyUrl>().is_err());
+    assert_eq!(url("socks5://a%3Ab:p@h:1").credentials.unwrap().0, "a:b");
+}
+
+#[test]
+fn an_ipv6_literal_as_a_name_is_bracketed_in_connect() {
+    let (sent, _) = run(
+        &url("http://h:1"),
+        Dest::Name("::1", 443),
+        &[b"HTTP/1.1 200 OK\r\n\r\n"],
+        100,
+    );
+    assert!(sent[0].starts_with(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n"));
 }
 
 /// Runs a UDP ASSOCIATE handshake against whole scripted replies.

@@ -88,6 +88,7 @@ impl Conn {
             pipelined,
             fwd: None,
             via: None,
+            give_up_at: None,
         };
         if command == Command::Connect && !(version == Version::Socks4 && ctx.auth.required()) {
             return self.connect(ctx, pending, target);
@@ -210,6 +211,7 @@ impl Conn {
             pipelined,
             fwd,
             via: None,
+            give_up_at: None,
         };
         self.connect(ctx, pending, request.target)
     }

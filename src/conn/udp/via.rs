@@ -44,7 +44,10 @@ pub(super) fn place(ctx: &mut Ctx<'_>, dest: SocketAddr) -> Option<usize> {
     if ctx.links.has_proxies() {
         let interfaces = ctx.links.can_reach(dest.ip());
         let without = ctx.links.without_udp();
-        if let Some(proxy) = ctx.links.pick_route(without, interfaces, ctx.now)? {
+        if let Some(proxy) =
+            ctx.links
+                .pick_route(without, interfaces, Some(dest.is_ipv6()), ctx.now)?
+        {
             return Some(proxy);
         }
     }
@@ -65,7 +68,7 @@ pub(super) fn place_name(links: &mut Links, now: Instant) -> Option<usize> {
     if !(0..links.iter().count()).any(socks5h) {
         return None;
     }
-    let link = links.pick_route(without, true, now)??;
+    let link = links.pick_route(without, true, None, now)??;
     let is_socks5h = links.get(link).as_proxy()?.url.scheme == Scheme::Socks5h;
     is_socks5h.then_some(link)
 }
