@@ -159,7 +159,12 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         log::warn!("{notice}");
         eprintln!("warning: {notice}");
     }
-    for notice in waiting_notice(&targets, &waiting, args.addresses.is_empty(), &args.exclude) {
+    let proxy_ifaces: Vec<(String, String)> = proxies
+        .iter()
+        .filter_map(|p| Some((p.url.to_string(), p.url.iface.clone()?)))
+        .collect();
+    let notices = waiting_notice(&targets, &waiting, args.addresses.is_empty(), &args.exclude);
+    for notice in notices.into_iter().chain(proxy_iface_notice(&proxy_ifaces)) {
         log::warn!("{notice}");
         eprintln!("warning: {notice}");
     }
@@ -446,6 +451,28 @@ fn waiting_notice(
         ));
     }
     notices
+}
+
+/// Said at start for a proxy link whose `@IFACE` names no interface (a
+/// typo shows at once, not at the first failed connection): `(link shown
+/// redacted, interface)`.
+fn proxy_iface_notice(links: &[(String, String)]) -> Vec<String> {
+    if links.is_empty() {
+        return Vec::new();
+    }
+    let ifaces = dispatch::iface::discover().unwrap_or_default();
+    let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
+    links
+        .iter()
+        .filter(|(_, iface)| !names.contains(&iface.as_str()))
+        .map(|(link, iface)| {
+            format!(
+                "{link}: there is no interface {iface} (interfaces now are {}); \
+                 connections through this link fail until it appears",
+                names.join(", ")
+            )
+        })
+        .collect()
 }
 
 fn summary_line(s: &Summary) -> String {

@@ -167,6 +167,19 @@ fn metrics_on_the_proxy_port_is_refused_saying_so() {
     );
 }
 
+/// A proxy link's `@IFACE` that names no interface is said at start, not
+/// found at the first failed connection.
+#[test]
+fn a_proxy_link_through_no_such_interface_is_warned_about() {
+    let proxy = Proxy::start(&["socks5://127.0.0.1:9@nosuch0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !proxy.stderr().contains("there is no interface nosuch0") {
+        assert!(Instant::now() < deadline, "no warning: {}", proxy.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy.finish();
+}
+
 /// An --exclude that names no interface is said at start, not ignored.
 #[test]
 fn exclude_of_no_such_interface_is_warned_about() {

@@ -862,6 +862,30 @@ fn silent_upstreams_hold_a_client_no_longer_than_a_whole_connect() {
     assert!(out.contains("connect given up"), "{}", tail(&out, 20));
 }
 
+/// An upstream proxy that refuses our connection is no refusal by the
+/// target: with no route left, a SOCKS5 client hears a server failure (not
+/// "connection refused"), and an HTTP client one reason.
+#[test]
+fn an_unreachable_upstream_is_no_target_refusal() {
+    let gone = closed_port("127.0.0.1");
+    let origin = Server::whoami("127.0.0.1:0");
+    let front = Proxy::start(&[&format!("socks5h://{}", *gone)]);
+    let (_, reply) = socks5_connect(front.addr, origin.addr);
+    assert_eq!(reply.rep, rep::GENERAL_FAILURE, "{:02x?}", reply.raw);
+    let mut c = common::http::HttpConn::connect(front.addr);
+    let to = origin.addr;
+    c.send(format!("GET http://{to}/ HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes());
+    let r = c.response();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        r.text().contains("no upstream proxy could be reached"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains("os error"), "{}", r.text());
+    front.finish();
+}
+
 #[test]
 fn an_http_upstream_answering_garbage_fails_as_a_link() {
     let origin = Server::whoami("127.0.0.1:0");

@@ -50,13 +50,19 @@ impl Conn {
             Some(None) => return self.connect_direct(ctx, pending, target),
             Some(Some(link)) => link,
             None => {
-                // Every proxy failed and no interface is a link.
-                let reply = self
-                    .error
-                    .as_ref()
-                    .map_or(Reply::GeneralFailure, net::reply_for);
+                // Every proxy failed and no interface is a link. The error
+                // is the proxies' (refused, timed out), not the target's:
+                // telling a SOCKS client "connection refused" would blame
+                // the target, so it hears a server failure, and an HTTP
+                // client one reason.
                 let reason = "no upstream proxy could be reached";
-                return self.fail(ctx, pending.client, reply, reason, None);
+                if let super::Client::HttpConnect | super::Client::HttpForward = pending.client {
+                    self.failed = true;
+                    self.reason = reason;
+                    self.outbox.http_error(502, reason, "");
+                    return (self.enter_closing(ctx), Flow::Next);
+                }
+                return self.fail(ctx, pending.client, Reply::GeneralFailure, reason, None);
             }
         };
         let passes_names = ctx
