@@ -134,12 +134,7 @@ fn loopback_interface_and_dotted_typos_are_refused() {
 /// to it: refused at start.
 #[test]
 fn a_proxy_link_to_itself_is_refused() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port().to_string();
     let link = format!("socks5h://127.0.0.1:{port}");
     let out = refused(&["start", "--port", &port, &link]);
     assert!(
@@ -153,12 +148,7 @@ fn a_proxy_link_to_itself_is_refused() {
 /// program".
 #[test]
 fn metrics_on_the_proxy_port_is_refused_saying_so() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port().to_string();
     let out = refused(&["start", "--port", &port, "--metrics", &port, "127.0.0.2"]);
     assert!(
         out.stderr.contains("the proxy's own --port"),

@@ -338,14 +338,6 @@ fn right_credentials_pass_and_never_show() {
 }
 
 /// A free loopback port (bound, then let go).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A child process killed and reaped on drop.
 struct Child(std::process::Child);
 

@@ -759,6 +759,16 @@ impl std::fmt::Display for ClosedPort {
     }
 }
 
+/// A port on 127.0.0.1 that was free a moment ago (for an argument that
+/// needs a number before anything listens on it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn closed_port(ip: &str) -> ClosedPort {
     let ip: IpAddr = ip.parse().expect("closed_port takes an IP");
     let any = SocketAddr::new(ip, 0);
