@@ -203,6 +203,8 @@ struct Http {
     bad_head: Option<String>,
     /// Connections the origin accepted.
     origins: usize,
+    /// The proxy opened another while the last was open and clean.
+    reconnected_while_open: bool,
     /// The origin sent bytes that are no response (or closed early).
     faulted: bool,
 }
@@ -446,6 +448,9 @@ impl Session<'_> {
         };
         if let Some(http) = self.http.as_mut() {
             http.origins += 1;
+            // A new origin connection is owed only to one that ended (the
+            // origin closed it: requests after that need a new one).
+            http.reconnected_while_open |= http.origins > 1 && !self.target.ended();
         }
         self.target.replace(sock);
         true
