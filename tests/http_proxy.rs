@@ -494,7 +494,7 @@ fn a_client_leaving_mid_body_ends_the_exchange() {
     // Warm up, then count descriptors.
     curl_ok(&["-x", &px(&proxy), &server.url("127.0.0.1", "/warm")]);
     thread::sleep(Duration::from_millis(100));
-    let baseline = proxy.fd_count();
+    let baseline = proxy.fd_count_quiet();
     for _ in 0..5 {
         let mut c = HttpConn::connect(proxy.addr);
         let mut req = format!(

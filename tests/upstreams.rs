@@ -754,7 +754,7 @@ fn out_of_descriptors_takes_no_proxy_link_down() {
     let (upstream, asked) = socks5_upstream(origin.addr);
     let link = format!("socks5://{}", upstream.addr);
     let front = Proxy::start(&[&link]);
-    let open = front.fd_count();
+    let open = front.fd_count_quiet();
     assert_eq!(source_of(front.addr, origin.addr), ip("127.0.0.1"));
     let open = front.fd_count_settled(open, std::time::Duration::from_secs(10));
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", front.pid)).unwrap();
