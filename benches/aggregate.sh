@@ -38,7 +38,10 @@
 #                add_torrent are printed too, as start= and from_add=).
 #                seeders_per_link= counts the seeders that saw the
 #                downloader come from each link (uTP has no per-link
-#                connection lines in dispatch's log).
+#                connection lines in dispatch's log). udp_drops=H/S counts
+#                the datagrams the kernel dropped for a full receive
+#                buffer during the download, in home (dispatch and the
+#                downloader) and among the seeders.
 #                DEAD=N adds N peers that never answer to the swarm; the
 #                run lines count dispatch's "link ... down" log lines and
 #                the links' failures from its exit summary. The dead
@@ -62,9 +65,12 @@
 #   RESTART=1          (implies WARMUP=1) stop dispatch after the warm-up and
 #                      start it again (same arguments, same state file and
 #                      XDG_STATE_HOME) for the measured run
-#   DIRECT=1           baseline without dispatch (ranges, chunks): each range
-#                      or worker is bound to a link (curl --interface,
-#                      SO_BINDTODEVICE) following the weighted split
+#   DIRECT=1           baseline without dispatch (ranges, chunks, torrent-tcp):
+#                      each range or worker is bound to a link (curl
+#                      --interface, SO_BINDTODEVICE) following the weighted
+#                      split; libtorrent binds its peer connections to l1,
+#                      l2 and l3 in turn (outgoing_interfaces), so DEAD=N
+#                      shows what dead peers cost the swarm without dispatch
 #   OUT=file           also append the run and summary lines to this file
 #   LOGS=dir           keep each run's dispatch log (and libtorrent's) there
 #   TIMEOUT=90         torrent modes: a download's limit in seconds
@@ -92,6 +98,7 @@ dead=${DEAD:-0}
 dispatch_args=${DISPATCH_ARGS:-}
 out=${OUT:-}
 logs=${LOGS:-}
+[ -z "$logs" ] || mkdir -p "$logs"
 [ "$restart" = 1 ] && warmup=1
 rates=(1200 1200 400) # kB/s (1 kB = 1000 bytes), links 1-3
 sum=$((rates[0] + rates[1] + rates[2]))
@@ -116,7 +123,7 @@ torrent-tcp | torrent-utp)
     piece=${PIECE:-262144}
     timeout=${TIMEOUT:-90}
     transport=${mode#torrent-}
-    [ "$direct" = 1 ] && die "DIRECT=1 is not available for $mode"
+    [ "$direct" = 1 ] && [ "$transport" != tcp ] && die "DIRECT=1 is not available for $mode"
     [ "$seeders" -ge 1 ] && [ "$seeders" -le 250 ] || die "SEEDERS must be 1..250"
     ;;
 *) die "unknown MODE=$mode (ranges, chunks, torrent-tcp, torrent-utp)" ;;
@@ -442,11 +449,19 @@ work_chunks() {
     bytes=$size
     detail=${split:+chunks_per_link=$split}
 }
+# UDP datagrams dropped for a full receive buffer in namespace $1 so far.
+udp_drops() {
+    ip netns exec "$1" awk '$1 == "Udp:" && !h { for (i = 2; i <= NF; i++) col[$i] = i; h = 1; next }
+        $1 == "Udp:" { print $col["RcvbufErrors"] }' /proc/net/snmp
+}
 work_torrent() {
-    local res status total start readds seen0
+    local res status total start readds seen0 drops0
     seen0=$(wc -l <"$tmp/seed.log")
+    drops0="$(udp_drops "$home") $(udp_drops "$seeds")"
+    local route=socks=$socks
+    [ "$direct" = 1 ] && route=direct=l1,l2,l3
     ip netns exec "$home" "$py" "$helpers/torrent.py" get "$tmp" "$seed_list" "$dead" "$timeout" \
-        "$transport" "$want" "socks=$socks" "$order" >"$tmp/res" 2>"$tmp/get.log" &
+        "$transport" "$want" "$route" "$order" >"$tmp/res" 2>"$tmp/get.log" &
     in_background
     res=$(cat "$tmp/res")
     read -r status bytes secs total start readds <<<"$res"
@@ -461,6 +476,11 @@ work_torrent() {
         END { printf "%d/%d/%d", n[1], n[2], n[3] }')"
     detail+=" start=${start}s from_add=$(awk -v b="$size" -v t="$total" -v s="$sum" \
         'BEGIN { printf "%.3f", b / t / 1000 / s }') readds=$readds"
+    # Datagrams the kernel dropped for a full socket buffer during the
+    # download: in home (dispatch's and the downloader's sockets) and among
+    # the seeders. A dropped burst can stall a uTP peer.
+    read -r h0 s0 <<<"$drops0"
+    detail+=" udp_drops=$(($(udp_drops "$home") - h0))/$(($(udp_drops "$seeds") - s0))"
     fa=$(awk -v b="$size" -v t="$total" -v s="$sum" 'BEGIN { print b / t / 1000 / s }')
 }
 work() {

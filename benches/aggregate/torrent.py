@@ -142,8 +142,16 @@ def get(work, ips, n_dead, timeout, transport, want, route, order):
     # route to a peer (loopback reaches loopback only), proxy or not.
     settings = base_settings("0.0.0.0:0", transport, "downloader")
     kind, _, arg = route.partition("=")
+    if kind == "direct":
+        # Without a proxy: libtorrent binds its outgoing peer connections
+        # to these interfaces in turn (bind-to-device), as round robin
+        # over the links would. The baseline of what the swarm allows.
+        if transport != "tcp":
+            raise SystemExit("direct=IFACES is for TCP peers only")
+        settings["outgoing_interfaces"] = arg
+        return download(work, settings, peers, live, timeout, want)
     if kind != "socks":
-        raise SystemExit("route must be socks=IP:PORT")
+        raise SystemExit("route must be socks=IP:PORT or direct=IFACE,...")
     host, _, port = arg.rpartition(":")
     settings.update({
         "proxy_type": lt.proxy_type_t.socks5,
@@ -162,6 +170,10 @@ def get(work, ips, n_dead, timeout, transport, want, route, order):
         # doubles it, within net.core.rmem_max.
         "recv_socket_buffer_size": 4 * 1024 * 1024,
     })
+    return download(work, settings, peers, live, timeout, want)
+
+
+def download(work, settings, peers, live, timeout, want):
     down = os.path.join(work, "down.%d" % os.getpid())
     shutil.rmtree(down, ignore_errors=True)
     os.makedirs(down)
