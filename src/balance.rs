@@ -16,13 +16,20 @@
 //! download, where the proxy receives, it says nothing of the link.)
 //!
 //! **Choice.** A new connection goes to the link with the lowest
-//! `(load + 1) / capacity`, where load counts the open connections through
-//! it that carried bytes in this period or the last one, plus those placed
-//! in this period that have not carried any yet (a failed connect is taken
-//! back at once). Idle connections (a BitTorrent client keeps hundreds) and
-//! connects that never got an answer do not count beyond that. A link not learned yet counts as the best learned
-//! one of its family, so it gets tried. Equal scores (nothing learned yet:
-//! all capacities equal) fall to the smooth weighted round robin.
+//! `(load + 1) / capacity`, where load counts the open connections (and UDP
+//! destinations) through it that carried bytes in this period or the last
+//! one, plus those placed on it lately that have not carried any yet: for
+//! one to two *answer windows*, about twice the link's connect time (a
+//! failed connect is taken back at once), and each weighed by the share of
+//! recent placements that did come to carry ([`Balance::answering`]). So a
+//! download manager's burst of new connections, which all answer, is spread
+//! by capacity; while a BitTorrent client's connects, most of them to peers
+//! that never answer (hundreds, tried about thirty a second), weigh little,
+//! and a new connection goes where the live ones are fewest. Idle
+//! connections (a BitTorrent client keeps hundreds) weigh nothing. A link not learned yet
+//! counts as the best learned one of its family, so it gets tried. Equal
+//! scores (nothing learned yet: all capacities equal) fall to the smooth
+//! weighted round robin.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +48,11 @@ pub const MIN_SAMPLE_BYTES: u64 = 32 * 1024;
 pub const RISE: f64 = 0.5;
 /// How far the estimate moves towards a lower sample.
 pub const FALL: f64 = 1.0 / 3.0;
+/// The answer window of a link whose connect time is not known yet.
+pub const DEFAULT_WINDOW: Duration = crate::eyeballs::DEFAULT_DELAY;
+/// How far each placement's outcome (it carried, or it failed or went
+/// unanswered for two windows) moves [`Balance::answering`].
+pub const ANSWER_GAIN: f64 = 1.0 / 16.0;
 
 /// The estimate after one sample of `rate` bytes/s: `None` until the first.
 pub fn update(estimate: Option<f64>, rate: f64) -> f64 {
@@ -65,8 +77,15 @@ pub struct Meter {
     /// Connections that carried bytes in this period, and in the last one.
     active: u32,
     active_before: u32,
-    /// Placed in this period, not carrying bytes yet.
-    placed: u32,
+    /// Placed and not carrying bytes yet: in the current answer window
+    /// (`[0]`) and in the one before (`[1]`).
+    placed: [u32; 2],
+    /// When the current answer window began (`None`: nothing placed yet).
+    window_at: Option<Instant>,
+    /// How long a placement counts before it carries, one to two of these:
+    /// about the time a live connection through the link takes to answer
+    /// (`None`: [`DEFAULT_WINDOW`]).
+    window: Option<Duration>,
     /// The last period's rate, when the link was busy before it too:
     /// counted once the next period shows it busy still.
     pending: Option<f64>,
@@ -79,11 +98,58 @@ impl Meter {
         self.capacity
     }
 
-    /// Connections that count against the link now, of the `open` ones
-    /// through it (a busy connection that closed since counts no more).
-    pub fn load(&self, open: u64) -> u64 {
-        let busy = u64::from(self.active.max(self.active_before));
-        busy.min(open) + u64::from(self.placed)
+    /// Connections busy now, of the `open` ones through the link (a busy
+    /// connection that closed since counts no more).
+    pub fn busy(&self, open: u64) -> u64 {
+        u64::from(self.active.max(self.active_before)).min(open)
+    }
+
+    fn window(&self) -> Duration {
+        self.window.unwrap_or(DEFAULT_WINDOW)
+    }
+
+    /// Placements not carrying yet that still count `now`.
+    pub fn placed_at(&self, now: Instant) -> u32 {
+        let Some(at) = self.window_at else { return 0 };
+        let age = now.saturating_duration_since(at);
+        if age >= 2 * self.window() {
+            0
+        } else if age >= self.window() {
+            self.placed[0]
+        } else {
+            self.placed[0] + self.placed[1]
+        }
+    }
+
+    /// Moves the answer windows on to `now`; returns the placements that
+    /// went unanswered through both windows.
+    fn roll(&mut self, now: Instant) -> u32 {
+        let w = self.window();
+        match self.window_at {
+            Some(at) if now.saturating_duration_since(at) < w => 0,
+            Some(at) if now.saturating_duration_since(at) < 2 * w => {
+                let expired = self.placed[1];
+                self.placed = [0, self.placed[0]];
+                self.window_at = Some(at + w);
+                expired
+            }
+            _ => {
+                let expired = self.placed[0] + self.placed[1];
+                self.placed = [0, 0];
+                self.window_at = Some(now);
+                expired
+            }
+        }
+    }
+
+    /// `n` placements carry now, or failed: the oldest stop counting.
+    /// Returns how many were still counting.
+    fn unplace(&mut self, n: u32) -> u32 {
+        let old = n.min(self.placed[1]);
+        self.placed[1] -= old;
+        let new = (n - old).min(self.placed[0]);
+        self.placed[0] -= new;
+        old + new
     }
 
     /// A period ends: `total` is every byte the link carried so far.
@@ -102,7 +168,6 @@ impl Meter {
         }
         self.active_before = self.active;
         self.active = 0;
-        self.placed = 0;
     }
 }
 
@@ -115,6 +180,11 @@ pub struct Balance {
     period: Seen,
     /// When the current period began.
     since: Option<Instant>,
+    /// The share of recent placements that came to carry bytes (1: all,
+    /// as a download manager's; near 0: a BitTorrent client's, most of
+    /// whose peers never answer), moved by [`ANSWER_GAIN`] per outcome. A
+    /// placement weighs this much until it carries.
+    answering: f64,
 }
 
 impl Balance {
@@ -124,6 +194,7 @@ impl Balance {
             meters: Vec::new(),
             period: 1,
             since: None,
+            answering: 1.0,
         }
     }
 
@@ -155,10 +226,30 @@ impl Balance {
         }
     }
 
-    /// A new connection was placed on link `i`.
-    pub fn placed(&mut self, i: usize) {
+    /// A new connection was placed on link `i` at `now`.
+    pub fn placed(&mut self, i: usize, now: Instant) {
         let meter = &mut self.meters[i];
-        meter.placed = meter.placed.saturating_add(1);
+        let unanswered = meter.roll(now);
+        meter.placed[0] = meter.placed[0].saturating_add(1);
+        self.outcomes(0, unanswered);
+    }
+
+    /// The share of recent placements that came to carry bytes.
+    pub fn answering(&self) -> f64 {
+        self.answering
+    }
+
+    /// `carried` placements came to carry bytes, `not` did not.
+    fn outcomes(&mut self, carried: u32, not: u32) {
+        let keep = |n: u32| (1.0 - ANSWER_GAIN).powi(n.min(1 << 16) as i32);
+        self.answering = 1.0 - (1.0 - self.answering) * keep(carried);
+        self.answering *= keep(not);
+    }
+
+    /// Live connections through link `i` answer in about `window` (twice
+    /// its smoothed connect time): placements count that long, or twice.
+    pub fn answer_window(&mut self, i: usize, window: Duration) {
+        self.meters[i].window = Some(window);
     }
 
     /// Link `i` has had `failures` failed connects so far: each new one is
@@ -168,8 +259,8 @@ impl Balance {
         let meter = &mut self.meters[i];
         let new = failures.saturating_sub(meter.failures);
         meter.failures = failures;
-        let new = u32::try_from(new).unwrap_or(u32::MAX);
-        meter.placed = meter.placed.saturating_sub(new);
+        let failed = meter.unplace(u32::try_from(new).unwrap_or(u32::MAX));
+        self.outcomes(0, failed);
     }
 
     /// A connection tagged `seen` carried bytes through link `i`.
@@ -178,10 +269,12 @@ impl Balance {
             return;
         }
         let meter = &mut self.meters[i];
-        if *seen == 0 {
-            meter.placed = meter.placed.saturating_sub(1);
-        }
         meter.active = meter.active.saturating_add(1);
+        if *seen == 0 {
+            meter.unplace(1);
+            // Live, even when it answered too late to count.
+            self.outcomes(1, 0);
+        }
         *seen = self.period;
     }
 
@@ -192,17 +285,29 @@ impl Balance {
             .since
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.since = Some(now);
+        let mut unanswered = 0u32;
         for (meter, total) in self.meters.iter_mut().zip(totals) {
             meter.sample(total, elapsed);
+            unanswered = unanswered.saturating_add(meter.roll(now));
         }
+        self.outcomes(0, unanswered);
         self.period = self.period.checked_add(1).unwrap_or(1);
     }
 
-    /// What link `i`, with `open` connections, scores for a new one (lower
-    /// is better), where `unknown` stands for a capacity not learned yet.
-    pub fn score(&self, i: usize, open: u64, unknown: f64) -> f64 {
+    /// What counts against link `i`, with `open` connections, `now`: its
+    /// busy connections, and its placements not carrying yet, each
+    /// weighed by the share that comes to carry.
+    pub fn load(&self, i: usize, open: u64, now: Instant) -> f64 {
         let m = &self.meters[i];
-        (m.load(open) + 1) as f64 / m.capacity.unwrap_or(unknown)
+        m.busy(open) as f64 + self.answering * f64::from(m.placed_at(now))
+    }
+
+    /// What link `i`, with `open` connections, scores `now` for a new one
+    /// (lower is better), where `unknown` stands for a capacity not learned
+    /// yet.
+    pub fn score(&self, i: usize, open: u64, unknown: f64, now: Instant) -> f64 {
+        let capacity = self.meters[i].capacity.unwrap_or(unknown);
+        (self.load(i, open, now) + 1.0) / capacity
     }
 
     /// What an unlearned link among `links` counts as: the best learned
@@ -272,9 +377,9 @@ mod tests {
             let mut got = vec![0; links];
             for _ in 0..n {
                 let best = rr
-                    .next_lowest(|_| true, |&i| b.score(i, u64::MAX, unknown))
+                    .next_lowest(|_| true, |&i| b.score(i, u64::MAX, unknown, self.now))
                     .unwrap();
-                b.placed(best);
+                b.placed(best, self.now);
                 got[best] += 1;
             }
             got
@@ -334,7 +439,7 @@ mod tests {
             s.second(&[1_200_000, 0]);
         }
         assert_eq!(s.capacity(1), before);
-        assert_eq!(s.b.meter(1).load(u64::MAX), 0);
+        assert_eq!(s.b.load(1, u64::MAX, s.now), 0.0);
     }
 
     #[test]
@@ -390,37 +495,152 @@ mod tests {
         let mut b = Balance::new(Strategy::Learn);
         b.resize(1);
         let mut seen = [0 as Seen; 3];
+        let t = Instant::now();
         for _ in 0..3 {
-            b.placed(0);
+            b.placed(0, t);
         }
-        assert_eq!(b.meter(0).load(0), 3, "placed, not carrying yet");
+        assert_eq!(b.load(0, 0, t), 3.0, "placed, not carrying yet");
         b.carried(0, &mut seen[0]);
         b.carried(0, &mut seen[0]);
         b.carried(0, &mut seen[1]);
-        assert_eq!(b.meter(0).load(3), 3, "two carry, one still to");
-        let t = Instant::now();
+        assert_eq!(b.load(0, 3, t), 3.0, "two carry, one still to");
+        // The third never carries: its answer windows pass.
+        let t = t + SEC;
         b.sample([0].into_iter(), t);
-        assert_eq!(b.meter(0).load(3), 2, "the last period's busy ones");
-        assert_eq!(b.meter(0).load(1), 1, "one of them closed since");
+        assert_eq!(b.meter(0).busy(3), 2, "the last period's busy ones");
+        assert_eq!(b.meter(0).busy(1), 1, "one of them closed since");
+        assert_eq!(b.meter(0).placed_at(t), 0);
         b.carried(0, &mut seen[0]);
         b.sample([0].into_iter(), t + SEC);
-        assert_eq!(b.meter(0).load(3), 1);
+        assert_eq!(b.load(0, 3, t + SEC), 1.0);
         b.sample([0].into_iter(), t + 2 * SEC);
-        assert_eq!(b.meter(0).load(3), 0, "idle connections weigh nothing");
+        assert_eq!(
+            b.load(0, 3, t + 2 * SEC),
+            0.0,
+            "idle connections weigh nothing"
+        );
     }
 
     #[test]
     fn a_failed_connect_stops_counting() {
         let mut b = Balance::new(Strategy::Learn);
         b.resize(1);
-        b.placed(0);
-        b.placed(0);
+        let t = Instant::now();
+        b.placed(0, t);
+        b.placed(0, t);
         b.failures(0, 1);
-        assert_eq!(b.meter(0).load(0), 1);
+        assert_eq!(b.meter(0).placed_at(t), 1);
         b.failures(0, 1);
-        assert_eq!(b.meter(0).load(0), 1, "each failure once");
+        assert_eq!(b.meter(0).placed_at(t), 1, "each failure once");
         b.failures(0, 5);
-        assert_eq!(b.meter(0).load(0), 0);
+        assert_eq!(b.meter(0).placed_at(t), 0);
+    }
+
+    /// A placement counts for one to two answer windows: long enough for a
+    /// live connection to carry, not so long that connects nobody answers
+    /// pile up.
+    #[test]
+    fn an_unanswered_placement_counts_for_one_to_two_answer_windows() {
+        let mut b = Balance::new(Strategy::Learn);
+        b.resize(2);
+        let w = Duration::from_millis(100);
+        b.answer_window(0, w);
+        let t = Instant::now();
+        let placed = |b: &Balance, i: usize, at: Duration| b.meter(i).placed_at(t + at);
+        b.placed(0, t);
+        b.placed(0, t + w / 2);
+        assert_eq!(placed(&b, 0, w / 2), 2);
+        assert_eq!(placed(&b, 0, w), 2, "the second window");
+        b.placed(0, t + w * 3 / 2);
+        assert_eq!(placed(&b, 0, w * 3 / 2), 3, "rolled: all count");
+        assert_eq!(placed(&b, 0, w * 2), 1, "the first two are past");
+        assert_eq!(placed(&b, 0, w * 3), 0, "all unanswered, none counts");
+        // Link 1 has no connect time yet: the default window.
+        b.placed(1, t);
+        assert_eq!(placed(&b, 1, DEFAULT_WINDOW), 1);
+        assert_eq!(placed(&b, 1, 2 * DEFAULT_WINDOW), 0);
+        // The first to carry takes the oldest placement's place.
+        b.placed(0, t + w * 10);
+        b.placed(0, t + w * 11);
+        b.carried(0, &mut 0);
+        assert_eq!(placed(&b, 0, w * 11), 1);
+        assert_eq!(placed(&b, 0, w * 12), 1, "the newer one still counts");
+    }
+
+    /// Placements weigh the share of recent ones that came to carry: all of
+    /// a download manager's, few of a BitTorrent client's.
+    #[test]
+    fn placements_weigh_the_share_that_answers() {
+        let mut b = Balance::new(Strategy::Learn);
+        b.resize(1);
+        b.answer_window(0, Duration::from_millis(100));
+        let mut t = Instant::now();
+        assert_eq!(b.answering(), 1.0);
+        // Thirty connects a second, none answered.
+        for _ in 0..30 {
+            b.placed(0, t);
+            t += Duration::from_millis(33);
+        }
+        assert!(b.answering() < 0.25, "{}", b.answering());
+        let weight = b.load(0, 0, t) / f64::from(b.meter(0).placed_at(t));
+        assert!((weight - b.answering()).abs() < 1e-9);
+        // Then every one carries: back near 1 within a few dozen.
+        for _ in 0..40 {
+            b.placed(0, t);
+            b.carried(0, &mut 0);
+            t += Duration::from_millis(33);
+        }
+        assert!(b.answering() > 0.9, "{}", b.answering());
+        // A failed connect is an outcome too.
+        let before = b.answering();
+        b.placed(0, t);
+        b.failures(0, 1);
+        assert!(b.answering() < before);
+    }
+
+    /// Live connections arrive one by one among a stream of connects that
+    /// never answer (a swarm's dead peers, thirty a second): each live one
+    /// goes where the live ones are fewest per capacity, not wherever the
+    /// dead ones left the round.
+    #[test]
+    fn live_connections_among_dead_connects_are_spread_by_capacity() {
+        let mut b = Balance::new(Strategy::Learn);
+        b.resize(3);
+        for (i, c) in [1.2e6, 1.2e6, 0.4e6].into_iter().enumerate() {
+            b.seed(i, c);
+        }
+        let mut rr = Selector::new((0..3).map(|i| (i, NonZeroU32::MIN)));
+        let mut now = Instant::now();
+        b.sample([0, 0, 0].into_iter(), now);
+        let mut open = [0u64; 3];
+        let mut live: Vec<(usize, Seen)> = Vec::new();
+        let mut next_second = now + SEC;
+        // 600 connects at 30 a second, every 50th to a live peer.
+        for n in 0..600 {
+            let best = rr
+                .next_lowest(|_| true, |&i| b.score(i, open[i], 1.0, now))
+                .unwrap();
+            b.placed(best, now);
+            if n % 50 == 25 {
+                open[best] += 1;
+                live.push((best, 0));
+            }
+            now += Duration::from_millis(33);
+            for (i, seen) in live.iter_mut() {
+                b.carried(*i, seen);
+            }
+            if now >= next_second {
+                b.sample([0, 0, 0].into_iter(), now);
+                next_second += SEC;
+            }
+        }
+        // Twelve live ones over 3:3:1 is 5.14, 5.14 and 1.71 each: every
+        // link within one of its share.
+        let share = [12.0 * 3.0 / 7.0, 12.0 * 3.0 / 7.0, 12.0 / 7.0];
+        for (i, share) in share.into_iter().enumerate() {
+            let off = (open[i] as f64 - share).abs();
+            assert!(off < 1.0, "live ones per link: {open:?}");
+        }
     }
 
     #[test]

@@ -356,6 +356,8 @@ impl Links {
     pub fn observe_connect(&mut self, i: usize, rtt: Duration) {
         let link = &mut self.links[i];
         link.srtt = Some(link.srtt.map_or(rtt, |s| (s * 7 + rtt) / 8));
+        let window = crate::eyeballs::attempt_delay(link.srtt);
+        self.balance.answer_window(i, window);
     }
 
     /// Whether some link of the family is up (or on trial) with an address.

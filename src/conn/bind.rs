@@ -56,7 +56,7 @@ impl Binding {
         };
         let link = ctx
             .links
-            .pick_for_datagrams(family)
+            .pick_for_datagrams(family, ctx.now)
             .ok_or(Refusal::NoLink)?;
         let mut listener = listen(ctx, link).map_err(Refusal::Listen)?;
         ctx.registry

@@ -47,6 +47,7 @@ use super::ctx::Ctx;
 use super::io::{attempt, read, Outcome, Ready};
 use super::token::{Handle, Side};
 use super::udp_upstream::Legs;
+use crate::balance::Seen;
 use crate::dns::{Job, Resolver};
 use crate::evidence;
 use crate::metrics::Limit;
@@ -97,14 +98,25 @@ struct Out {
     ip: IpAddr,
 }
 
+/// Where a destination's datagrams go: its link (index), and the period it
+/// last answered in ([`Seen`]): a destination that answers counts on its
+/// link as a busy connection does, so that learned balancing places new
+/// ones by the live destinations a link carries, not by every address a
+/// client tried (most of a BitTorrent client's never answer).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Route {
+    pub link: u8,
+    pub seen: Seen,
+}
+
 pub struct Assoc {
     relay: UdpSocket,
     relay_readable: bool,
     client_ip: IpAddr,
     /// Announced in the request, or learnt from the first datagram.
     client_port: Option<u16>,
-    /// Each destination's link (index).
-    routes: Table<SocketAddr, u8>,
+    /// Each destination's link, and when it last answered.
+    routes: Table<SocketAddr, Route>,
     /// Outgoing sockets by link index, made on first use.
     outs: Vec<Option<Out>>,
     /// UDP associations with the upstreams of proxy links, made on first use.
@@ -170,14 +182,15 @@ impl Assoc {
     /// O(1) per datagram (each entry moves once per time it was used).
     fn expire(&mut self, ctx: &mut Ctx<'_>, conn: Handle) {
         let links = &mut *ctx.links;
-        self.routes.expire(ctx.now, |dest, &mut link| {
-            links.pin(usize::from(link), false);
-            log::debug!(
-                "#{} UDP {dest} idle: forgotten (remembered on link {})",
-                conn.id,
-                links.get(usize::from(link)).label()
-            );
-        });
+        self.routes
+            .expire(ctx.now, |dest, &mut Route { link, .. }| {
+                links.pin(usize::from(link), false);
+                log::debug!(
+                    "#{} UDP {dest} idle: forgotten (remembered on link {})",
+                    conn.id,
+                    links.get(usize::from(link)).label()
+                );
+            });
         // A name idle while it resolves waits for its answer as it is; a
         // resolved one will be resolved again.
         self.names.expire(ctx.now, |key, _| {
@@ -434,7 +447,7 @@ impl Assoc {
         self.legs.close(ctx);
         for gone in self.routes.drain() {
             if gone.was_live {
-                ctx.links.pin(usize::from(gone.value), false);
+                ctx.links.pin(usize::from(gone.value.link), false);
             }
         }
         for link in 0..self.outs.len() {
@@ -642,9 +655,9 @@ fn route(assoc: &mut Assoc, ctx: &mut Ctx<'_>, conn: Handle, dest: SocketAddr) -
     }
     // (link, newly pinned, already in the table)
     let (link, pinned, known) = match assoc.routes.touch(&dest, ctx.now) {
-        Some(t) if t.was_live => (usize::from(*t.value), false, true),
+        Some(t) if t.was_live => (usize::from(t.value.link), false, true),
         Some(t) => {
-            let before = usize::from(*t.value);
+            let before = usize::from(t.value.link);
             let link = if ctx.links.is_usable(before) || assoc.legs.has(before) {
                 Some(before)
             } else {
@@ -652,7 +665,11 @@ fn route(assoc: &mut Assoc, ctx: &mut Ctx<'_>, conn: Handle, dest: SocketAddr) -
             };
             match link {
                 Some(link) => {
-                    *t.value = link as u8;
+                    // Placed anew: not counted as answering until it does.
+                    *t.value = Route {
+                        link: link as u8,
+                        seen: 0,
+                    };
                     (link, true, true)
                 }
                 None => {
@@ -695,9 +712,13 @@ fn route(assoc: &mut Assoc, ctx: &mut Ctx<'_>, conn: Handle, dest: SocketAddr) -
     if !known {
         let link_index = u8::try_from(link).expect("at most 64 links");
         // Room was checked above: an idle one at most gives way.
-        if let Ok(Some(gone)) = assoc.routes.insert(dest, link_index, ctx.now) {
+        let route = Route {
+            link: link_index,
+            seen: 0,
+        };
+        if let Ok(Some(gone)) = assoc.routes.insert(dest, route, ctx.now) {
             if gone.was_live {
-                ctx.links.pin(usize::from(gone.value), false);
+                ctx.links.pin(usize::from(gone.value.link), false);
             }
             if !std::mem::replace(&mut assoc.full, true) {
                 log::info!(
@@ -719,7 +740,7 @@ fn route(assoc: &mut Assoc, ctx: &mut Ctx<'_>, conn: Handle, dest: SocketAddr) -
 /// machine with no link on loopback still takes a link: datagrams have no
 /// socket outside the links yet.)
 fn pick_link(ctx: &mut Ctx<'_>, dest: SocketAddr) -> Option<usize> {
-    let picked = ctx.links.pick_for_datagrams(dest.ip());
+    let picked = ctx.links.pick_for_datagrams(dest.ip(), ctx.now);
     let Reach::Only(set) = ctx.links.reach(dest) else {
         return picked;
     };
@@ -806,7 +827,9 @@ fn to_client(
     // Only live destinations may answer, on their own link; an answer keeps
     // them live.
     match assoc.routes.touch_live(&from, ctx.now) {
-        Some(&mut l) if usize::from(l) == link => {}
+        Some(route) if usize::from(route.link) == link => {
+            ctx.links.answered(link, &mut route.seen);
+        }
         _ => return 0,
     }
     let Some(client) = assoc.client_addr() else {

@@ -320,7 +320,10 @@ mod tests {
         let now = Instant::now();
         for _ in 0..4 {
             assert_eq!(l.pick("192.0.2.1".parse().unwrap(), 0, now), Some(0));
-            assert_eq!(l.pick_for_datagrams("192.0.2.1".parse().unwrap()), Some(0));
+            assert_eq!(
+                l.pick_for_datagrams("192.0.2.1".parse().unwrap(), Instant::now()),
+                Some(0)
+            );
         }
         assert!(!l.can_reach("2001:db8::1".parse().unwrap()));
     }

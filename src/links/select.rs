@@ -74,7 +74,7 @@ impl Links {
             log::info!("link {} trial", links[i].label());
             return Some(i);
         }
-        self.next_up(ipv6, |i, l| untried(i, l) && l.state == State::Up)
+        self.next_up(ipv6, now, |i, l| untried(i, l) && l.state == State::Up)
             .or_else(|| {
                 let links = &self.links;
                 // None up: the down link that comes back first (a link on
@@ -93,16 +93,21 @@ impl Links {
     /// The link a new UDP destination is routed through: an up link by the
     /// balancing strategy, else any link of the family with an address.
     /// Datagrams say nothing of a link's health, so no trial is started.
-    pub fn pick_for_datagrams(&mut self, remote: IpAddr) -> Option<usize> {
+    pub fn pick_for_datagrams(&mut self, remote: IpAddr, now: Instant) -> Option<usize> {
         let ipv6 = remote.is_ipv6();
         let usable = |l: &Link| l.ipv6 == ipv6 && l.ip.is_some();
-        self.next_up(ipv6, |_, l| usable(l) && l.state == State::Up)
+        self.next_up(ipv6, now, |_, l| usable(l) && l.state == State::Up)
             .or_else(|| self.links.iter().position(usable))
     }
 
     /// The next of the family's links that `eligible` accepts, by the
     /// strategy; counted as placed on it.
-    fn next_up(&mut self, ipv6: bool, eligible: impl Fn(usize, &Link) -> bool) -> Option<usize> {
+    fn next_up(
+        &mut self,
+        ipv6: bool,
+        now: Instant,
+        eligible: impl Fn(usize, &Link) -> bool,
+    ) -> Option<usize> {
         let links = &self.links;
         let balance = &mut self.balance;
         let selector = if ipv6 { &mut self.v6 } else { &mut self.v4 };
@@ -117,10 +122,13 @@ impl Links {
                     (0..links.len()).filter(|&i| links[i].ipv6 == ipv6 && links[i].proxy.is_none());
                 let unknown = balance.unknown(family);
                 let b = &*balance;
-                selector.next_lowest(ok, |&i| b.score(i, links[i].stats.open, unknown))?
+                // What may be busy: connections and associations, and
+                // the UDP destinations live on the link.
+                let open = |i: usize| links[i].stats.open + links[i].stats.udp_pinned;
+                selector.next_lowest(ok, |&i| b.score(i, open(i), unknown, now))?
             }
         };
-        balance.placed(i);
+        balance.placed(i, now);
         Some(i)
     }
 
@@ -128,6 +136,13 @@ impl Links {
     /// link `i`.
     pub fn carried(&mut self, i: usize, up: u64, down: u64, seen: &mut Seen) {
         self.add_bytes(i, up, down);
+        self.balance.carried(i, seen);
+    }
+
+    /// A UDP destination tagged `seen`, placed on link `i`, answered: it
+    /// counts on the link as a busy connection does (the bytes are counted
+    /// by [`Links::datagram_down`]).
+    pub fn answered(&mut self, i: usize, seen: &mut Seen) {
         self.balance.carried(i, seen);
     }
 
@@ -270,9 +285,45 @@ mod tests {
             &[("10.0.0.1", 300_000.0), ("10.0.0.2", 100_000.0)],
         );
         let got: Vec<usize> = (0..8)
-            .map(|_| l.pick_for_datagrams(target()).unwrap())
+            .map(|_| l.pick_for_datagrams(target(), Instant::now()).unwrap())
             .collect();
         assert_eq!(got.iter().filter(|&&i| i == 0).count(), 6, "{got:?}");
+    }
+
+    /// A BitTorrent client sends to hundreds of peers that never answer:
+    /// the links are judged by the destinations that do.
+    #[test]
+    fn destinations_that_answer_count_and_silent_ones_do_not() {
+        let mut l = links(
+            &[("10.0.0.1", 1), ("10.0.0.2", 1)],
+            Strategy::Learn,
+            &[("10.0.0.1", 1e6), ("10.0.0.2", 1e6)],
+        );
+        let t = Instant::now();
+        l.sample(t);
+        let mut dests: Vec<(usize, Seen)> = (0..20)
+            .map(|_| {
+                let i = l.pick_for_datagrams(target(), Instant::now()).unwrap();
+                l.pin(i, true);
+                (i, 0)
+            })
+            .collect();
+        // Those on link 0 answer, in this period and the next; those on
+        // link 1 are dead.
+        for s in 1..=2u32 {
+            for (i, seen) in dests.iter_mut().filter(|(i, _)| *i == 0) {
+                l.answered(*i, seen);
+            }
+            if s == 1 {
+                l.sample(t + Duration::from_secs(1));
+            }
+        }
+        assert_eq!(dests.iter().filter(|(i, _)| *i == 0).count(), 10);
+        // Link 1 carries nothing live: the next ten go there.
+        let got: Vec<usize> = (0..10)
+            .map(|_| l.pick_for_datagrams(target(), Instant::now()).unwrap())
+            .collect();
+        assert_eq!(got, [1; 10]);
     }
 
     #[test]

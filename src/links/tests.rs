@@ -243,16 +243,16 @@ fn datagrams_take_up_links_by_weight_within_the_family() {
         spec("10.0.0.2", 1, None),
     ]);
     let v4: Vec<_> = (0..6)
-        .map(|_| l.pick_for_datagrams(target()).unwrap())
+        .map(|_| l.pick_for_datagrams(target(), Instant::now()).unwrap())
         .collect();
     assert_eq!(v4, [0, 2, 0, 0, 2, 0]);
     assert_eq!(
-        l.pick_for_datagrams("2001:db8::1".parse().unwrap()),
+        l.pick_for_datagrams("2001:db8::1".parse().unwrap(), Instant::now()),
         Some(1)
     );
     let mut no_v6 = links(vec![spec("10.0.0.1", 1, None)]);
     assert_eq!(
-        no_v6.pick_for_datagrams("2001:db8::1".parse().unwrap()),
+        no_v6.pick_for_datagrams("2001:db8::1".parse().unwrap(), Instant::now()),
         None
     );
 }
@@ -266,7 +266,7 @@ fn datagrams_skip_a_down_link_and_start_no_trial() {
     }
     let down = l.get(1).state();
     for _ in 0..4 {
-        assert_eq!(l.pick_for_datagrams(target()), Some(0));
+        assert_eq!(l.pick_for_datagrams(target(), Instant::now()), Some(0));
     }
     assert_eq!(l.get(1).state(), down, "no trial from datagrams");
 }
@@ -279,7 +279,7 @@ fn datagrams_fall_back_to_a_down_link_of_the_family() {
     for _ in 0..3 {
         l.failed(1, &"x", now);
     }
-    assert_eq!(l.pick_for_datagrams(target()), Some(1));
+    assert_eq!(l.pick_for_datagrams(target(), Instant::now()), Some(1));
 }
 
 #[test]

@@ -22,10 +22,10 @@ impl Assoc {
     pub(super) fn forget_links(&mut self, ctx: &mut Ctx<'_>, conn: Handle, ended: u64) {
         let links = &mut *ctx.links;
         self.routes.remove_where(
-            |_, &link| ended & (1 << link) != 0,
-            |dest, link, was_live| {
+            |_, route| ended & (1 << route.link) != 0,
+            |dest, route, was_live| {
                 if was_live {
-                    links.pin(usize::from(link), false);
+                    links.pin(usize::from(route.link), false);
                 }
                 log::debug!("#{} UDP {dest}: its link's association ended", conn.id);
             },
@@ -123,7 +123,11 @@ pub(super) fn from_upstream(
 ) -> usize {
     if let Ok(Status::Complete(h, _)) = socks::parse_udp_header(&ctx.udp_buf[..n]) {
         if let Dest::Addr(from) = h.dest {
-            assoc.routes.touch_live(&net::canonical(from), ctx.now);
+            if let Some(route) = assoc.routes.touch_live(&net::canonical(from), ctx.now) {
+                if usize::from(route.link) == link {
+                    ctx.links.answered(link, &mut route.seen);
+                }
+            }
         }
     }
     let Some(client) = assoc.client_addr() else {
