@@ -21,11 +21,13 @@
 //! one, plus those placed on it lately that have not carried any yet: for
 //! one to two *answer windows*, about twice the link's connect time (a
 //! failed connect is taken back at once), and each weighed by the share of
-//! recent placements that did come to carry ([`Balance::answering`]). So a
-//! download manager's burst of new connections, which all answer, is spread
-//! by capacity; while a BitTorrent client's connects, most of them to peers
-//! that never answer (hundreds, tried about thirty a second), weigh little,
-//! and a new connection goes where the live ones are fewest. Idle
+//! recent placements that did come to carry ([`Balance::answering`]), but
+//! never less than [`MIN_PLACED_WEIGHT`]. So a download manager's burst of
+//! new connections, which all answer, is spread by capacity (still, if
+//! less evenly, beside a swarm that drove the share near zero: the floor);
+//! while a BitTorrent client's connects, most of them to peers that never
+//! answer (hundreds, tried about thirty a second), weigh little, and a new
+//! connection goes where the live ones are fewest. Idle
 //! connections (a BitTorrent client keeps hundreds) weigh nothing. A link not learned yet
 //! counts as the best learned one of its family, so it gets tried. Equal
 //! scores (nothing learned yet: all capacities equal) fall to the smooth
@@ -53,6 +55,11 @@ pub const DEFAULT_WINDOW: Duration = crate::eyeballs::DEFAULT_DELAY;
 /// How far each placement's outcome (it carried, or it failed or went
 /// unanswered for two windows) moves [`Balance::answering`].
 pub const ANSWER_GAIN: f64 = 1.0 / 16.0;
+/// The least a placement weighs, however few answer lately: the share is
+/// one for all the proxy's clients, and a download manager's burst must
+/// still be spread by capacity beside a BitTorrent client's dead connects
+/// (12 at once go 5/5/2 over 3:3:1 links, not 6/6/0 or all to one).
+pub const MIN_PLACED_WEIGHT: f64 = 0.25;
 
 /// The estimate after one sample of `rate` bytes/s: `None` until the first.
 pub fn update(estimate: Option<f64>, rate: f64) -> f64 {
@@ -80,6 +87,10 @@ pub struct Meter {
     /// Placed and not carrying bytes yet: in the current answer window
     /// (`[0]`) and in the one before (`[1]`).
     placed: [u32; 2],
+    /// Placements that went unanswered through both windows, already
+    /// counted so: their later failure (a connect timeout) or late answer
+    /// is theirs, not a fresh placement's.
+    lapsed: u32,
     /// When the current answer window began (`None`: nothing placed yet).
     window_at: Option<Instant>,
     /// How long a placement counts before it carries, one to two of these:
@@ -131,15 +142,25 @@ impl Meter {
                 let expired = self.placed[1];
                 self.placed = [0, self.placed[0]];
                 self.window_at = Some(at + w);
+                self.lapsed = self.lapsed.saturating_add(expired);
                 expired
             }
             _ => {
                 let expired = self.placed[0] + self.placed[1];
                 self.placed = [0, 0];
                 self.window_at = Some(now);
+                self.lapsed = self.lapsed.saturating_add(expired);
                 expired
             }
         }
+    }
+
+    /// `n` lapsed placements are accounted for; returns how many of `n`
+    /// were not among them.
+    fn unlapse(&mut self, n: u32) -> u32 {
+        let old = n.min(self.lapsed);
+        self.lapsed -= old;
+        n - old
     }
 
     /// `n` placements carry now, or failed: the oldest stop counting.
@@ -242,8 +263,12 @@ impl Balance {
     /// `carried` placements came to carry bytes, `not` did not.
     fn outcomes(&mut self, carried: u32, not: u32) {
         let keep = |n: u32| (1.0 - ANSWER_GAIN).powi(n.min(1 << 16) as i32);
-        self.answering = 1.0 - (1.0 - self.answering) * keep(carried);
-        self.answering *= keep(not);
+        if carried > 0 {
+            self.answering = 1.0 - (1.0 - self.answering) * keep(carried);
+        }
+        if not > 0 {
+            self.answering *= keep(not);
+        }
     }
 
     /// Live connections through link `i` answer in about `window` (twice
@@ -252,28 +277,39 @@ impl Balance {
         self.meters[i].window = Some(window);
     }
 
-    /// Link `i` has had `failures` failed connects so far: each new one is
-    /// a placed connection that will never carry anything, so it stops
-    /// counting (a link that fails keeps its turns, and is found out).
-    pub fn failures(&mut self, i: usize, failures: u64) {
+    /// Link `i` has had `failures` failed connects so far, `now`: each new
+    /// one is a placed connection that will never carry anything, so it
+    /// stops counting (a link that fails keeps its turns, and is found
+    /// out). A failure after a timeout is mostly a placement that lapsed
+    /// already.
+    pub fn failures(&mut self, i: usize, failures: u64, now: Instant) {
         let meter = &mut self.meters[i];
         let new = failures.saturating_sub(meter.failures);
         meter.failures = failures;
-        let failed = meter.unplace(u32::try_from(new).unwrap_or(u32::MAX));
-        self.outcomes(0, failed);
+        let lapsed = meter.roll(now);
+        let new = meter.unlapse(u32::try_from(new).unwrap_or(u32::MAX));
+        let failed = meter.unplace(new);
+        self.outcomes(0, lapsed + failed);
     }
 
-    /// A connection tagged `seen` carried bytes through link `i`.
-    pub fn carried(&mut self, i: usize, seen: &mut Seen) {
+    /// A connection tagged `seen` carried bytes through link `i`, `now`.
+    pub fn carried(&mut self, i: usize, seen: &mut Seen, now: Instant) {
         if *seen == self.period {
             return;
         }
         let meter = &mut self.meters[i];
         meter.active = meter.active.saturating_add(1);
         if *seen == 0 {
-            meter.unplace(1);
-            // Live, even when it answered too late to count.
-            self.outcomes(1, 0);
+            // Its own placement, the oldest still counting, or one that
+            // lapsed (a late answer, counted unanswered then: live after
+            // all). None on a link no placement reached (a proxy link's
+            // connections are placed by weight alone): no outcome.
+            let lapsed = meter.roll(now);
+            let mut carried = meter.unplace(1);
+            if carried == 0 {
+                carried = 1 - meter.unlapse(1);
+            }
+            self.outcomes(carried, lapsed);
         }
         *seen = self.period;
     }
@@ -296,10 +332,12 @@ impl Balance {
 
     /// What counts against link `i`, with `open` connections, `now`: its
     /// busy connections, and its placements not carrying yet, each
-    /// weighed by the share that comes to carry.
+    /// weighed by the share that comes to carry (at least
+    /// [`MIN_PLACED_WEIGHT`]).
     pub fn load(&self, i: usize, open: u64, now: Instant) -> f64 {
         let m = &self.meters[i];
-        m.busy(open) as f64 + self.answering * f64::from(m.placed_at(now))
+        let weight = self.answering.max(MIN_PLACED_WEIGHT);
+        m.busy(open) as f64 + weight * f64::from(m.placed_at(now))
     }
 
     /// What link `i`, with `open` connections, scores `now` for a new one
@@ -357,7 +395,7 @@ mod tests {
             for (i, &r) in rates.iter().enumerate() {
                 if r > 0 {
                     self.totals[i] += r;
-                    self.b.carried(i, &mut self.seen[i]);
+                    self.b.carried(i, &mut self.seen[i], self.now);
                 }
             }
             self.now += SEC;
@@ -500,9 +538,9 @@ mod tests {
             b.placed(0, t);
         }
         assert_eq!(b.load(0, 0, t), 3.0, "placed, not carrying yet");
-        b.carried(0, &mut seen[0]);
-        b.carried(0, &mut seen[0]);
-        b.carried(0, &mut seen[1]);
+        b.carried(0, &mut seen[0], t);
+        b.carried(0, &mut seen[0], t);
+        b.carried(0, &mut seen[1], t);
         assert_eq!(b.load(0, 3, t), 3.0, "two carry, one still to");
         // The third never carries: its answer windows pass.
         let t = t + SEC;
@@ -510,7 +548,7 @@ mod tests {
         assert_eq!(b.meter(0).busy(3), 2, "the last period's busy ones");
         assert_eq!(b.meter(0).busy(1), 1, "one of them closed since");
         assert_eq!(b.meter(0).placed_at(t), 0);
-        b.carried(0, &mut seen[0]);
+        b.carried(0, &mut seen[0], t);
         b.sample([0].into_iter(), t + SEC);
         assert_eq!(b.load(0, 3, t + SEC), 1.0);
         b.sample([0].into_iter(), t + 2 * SEC);
@@ -528,11 +566,11 @@ mod tests {
         let t = Instant::now();
         b.placed(0, t);
         b.placed(0, t);
-        b.failures(0, 1);
+        b.failures(0, 1, t);
         assert_eq!(b.meter(0).placed_at(t), 1);
-        b.failures(0, 1);
+        b.failures(0, 1, t);
         assert_eq!(b.meter(0).placed_at(t), 1, "each failure once");
-        b.failures(0, 5);
+        b.failures(0, 5, t);
         assert_eq!(b.meter(0).placed_at(t), 0);
     }
 
@@ -562,9 +600,20 @@ mod tests {
         // The first to carry takes the oldest placement's place.
         b.placed(0, t + w * 10);
         b.placed(0, t + w * 11);
-        b.carried(0, &mut 0);
+        b.carried(0, &mut 0, t + w * 11);
         assert_eq!(placed(&b, 0, w * 11), 1);
         assert_eq!(placed(&b, 0, w * 12), 1, "the newer one still counts");
+        // An answer after a window passed takes its own place, not that of
+        // a placement already past counting.
+        let mut b = Balance::new(Strategy::Learn);
+        b.resize(1);
+        b.answer_window(0, w);
+        b.placed(0, t);
+        b.placed(0, t + w * 3 / 2);
+        let now = t + w * 5 / 2;
+        assert_eq!(b.meter(0).placed_at(now), 1);
+        b.carried(0, &mut 0, now);
+        assert_eq!(b.load(0, 1, now), 1.0, "busy, and no longer placed");
     }
 
     /// Placements weigh the share of recent ones that came to carry: all of
@@ -583,27 +632,36 @@ mod tests {
         }
         assert!(b.answering() < 0.25, "{}", b.answering());
         let weight = b.load(0, 0, t) / f64::from(b.meter(0).placed_at(t));
-        assert!((weight - b.answering()).abs() < 1e-9);
+        assert_eq!(
+            weight, MIN_PLACED_WEIGHT,
+            "weighed, but never below the floor"
+        );
         // Then every one carries: back near 1 within a few dozen.
         for _ in 0..40 {
             b.placed(0, t);
-            b.carried(0, &mut 0);
+            b.carried(0, &mut 0, t);
             t += Duration::from_millis(33);
         }
         assert!(b.answering() > 0.9, "{}", b.answering());
-        // A failed connect is an outcome too.
-        let before = b.answering();
+        // A failed connect is an outcome too; one that had lapsed already
+        // (a connect timeout) was counted then.
+        let mut b = Balance::new(Strategy::Learn);
+        b.resize(1);
         b.placed(0, t);
-        b.failures(0, 1);
-        assert!(b.answering() < before);
+        b.failures(0, 1, t);
+        assert_eq!(b.answering(), 1.0 - ANSWER_GAIN);
+        b.placed(0, t);
+        b.sample([0].into_iter(), t + 10 * SEC);
+        assert_eq!(b.answering(), (1.0 - ANSWER_GAIN).powi(2));
+        b.failures(0, 2, t + 10 * SEC);
+        assert_eq!(b.answering(), (1.0 - ANSWER_GAIN).powi(2), "not twice");
     }
 
-    /// Live connections arrive one by one among a stream of connects that
-    /// never answer (a swarm's dead peers, thirty a second): each live one
-    /// goes where the live ones are fewest per capacity, not wherever the
-    /// dead ones left the round.
-    #[test]
-    fn live_connections_among_dead_connects_are_spread_by_capacity() {
+    /// Three links of 1.2, 1.2 and 0.4 MB/s, and 600 connects at 30 a
+    /// second, every `period`th (from the `k`th) to a live peer that
+    /// carries from then on, the others to dead ones: the live ones per
+    /// link.
+    fn live_among_dead(period: usize, k: usize) -> [u64; 3] {
         let mut b = Balance::new(Strategy::Learn);
         b.resize(3);
         for (i, c) in [1.2e6, 1.2e6, 0.4e6].into_iter().enumerate() {
@@ -615,31 +673,97 @@ mod tests {
         let mut open = [0u64; 3];
         let mut live: Vec<(usize, Seen)> = Vec::new();
         let mut next_second = now + SEC;
-        // 600 connects at 30 a second, every 50th to a live peer.
         for n in 0..600 {
             let best = rr
                 .next_lowest(|_| true, |&i| b.score(i, open[i], 1.0, now))
                 .unwrap();
             b.placed(best, now);
-            if n % 50 == 25 {
+            if n % period == k {
                 open[best] += 1;
                 live.push((best, 0));
             }
             now += Duration::from_millis(33);
             for (i, seen) in live.iter_mut() {
-                b.carried(*i, seen);
+                b.carried(*i, seen, now);
             }
             if now >= next_second {
                 b.sample([0, 0, 0].into_iter(), now);
                 next_second += SEC;
             }
         }
-        // Twelve live ones over 3:3:1 is 5.14, 5.14 and 1.71 each: every
-        // link within one of its share.
-        let share = [12.0 * 3.0 / 7.0, 12.0 * 3.0 / 7.0, 12.0 / 7.0];
-        for (i, share) in share.into_iter().enumerate() {
-            let off = (open[i] as f64 - share).abs();
-            assert!(off < 1.0, "live ones per link: {open:?}");
+        open
+    }
+
+    /// Live connections arrive one by one among connects that never answer
+    /// (a swarm's dead peers, thirty a second): each live one should go
+    /// where the live ones are fewest per capacity, not wherever the dead
+    /// ones left the round. Over 125 such swarms (6, 12 or 24 live peers
+    /// at different places among the dead), the live ones are within one
+    /// of their 3:3:1 share on every link in at least 95 (104 as built; 57
+    /// when placements weigh 1 whatever the answers, 125 with no floor).
+    #[test]
+    fn live_connections_among_dead_connects_are_spread_by_capacity() {
+        let mut within = 0;
+        for period in [25, 50, 100] {
+            for k in 0..period.min(50) {
+                let open = live_among_dead(period, k);
+                let n: u64 = open.iter().sum();
+                let share = [3.0, 3.0, 1.0].map(|c| n as f64 * c / 7.0);
+                if (0..3).all(|i| (open[i] as f64 - share[i]).abs() < 1.0) {
+                    within += 1;
+                }
+            }
+        }
+        assert!(within >= 95, "{within} of 125 swarms spread within one");
+    }
+
+    /// After ten minutes of a BitTorrent client's dead connects (few
+    /// placements answer), a download manager opens 12 connections at
+    /// once: they are still spread, not all put on the link that looked
+    /// best for the first (12/0/0 if placements weighed nothing).
+    #[test]
+    fn a_burst_after_a_swarm_is_still_spread() {
+        for (busy, learned) in [([3, 5, 1], true), ([1, 2, 2], false), ([0, 0, 0], true)] {
+            let mut b = Balance::new(Strategy::Learn);
+            b.resize(3);
+            if learned {
+                for (i, c) in [1.2e6, 1.2e6, 0.4e6].into_iter().enumerate() {
+                    b.seed(i, c);
+                }
+            }
+            let mut rr = Selector::new((0..3).map(|i| (i, NonZeroU32::MIN)));
+            let mut now = Instant::now();
+            let mut live: Vec<(usize, Seen)> = (0..3)
+                .flat_map(|i| (0..busy[i]).map(move |_| (i, 0)))
+                .collect();
+            b.sample([0, 0, 0].into_iter(), now);
+            let mut next_second = now + SEC;
+            for _ in 0..600 * 30 {
+                let unknown = b.unknown(0..3);
+                let best = rr
+                    .next_lowest(|_| true, |&i| b.score(i, busy[i], unknown, now))
+                    .unwrap();
+                b.placed(best, now);
+                now += Duration::from_millis(33);
+                for (i, seen) in live.iter_mut() {
+                    b.carried(*i, seen, now);
+                }
+                if now >= next_second {
+                    b.sample([0, 0, 0].into_iter(), now);
+                    next_second += SEC;
+                }
+            }
+            assert!(b.answering() < 0.01, "{}", b.answering());
+            let unknown = b.unknown(0..3);
+            let mut got = [0; 3];
+            for _ in 0..12 {
+                let best = rr
+                    .next_lowest(|_| true, |&i| b.score(i, busy[i], unknown, now))
+                    .unwrap();
+                b.placed(best, now);
+                got[best] += 1;
+            }
+            assert!(got.iter().all(|&n| n <= 8), "busy {busy:?}: {got:?}");
         }
     }
 

@@ -658,19 +658,20 @@ fn route(assoc: &mut Assoc, ctx: &mut Ctx<'_>, conn: Handle, dest: SocketAddr) -
         Some(t) if t.was_live => (usize::from(t.value.link), false, true),
         Some(t) => {
             let before = usize::from(t.value.link);
-            let link = if ctx.links.is_usable(before) || assoc.legs.has(before) {
-                Some(before)
+            // Back on its link as it was, or placed anew: then not
+            // counted as answering until it does.
+            let route = if ctx.links.is_usable(before) || assoc.legs.has(before) {
+                Some(*t.value)
             } else {
-                place(ctx, dest)
+                place(ctx, dest).map(|link| Route {
+                    link: link as u8,
+                    seen: 0,
+                })
             };
-            match link {
-                Some(link) => {
-                    // Placed anew: not counted as answering until it does.
-                    *t.value = Route {
-                        link: link as u8,
-                        seen: 0,
-                    };
-                    (link, true, true)
+            match route {
+                Some(route) => {
+                    *t.value = route;
+                    (usize::from(route.link), true, true)
                 }
                 None => {
                     assoc.routes.remove(&dest);
@@ -828,7 +829,7 @@ fn to_client(
     // them live.
     match assoc.routes.touch_live(&from, ctx.now) {
         Some(route) if usize::from(route.link) == link => {
-            ctx.links.answered(link, &mut route.seen);
+            ctx.links.answered(link, &mut route.seen, ctx.now);
         }
         _ => return 0,
     }

@@ -116,7 +116,7 @@ impl Links {
             Strategy::Weights => selector.next_where(ok)?,
             Strategy::Learn => {
                 for (i, l) in links.iter().enumerate() {
-                    balance.failures(i, l.stats.failures);
+                    balance.failures(i, l.stats.failures, now);
                 }
                 let family =
                     (0..links.len()).filter(|&i| links[i].ipv6 == ipv6 && links[i].proxy.is_none());
@@ -133,17 +133,17 @@ impl Links {
     }
 
     /// A connection tagged `seen` relayed `up` and `down` bytes through
-    /// link `i`.
-    pub fn carried(&mut self, i: usize, up: u64, down: u64, seen: &mut Seen) {
+    /// link `i`, `now`.
+    pub fn carried(&mut self, i: usize, up: u64, down: u64, seen: &mut Seen, now: Instant) {
         self.add_bytes(i, up, down);
-        self.balance.carried(i, seen);
+        self.balance.carried(i, seen, now);
     }
 
     /// A UDP destination tagged `seen`, placed on link `i`, answered: it
     /// counts on the link as a busy connection does (the bytes are counted
     /// by [`Links::datagram_down`]).
-    pub fn answered(&mut self, i: usize, seen: &mut Seen) {
-        self.balance.carried(i, seen);
+    pub fn answered(&mut self, i: usize, seen: &mut Seen, now: Instant) {
+        self.balance.carried(i, seen, now);
     }
 
     /// Ends a measuring period (call about once a second).
@@ -266,7 +266,7 @@ mod tests {
                     // A short exchange, over before the next pick.
                     let mut seen = 0;
                     l.connected(0);
-                    l.carried(0, 10, 100, &mut seen);
+                    l.carried(0, 10, 100, &mut seen, now);
                     l.closed(0);
                 } else {
                     l.failed(1, &"timed out", now);
@@ -312,7 +312,7 @@ mod tests {
         // link 1 are dead.
         for s in 1..=2u32 {
             for (i, seen) in dests.iter_mut().filter(|(i, _)| *i == 0) {
-                l.answered(*i, seen);
+                l.answered(*i, seen, t);
             }
             if s == 1 {
                 l.sample(t + Duration::from_secs(1));
@@ -333,8 +333,8 @@ mod tests {
         let t = Instant::now();
         l.sample(t);
         for s in 1..=4u32 {
-            l.carried(0, 0, 1_000_000, &mut seen[0]);
-            l.carried(1, 0, 250_000, &mut seen[1]);
+            l.carried(0, 0, 1_000_000, &mut seen[0], t);
+            l.carried(1, 0, 250_000, &mut seen[1], t);
             l.sample(t + s * Duration::from_secs(1));
         }
         assert_eq!(l.learned(0), Some(1_000_000.0));

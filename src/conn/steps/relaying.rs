@@ -159,7 +159,7 @@ impl Conn {
         self.bytes_up += up;
         self.bytes_down += down;
         if let Some(l) = link {
-            ctx.links.carried(l, up, down, &mut self.seen);
+            ctx.links.carried(l, up, down, &mut self.seen, ctx.now);
         }
     }
 }
