@@ -19,7 +19,7 @@
 //! `(load + 1) / capacity`, where load counts the open connections (and UDP
 //! destinations) through it that carried bytes in this period or the last
 //! one, plus those placed on it lately that have not carried any yet: for
-//! one to two *answer windows*, about twice the link's connect time (a
+//! one to two *answer windows*, about four of the link's connect times (a
 //! failed connect is taken back at once), and each weighed by the share of
 //! recent placements that did come to carry ([`Balance::answering`]), but
 //! never less than [`MIN_PLACED_WEIGHT`]. So a download manager's burst of
@@ -50,8 +50,23 @@ pub const MIN_SAMPLE_BYTES: u64 = 32 * 1024;
 pub const RISE: f64 = 0.5;
 /// How far the estimate moves towards a lower sample.
 pub const FALL: f64 = 1.0 / 3.0;
-/// The answer window of a link whose connect time is not known yet.
-pub const DEFAULT_WINDOW: Duration = crate::eyeballs::DEFAULT_DELAY;
+/// The answer window of a link whose connect time is not known yet, and
+/// the least any link's is.
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(250);
+/// The most a link's answer window is.
+pub const MAX_WINDOW: Duration = Duration::from_secs(2);
+
+/// The answer window of a link whose smoothed connect time is `srtt`: a
+/// new connection's first bytes come a connect and a request after it is
+/// placed, and behind a full link's queue, so four connect times, within
+/// [`DEFAULT_WINDOW`] and [`MAX_WINDOW`]. (With two, chunked downloads
+/// over tbf links put a sixth 1 MB chunk of 36 on the 400 kB/s link:
+/// placements lapsed before their connections carried.)
+pub fn answer_window(srtt: Option<Duration>) -> Duration {
+    srtt.map_or(DEFAULT_WINDOW, |rtt| {
+        (rtt * 4).clamp(DEFAULT_WINDOW, MAX_WINDOW)
+    })
+}
 /// How far each placement's outcome (it carried, or it failed or went
 /// unanswered for two windows) moves [`Balance::answering`].
 pub const ANSWER_GAIN: f64 = 1.0 / 16.0;
@@ -422,6 +437,15 @@ mod tests {
             }
             got
         }
+    }
+
+    #[test]
+    fn answer_windows_are_four_connect_times_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(answer_window(None), DEFAULT_WINDOW);
+        assert_eq!(answer_window(Some(ms(5))), DEFAULT_WINDOW);
+        assert_eq!(answer_window(Some(ms(100))), ms(400));
+        assert_eq!(answer_window(Some(ms(900))), MAX_WINDOW);
     }
 
     #[test]

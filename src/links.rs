@@ -356,7 +356,7 @@ impl Links {
     pub fn observe_connect(&mut self, i: usize, rtt: Duration) {
         let link = &mut self.links[i];
         link.srtt = Some(link.srtt.map_or(rtt, |s| (s * 7 + rtt) / 8));
-        let window = crate::eyeballs::attempt_delay(link.srtt);
+        let window = crate::balance::answer_window(link.srtt);
         self.balance.answer_window(i, window);
     }
 
