@@ -681,39 +681,75 @@ mod tests {
         assert_eq!(b.answering(), (1.0 - ANSWER_GAIN).powi(2), "not twice");
     }
 
-    /// Three links of 1.2, 1.2 and 0.4 MB/s, and 600 connects at 30 a
-    /// second, every `period`th (from the `k`th) to a live peer that
+    /// Connects placed at 30 a second on three links (1.2, 1.2 and 0.4
+    /// MB/s when `learned`), most to peers that never answer, and the live
+    /// connections carrying all along.
+    struct Swarm {
+        b: Balance,
+        rr: Selector<usize>,
+        now: Instant,
+        next_second: Instant,
+        live: Vec<(usize, Seen)>,
+    }
+
+    impl Swarm {
+        fn new(learned: bool) -> Swarm {
+            let mut b = Balance::new(Strategy::Learn);
+            b.resize(3);
+            if learned {
+                for (i, c) in [1.2e6, 1.2e6, 0.4e6].into_iter().enumerate() {
+                    b.seed(i, c);
+                }
+            }
+            let now = Instant::now();
+            b.sample([0, 0, 0].into_iter(), now);
+            Swarm {
+                b,
+                rr: Selector::new((0..3).map(|i| (i, NonZeroU32::MIN))),
+                now,
+                next_second: now + SEC,
+                live: Vec::new(),
+            }
+        }
+
+        /// Places one connection by the links' `open` ones; its link.
+        fn place(&mut self, open: &[u64; 3]) -> usize {
+            let (b, now) = (&self.b, self.now);
+            let unknown = b.unknown(0..3);
+            let best = self
+                .rr
+                .next_lowest(|_| true, |&i| b.score(i, open[i], unknown, now))
+                .unwrap();
+            self.b.placed(best, now);
+            best
+        }
+
+        /// 33 ms pass: the live ones carry, and a second may end.
+        fn tick(&mut self) {
+            self.now += Duration::from_millis(33);
+            for (i, seen) in self.live.iter_mut() {
+                self.b.carried(*i, seen, self.now);
+            }
+            if self.now >= self.next_second {
+                self.b.sample([0, 0, 0].into_iter(), self.now);
+                self.next_second += SEC;
+            }
+        }
+    }
+
+    /// 600 connects, every `period`th (from the `k`th) to a live peer that
     /// carries from then on, the others to dead ones: the live ones per
     /// link.
     fn live_among_dead(period: usize, k: usize) -> [u64; 3] {
-        let mut b = Balance::new(Strategy::Learn);
-        b.resize(3);
-        for (i, c) in [1.2e6, 1.2e6, 0.4e6].into_iter().enumerate() {
-            b.seed(i, c);
-        }
-        let mut rr = Selector::new((0..3).map(|i| (i, NonZeroU32::MIN)));
-        let mut now = Instant::now();
-        b.sample([0, 0, 0].into_iter(), now);
+        let mut swarm = Swarm::new(true);
         let mut open = [0u64; 3];
-        let mut live: Vec<(usize, Seen)> = Vec::new();
-        let mut next_second = now + SEC;
         for n in 0..600 {
-            let best = rr
-                .next_lowest(|_| true, |&i| b.score(i, open[i], 1.0, now))
-                .unwrap();
-            b.placed(best, now);
+            let best = swarm.place(&open);
             if n % period == k {
                 open[best] += 1;
-                live.push((best, 0));
+                swarm.live.push((best, 0));
             }
-            now += Duration::from_millis(33);
-            for (i, seen) in live.iter_mut() {
-                b.carried(*i, seen, now);
-            }
-            if now >= next_second {
-                b.sample([0, 0, 0].into_iter(), now);
-                next_second += SEC;
-            }
+            swarm.tick();
         }
         open
     }
@@ -748,44 +784,18 @@ mod tests {
     #[test]
     fn a_burst_after_a_swarm_is_still_spread() {
         for (busy, learned) in [([3, 5, 1], true), ([1, 2, 2], false), ([0, 0, 0], true)] {
-            let mut b = Balance::new(Strategy::Learn);
-            b.resize(3);
-            if learned {
-                for (i, c) in [1.2e6, 1.2e6, 0.4e6].into_iter().enumerate() {
-                    b.seed(i, c);
-                }
-            }
-            let mut rr = Selector::new((0..3).map(|i| (i, NonZeroU32::MIN)));
-            let mut now = Instant::now();
-            let mut live: Vec<(usize, Seen)> = (0..3)
+            let mut swarm = Swarm::new(learned);
+            swarm.live = (0..3)
                 .flat_map(|i| (0..busy[i]).map(move |_| (i, 0)))
                 .collect();
-            b.sample([0, 0, 0].into_iter(), now);
-            let mut next_second = now + SEC;
             for _ in 0..600 * 30 {
-                let unknown = b.unknown(0..3);
-                let best = rr
-                    .next_lowest(|_| true, |&i| b.score(i, busy[i], unknown, now))
-                    .unwrap();
-                b.placed(best, now);
-                now += Duration::from_millis(33);
-                for (i, seen) in live.iter_mut() {
-                    b.carried(*i, seen, now);
-                }
-                if now >= next_second {
-                    b.sample([0, 0, 0].into_iter(), now);
-                    next_second += SEC;
-                }
+                swarm.place(&busy);
+                swarm.tick();
             }
-            assert!(b.answering() < 0.01, "{}", b.answering());
-            let unknown = b.unknown(0..3);
+            assert!(swarm.b.answering() < 0.01, "{}", swarm.b.answering());
             let mut got = [0; 3];
             for _ in 0..12 {
-                let best = rr
-                    .next_lowest(|_| true, |&i| b.score(i, busy[i], unknown, now))
-                    .unwrap();
-                b.placed(best, now);
-                got[best] += 1;
+                got[swarm.place(&busy)] += 1;
             }
             assert!(got.iter().all(|&n| n <= 8), "busy {busy:?}: {got:?}");
         }
