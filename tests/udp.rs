@@ -696,12 +696,14 @@ fn nothing_relayed_after_control_connection_closes() {
 
 /// With two links, new destinations alternate between them; each
 /// destination keeps its link and sees one source ip:port throughout, and
-/// each link has one outgoing socket per association.
+/// each link has one outgoing socket per association. Weighted round robin
+/// (`--balance weights`), so that the picks are known in advance: learned
+/// balancing favours the link whose destinations answered.
 #[test]
 fn destinations_are_spread_and_pinned() {
     const DESTS: usize = 6;
     const ROUNDS: usize = 4;
-    let proxy = Proxy::start(&["127.0.0.2", "127.0.0.3"]);
+    let proxy = Proxy::start(&["--balance", "weights", "127.0.0.2", "127.0.0.3"]);
     let assoc = associate(proxy.addr, any4());
     let sock = udp("127.0.0.1");
     let peers: Vec<UdpSocket> = (0..DESTS).map(|_| udp("127.0.0.1")).collect();
@@ -1012,10 +1014,18 @@ fn at_the_cap_a_new_destination_waits_for_an_idle_one() {
 /// A destination idle past `--udp-idle-timeout` is forgotten (its answers
 /// are dropped), and when the client sends to it again it goes out through
 /// the link and socket it had, although the selector's next pick is the
-/// other link.
+/// other link. Weighted round robin, so that the next pick is known: under
+/// learned balancing d's answer would draw the next picks to d's link.
 #[test]
 fn idle_destination_is_forgotten_then_pinned_again_to_its_link() {
-    let proxy = Proxy::start(&["--udp-idle-timeout", "1", "127.0.0.2", "127.0.0.3"]);
+    let proxy = Proxy::start(&[
+        "--balance",
+        "weights",
+        "--udp-idle-timeout",
+        "1",
+        "127.0.0.2",
+        "127.0.0.3",
+    ]);
     let assoc = associate(proxy.addr, any4());
     let sock = udp("127.0.0.1");
     let peers: Vec<UdpSocket> = (0..5).map(|_| udp("127.0.0.1")).collect();
