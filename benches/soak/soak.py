@@ -364,6 +364,45 @@ class Dispatch:
     def fds(self):
         return len(os.listdir("/proc/%d/fd" % self.pid))
 
+    def describe_fds(self):
+        """Each open descriptor, sockets with their addresses, state and
+        queues from /proc/net: what a leak report needs to name the culprit."""
+        socks = {}
+        states = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+                  "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+                  "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+        def addr(hexa):
+            ip, port = hexa.split(":")
+            if len(ip) == 8:
+                ip = socket.inet_ntop(socket.AF_INET, struct.pack("<I", int(ip, 16)))
+            else:
+                ip = socket.inet_ntop(socket.AF_INET6, b"".join(
+                    struct.pack("<I", int(ip[i:i + 8], 16)) for i in range(0, 32, 8)))
+            return "%s:%d" % (ip, int(port, 16))
+        for proto in ("tcp", "tcp6", "udp", "udp6"):
+            try:
+                with open("/proc/%d/net/%s" % (self.pid, proto)) as f:
+                    next(f)
+                    for line in f:
+                        c = line.split()
+                        tx, rx = c[4].split(":")
+                        socks[c[9]] = "%s %s -> %s %s tx_queue %d rx_queue %d" % (
+                            proto, addr(c[1]), addr(c[2]),
+                            states.get(c[3], c[3]) if proto.startswith("tcp") else "",
+                            int(tx, 16), int(rx, 16))
+            except OSError:
+                pass
+        out = []
+        for fd in sorted(os.listdir("/proc/%d/fd" % self.pid), key=int):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (self.pid, fd))
+            except OSError:
+                continue
+            m = re.match(r"socket:\[(\d+)\]", target)
+            out.append("fd %s: %s" % (fd, socks.get(m.group(1), target) if m else target))
+        return out
+
     def counters(self):
         """The latest per-minute lines: {link: (conns, failures, up, down)}."""
         out = {}
@@ -1142,6 +1181,8 @@ def main():
         if fds > idle[p.name] + 2:
             fails.append("proxy %s holds %d descriptors after the load, %d before it" % (
                 p.name, fds, idle[p.name]))
+            for line in p.describe_fds():
+                log("proxy %s still holds %s" % (p.name, line))
 
     # growth
     warm = max(1, int(len(samples) * 0.1))
