@@ -49,7 +49,7 @@ const MAX_PIPES: usize = 1024;
 const DESCRIPTORS_PER_PIPE: u64 = 16;
 /// What a kernel pipe holds: see README, "Splice", for the measurement.
 pub const PIPE_SIZE: usize = 256 * 1024;
-/// Spare pipes kept for reuse.
+/// Spare pipes kept for reuse while used (see `PipePool::trim`).
 const SPARE_PIPES: usize = 64;
 /// How long accepting pauses when the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -409,6 +409,7 @@ impl Reactor {
             if now >= next_report {
                 next_report = now + REPORT_PERIOD;
                 self.links.sample(now);
+                self.pool.pipes.trim(now);
                 report(&self.links);
             }
         }

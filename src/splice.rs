@@ -139,7 +139,7 @@ mod imp {
 
     /// Pipes lent to relays, at most `max` at a time and never more
     /// descriptors than the reactor can spare; empty ones are kept for
-    /// reuse, up to `keep`.
+    /// reuse, up to `keep`, while they are used: see [`PipePool::trim`].
     pub struct PipePool {
         /// Boxed: a direction holds an `Option<Box<KernelPipe>>`, one word,
         /// and the boxes are reused with their pipes.
@@ -156,10 +156,16 @@ mod imp {
         starved_until: Option<Instant>,
         /// The failure was logged; said again only after a success.
         warned: bool,
+        /// The fewest spares since the last trim: the ones at the bottom of
+        /// the stack, up to it, were not taken all that time.
+        low_water: usize,
+        last_trim: Option<Instant>,
     }
 
     /// How long the pool waits after a pipe could not be made.
     const STARVED_BACKOFF: Duration = Duration::from_secs(1);
+    /// Spares not taken for this long are closed.
+    pub const SPARE_IDLE: Duration = Duration::from_secs(5);
 
     impl PipePool {
         /// A pool lending no pipe: relays use rings only.
@@ -178,6 +184,8 @@ mod imp {
                 budget: usize::MAX,
                 starved_until: None,
                 warned: false,
+                low_water: 0,
+                last_trim: None,
             }
         }
 
@@ -212,7 +220,10 @@ mod imp {
                 return None;
             }
             let pipe = match self.free.pop() {
-                Some(p) => p,
+                Some(p) => {
+                    self.low_water = self.low_water.min(self.free.len());
+                    p
+                }
                 None => self.make()?,
             };
             self.lent += 1;
@@ -258,6 +269,27 @@ mod imp {
             if pipe.pending == 0 && whole && self.free.len() < self.keep {
                 self.free.push(pipe);
             }
+        }
+    }
+
+    impl PipePool {
+        /// Called now and then (the reactor does, once a second): closes
+        /// the spares that were not taken for [`SPARE_IDLE`], so that a
+        /// burst of transfers leaves no descriptors behind once it is over,
+        /// while steady churn keeps reusing its pipes.
+        pub fn trim(&mut self, now: Instant) {
+            let Some(since) = self.last_trim else {
+                self.last_trim = Some(now);
+                self.low_water = self.free.len();
+                return;
+            };
+            if now.saturating_duration_since(since) < SPARE_IDLE {
+                return;
+            }
+            let unused = self.low_water.min(self.free.len());
+            self.free.drain(..unused);
+            self.low_water = self.free.len();
+            self.last_trim = Some(now);
         }
     }
 
@@ -322,6 +354,7 @@ mod imp {
             0
         }
         pub fn set_budget(&mut self, _descriptors: usize) {}
+        pub fn trim(&mut self, _now: std::time::Instant) {}
         pub fn take(&mut self) -> Option<Box<KernelPipe>> {
             None
         }
@@ -424,6 +457,33 @@ mod tests {
         pool.set_budget(0);
         assert_eq!(pool.descriptors(), 0, "spares beyond the budget are closed");
         assert!(pool.take().is_none());
+    }
+
+    #[test]
+    fn spares_not_taken_for_a_while_are_closed() {
+        use super::imp::SPARE_IDLE;
+        use std::time::Instant;
+        let t0 = Instant::now();
+        let mut pool = PipePool::new(4, 4, 4096);
+        let (a, b) = (pool.take().unwrap(), pool.take().unwrap());
+        pool.give(a);
+        pool.give(b);
+        pool.trim(t0);
+        assert_eq!(pool.descriptors(), 4, "two spares kept");
+        // One of them is taken and given back again within the period.
+        let c = pool.take().unwrap();
+        pool.give(c);
+        pool.trim(t0 + SPARE_IDLE / 2);
+        assert_eq!(pool.descriptors(), 4, "not yet a whole period");
+        pool.trim(t0 + SPARE_IDLE);
+        assert_eq!(
+            pool.descriptors(),
+            2,
+            "the unused spare is closed, the used one kept"
+        );
+        pool.trim(t0 + SPARE_IDLE * 2);
+        assert_eq!(pool.descriptors(), 0, "a whole period unused: closed");
+        assert!(pool.take().is_some(), "and made again when needed");
     }
 
     #[test]

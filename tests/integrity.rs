@@ -185,6 +185,7 @@ fn two_hundred_concurrent_connections_1_mib_each_way(relay: Relay) {
     // Round robin, so that the split below is exact (learned balancing
     // would follow the links' loads).
     let proxy = start_relaying(relay, &["--balance", "weights", "127.0.0.2", "127.0.0.3"]);
+    let idle_pipes = pipes_held(proxy.pid);
     let t = Instant::now();
     let (paddr, saddr) = (proxy.addr, server.addr);
     let handles: Vec<_> = (0..N)
@@ -226,6 +227,18 @@ fn two_hundred_concurrent_connections_1_mib_each_way(relay: Relay) {
         .filter(|p| p.ip().to_string() == "127.0.0.2")
         .count();
     assert_eq!(two, N / 2, "connections from 127.0.0.2");
+    // The burst is over: the spare pipes it left are closed after a few
+    // seconds unused (a daemon left running gives its descriptors back).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut held = pipes_held(proxy.pid);
+    while held > idle_pipes && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+        held = pipes_held(proxy.pid);
+    }
+    assert_eq!(
+        held, idle_pipes,
+        "pipe descriptors still held 15 s after the transfers ({relay:?})"
+    );
     proxy.finish();
 }
 
