@@ -6,9 +6,15 @@
 #   sudo benches/compare.sh            # as root: installs what is missing
 #   ROUNDS=5 BYTES=1000000000 sudo -E benches/compare.sh
 #   BASELINE=/path/to/an/older/dispatch sudo -E benches/compare.sh
+#   GOSPLICE=1 sudo -E benches/compare.sh
 #
 # With BASELINE, that build of dispatch runs beside the current one as the
 # subject "baseline", so a change is measured before and after in one run.
+# With GOSPLICE=1, benches/peers/gosplice (a minimal SOCKS5 relay in Go,
+# io.Copy both ways, which Go turns into splice(2) on Linux: the technique
+# of go-dispatch-proxy) runs as the subject "gosplice"; Debian's golang-go
+# is installed for it when missing. A reference peer for the benchmark
+# only: nothing of dispatch is built with Go.
 #
 # Each round runs every test against every server, the servers interleaved
 # (direct dispatch microsocks dante, then again), so a slow spell of this
@@ -25,7 +31,7 @@
 #             (round trips per second; CPU seconds per GB relayed, both
 #             directions counted), after 2,000 one at a time for the round
 #             trip's p50/p99; every datagram checked. Not microsocks (it
-#             has no UDP ASSOCIATE).
+#             has no UDP ASSOCIATE), nor gosplice (CONNECT only).
 # and once, after the rounds:
 #   held      the most connections each holds: opened one after another
 #             until one fails or stalls, MAX_HELD are open, or MAX_SECS pass
@@ -33,7 +39,7 @@
 # table: median of the rounds, min–max) and compare.svg (the chart).
 # TESTS picks some of them (default: "tp1 tp8 rate idle held udp"), e.g.
 # TESTS=udp sudo -E benches/compare.sh for the UDP figures alone.
-# Linux only. Traffic stays on 127.0.0.1. Ports: PORT_BASE..PORT_BASE+3.
+# Linux only. Traffic stays on 127.0.0.1. Ports: PORT_BASE..PORT_BASE+4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +61,8 @@ mkdir -p "$out"
 need=()
 command -v danted >/dev/null || [ -x /usr/sbin/danted ] || need+=(dante-server)
 command -v microsocks >/dev/null || need+=(microsocks)
+gosplice=${GOSPLICE:-}
+[ -n "$gosplice" ] && ! command -v go >/dev/null && need+=(golang-go)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "compare.sh: ${need[*]} missing; run as root to install them" >&2
@@ -102,7 +110,11 @@ p_dispatch=$port_base
 p_microsocks=$((port_base + 1))
 p_dante=$((port_base + 2))
 p_baseline=$((port_base + 3))
+p_gosplice=$((port_base + 4))
 baseline=${BASELINE:-}
+if [ -n "$gosplice" ]; then
+    (cd benches/peers/gosplice && GOCACHE=${GOCACHE:-$tmp/gocache} go build -o "$tmp/gosplice" .)
+fi
 
 # dante: no authentication, loopback only both ways, in the foreground (no -D).
 # Its unprivileged user needs to write its TMPDIR.
@@ -135,6 +147,9 @@ start() { # server: starts it, sets pid_<server>
         ;;
     baseline)
         XDG_STATE_HOME=$tmp "$baseline" start --port "$p_baseline" 127.0.0.1 >>"$tmp/baseline.log" 2>&1 &
+        ;;
+    gosplice)
+        "$tmp/gosplice" "127.0.0.1:$p_gosplice" >>"$tmp/gosplice.log" 2>&1 &
         ;;
     microsocks)
         microsocks -i 127.0.0.1 -p "$p_microsocks" >>"$tmp/microsocks.log" 2>&1 &
@@ -171,8 +186,10 @@ restart() {
     sleep 0.5
 }
 
-subjects=(direct dispatch microsocks dante)
-[ -n "$baseline" ] && subjects=(direct dispatch baseline microsocks dante)
+subjects=(direct dispatch)
+[ -n "$baseline" ] && subjects+=(baseline)
+[ -n "$gosplice" ] && subjects+=(gosplice)
+subjects+=(microsocks dante)
 for s in "${subjects[@]}"; do [ "$s" = direct ] || start "$s"; done
 
 addr_of() { case $1 in direct) echo direct ;; *) eval echo "127.0.0.1:\$p_$1" ;; esac; }
@@ -206,7 +223,7 @@ for round in $(seq "$rounds"); do
     done
     for s in "${subjects[@]}"; do
         want udp || break
-        [ "$s" = microsocks ] && continue
+        [ "$s" = microsocks ] || [ "$s" = gosplice ] && continue
         run "$round" "$s" udp "$loadgen" udp "$(addr_of "$s")" "$udp_dests" "$udp_count" "$udp_window" $(pid_of "$s")
     done
     for s in "${subjects[@]}"; do
@@ -228,5 +245,5 @@ for s in "${subjects[@]}"; do
 done
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-machine="$(date -u +%Y-%m-%d) on $(nproc) cores of $cpu, Linux $(uname -r); dispatch ${DISPATCH_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, microsocks $(dpkg-query -W -f '${Version}' microsocks 2>/dev/null || echo '?'), dante $(dpkg-query -W -f '${Version}' dante-server 2>/dev/null || echo '?')"
+machine="$(date -u +%Y-%m-%d) on $(nproc) cores of $cpu, Linux $(uname -r); dispatch ${DISPATCH_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, microsocks $(dpkg-query -W -f '${Version}' microsocks 2>/dev/null || echo '?'), dante $(dpkg-query -W -f '${Version}' dante-server 2>/dev/null || echo '?')${gosplice:+, gosplice built with $(go version | awk '{print $3}')}"
 "$loadgen" report "$tsv" "$out/compare.md" "$out/compare.svg" "$machine"
