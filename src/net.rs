@@ -95,13 +95,21 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 
 /// After a writable event on a connecting stream: `Ok(true)` connected,
 /// `Ok(false)` still connecting (a spurious event), `Err` failed.
+///
+/// A peer address means connected: one system call on the path every
+/// connection takes. Only without one is the pending error asked for (a
+/// failed connect leaves the socket unconnected with its error set; an
+/// error that arrives after the connect is met by the relay's first read
+/// or write, as any later one is).
 pub fn connect_result(stream: &TcpStream) -> io::Result<bool> {
-    if let Some(e) = stream.take_error()? {
-        return Err(e);
-    }
     match stream.peer_addr() {
         Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotConnected || sys::is_in_progress(&e) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected || sys::is_in_progress(&e) => {
+            match stream.take_error()? {
+                Some(e) => Err(e),
+                None => Ok(false),
+            }
+        }
         Err(e) => Err(e),
     }
 }
