@@ -110,7 +110,9 @@ pub fn connect_result(stream: &TcpStream) -> io::Result<bool> {
                 None => Ok(false),
             }
         }
-        Err(e) => Err(e),
+        // macOS says EINVAL, not ENOTCONN, for a socket a failed connect
+        // left shut down both ways: its pending error is the real one.
+        Err(e) => Err(stream.take_error()?.unwrap_or(e)),
     }
 }
 
@@ -130,6 +132,33 @@ pub fn reply_for(err: &io::Error) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_connect_says_refused_and_a_good_one_connected() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        for (to, refused) in [(open.local_addr().unwrap(), false), (closed, true)] {
+            let stream = TcpStream::connect(to).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let outcome = loop {
+                match connect_result(&stream) {
+                    Ok(false) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    other => break other,
+                }
+            };
+            if refused {
+                let e = outcome.expect_err("a closed port refuses");
+                assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+            } else {
+                assert!(matches!(outcome, Ok(true)), "{outcome:?}");
+            }
+        }
+    }
 
     #[test]
     fn errors_map_to_replies() {
