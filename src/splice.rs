@@ -212,6 +212,7 @@ mod imp {
             self.budget = descriptors;
             // Spare pipes beyond it are closed.
             while self.descriptors() > self.budget && self.free.pop().is_some() {}
+            self.low_water = self.low_water.min(self.free.len());
         }
 
         /// A pipe, or `None` when the pool is spent.
