@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 )
 
 func main() {
@@ -26,12 +27,20 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	pause := 5 * time.Millisecond
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			// Out of descriptors, say: the load generator sees the stall.
+			// Out of descriptors, say: wait (as net/http does) rather
+			// than spin on a shared machine; the load generator sees the
+			// stall.
+			time.Sleep(pause)
+			if pause < time.Second {
+				pause *= 2
+			}
 			continue
 		}
+		pause = 5 * time.Millisecond
 		go serve(c.(*net.TCPConn))
 	}
 }
