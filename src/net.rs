@@ -104,15 +104,14 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 pub fn connect_result(stream: &TcpStream) -> io::Result<bool> {
     match stream.peer_addr() {
         Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotConnected || sys::is_in_progress(&e) => {
-            match stream.take_error()? {
-                Some(e) => Err(e),
-                None => Ok(false),
-            }
-        }
-        // macOS says EINVAL, not ENOTCONN, for a socket a failed connect
-        // left shut down both ways: its pending error is the real one.
-        Err(e) => Err(stream.take_error()?.unwrap_or(e)),
+        // Not connected: a failed connect's own error is pending (macOS
+        // says EINVAL here, not ENOTCONN, for a socket it left shut down
+        // both ways), or none yet while it is still in progress.
+        Err(e) => match stream.take_error()? {
+            Some(pending) => Err(pending),
+            None if e.kind() == io::ErrorKind::NotConnected || sys::is_in_progress(&e) => Ok(false),
+            None => Err(e),
+        },
     }
 }
 
@@ -132,6 +131,7 @@ pub fn reply_for(err: &io::Error) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn a_refused_connect_says_refused_and_a_good_one_connected() {
@@ -142,11 +142,11 @@ mod tests {
         };
         for (to, refused) in [(open.local_addr().unwrap(), false), (closed, true)] {
             let stream = TcpStream::connect(to).unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let deadline = Instant::now() + Duration::from_secs(5);
             let outcome = loop {
                 match connect_result(&stream) {
-                    Ok(false) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    Ok(false) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
                     }
                     other => break other,
                 }

@@ -260,20 +260,6 @@ mod imp {
             }
         }
 
-        /// Takes a pipe back. One still holding bytes (its direction ended
-        /// early) is closed: they cannot be taken out again; so is one the
-        /// system made smaller than asked (a user's pipe quota spent), so
-        /// that a later one may get the full size.
-        pub fn give(&mut self, pipe: Box<KernelPipe>) {
-            self.lent -= 1;
-            let whole = pipe.capacity >= self.size;
-            if pipe.pending == 0 && whole && self.free.len() < self.keep {
-                self.free.push(pipe);
-            }
-        }
-    }
-
-    impl PipePool {
         /// Called now and then (the reactor does, once a second): closes
         /// the spares that were not taken for [`SPARE_IDLE`], so that a
         /// burst of transfers leaves no descriptors behind once it is over,
@@ -291,6 +277,18 @@ mod imp {
             self.free.drain(..unused);
             self.low_water = self.free.len();
             self.last_trim = Some(now);
+        }
+
+        /// Takes a pipe back. One still holding bytes (its direction ended
+        /// early) is closed: they cannot be taken out again; so is one the
+        /// system made smaller than asked (a user's pipe quota spent), so
+        /// that a later one may get the full size.
+        pub fn give(&mut self, pipe: Box<KernelPipe>) {
+            self.lent -= 1;
+            let whole = pipe.capacity >= self.size;
+            if pipe.pending == 0 && whole && self.free.len() < self.keep {
+                self.free.push(pipe);
+            }
         }
     }
 
