@@ -121,11 +121,10 @@ impl Links {
                 let family =
                     (0..links.len()).filter(|&i| links[i].ipv6 == ipv6 && links[i].proxy.is_none());
                 let unknown = balance.unknown(family);
-                let b = &*balance;
                 // What may be busy: connections and associations, and
                 // the UDP destinations live on the link.
                 let open = |i: usize| links[i].stats.open + links[i].stats.udp_pinned;
-                selector.next_lowest(ok, |&i| b.score(i, open(i), unknown, now))?
+                balance.pick(selector, |i| ok(&i), open, unknown, now)?
             }
         };
         balance.placed(i, now);
