@@ -41,7 +41,10 @@
 #                connection lines in dispatch's log). udp_drops=H/S counts
 #                the datagrams the kernel dropped for a full receive
 #                buffer during the download, in home (dispatch and the
-#                downloader) and among the seeders.
+#                downloader) and among the seeders. per_seeder_mb= is what
+#                each live seeder delivered (seeder 1 first): a uTP
+#                seeder that stalled shows under 1 MB; seen_after= when
+#                each first saw the downloader, in seconds from add_torrent.
 #                DEAD=N adds N peers that never answer to the swarm; the
 #                run lines count dispatch's "link ... down" log lines and
 #                the links' failures from its exit summary. The dead
@@ -65,12 +68,12 @@
 #   RESTART=1          (implies WARMUP=1) stop dispatch after the warm-up and
 #                      start it again (same arguments, same state file and
 #                      XDG_STATE_HOME) for the measured run
-#   DIRECT=1           baseline without dispatch (ranges, chunks, torrent-tcp):
-#                      each range or worker is bound to a link (curl
-#                      --interface, SO_BINDTODEVICE) following the weighted
-#                      split; libtorrent binds its peer connections to l1,
-#                      l2 and l3 in turn (outgoing_interfaces), so DEAD=N
-#                      shows what dead peers cost the swarm without dispatch
+#   DIRECT=1           baseline without dispatch: each range or worker is
+#                      bound to a link (curl --interface, SO_BINDTODEVICE)
+#                      following the weighted split; torrent-tcp: libtorrent
+#                      binds its peer connections to l1, l2 and l3 in turn
+#                      (outgoing_interfaces), so DEAD=N shows what dead peers
+#                      cost the swarm without dispatch (not torrent-utp)
 #   OUT=file           also append the run and summary lines to this file
 #   LOGS=dir           keep each run's dispatch log (and libtorrent's) there
 #   TIMEOUT=90         torrent modes: a download's limit in seconds
@@ -123,6 +126,9 @@ torrent-tcp | torrent-utp)
     piece=${PIECE:-262144}
     timeout=${TIMEOUT:-90}
     transport=${mode#torrent-}
+    # libtorrent 2.0 gives its uTP one socket per local address, bound to
+    # that address's device, and picks among them itself: no placement by
+    # the script is possible, so no baseline.
     [ "$direct" = 1 ] && [ "$transport" != tcp ] && die "DIRECT=1 is not available for $mode"
     [ "$seeders" -ge 1 ] && [ "$seeders" -le 250 ] || die "SEEDERS must be 1..250"
     ;;
@@ -455,7 +461,7 @@ udp_drops() {
         $1 == "Udp:" { print $col["RcvbufErrors"] }' /proc/net/snmp
 }
 work_torrent() {
-    local res status total start readds seen0 drops0
+    local res status total start readds per_seeder seen0 drops0
     seen0=$(wc -l <"$tmp/seed.log")
     drops0="$(udp_drops "$home") $(udp_drops "$seeds")"
     local route=socks=$socks
@@ -464,7 +470,7 @@ work_torrent() {
         "$transport" "$want" "$route" "$order" >"$tmp/res" 2>"$tmp/get.log" &
     in_background
     res=$(cat "$tmp/res")
-    read -r status bytes secs total start readds <<<"$res"
+    read -r status bytes secs total start readds per_seeder <<<"$res"
     [ "$status" = OK ] || {
         tail -20 "$tmp/get.log" >&2
         tail -20 "$tmp/proxy.log" >&2
@@ -474,8 +480,20 @@ work_torrent() {
     detail="seeders_per_link=$(tail -n +"$((seen0 + 1))" "$tmp/seed.log" | awk '
         $1 == "SEEN" { split($3, a, "."); if (!seen[$2 " " a[2]]++) n[a[2]]++ }
         END { printf "%d/%d/%d", n[1], n[2], n[3] }')"
+    # When each seeder (seeder 1 first) first saw the downloader, in
+    # seconds from add_torrent: among dead peers libtorrent finds the live
+    # ones in batches, seconds apart.
+    local added
+    added=$(awk '$2 == "add_torrent" { print $1; exit }' "$tmp/get.log")
+    detail+=" seen_after=$(tail -n +"$((seen0 + 1))" "$tmp/seed.log" | awk -v t0="$added" -v ips="$seed_list" '
+        $1 == "SEEN" && !($2 in at) { at[$2] = $4 }
+        END {
+            n = split(ips, ip, ",")
+            for (k = 1; k <= n; k++)
+                printf "%s%s", (k > 1 ? "/" : ""), ((ip[k] in at) ? sprintf("%.1f", at[ip[k]] - t0) : "-")
+        }')"
     detail+=" start=${start}s from_add=$(awk -v b="$size" -v t="$total" -v s="$sum" \
-        'BEGIN { printf "%.3f", b / t / 1000 / s }') readds=$readds"
+        'BEGIN { printf "%.3f", b / t / 1000 / s }') readds=$readds per_seeder_mb=$per_seeder"
     # Datagrams the kernel dropped for a full socket buffer during the
     # download: in home (dispatch's and the downloader's sockets) and among
     # the seeders. A dropped burst can stall a uTP peer.
@@ -548,11 +566,11 @@ for run in $(seq "$runs"); do
         [ "$mode" = torrent-utp ] && per= # one UDP association, no per-link lines
         downs+=("$dn")
         extra=" mb_per_link=$(mb_per_link) downs=$dn failures=$(failures)"
-        if [ -n "$logs" ]; then
-            cp "$tmp/proxy.log" "$logs/$mode-$$-run$run.dispatch.log"
-            [ -e "$tmp/get.log" ] && cp "$tmp/get.log" "$logs/$mode-$$-run$run.libtorrent.log"
-            [ -e "$tmp/seed.log" ] && cp "$tmp/seed.log" "$logs/$mode-$$-run$run.seeders.log"
-        fi
+        [ -z "$logs" ] || cp "$tmp/proxy.log" "$logs/$mode-$$-run$run.dispatch.log"
+    fi
+    if [ -n "$logs" ]; then
+        [ -e "$tmp/get.log" ] && cp "$tmp/get.log" "$logs/$mode-$$-run$run.libtorrent.log"
+        [ -e "$tmp/seed.log" ] && cp "$tmp/seed.log" "$logs/$mode-$$-run$run.seeders.log"
     fi
     ratio=$(awk -v b="$bytes" -v t="$secs" -v s="$sum" 'BEGIN { print b / t / 1000 / s }')
     ratios+=("$ratio")

@@ -6,33 +6,38 @@ Seeders, run in the "inet" namespace, until SIGTERM:
     python3 torrent.py seed WORK FILE IP,IP,... PIECE tcp|utp
 
   One session per IP listens on IP port 6881 and seeds FILE (seed mode: no
-  hash check at start), and prints `SEEN <seeder ip> <peer ip:port>` for each
-  connection it accepts. libtorrent binds its listen sockets to the device
-  that has the address, so each IP must be on the interface its peers'
-  packets come in on (not on lo). The torrent is written to
+  hash check at start), and prints `SEEN <seeder ip> <peer ip:port> <time>`
+  for each connection it accepts (time.monotonic(), as the downloader's log
+  lines). libtorrent binds its listen sockets to the device that has the
+  address, so each IP must be on the interface its peers' packets come in
+  on (not on lo). The torrent is written to
   WORK/t.torrent, then WORK/seed.ready. Only the given transport is on.
 
 The downloader, run in the "home" namespace:
 
-    python3 torrent.py get WORK IP,IP,... DEAD TIMEOUT tcp|utp SHA256 socks=IP:PORT ORDER
+    python3 torrent.py get WORK IP,IP,... DEAD TIMEOUT tcp|utp SHA256 ROUTE ORDER
 
   One session with DHT, LSD, UPnP and NAT-PMP off and only the given
-  transport on, using the SOCKS5 proxy for peer connections (uTP through
-  its UDP ASSOCIATE). It is given the live seeders (IP:6881) and DEAD peers
-  that never answer (10.10.x.y:6881, which the benchmark's router drops
-  silently, a sample of 10.10.0.0/16 drawn with the random seed ORDER) with
-  connect_peer, in one list shuffled with ORDER, as a tracker would hand
-  them out. Where a live seeder falls among
-  the dead peers decides which link a per-connection balancer gives it, so
-  aggregate.sh uses a different ORDER for each run (the run's number): the
-  median is over several placements, and the same across invocations. A live seeder
-  that is not connected is given again every 5 s (without a tracker or the
-  DHT, libtorrent does not retry a failed connect by itself soon).
+  transport on. ROUTE socks=IP:PORT: through the SOCKS5 proxy for peer
+  connections (uTP through its UDP ASSOCIATE); direct=IFACE,...: TCP peer
+  connections bound to those interfaces in turn, without a proxy. It is
+  given the live seeders (IP:6881) and DEAD peers that never answer
+  (10.10.x.y:6881, which the benchmark's router drops silently, a sample
+  of 10.10.0.0/16 drawn with the random seed ORDER) with connect_peer, in
+  one list shuffled with ORDER, as a tracker would hand them out. Where a
+  live seeder falls among the dead peers decides which link a
+  per-connection balancer gives it, so aggregate.sh uses a different ORDER
+  for each run (the run's number): the median is over several placements,
+  and the same across invocations. A live seeder that is not connected is
+  given again every 5 s (without a tracker or the DHT, libtorrent does not
+  retry a failed connect by itself soon).
 
-  Prints `OK <bytes> <secs> <total secs> <first byte secs> <re-adds>`:
+  Prints `OK <bytes> <secs> <total secs> <first byte secs> <re-adds> <MB/...>`:
   <bytes> and <secs> measure from the first payload byte to the last
   (startup excluded), <total secs> from add_torrent, <first byte secs> is
-  the time to the first payload byte; or `FAIL <reason>` (exit status 1).
+  the time to the first payload byte, then the payload MB each live seeder
+  delivered, in the order given (a seeder whose uTP stalled shows under 1);
+  or `FAIL <reason>` (exit status 1).
 """
 
 import hashlib
@@ -77,7 +82,7 @@ def drain(name, ses):
         if isinstance(a, lt.incoming_connection_alert):
             # Which link the downloader came through: its source address.
             ip, port = a.endpoint
-            print("SEEN %s %s:%d" % (name, ip, port), flush=True)
+            print("SEEN %s %s:%d %.3f" % (name, ip, port, time.monotonic()), flush=True)
             continue
         log("%s: %s: %s" % (name, type(a).__name__, a.message()))
 
@@ -173,6 +178,16 @@ def get(work, ips, n_dead, timeout, transport, want, route, order):
     return download(work, settings, peers, live, timeout, want)
 
 
+def seeders_got(h, got):
+    """Raises got[ip] to what the connections to each seeder delivered."""
+    now = {}
+    for p in h.get_peer_info():
+        if p.ip[0] in got:
+            now[p.ip[0]] = now.get(p.ip[0], 0) + p.total_download
+    for ip, n in now.items():
+        got[ip] = max(got[ip], n)
+
+
 def download(work, settings, peers, live, timeout, want):
     down = os.path.join(work, "down.%d" % os.getpid())
     shutil.rmtree(down, ignore_errors=True)
@@ -183,6 +198,7 @@ def download(work, settings, peers, live, timeout, want):
         size = info.total_size()
         t_add = time.monotonic()
         h = ses.add_torrent({"ti": info, "save_path": down})
+        log("add_torrent")
         for p in peers:
             h.connect_peer(p)
         last_add = t_add
@@ -190,6 +206,9 @@ def download(work, settings, peers, live, timeout, want):
         t_first = None
         done_first = 0
         last_log = t_add
+        # Payload bytes each live seeder delivered, the most seen (a peer
+        # leaves the list when it disconnects).
+        got = {ip: 0 for ip, _ in live}
         while True:
             now = time.monotonic()
             st = h.status()
@@ -209,12 +228,14 @@ def download(work, settings, peers, live, timeout, want):
                         readds += 1
                 last_add = now
             if now - last_log > 1:
+                seeders_got(h, got)
                 log("%d/%d B, %d peers, %.0f kB/s" % (
                     st.total_wanted_done, size, st.num_peers, st.download_payload_rate / 1000))
                 last_log = now
             drain("downloader", ses)
             time.sleep(POLL)
         t_done = time.monotonic()
+        seeders_got(h, got)
         h2 = hashlib.sha256()
         with open(os.path.join(down, info.files().file_path(0)), "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -222,8 +243,10 @@ def download(work, settings, peers, live, timeout, want):
         if h2.hexdigest() != want:
             print("FAIL sha256 mismatch: %s, want %s" % (h2.hexdigest(), want), flush=True)
             return 1
-        print("OK %d %.3f %.3f %.3f %d" % (
-            size - done_first, t_done - t_first, t_done - t_add, t_first - t_add, readds), flush=True)
+        per_seeder = "/".join("%.1f" % (got[ip] / 1e6) for ip, _ in live)
+        print("OK %d %.3f %.3f %.3f %d %s" % (
+            size - done_first, t_done - t_first, t_done - t_add, t_first - t_add, readds,
+            per_seeder), flush=True)
         del ses
         return 0
     finally:
