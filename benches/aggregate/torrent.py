@@ -188,6 +188,19 @@ def seeders_got(h, got):
         got[ip] = max(got[ip], n)
 
 
+def seeders_state(h, got):
+    """Logs what the downloader thinks of each live seeder: a stalled uTP
+    seeder shows whether requests wait on it (queue) and who chokes."""
+    for p in h.get_peer_info():
+        if p.ip[0] not in got:
+            continue
+        flags = [n for n in ("interesting", "remote_choked", "snubbed", "endgame_mode")
+                 if p.flags & getattr(lt.peer_info, n)]
+        log("seeder %s: %d B, %.0f kB/s, queue %d, last active %s, rtt %d ms, %s" % (
+            p.ip[0], p.total_download, p.payload_down_speed / 1000, p.download_queue_length,
+            p.last_active, p.rtt, ",".join(flags) or "-"))
+
+
 def download(work, settings, peers, live, timeout, want):
     down = os.path.join(work, "down.%d" % os.getpid())
     shutil.rmtree(down, ignore_errors=True)
@@ -227,6 +240,7 @@ def download(work, settings, peers, live, timeout, want):
                         h.connect_peer(p)
                         readds += 1
                 last_add = now
+                seeders_state(h, got)
             if now - last_log > 1:
                 seeders_got(h, got)
                 log("%d/%d B, %d peers, %.0f kB/s" % (
