@@ -294,7 +294,10 @@ const DHT_NODES: usize = 30;
 const DHT_SEEDERS: usize = 4;
 /// The proxy's destination cap, lowered below what the session reaches.
 const DHT_CAP: usize = 12;
-const DHT_TIMEOUT: Duration = Duration::from_secs(180);
+/// A guard against a hang, not a figure: each seeder the downloader has
+/// to find through the DHT takes from a few seconds to about 40, so a run
+/// takes 40 to 180 s (2026-12-02, 2 cores); at 180 it failed now and then.
+const DHT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A real session finding its peers through the DHT (issue 15): libtorrent
 /// with the DHT on, everything through the proxy's UDP ASSOCIATE, against

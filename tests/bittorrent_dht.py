@@ -194,7 +194,12 @@ def run(proxy_host, proxy_port, work, size, timeout, net, n_nodes, n_seeders, ca
         elif isinstance(a, lt.dht_get_peers_reply_alert):
             answers["peers"] = len(a.peers())
         elif isinstance(a, lt.dht_immutable_item_alert):
-            v = a.item
+            try:
+                v = a.item
+            except RuntimeError:
+                # Not found this time (the entry is undefined): the item
+                # is asked for again.
+                return
             v = v.get("value", v) if isinstance(v, dict) else v
             answers["item"] = v.decode() if isinstance(v, bytes) else str(v)
 
