@@ -42,9 +42,11 @@
 #                the datagrams the kernel dropped for a full receive
 #                buffer during the download, in home (dispatch and the
 #                downloader) and among the seeders. per_seeder_mb= is what
-#                each live seeder delivered (seeder 1 first): a uTP
-#                seeder that stalled shows under 1 MB; seen_after= when
-#                each first saw the downloader, in seconds from add_torrent.
+#                each live seeder delivered (seeder 1 first; sampled once
+#                a second, so up to a second short; seeders sharing a link
+#                share it unevenly, so a small figure alone is no stall);
+#                seen_after= when each first saw the downloader, in
+#                seconds from add_torrent.
 #                DEAD=N adds N peers that never answer to the swarm; the
 #                run lines count dispatch's "link ... down" log lines and
 #                the links' failures from its exit summary. The dead
@@ -485,12 +487,13 @@ work_torrent() {
     # ones in batches, seconds apart.
     local added
     added=$(awk '$2 == "add_torrent" { print $1; exit }' "$tmp/get.log")
+    [ -n "$added" ] || added=nan
     detail+=" seen_after=$(tail -n +"$((seen0 + 1))" "$tmp/seed.log" | awk -v t0="$added" -v ips="$seed_list" '
         $1 == "SEEN" && !($2 in at) { at[$2] = $4 }
         END {
             n = split(ips, ip, ",")
             for (k = 1; k <= n; k++)
-                printf "%s%s", (k > 1 ? "/" : ""), ((ip[k] in at) ? sprintf("%.1f", at[ip[k]] - t0) : "-")
+                printf "%s%s", (k > 1 ? "/" : ""), ((ip[k] in at && t0 != "nan") ? sprintf("%.1f", at[ip[k]] - t0) : "-")
         }')"
     detail+=" start=${start}s from_add=$(awk -v b="$size" -v t="$total" -v s="$sum" \
         'BEGIN { printf "%.3f", b / t / 1000 / s }') readds=$readds per_seeder_mb=$per_seeder"

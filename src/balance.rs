@@ -30,10 +30,10 @@
 //! connection goes where the live ones are fewest. Idle connections (a
 //! BitTorrent client keeps hundreds) weigh nothing. A link not learned yet
 //! counts as the best learned one of its family, so it gets tried. An idle
-//! link (less than one connection's load) wins against scores up to
-//! [`IDLE_FAVOUR`] (10%) lower: a connection there adds its whole capacity.
-//! Equal scores (nothing learned yet: all equal) fall to the smooth
-//! weighted round robin.
+//! link (less than one connection's load) still wins with a score up to
+//! [`IDLE_FAVOUR`] (10%) above the lowest: a connection there is likely to
+//! add its whole capacity. Equal scores (nothing learned yet: all equal)
+//! fall to the smooth weighted round robin.
 
 use std::time::{Duration, Instant};
 
@@ -80,8 +80,8 @@ pub const ANSWER_GAIN: f64 = 1.0 / 16.0;
 /// (12 at once go 5/5/2 over 3:3:1 links, not 6/6/0 or all to one).
 pub const MIN_PLACED_WEIGHT: f64 = 0.25;
 
-/// An idle link wins against scores up to this fraction lower (about the
-/// estimates' noise): see [`Balance::pick`].
+/// An idle link's score counts this fraction less: it wins against others
+/// up to about the estimates' noise lower. See [`Balance::pick`].
 pub const IDLE_FAVOUR: f64 = 0.1;
 
 /// The estimate after one sample of `rate` bytes/s: `None` until the first.
@@ -374,14 +374,17 @@ impl Balance {
     /// The link for a new connection among those of `selector` that
     /// `eligible` accepts, where `open(i)` connections are open through
     /// link `i`, `now`: the lowest [`Balance::score`] (`unknown` standing
-    /// for a capacity not learned yet), an idle link's (less than one
-    /// connection's load) lowered by [`IDLE_FAVOUR`]: a connection there
-    /// adds the link's whole capacity, where one more on a busy link only
-    /// shares it, and a score within the estimates' noise should not leave
-    /// it idle. (Six seeders at once over links learned as 1.2, 1.2 and
-    /// 0.38 MB/s went 3/3/0, the slow link idle for the whole download;
-    /// now 3/2/1.) Equal scores (nothing learned yet: all) fall to the
-    /// round robin. Not counted as placed: the caller does that.
+    /// for a capacity not learned yet), an idle link's divided by
+    /// 1 + [`IDLE_FAVOUR`], so it still wins with a score up to 10% above
+    /// the lowest. Idle is less than one connection's load: nothing busy,
+    /// and fewer placements waiting for an answer than make one. A
+    /// connection there is likely to add the link's whole capacity, where
+    /// one more on a busy link only shares it, and a difference within the
+    /// estimates' noise should not leave it idle. (Six seeders at once over
+    /// links learned as 1.2, 1.2 and 0.38 MB/s went 3/3/0, the slow link
+    /// idle for the whole download; now 3/2/1.) Equal scores (nothing
+    /// learned yet: all) fall to the round robin. Not counted as placed:
+    /// the caller does that.
     pub fn pick(
         &self,
         selector: &mut Selector<usize>,
@@ -393,8 +396,9 @@ impl Balance {
         selector.next_lowest(
             |&i| eligible(i),
             |&i| {
-                let s = self.score(i, open(i), unknown, now);
-                if self.load(i, open(i), now) < 1.0 {
+                let load = self.load(i, open(i), now);
+                let s = (load + 1.0) / self.meters[i].capacity.unwrap_or(unknown);
+                if load < 1.0 {
                     s / (1.0 + IDLE_FAVOUR)
                 } else {
                     s

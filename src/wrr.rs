@@ -45,11 +45,6 @@ impl<T: Copy> Selector<T> {
         self.entries.is_empty()
     }
 
-    /// The items, in the order given.
-    pub fn items(&self) -> impl Iterator<Item = T> + '_ {
-        self.entries.iter().map(|e| e.item)
-    }
-
     /// The next item, `None` when there are none.
     #[allow(clippy::should_implement_trait)] // never ends: not an Iterator
     pub fn next(&mut self) -> Option<T> {

@@ -36,8 +36,8 @@ The downloader, run in the "home" namespace:
   <bytes> and <secs> measure from the first payload byte to the last
   (startup excluded), <total secs> from add_torrent, <first byte secs> is
   the time to the first payload byte, then the payload MB each live seeder
-  delivered, in the order given (a seeder whose uTP stalled shows under 1);
-  or `FAIL <reason>` (exit status 1).
+  delivered, in the order given (sampled once a second, so up to a
+  second's bytes short); or `FAIL <reason>` (exit status 1).
 """
 
 import hashlib
@@ -178,27 +178,32 @@ def get(work, ips, n_dead, timeout, transport, want, route, order):
     return download(work, settings, peers, live, timeout, want)
 
 
-def seeders_got(h, got):
-    """Raises got[ip] to what the connections to each seeder delivered."""
+def seeders_got(h, live_ips, got):
+    """Updates got[ip] = [banked, last]: what the connections to each live
+    seeder have delivered. A total lower than the last seen is a new
+    connection (a reconnect): the last one's bytes are banked."""
     now = {}
     for p in h.get_peer_info():
-        if p.ip[0] in got:
+        if p.ip[0] in live_ips:
             now[p.ip[0]] = now.get(p.ip[0], 0) + p.total_download
     for ip, n in now.items():
-        got[ip] = max(got[ip], n)
+        seen = got.setdefault(ip, [0, 0])
+        if n < seen[1]:
+            seen[0] += seen[1]
+        seen[1] = n
 
 
-def seeders_state(h, got):
+def seeders_state(h, live):
     """Logs what the downloader thinks of each live seeder: a stalled uTP
     seeder shows whether requests wait on it (queue) and who chokes."""
     for p in h.get_peer_info():
-        if p.ip[0] not in got:
+        if p.ip[0] not in live:
             continue
         flags = [n for n in ("interesting", "remote_choked", "snubbed", "endgame_mode")
                  if p.flags & getattr(lt.peer_info, n)]
-        log("seeder %s: %d B, %.0f kB/s, queue %d, last active %s, rtt %d ms, %s" % (
+        log("seeder %s: %d B, %.0f kB/s, queue %d, last request %s, rtt %d ms, %s" % (
             p.ip[0], p.total_download, p.payload_down_speed / 1000, p.download_queue_length,
-            p.last_active, p.rtt, ",".join(flags) or "-"))
+            p.last_request, p.rtt, ",".join(flags) or "-"))
 
 
 def download(work, settings, peers, live, timeout, want):
@@ -219,9 +224,11 @@ def download(work, settings, peers, live, timeout, want):
         t_first = None
         done_first = 0
         last_log = t_add
-        # Payload bytes each live seeder delivered, the most seen (a peer
-        # leaves the list when it disconnects).
-        got = {ip: 0 for ip, _ in live}
+        # Payload bytes each live seeder delivered (sampled once a second:
+        # a connection leaves the list when it closes, so up to a second's
+        # bytes are missed).
+        live_ips = {ip for ip, _ in live}
+        got = {}
         while True:
             now = time.monotonic()
             st = h.status()
@@ -240,16 +247,16 @@ def download(work, settings, peers, live, timeout, want):
                         h.connect_peer(p)
                         readds += 1
                 last_add = now
-                seeders_state(h, got)
+                seeders_state(h, live_ips)
             if now - last_log > 1:
-                seeders_got(h, got)
+                seeders_got(h, live_ips, got)
                 log("%d/%d B, %d peers, %.0f kB/s" % (
                     st.total_wanted_done, size, st.num_peers, st.download_payload_rate / 1000))
                 last_log = now
             drain("downloader", ses)
             time.sleep(POLL)
         t_done = time.monotonic()
-        seeders_got(h, got)
+        seeders_got(h, live_ips, got)
         h2 = hashlib.sha256()
         with open(os.path.join(down, info.files().file_path(0)), "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -257,7 +264,7 @@ def download(work, settings, peers, live, timeout, want):
         if h2.hexdigest() != want:
             print("FAIL sha256 mismatch: %s, want %s" % (h2.hexdigest(), want), flush=True)
             return 1
-        per_seeder = "/".join("%.1f" % (got[ip] / 1e6) for ip, _ in live)
+        per_seeder = "/".join("%.1f" % (sum(got.get(ip, [0, 0])) / 1e6) for ip, _ in live)
         print("OK %d %.3f %.3f %.3f %d %s" % (
             size - done_first, t_done - t_first, t_done - t_add, t_first - t_add, readds,
             per_seeder), flush=True)

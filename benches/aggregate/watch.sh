@@ -16,7 +16,7 @@ udp_errors() {
         $1 == "Udp:" { printf "%d/%d", $c["RcvbufErrors"], $c["SndbufErrors"] }' /proc/net/snmp
 }
 declare -A last_bytes last_pkts last_drops last_up
-echo "# time | link: towards home kB/s, packets (dropped by the far side's tbf), packets from home | UDP Rcvbuf/Sndbuf errors in home and seeds"
+echo "# time | link: towards home kB/s, packets/s (packets dropped by the far side's tbf since the last line), packets/s from home | UDP Rcvbuf/Sndbuf errors in home and seeds"
 n=0
 while [ "$limit" = 0 ] || [ "$n" -lt "$limit" ]; do
     n=$((n + 1))
@@ -28,6 +28,11 @@ while [ "$limit" = 0 ] || [ "$n" -lt "$limit" ]; do
         continue
     fi
     line="$(date +%T)"
+    # Rates over the time that really passed (a loop takes a little over
+    # a second).
+    now=$(date +%s%N)
+    elapsed_ms=$(((now - ${last_now:-now}) / 1000000))
+    last_now=$now
     for i in 1 2 3; do
         # Towards home (r$i in inet: bytes, packets, drops), and from home
         # (l$i in home: packets).
@@ -36,10 +41,11 @@ while [ "$limit" = 0 ] || [ "$n" -lt "$limit" ]; do
         read -r _ up _ < <(ip netns exec "$home" tc -s qdisc show dev "l$i" 2>/dev/null |
             awk '/Sent/ { b = $2; p = $4; d = $7; sub(",", "", d) } END { print b + 0, p + 0, d + 0 }')
         key=$inet/$i
-        if [ -n "${last_bytes[$key]:-}" ]; then
-            line+=$(printf ' | %d: %5d kB/s %4d pkt (%d) up %4d pkt' "$i" \
-                $(((bytes - last_bytes[$key]) / 1000)) $((pkts - last_pkts[$key])) \
-                $((drops - last_drops[$key])) $((up - last_up[$key])))
+        if [ -n "${last_bytes[$key]:-}" ] && [ "$elapsed_ms" -gt 0 ]; then
+            line+=$(printf ' | %d: %5d kB/s %4d pkt/s (%d) up %4d pkt/s' "$i" \
+                $(((bytes - last_bytes[$key]) / elapsed_ms)) \
+                $(((pkts - last_pkts[$key]) * 1000 / elapsed_ms)) \
+                $((drops - last_drops[$key])) $(((up - last_up[$key]) * 1000 / elapsed_ms)))
         fi
         last_bytes[$key]=$bytes
         last_pkts[$key]=$pkts
