@@ -78,6 +78,9 @@
 #                      cost the swarm without dispatch (not torrent-utp)
 #   OUT=file           also append the run and summary lines to this file
 #   LOGS=dir           keep each run's dispatch log (and libtorrent's) there
+#   PEER_LOG=1         torrent modes: libtorrent's per-peer protocol log of
+#                      the live seeders' connections, downloader and seeders
+#                      (tens of MB a run; with LOGS=dir)
 #   TIMEOUT=90         torrent modes: a download's limit in seconds
 #
 # A fresh dispatch is started for each run, so that every run starts alike
@@ -101,6 +104,7 @@ warmup=${WARMUP:-0}
 restart=${RESTART:-0}
 dead=${DEAD:-0}
 dispatch_args=${DISPATCH_ARGS:-}
+[ "${PEER_LOG:-0}" = 1 ] && export AGG_PEER_LOG=1
 out=${OUT:-}
 logs=${LOGS:-}
 [ -z "$logs" ] || mkdir -p "$logs"
@@ -574,6 +578,7 @@ for run in $(seq "$runs"); do
     if [ -n "$logs" ]; then
         [ -e "$tmp/get.log" ] && cp "$tmp/get.log" "$logs/$mode-$$-run$run.libtorrent.log"
         [ -e "$tmp/seed.log" ] && cp "$tmp/seed.log" "$logs/$mode-$$-run$run.seeders.log"
+        [ -e "$tmp/seed.err" ] && cp "$tmp/seed.err" "$logs/$mode-$$-run$run.seeders.err"
     fi
     ratio=$(awk -v b="$bytes" -v t="$secs" -v s="$sum" 'BEGIN { print b / t / 1000 / s }')
     ratios+=("$ratio")

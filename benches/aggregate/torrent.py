@@ -43,6 +43,7 @@ The downloader, run in the "home" namespace:
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -52,6 +53,11 @@ import libtorrent as lt
 
 PORT = 6881
 POLL = 0.05
+# AGG_PEER_LOG=1 (aggregate.sh PEER_LOG=1): libtorrent's per-peer protocol
+# log, for the live seeders' connections only (their addresses and the
+# links'), on both ends: what each end sent and received.
+PEER_LOG = os.environ.get("AGG_PEER_LOG") == "1"
+LIVE = re.compile(r"\b10\.[1238]\.\d+\.2\b")
 
 
 def log(msg):
@@ -84,6 +90,8 @@ def drain(name, ses):
             ip, port = a.endpoint
             print("SEEN %s %s:%d %.3f" % (name, ip, port, time.monotonic()), flush=True)
             continue
+        if isinstance(a, lt.peer_log_alert) and not LIVE.search(a.message()):
+            continue
         log("%s: %s: %s" % (name, type(a).__name__, a.message()))
 
 
@@ -104,6 +112,8 @@ def seed(work, path, ips, piece, transport):
     for ip in ips:
         settings = base_settings("%s:%d" % (ip, PORT), transport, "seeder")
         settings["alert_mask"] |= lt.alert_category.connect | lt.alert_category.peer
+        if PEER_LOG:
+            settings["alert_mask"] |= lt.alert_category.peer_log
         ses = lt.session(settings)
         p = lt.add_torrent_params()
         p.ti = info
@@ -211,6 +221,8 @@ def download(work, settings, peers, live, timeout, want):
     shutil.rmtree(down, ignore_errors=True)
     os.makedirs(down)
     try:
+        if PEER_LOG:
+            settings["alert_mask"] = settings.get("alert_mask", 0) | lt.alert_category.peer_log
         ses = lt.session(settings)
         info = lt.torrent_info(os.path.join(work, "t.torrent"))
         size = info.total_size()
