@@ -365,19 +365,26 @@ impl Balance {
 
     /// What link `i`, with `open` connections, scores `now` for a new one
     /// (lower is better), where `unknown` stands for a capacity not learned
-    /// yet.
+    /// yet: `(load + 1) / capacity`, an idle link's (less than one
+    /// connection's load) divided by 1 + [`IDLE_FAVOUR`].
     pub fn score(&self, i: usize, open: u64, unknown: f64, now: Instant) -> f64 {
         let capacity = self.meters[i].capacity.unwrap_or(unknown);
-        (self.load(i, open, now) + 1.0) / capacity
+        let load = self.load(i, open, now);
+        let score = (load + 1.0) / capacity;
+        if load < 1.0 {
+            score / (1.0 + IDLE_FAVOUR)
+        } else {
+            score
+        }
     }
 
     /// The link for a new connection among those of `selector` that
     /// `eligible` accepts, where `open(i)` connections are open through
     /// link `i`, `now`: the lowest [`Balance::score`] (`unknown` standing
-    /// for a capacity not learned yet), an idle link's divided by
-    /// 1 + [`IDLE_FAVOUR`], so it still wins with a score up to 10% above
-    /// the lowest. Idle is less than one connection's load: nothing busy,
-    /// and fewer placements waiting for an answer than make one. A
+    /// for a capacity not learned yet), where an idle link still wins with
+    /// a score up to 10% above the lowest. Idle is less than one
+    /// connection's load: nothing busy, and fewer placements waiting for an
+    /// answer than make one. A
     /// connection there is likely to add the link's whole capacity, where
     /// one more on a busy link only shares it, and a difference within the
     /// estimates' noise should not leave it idle. (Six seeders at once over
@@ -393,18 +400,7 @@ impl Balance {
         unknown: f64,
         now: Instant,
     ) -> Option<usize> {
-        selector.next_lowest(
-            |&i| eligible(i),
-            |&i| {
-                let load = self.load(i, open(i), now);
-                let s = (load + 1.0) / self.meters[i].capacity.unwrap_or(unknown);
-                if load < 1.0 {
-                    s / (1.0 + IDLE_FAVOUR)
-                } else {
-                    s
-                }
-            },
-        )
+        selector.next_lowest(|&i| eligible(i), |&i| self.score(i, open(i), unknown, now))
     }
 
     /// What an unlearned link among `links` counts as: the best learned
