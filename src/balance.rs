@@ -11,7 +11,13 @@
 //! [`MIN_SAMPLE_BYTES`]. The estimate rises quickly towards a higher sample
 //! ([`RISE`]) and falls more slowly towards a lower one ([`FALL`]): a link
 //! whose throughput halves loses most of its extra share within about five
-//! seconds. An idle link keeps its last estimate. (The kernel's own view,
+//! seconds. A lower sample counts only from a period in which at least
+//! [`MIN_FALL_CONNECTIONS`] connections carried bytes: one connection alone
+//! goes as fast as its far end sends (a rate-limited download, a slow
+//! server), which says what the link can carry at least, not at most; a
+//! fast link that carried one slow transfer was learned as slow, kept so in
+//! the state file, and never chosen again. An idle link keeps its last
+//! estimate. (The kernel's own view,
 //! Linux `TCP_INFO` delivery rate, measures what this end sends: for a
 //! download, where the proxy receives, it says nothing of the link.)
 //!
@@ -57,6 +63,9 @@ pub const MIN_SAMPLE_BYTES: u64 = 32 * 1024;
 pub const RISE: f64 = 0.5;
 /// How far the estimate moves towards a lower sample.
 pub const FALL: f64 = 1.0 / 3.0;
+/// A lower sample counts only from a period in which this many connections
+/// (or UDP destinations) carried bytes through the link.
+pub const MIN_FALL_CONNECTIONS: u32 = 2;
 /// The answer window of a link whose connect time is not known yet, and
 /// the least any link's is.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(250);
@@ -128,9 +137,10 @@ pub struct Meter {
     /// about the time a live connection through the link takes to answer
     /// (`None`: [`DEFAULT_WINDOW`]).
     window: Option<Duration>,
-    /// The last period's rate, when the link was busy before it too:
-    /// counted once the next period shows it busy still.
-    pending: Option<f64>,
+    /// The last period's rate, when the link was busy before it too, and
+    /// how many connections carried bytes in it: counted once the next
+    /// period shows it busy still.
+    pending: Option<(f64, u32)>,
     /// The link's failed connects, as last seen.
     failures: u64,
 }
@@ -209,14 +219,15 @@ impl Meter {
         let carried = self.bytes_at.map_or(0, |b| total.saturating_sub(b));
         self.bytes_at = Some(total);
         let busy = self.active > 0;
-        if let Some(rate) = self.pending.take() {
-            if busy {
+        if let Some((rate, connections)) = self.pending.take() {
+            let falls = self.capacity.is_some_and(|c| rate < c);
+            if busy && (!falls || connections >= MIN_FALL_CONNECTIONS) {
                 self.capacity = Some(update(self.capacity, rate));
             }
         }
         let secs = elapsed.as_secs_f64();
         if busy && self.active_before > 0 && carried >= MIN_SAMPLE_BYTES && secs > 0.0 {
-            self.pending = Some(carried as f64 / secs);
+            self.pending = Some((carried as f64 / secs, self.active));
         }
         self.active_before = self.active;
         self.active = 0;
@@ -443,17 +454,22 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
 
-    /// Two links; `rates` says what each carries per second while busy
-    /// (0: idle); every busy link has one connection carrying bytes.
+    /// `n` links; `rates` says what each carries per second while busy
+    /// (0: idle), through `conns` connections each (one, unless
+    /// [`Sim::with_conns`] says otherwise).
     struct Sim {
         b: Balance,
         now: Instant,
         totals: Vec<u64>,
-        seen: Vec<Seen>,
+        seen: Vec<Vec<Seen>>,
     }
 
     impl Sim {
         fn new(n: usize) -> Sim {
+            Sim::with_conns(n, 1)
+        }
+
+        fn with_conns(n: usize, conns: usize) -> Sim {
             let mut b = Balance::new(Strategy::Learn);
             b.resize(n);
             let now = Instant::now();
@@ -462,7 +478,7 @@ mod tests {
                 b,
                 now,
                 totals: vec![0; n],
-                seen: vec![0; n],
+                seen: vec![vec![0; conns]; n],
             }
         }
 
@@ -470,7 +486,9 @@ mod tests {
             for (i, &r) in rates.iter().enumerate() {
                 if r > 0 {
                     self.totals[i] += r;
-                    self.b.carried(i, &mut self.seen[i], self.now);
+                    for seen in &mut self.seen[i] {
+                        self.b.carried(i, seen, self.now);
+                    }
                 }
             }
             self.now += SEC;
@@ -566,7 +584,8 @@ mod tests {
 
     #[test]
     fn a_link_whose_throughput_halves_loses_share_within_seconds() {
-        let mut s = Sim::new(2);
+        // Two connections on each link: a lower sample counts.
+        let mut s = Sim::with_conns(2, 2);
         for _ in 0..10 {
             s.second(&[1_000_000, 1_000_000]);
         }
@@ -582,8 +601,36 @@ mod tests {
         for _ in 0..10 {
             s.second(&[1_000_000, 500_000]);
         }
-        // Ten beside the busy one on each: 8 to 4.
-        assert_eq!(s.place(10), [7, 3], "settled at 2:1");
+        // Eight beside the two busy ones on each: 8 to 4.
+        assert_eq!(s.place(8), [6, 2], "settled at 2:1");
+    }
+
+    /// A fast link that carried one slow transfer alone (a rate-limited
+    /// download, a slow server) is not learned as slow: one connection
+    /// goes as fast as its far end sends. (It was: 1 MB/s fell to 67 kB/s
+    /// in a minute of one 60 kB/s download, was kept so in the state file,
+    /// and the link got no connection of twelve after a restart.)
+    #[test]
+    fn one_slow_transfer_alone_does_not_make_a_link_slow() {
+        let mut s = Sim::new(2);
+        for _ in 0..10 {
+            s.second(&[1_000_000, 1_000_000]);
+        }
+        for _ in 0..60 {
+            s.second(&[0, 60_000]);
+        }
+        assert!(s.capacity(1) > 990_000.0, "{}", s.capacity(1));
+        assert_eq!(s.place(12), [6, 6]);
+        // Two such transfers at once are the link's share of them, as far
+        // as the proxy can tell: the estimate falls.
+        let mut s = Sim::with_conns(2, 2);
+        for _ in 0..10 {
+            s.second(&[1_000_000, 1_000_000]);
+        }
+        for _ in 0..10 {
+            s.second(&[0, 120_000]);
+        }
+        assert!(s.capacity(1) < 200_000.0, "{}", s.capacity(1));
     }
 
     #[test]
