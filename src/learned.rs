@@ -3,7 +3,9 @@
 //! It lives beside the log file (`capacities` in the same directory), is
 //! rewritten whole through a temporary file and a rename (a crash leaves the
 //! old one or the new one, never half of one), and is only a hint: a
-//! missing or unreadable file is said once and ignored.
+//! missing or unreadable file is said once and ignored. A file that is not
+//! one (no header line: a log, a user's file named by mistake) or not a
+//! regular file is left alone, never read as corrupt and replaced.
 //!
 //! The format, one link a line, capacity first so the label may hold spaces:
 //!
@@ -31,12 +33,27 @@ pub struct Entry {
     pub capacity: f64,
 }
 
+/// The least and the most a kept capacity may be, bytes/s: outside, the
+/// line is corrupt (1 TB/s is beyond any link).
+pub const CAPACITY_RANGE: std::ops::RangeInclusive<f64> = 1.0..=1e12;
+
 /// Why a state file was not used.
 #[derive(Debug)]
 pub enum LoadError {
     Read(io::Error),
     /// Line `n` (from 1) is not `<bytes/s> <label>`.
     Corrupt(usize),
+    /// Text that does not begin with the header: not a state file.
+    Foreign,
+    /// A directory, a FIFO, a device: not a regular file.
+    NotAFile,
+}
+
+impl LoadError {
+    /// Whether the file must be left alone (not replaced by a save).
+    pub fn not_ours(&self) -> bool {
+        matches!(self, LoadError::Foreign | LoadError::NotAFile)
+    }
 }
 
 impl fmt::Display for LoadError {
@@ -44,6 +61,11 @@ impl fmt::Display for LoadError {
         match self {
             LoadError::Read(e) => write!(f, "{e}"),
             LoadError::Corrupt(n) => write!(f, "line {n} is not `<bytes/s> <link>`"),
+            LoadError::Foreign => write!(
+                f,
+                "not a dispatch state file (its first line is not `{HEADER}`)"
+            ),
+            LoadError::NotAFile => write!(f, "not a regular file"),
         }
     }
 }
@@ -57,8 +79,13 @@ pub fn format(entries: &[Entry]) -> String {
     out
 }
 
-/// The entries in a file's text; blank lines and `#` comments are skipped.
+/// The entries in a file's text, which begins with the header (or is
+/// blank); blank lines and `#` comments are skipped.
 pub fn parse(text: &str) -> Result<Vec<Entry>, LoadError> {
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty());
+    if first.is_some_and(|l| l != HEADER) {
+        return Err(LoadError::Foreign);
+    }
     let mut entries = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -69,7 +96,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, LoadError> {
         let (rate, label) = line.split_once(' ').ok_or_else(corrupt)?;
         let capacity: f64 = rate.parse().map_err(|_| corrupt())?;
         let label = label.trim();
-        if !capacity.is_finite() || capacity <= 0.0 || label.is_empty() {
+        if !CAPACITY_RANGE.contains(&capacity) || label.is_empty() {
             return Err(corrupt());
         }
         entries.push(Entry {
@@ -116,7 +143,7 @@ pub fn merge(now: Vec<Entry>, earlier: &[Entry]) -> Vec<Entry> {
 /// The default place: beside the log file (`log_file`, or the platform's
 /// default one for `port`), named as the log is for the instance on
 /// `port` (`capacities`, or `capacities-PORT` off the default port), so
-/// that two instances never share one.
+/// that instances on different ports never share one.
 pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
     let log = match log_file {
         Some(file) => file.to_path_buf(),
@@ -130,10 +157,26 @@ pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
     Some(log.parent().unwrap_or(Path::new(".")).join(name))
 }
 
-/// Reads the state file (a missing one is `Read` with `NotFound`).
+/// Reads the state file (a missing one is `Read` with `NotFound`); only a
+/// regular file is opened (a FIFO would block the start).
 pub fn load(path: &Path) -> Result<Vec<Entry>, LoadError> {
+    let meta = fs::metadata(path).map_err(LoadError::Read)?;
+    if !meta.is_file() {
+        return Err(LoadError::NotAFile);
+    }
     let text = fs::read_to_string(path).map_err(LoadError::Read)?;
     parse(&text)
+}
+
+/// Where a save should write for `path`: the file a symbolic link points
+/// to (the rename would replace the link itself), else `path`.
+pub fn resolve(path: &Path) -> PathBuf {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    }
 }
 
 /// Writes the state file whole: to `<path>.tmp`, then renamed over it.
@@ -178,20 +221,67 @@ mod tests {
     #[test]
     fn a_corrupt_file_says_which_line() {
         for (text, line) in [
-            ("1200000 l1 10.1.0.2\ngarbage\n", 2),
-            ("12x l1\n", 1),
-            ("-5 l1\n", 1),
-            ("NaN l1\n", 1),
-            ("inf l1\n", 1),
-            ("\n# c\n1000 \n", 3),
-            ("\u{0}\u{1}binary", 1),
+            ("1200000 l1 10.1.0.2\ngarbage\n", 3),
+            ("12x l1\n", 2),
+            ("-5 l1\n", 2),
+            ("NaN l1\n", 2),
+            ("inf l1\n", 2),
+            ("0.4 l1\n", 2),
+            ("1e300 l1\n", 2),
+            ("\n# c\n1000 \n", 4),
+            ("\u{0}\u{1}binary", 2),
         ] {
-            match parse(text) {
+            let text = format!("{HEADER}\n{text}");
+            match parse(&text) {
                 Err(LoadError::Corrupt(n)) => assert_eq!(n, line, "{text:?}"),
                 other => panic!("{text:?}: {other:?}"),
             }
         }
         assert_eq!(parse("").unwrap(), vec![]);
+        assert_eq!(parse("\n  \n").unwrap(), vec![]);
+    }
+
+    /// A file named by mistake (the log, a user's file) is not read as a
+    /// corrupt state file, which a save would then replace.
+    #[test]
+    fn a_file_without_the_header_is_not_ours() {
+        for text in [
+            "2026-12-02T12:00:00Z INFO  [dispatch] listening\n",
+            "1200000 l1 10.1.0.2\n",
+            "# some other comment\n1200000 l1\n",
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                matches!(e, LoadError::Foreign) && e.not_ours(),
+                "{text:?}: {e:?}"
+            );
+        }
+        assert!(!LoadError::Corrupt(2).not_ours());
+    }
+
+    #[test]
+    fn only_a_regular_file_is_read_and_a_link_is_followed() {
+        let dir = std::env::temp_dir().join(format!("dispatch-learned-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        let e = load(&dir.join("sub")).unwrap_err();
+        assert!(matches!(e, LoadError::NotAFile) && e.not_ours(), "{e:?}");
+        let real = dir.join("real");
+        save(&real, &[entry("l1", 1000.0)]).unwrap();
+        #[cfg(unix)]
+        {
+            let link = dir.join("link");
+            std::os::unix::fs::symlink(&real, &link).unwrap();
+            assert_eq!(resolve(&link), fs::canonicalize(&real).unwrap());
+            save(&resolve(&link), &[entry("l1", 2000.0)]).unwrap();
+            assert!(fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+            assert_eq!(load(&link).unwrap(), vec![entry("l1", 2000.0)]);
+        }
+        assert_eq!(resolve(&real), real);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

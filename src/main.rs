@@ -278,13 +278,27 @@ impl StateFile {
     const SAVE_EVERY_TICKS: u32 = 60;
 
     /// Reads the file; a missing or bad one is said in one line and ignored.
+    /// One that is not a state file (or not a regular file) is left alone:
+    /// said on the terminal too, and nothing is kept.
     fn open(path: Option<PathBuf>) -> StateFile {
+        let mut path = path.map(|p| learned::resolve(&p));
         let earlier = match &path {
             None => Vec::new(),
             Some(p) => match learned::load(p) {
                 Ok(entries) => entries,
                 Err(learned::LoadError::Read(e)) if e.kind() == io::ErrorKind::NotFound => {
                     log::info!("no learned capacities yet ({} will keep them)", p.display());
+                    Vec::new()
+                }
+                Err(e) if e.not_ours() => {
+                    let notice = format!(
+                        "--state-file {}: {e}; leaving it alone, so learned capacities \
+                         will not be kept (name another file, or give --no-state-file)",
+                        p.display()
+                    );
+                    log::warn!("{notice}");
+                    eprintln!("warning: {notice}");
+                    path = None;
                     Vec::new()
                 }
                 Err(e) => {

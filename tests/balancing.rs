@@ -235,6 +235,9 @@ use std::time::{Duration, Instant};
 
 const CHUNK: usize = 256 * 1024;
 
+/// The state file's first line.
+const HEADER: &str = "# dispatch: link capacities learned (bytes/s), link label";
+
 /// Sends a chunk of [`CHUNK`] bytes to each connection, then closes it,
 /// pausing after each 8 kB: 1 ms for peers from 127.0.0.2, 10 ms for those
 /// from 127.0.0.3 (a slow link, as loopback cannot be shaped without root).
@@ -369,12 +372,12 @@ fn written_weights_are_kept_whatever_is_learned() {
     assert!(a > 0 && a.abs_diff(b) <= 2, "{a} and {b} connections");
 }
 
-/// A state file that is not one is said once and ignored; the proxy works.
+/// A corrupt state file is said once and ignored; the proxy works.
 #[test]
 fn a_corrupt_state_file_is_ignored() {
     let state = TempDir::new();
     let file = state.path.join("capacities");
-    std::fs::write(&file, "garbage, not capacities\n").unwrap();
+    std::fs::write(&file, format!("{HEADER}\ngarbage, not capacities\n")).unwrap();
     let server = Server::whoami("127.0.0.1:0");
     let proxy = Proxy::start(&["--state-file", file.to_str().unwrap(), "127.0.0.2"]);
     assert_eq!(source_of(proxy.addr, server.addr).to_string(), "127.0.0.2");
@@ -389,7 +392,28 @@ fn a_corrupt_state_file_is_ignored() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("line 1 is not"), "{}", out.stdout);
+    assert!(out.stdout.contains("line 2 is not"), "{}", out.stdout);
+}
+
+/// A file that is not a state file (here the proxy's own log, named by
+/// mistake) is left as it was, though the proxy learned capacities and
+/// would save them at exit; the user is told on the terminal.
+#[test]
+fn a_file_that_is_not_a_state_file_is_left_alone() {
+    let server = ChunkServer::start();
+    let state = TempDir::new();
+    let file = state.path.join("notes.txt");
+    let mine = "my notes, not capacities\n1200000 looks like a line\n";
+    std::fs::write(&file, mine).unwrap();
+    let proxy = Proxy::start(&["--state-file", file.to_str().unwrap(), "127.0.0.2"]);
+    pull_chunks(proxy.addr, server.addr, 2, Duration::from_secs(4));
+    let out = proxy.finish();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), mine);
+    assert!(
+        out.stderr.contains("not a dispatch state file") && out.stderr.contains("leaving it alone"),
+        "stderr: {}",
+        out.stderr
+    );
 }
 
 /// Without --state-file the file goes beside the log, under the
@@ -419,7 +443,11 @@ fn the_state_file_lives_beside_the_log() {
 fn capacities_from_the_state_file_split_a_burst() {
     let state = TempDir::new();
     let file = state.path.join("capacities");
-    std::fs::write(&file, "1000000 127.0.0.2\n250000 127.0.0.3\n").unwrap();
+    std::fs::write(
+        &file,
+        format!("{HEADER}\n1000000 127.0.0.2\n250000 127.0.0.3\n"),
+    )
+    .unwrap();
     let echo = Server::echo("127.0.0.1:0");
     let proxy = Proxy::start(&[
         "--state-file",
