@@ -54,15 +54,19 @@ pub fn count(n: u64, noun: &str) -> String {
     }
 }
 
-/// A byte rate for people: `0 B/s`, `12.3 kB/s`, `1.20 MB/s`.
+/// A byte rate for people: `0 B/s`, `12.3 kB/s`, `1.20 MB/s`, `2.50 GB/s`;
+/// the next unit where the rounded figure would reach 1000 (999,992 B/s is
+/// `1.00 MB/s`, not `1000.0 kB/s`).
 pub fn rate(bytes: u64, over: Duration) -> String {
     let per_s = bytes as f64 / over.as_secs_f64().max(1e-9);
-    if per_s < 1e3 {
+    if per_s < 999.5 {
         format!("{per_s:.0} B/s")
-    } else if per_s < 1e6 {
+    } else if per_s < 999_950.0 {
         format!("{:.1} kB/s", per_s / 1e3)
-    } else {
+    } else if per_s < 999_995_000.0 {
         format!("{:.2} MB/s", per_s / 1e6)
+    } else {
+        format!("{:.2} GB/s", per_s / 1e9)
     }
 }
 
@@ -276,6 +280,12 @@ mod tests {
         assert_eq!(rate(0, s), "0 B/s");
         assert_eq!(rate(12_300, s), "12.3 kB/s");
         assert_eq!(rate(1_200_000, s), "1.20 MB/s");
+        assert_eq!(rate(999, s), "999 B/s");
+        assert_eq!(rate(1_000, s), "1.0 kB/s");
+        assert_eq!(rate(999_949, s), "999.9 kB/s");
+        assert_eq!(rate(999_992, s), "1.00 MB/s");
+        assert_eq!(rate(999_994_999, s), "999.99 MB/s");
+        assert_eq!(rate(5_000_000_000, s), "5.00 GB/s");
         assert_eq!(rate(2_400_000, 2 * s), "1.20 MB/s");
     }
 
