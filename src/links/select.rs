@@ -118,8 +118,12 @@ impl Links {
                 for (i, l) in links.iter().enumerate() {
                     balance.failures(i, l.stats.failures, now);
                 }
-                let family =
-                    (0..links.len()).filter(|&i| links[i].ipv6 == ipv6 && links[i].proxy.is_none());
+                // The best learned capacity among the links that may take
+                // this connection (a faster link that is down, or already
+                // tried, sets no standard for the others).
+                let family = (0..links.len()).filter(|&i| {
+                    links[i].ipv6 == ipv6 && links[i].proxy.is_none() && eligible(i, &links[i])
+                });
                 let unknown = balance.unknown(family);
                 // What may be busy: connections and associations, and
                 // the UDP destinations live on the link.
@@ -328,12 +332,16 @@ mod tests {
     #[test]
     fn busy_links_are_learned_from_what_they_carry() {
         let mut l = links(&[("10.0.0.1", 1), ("10.0.0.2", 1)], Strategy::Learn, &[]);
-        let mut seen: [Seen; 2] = [0; 2];
+        // Two connections a link (one alone gives no first estimate).
+        let mut seen: [[Seen; 2]; 2] = [[0; 2]; 2];
         let t = Instant::now();
         l.sample(t);
         for s in 1..=4u32 {
-            l.carried(0, 0, 1_000_000, &mut seen[0], t);
-            l.carried(1, 0, 250_000, &mut seen[1], t);
+            for (link, rate) in [(0, 1_000_000), (1, 250_000)] {
+                let [a, b] = &mut seen[link];
+                l.carried(link, 0, rate / 2, a, t);
+                l.carried(link, 0, rate / 2, b, t);
+            }
             l.sample(t + s * Duration::from_secs(1));
         }
         assert_eq!(l.learned(0), Some(1_000_000.0));
