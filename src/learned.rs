@@ -23,7 +23,11 @@ use std::path::{Path, PathBuf};
 /// At most this many links are kept (those seen last first).
 pub const MAX_ENTRIES: usize = 64;
 
-const HEADER: &str = "# dispatch: link capacities learned (bytes/s), link label";
+/// The file's first line, as written.
+pub const HEADER: &str = "# dispatch: link capacities learned (bytes/s), link label";
+/// What a first line must begin with for the file to be one (so that a
+/// later wording of the rest of [`HEADER`] still reads older files).
+const HEADER_PREFIX: &str = "# dispatch: link capacities";
 
 /// One link's learned capacity, by its label (`eth0 192.168.1.5`, or the
 /// address alone).
@@ -50,9 +54,14 @@ pub enum LoadError {
 }
 
 impl LoadError {
-    /// Whether the file must be left alone (not replaced by a save).
+    /// Whether the file must be left alone (not replaced by a save): not
+    /// one, or not readable (so not known to be one).
     pub fn not_ours(&self) -> bool {
-        matches!(self, LoadError::Foreign | LoadError::NotAFile)
+        match self {
+            LoadError::Foreign | LoadError::NotAFile => true,
+            LoadError::Read(e) => e.kind() != io::ErrorKind::NotFound,
+            LoadError::Corrupt(_) => false,
+        }
     }
 }
 
@@ -70,10 +79,14 @@ impl fmt::Display for LoadError {
     }
 }
 
-/// The file's text for `entries`.
+/// The file's text for `entries` (those within [`CAPACITY_RANGE`], which
+/// alone [`parse`] takes back).
 pub fn format(entries: &[Entry]) -> String {
     let mut out = format!("{HEADER}\n");
-    for e in entries.iter().take(MAX_ENTRIES) {
+    let kept = entries
+        .iter()
+        .filter(|e| CAPACITY_RANGE.contains(&e.capacity));
+    for e in kept.take(MAX_ENTRIES) {
         out.push_str(&format!("{:.0} {}\n", e.capacity, e.label));
     }
     out
@@ -83,7 +96,7 @@ pub fn format(entries: &[Entry]) -> String {
 /// blank); blank lines and `#` comments are skipped.
 pub fn parse(text: &str) -> Result<Vec<Entry>, LoadError> {
     let first = text.lines().map(str::trim).find(|l| !l.is_empty());
-    if first.is_some_and(|l| l != HEADER) {
+    if first.is_some_and(|l| !l.starts_with(HEADER_PREFIX)) {
         return Err(LoadError::Foreign);
     }
     let mut entries = Vec::new();
@@ -158,25 +171,39 @@ pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
 }
 
 /// Reads the state file (a missing one is `Read` with `NotFound`); only a
-/// regular file is opened (a FIFO would block the start).
+/// regular file is opened (a FIFO would block the start), and text that is
+/// not UTF-8 is not one.
 pub fn load(path: &Path) -> Result<Vec<Entry>, LoadError> {
     let meta = fs::metadata(path).map_err(LoadError::Read)?;
     if !meta.is_file() {
         return Err(LoadError::NotAFile);
     }
-    let text = fs::read_to_string(path).map_err(LoadError::Read)?;
+    let bytes = fs::read(path).map_err(LoadError::Read)?;
+    let text = String::from_utf8(bytes).map_err(|_| LoadError::Foreign)?;
     parse(&text)
 }
 
 /// Where a save should write for `path`: the file a symbolic link points
-/// to (the rename would replace the link itself), else `path`.
+/// to, followed through links (relative ones from the link's directory),
+/// whether it exists yet or not (the rename would replace the link itself);
+/// else `path`.
 pub fn resolve(path: &Path) -> PathBuf {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+    let mut at = path.to_path_buf();
+    for _ in 0..32 {
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => match fs::read_link(&at) {
+                Ok(target) => {
+                    at = match at.parent() {
+                        Some(dir) => dir.join(target),
+                        None => target,
+                    };
+                }
+                Err(_) => break,
+            },
+            _ => break,
         }
-        _ => path.to_path_buf(),
     }
+    at
 }
 
 /// Writes the state file whole: to `<path>.tmp`, then renamed over it.
@@ -257,11 +284,24 @@ mod tests {
             );
         }
         assert!(!LoadError::Corrupt(2).not_ours());
+        assert!(!LoadError::Read(io::ErrorKind::NotFound.into()).not_ours());
+        assert!(LoadError::Read(io::ErrorKind::PermissionDenied.into()).not_ours());
+        // A later wording of the header still reads.
+        assert_eq!(
+            parse("# dispatch: link capacities (bytes/s) by link\n5 l1\n").unwrap(),
+            vec![entry("l1", 5.0)]
+        );
+        // What parse refuses is never written.
+        assert_eq!(
+            format(&[entry("l1", 1e300), entry("l2", 0.4)]),
+            format!("{HEADER}\n")
+        );
     }
 
     #[test]
     fn only_a_regular_file_is_read_and_a_link_is_followed() {
-        let dir = std::env::temp_dir().join(format!("dispatch-learned-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dispatch-learned-links-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("sub")).unwrap();
         let e = load(&dir.join("sub")).unwrap_err();
@@ -272,14 +312,21 @@ mod tests {
         {
             let link = dir.join("link");
             std::os::unix::fs::symlink(&real, &link).unwrap();
-            assert_eq!(resolve(&link), fs::canonicalize(&real).unwrap());
+            assert_eq!(resolve(&link), real);
             save(&resolve(&link), &[entry("l1", 2000.0)]).unwrap();
             assert!(fs::symlink_metadata(&link)
                 .unwrap()
                 .file_type()
                 .is_symlink());
             assert_eq!(load(&link).unwrap(), vec![entry("l1", 2000.0)]);
+            // A relative link to a file not made yet, through a second link.
+            std::os::unix::fs::symlink("new", dir.join("rel")).unwrap();
+            std::os::unix::fs::symlink("rel", dir.join("twice")).unwrap();
+            assert_eq!(resolve(&dir.join("twice")), dir.join("new"));
         }
+        // Not UTF-8 (a compressed log, say): not known to be ours.
+        fs::write(dir.join("bin"), [0x1f, 0x8b, 0xff, 0xfe]).unwrap();
+        assert!(load(&dir.join("bin")).unwrap_err().not_ours());
         assert_eq!(resolve(&real), real);
         let _ = fs::remove_dir_all(&dir);
     }

@@ -280,8 +280,8 @@ impl StateFile {
     /// Reads the file; a missing or bad one is said in one line and ignored.
     /// One that is not a state file (or not a regular file) is left alone:
     /// said on the terminal too, and nothing is kept.
-    fn open(path: Option<PathBuf>) -> StateFile {
-        let mut path = path.map(|p| learned::resolve(&p));
+    fn open(given: Option<PathBuf>) -> StateFile {
+        let mut path = given.as_deref().map(learned::resolve);
         let earlier = match &path {
             None => Vec::new(),
             Some(p) => match learned::load(p) {
@@ -291,10 +291,12 @@ impl StateFile {
                     Vec::new()
                 }
                 Err(e) if e.not_ours() => {
+                    let shown = given.as_deref().unwrap_or(p);
                     let notice = format!(
-                        "--state-file {}: {e}; leaving it alone, so learned capacities \
-                         will not be kept (name another file, or give --no-state-file)",
-                        p.display()
+                        "state file {}: {e}; leaving it alone, so learned capacities \
+                         will not be kept (name another with --state-file, or give \
+                         --no-state-file)",
+                        shown.display()
                     );
                     log::warn!("{notice}");
                     eprintln!("warning: {notice}");

@@ -235,8 +235,7 @@ use std::time::{Duration, Instant};
 
 const CHUNK: usize = 256 * 1024;
 
-/// The state file's first line.
-const HEADER: &str = "# dispatch: link capacities learned (bytes/s), link label";
+use dispatch::learned::HEADER;
 
 /// Sends a chunk of [`CHUNK`] bytes to each connection, then closes it,
 /// pausing after each 8 kB: 1 ms for peers from 127.0.0.2, 10 ms for those
@@ -395,9 +394,9 @@ fn a_corrupt_state_file_is_ignored() {
     assert!(out.stdout.contains("line 2 is not"), "{}", out.stdout);
 }
 
-/// A file that is not a state file (here the proxy's own log, named by
-/// mistake) is left as it was, though the proxy learned capacities and
-/// would save them at exit; the user is told on the terminal.
+/// A file that is not a state file (a user's notes, named by mistake) is
+/// left as it was, though the proxy learned capacities and would save them
+/// at exit; the user is told on the terminal.
 #[test]
 fn a_file_that_is_not_a_state_file_is_left_alone() {
     let server = ChunkServer::start();
@@ -408,6 +407,11 @@ fn a_file_that_is_not_a_state_file_is_left_alone() {
     let proxy = Proxy::start(&["--state-file", file.to_str().unwrap(), "127.0.0.2"]);
     pull_chunks(proxy.addr, server.addr, 2, Duration::from_secs(4));
     let out = proxy.finish();
+    assert!(
+        out.stdout.contains("127.0.0.2 learned: "),
+        "nothing learned, so nothing would be saved: {}",
+        out.stdout
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), mine);
     assert!(
         out.stderr.contains("not a dispatch state file") && out.stderr.contains("leaving it alone"),
