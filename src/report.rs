@@ -104,13 +104,16 @@ pub fn balancing_line(links: &Links) -> String {
     line
 }
 
-/// A count per second for people: `0/s`, `850/s`, `12.3k/s`.
+/// A count per second for people: `0/s`, `850/s`, `12.3k/s`, `1.20M/s`
+/// (the next unit where the rounded figure would reach 1000).
 pub fn per_second(n: u64, over: Duration) -> String {
     let per_s = n as f64 / over.as_secs_f64().max(1e-9);
-    if per_s < 1e3 {
+    if per_s < 999.5 {
         format!("{per_s:.0}/s")
-    } else {
+    } else if per_s < 999_950.0 {
         format!("{:.1}k/s", per_s / 1e3)
+    } else {
+        format!("{:.2}M/s", per_s / 1e6)
     }
 }
 
@@ -286,6 +289,9 @@ mod tests {
         assert_eq!(rate(999_992, s), "1.00 MB/s");
         assert_eq!(rate(999_994_999, s), "999.99 MB/s");
         assert_eq!(rate(5_000_000_000, s), "5.00 GB/s");
+        assert_eq!(per_second(999, s), "999/s");
+        assert_eq!(per_second(1_000, s), "1.0k/s");
+        assert_eq!(per_second(999_990, s), "1.00M/s");
         assert_eq!(rate(2_400_000, 2 * s), "1.20 MB/s");
     }
 
