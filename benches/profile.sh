@@ -26,7 +26,9 @@ conc=${CONCURRENCY:-64}
 port=${PORT:-18302}
 if ! command -v perf >/dev/null || ! perf --version >/dev/null 2>&1; then
     [ "$(id -u)" = 0 ] || { echo "profile.sh: perf missing; run as root to install it" >&2; exit 1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q linux-perf >/dev/null
 fi
 cargo build --release --quiet --bin dispatch --example loadgen
 bin=${DISPATCH:-./target/release/dispatch}
@@ -38,10 +40,12 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev
 pids+=($!)
 for _ in $(seq 100); do grep -q listening "$tmp/echo.out" && break; sleep 0.05; done
 target=$(awk '/listening/ {print $2}' "$tmp/echo.out")
+[ -n "$target" ] || { echo "profile.sh: the echo server did not start" >&2; exit 1; }
 XDG_STATE_HOME=$tmp "$bin" start --port "$port" --quiet 127.0.0.1 >/dev/null 2>&1 &
 proxy=$!
 pids+=($proxy)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+kill -0 "$proxy" 2>/dev/null || { echo "profile.sh: dispatch exited at start (port $port in use? set PORT)" >&2; exit 1; }
 tick=$(getconf CLK_TCK)
 
 # cpu: the proxy's user and system CPU seconds so far.
@@ -53,25 +57,25 @@ profile() {
     shift
     local before after
     before=$(cpu)
-    perf record -F 4000 -g -p "$proxy" -o "$tmp/$name.data" >/dev/null 2>&1 &
+    perf record -F 4000 -g -p "$proxy" -o "$tmp/$name.data" >/dev/null 2>"$tmp/$name.perf-err" &
     local rec=$!
     sleep 0.3
     local line
     line=$("$@" | tail -n 1)
-    kill -INT "$rec"
+    kill -INT "$rec" 2>/dev/null || true
     wait "$rec" 2>/dev/null || true
+    [ -s "$tmp/$name.data" ] || { echo "profile.sh: perf recorded nothing:" >&2; cat "$tmp/$name.perf-err" >&2; exit 1; }
     after=$(cpu)
     echo "== $name: $line"
     awk -v b="$before" -v a="$after" 'BEGIN {
         split(b, x, " "); split(a, y, " ");
         u = y[1] - x[1]; s = y[2] - x[2];
-        printf "proxy CPU: %.2f s user, %.2f s system (%.0f%% system)\n", u, s, 100 * s / (u + s)
+        printf "proxy CPU: %.2f s user, %.2f s system (%.0f%% system)\n", u, s, u + s > 0 ? 100 * s / (u + s) : 0
     }'
-    # (awk stops printing, not reading: perf must not die of SIGPIPE.)
     perf report -i "$tmp/$name.data" --children --sort sym --stdio -g none >"$tmp/$name.children" 2>/dev/null
     perf report -i "$tmp/$name.data" --no-children --sort sym --stdio -g none >"$tmp/$name.self" 2>/dev/null
     echo "share of samples under each system call (children included):"
-    awk '$3 == "[k]" && $4 ~ /^__x64_sys_/ && n++ < 12 {sub("__x64_sys_", "", $4); printf "  %-14s %s\n", $4, $1}' "$tmp/$name.children"
+    awk '$3 == "[k]" && $4 ~ /^__(x64|arm64)_sys_/ && n++ < 12 {sub(/^__(x64|arm64)_sys_/, "", $4); printf "  %-14s %s\n", $4, $1}' "$tmp/$name.children"
     echo "share under sock_def_readable (data came: tell, and wake, the reader):"
     awk '$4 == "sock_def_readable" {print "  " $1}' "$tmp/$name.children"
     echo "top symbols (self):"
