@@ -70,7 +70,7 @@ profile() {
     awk -v b="$before" -v a="$after" 'BEGIN {
         split(b, x, " "); split(a, y, " ");
         u = y[1] - x[1]; s = y[2] - x[2];
-        printf "proxy CPU: %.2f s user, %.2f s system (%.0f%% system)\n", u, s, u + s > 0 ? 100 * s / (u + s) : 0
+        printf "proxy CPU: %.2f s user, %.2f s system (%.0f%% system)\n", u, s, (u + s > 0 ? 100 * s / (u + s) : 0)
     }'
     perf report -i "$tmp/$name.data" --children --sort sym --stdio -g none >"$tmp/$name.children" 2>/dev/null
     perf report -i "$tmp/$name.data" --no-children --sort sym --stdio -g none >"$tmp/$name.self" 2>/dev/null
