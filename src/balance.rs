@@ -39,10 +39,10 @@
 //! counts as the best learned one of its family, so it gets tried. An idle
 //! link (less than one connection's load) still wins with a score up to
 //! [`IDLE_FAVOUR`] (10%) above the lowest: a connection there is likely to
-//! add its whole capacity. A busy link slower than the family's best
-//! scores up to [`SLOW_BUSY`] (10%) more: at the end of a download, a
-//! connection there stays slow while the faster link's share grows as its
-//! other connections end. Equal scores (nothing learned yet: all equal)
+//! add its whole capacity. A busy link slower than the best of those that
+//! may take the connection scores up to [`SLOW_BUSY`] (10%) more: at the
+//! end of a download, a connection there stays slow while the faster
+//! link's share grows as its other connections end. Equal scores (nothing learned yet: all equal)
 //! fall to the smooth weighted round robin.
 
 use std::time::{Duration, Instant};
@@ -102,8 +102,9 @@ pub const MIN_PLACED_WEIGHT: f64 = 0.25;
 pub const IDLE_FAVOUR: f64 = 0.1;
 
 /// A busy link's score counts up to this fraction more, in proportion to
-/// how much slower it is than the best link of its family (none for the
-/// best, all for one of no capacity). See [`Balance::score`].
+/// how much slower it is than the best of the links that may take the
+/// connection (none for the best, all for one of no capacity). See
+/// [`Balance::score`].
 pub const SLOW_BUSY: f64 = 0.1;
 
 /// The estimate after one sample of `rate` bytes/s: `None` until the first.
@@ -390,7 +391,8 @@ impl Balance {
 
     /// What link `i`, with `open` connections, scores `now` for a new one
     /// (lower is better), where `best` is the best learned capacity of
-    /// its family and stands for a capacity not learned yet: `(load + 1) /
+    /// the links that may take it and stands for a capacity not learned
+    /// yet: `(load + 1) /
     /// capacity`; an idle link's (less than one connection's load) divided
     /// by 1 + [`IDLE_FAVOUR`], a busy one's multiplied by 1 +
     /// [`SLOW_BUSY`] × (1 − capacity / best).
@@ -421,7 +423,7 @@ impl Balance {
     /// The link for a new connection among those of `selector` that
     /// `eligible` accepts, where `open(i)` connections are open through
     /// link `i`, `now`: the lowest [`Balance::score`] (`best`: the best
-    /// learned capacity of the family, [`Balance::unknown`]). An idle link
+    /// learned capacity of the links that may take it, [`Balance::unknown`]). An idle link
     /// still wins with a score up to 10% above the lowest: a connection
     /// there is likely to add the link's whole capacity, where one more on
     /// a busy link only shares it, and a difference within the estimates'
