@@ -36,7 +36,7 @@
 //! answer (hundreds, tried about thirty a second), weigh little, and a new
 //! connection goes where the live ones are fewest. Idle connections (a
 //! BitTorrent client keeps hundreds) weigh nothing. A link not learned yet
-//! counts as the best learned one of its family, so it gets tried. An idle
+//! counts as the best learned one that may take the connection, so it gets tried. An idle
 //! link (less than one connection's load) still wins with a score up to
 //! [`IDLE_FAVOUR`] (10%) above the lowest: a connection there is likely to
 //! add its whole capacity. A busy link slower than the best of those that
