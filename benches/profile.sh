@@ -30,22 +30,9 @@ if ! command -v perf >/dev/null || ! perf --version >/dev/null 2>&1; then
     apt-get update -q >/dev/null
     apt-get install -y -q linux-perf >/dev/null
 fi
-cargo build --release --quiet --bin dispatch --example loadgen
-bin=${DISPATCH:-./target/release/dispatch}
-loadgen=./target/release/examples/loadgen
-tmp=$(mktemp -d)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-"$loadgen" serve 127.0.0.1:0 >"$tmp/echo.out" &
-pids+=($!)
-for _ in $(seq 100); do grep -q listening "$tmp/echo.out" && break; sleep 0.05; done
-target=$(awk '/listening/ {print $2}' "$tmp/echo.out")
-[ -n "$target" ] || { echo "profile.sh: the echo server did not start" >&2; exit 1; }
-XDG_STATE_HOME=$tmp "$bin" start --port "$port" --quiet 127.0.0.1 >/dev/null 2>&1 &
-proxy=$!
-pids+=($proxy)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
-kill -0 "$proxy" 2>/dev/null || { echo "profile.sh: dispatch exited at start (port $port in use? set PORT)" >&2; exit 1; }
+name=profile.sh
+# shellcheck source=lib/loopback.sh
+. benches/lib/loopback.sh
 tick=$(getconf CLK_TCK)
 
 # cpu: the proxy's user and system CPU seconds so far.

@@ -20,20 +20,9 @@ if ! command -v strace >/dev/null; then
     [ "$(id -u)" = 0 ] || { echo "syscalls.sh: strace missing; run as root to install it" >&2; exit 1; }
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q strace >/dev/null
 fi
-cargo build --release --quiet --bin dispatch --example loadgen
-bin=${DISPATCH:-./target/release/dispatch}
-loadgen=./target/release/examples/loadgen
-tmp=$(mktemp -d)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-"$loadgen" serve 127.0.0.1:0 >"$tmp/echo.out" &
-pids+=($!)
-for _ in $(seq 100); do grep -q listening "$tmp/echo.out" && break; sleep 0.05; done
-target=$(awk '/listening/ {print $2}' "$tmp/echo.out")
-XDG_STATE_HOME=$tmp "$bin" start --port "$port" --quiet 127.0.0.1 >/dev/null 2>&1 &
-proxy=$!
-pids+=($proxy)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+name=syscalls.sh
+# shellcheck source=lib/loopback.sh
+. benches/lib/loopback.sh
 strace -c -f -p "$proxy" -o "$tmp/strace.txt" &
 tracer=$!
 sleep 0.5
