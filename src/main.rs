@@ -279,7 +279,8 @@ impl StateFile {
 
     /// Reads the file; a missing or bad one is said in one line and ignored.
     /// One that is not a state file (or not a regular file) is left alone:
-    /// said on the terminal too, and nothing is kept.
+    /// said on the terminal too, and nothing is kept. One that cannot be
+    /// written is said on the terminal at once.
     fn open(given: Option<PathBuf>) -> StateFile {
         let mut path = given.as_deref().map(learned::resolve);
         let earlier = match &path {
@@ -312,10 +313,27 @@ impl StateFile {
                 }
             },
         };
+        // Written back at once (what it held, or its header alone), so that
+        // a path that cannot be written is said now, not at the first save
+        // a minute or a download later.
+        let mut warned = false;
+        if let Some(p) = &path {
+            if let Err(e) = learned::save(p, &earlier) {
+                let shown = given.as_deref().unwrap_or(p);
+                let notice = format!(
+                    "cannot write the state file {}: {e}; learned capacities will not be \
+                     kept (name another with --state-file, or give --no-state-file)",
+                    shown.display()
+                );
+                log::warn!("{notice}");
+                eprintln!("warning: {notice}");
+                warned = true;
+            }
+        }
         StateFile {
             path,
             earlier,
-            warned: false,
+            warned,
         }
     }
 

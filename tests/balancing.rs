@@ -420,6 +420,26 @@ fn a_file_that_is_not_a_state_file_is_left_alone() {
     );
 }
 
+/// A state file that cannot be written (here under /proc, where not even
+/// root makes files: reading finds none, so it is not "not ours") is said
+/// on the terminal at start, not at the first save a minute later; the
+/// proxy works.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unwritable_state_file_is_said_at_start() {
+    let file = format!("/proc/dispatch-test-{}/capacities", std::process::id());
+    let server = Server::whoami("127.0.0.1:0");
+    let proxy = Proxy::start(&["--state-file", &file, "127.0.0.2"]);
+    assert_eq!(source_of(proxy.addr, server.addr).to_string(), "127.0.0.2");
+    let out = proxy.finish();
+    assert_eq!(
+        out.stderr.matches("cannot write the state file").count(),
+        1,
+        "stderr: {}",
+        out.stderr
+    );
+}
+
 /// Without --state-file the file goes beside the log, under the
 /// XDG_STATE_HOME given (tests never touch the user's own), named for the
 /// instance's port as the log is (`--port 0`: `dispatch-0.log`,
