@@ -248,7 +248,13 @@ pub fn format_table(ifaces: &[Interface]) -> String {
             rows.push(row.map(String::from));
         }
         for &ip in &iface.addrs {
-            let usable = if is_usable(ip) { "yes" } else { "no" };
+            // A loopback address may be given (tests, a local server), but
+            // reaches nothing beyond this machine.
+            let usable = match ip {
+                _ if is_usable(ip) => "yes",
+                _ if ip.is_loopback() => "local only",
+                _ => "no",
+            };
             let default = match iface.default_use(ip) {
                 Ok(()) => "yes".to_string(),
                 Err(why) => format!("no ({why})"),
@@ -425,14 +431,14 @@ mod tests {
             iface("dummy0", &[]),
         ]);
         let expected = "\
-INTERFACE  FAMILY  ADDRESS          USABLE  DEFAULT
-lo         IPv4    127.0.0.1        no      no (loopback)
-lo         IPv6    ::1              no      no (loopback)
-enp3s0     IPv4    192.168.1.20     yes     yes
-enp3s0     IPv6    fe80::1234:5678  no      no (link-local only)
-enp3s0     IPv6    2001:db8::20     yes     no (no default route)
-docker0    IPv4    172.17.0.1       yes     no (no default route)
-dummy0     -       -                no      no (no address)
+INTERFACE  FAMILY  ADDRESS          USABLE      DEFAULT
+lo         IPv4    127.0.0.1        local only  no (loopback)
+lo         IPv6    ::1              local only  no (loopback)
+enp3s0     IPv4    192.168.1.20     yes         yes
+enp3s0     IPv6    fe80::1234:5678  no          no (link-local only)
+enp3s0     IPv6    2001:db8::20     yes         no (no default route)
+docker0    IPv4    172.17.0.1       yes         no (no default route)
+dummy0     -       -                no          no (no address)
 ";
         assert_eq!(table, expected);
     }

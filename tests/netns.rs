@@ -289,7 +289,7 @@ fn link_local(ns: &Netns, dev: &str) -> String {
 }
 
 /// `dispatch list` from the outside: every interface and address, USABLE
-/// "no" for loopback and link-local, "yes" for the rest, and DEFAULT "yes"
+/// "local only" for loopback, "no" for link-local, "yes" for the rest, and DEFAULT "yes"
 /// only for an address with a default route of its family, else why not.
 #[test]
 fn netns_list_says_which_addresses_are_usable() {
@@ -301,14 +301,15 @@ fn netns_list_says_which_addresses_are_usable() {
     let out = ns.exec(BIN, &["list"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "dispatch list: {text}");
-    // Four columns, then DEFAULT, which may have several words.
+    // Columns are apart by two spaces or more; a cell may have words.
     let rows: Vec<Vec<String>> = text
         .lines()
         .map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            let mut row: Vec<String> = words.iter().take(4).map(|w| w.to_string()).collect();
-            row.push(words[4.min(words.len())..].join(" "));
-            row
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
         })
         .collect();
     assert_eq!(
@@ -317,8 +318,8 @@ fn netns_list_says_which_addresses_are_usable() {
         "{text}"
     );
     for want in [
-        ["lo", "IPv4", "127.0.0.1", "no", "no (loopback)"],
-        ["lo", "IPv6", "::1", "no", "no (loopback)"],
+        ["lo", "IPv4", "127.0.0.1", "local only", "no (loopback)"],
+        ["lo", "IPv6", "::1", "local only", "no (loopback)"],
         ["v0", "IPv4", "192.0.2.1", "yes", "yes"],
         [
             "v0",
