@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use dispatch::auth::Access;
+use dispatch::balance::Strategy;
 use dispatch::cli::{Cli, Command, StartArgs};
 use dispatch::config;
 use dispatch::links::LinkSpec;
@@ -88,6 +89,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     let proxies = config.proxies.clone();
     let waiting = config.waiting.clone();
     let metrics_addr = config.metrics;
+    let weighted = config.balance == Strategy::Weights;
     let mut reactor = Reactor::new(config).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => Failure::Runtime(format!(
             "{listen} is already in use; stop the other program or pick another --port"
@@ -109,10 +111,15 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         log::warn!("cannot catch signals ({e}); stopping will not print a summary");
     }
     let local = reactor.local_addr();
+    let balancing = report::balancing_line(reactor.links());
     say(&banner(
         local,
         &targets,
         args.addresses.is_empty(),
+        Balancing {
+            weighted,
+            line: &balancing,
+        },
         &destination,
     ));
     // Proxies are shown by their URL, whose Display redacts the password.
@@ -136,7 +143,10 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     }
     let list: Vec<String> = targets
         .iter()
-        .map(|t| format!("{} (weight {})", t.ip, t.weight))
+        .map(|t| match weighted {
+            true => format!("{} (weight {})", t.ip, t.weight),
+            false => t.ip.to_string(),
+        })
         .chain(
             proxies
                 .iter()
@@ -169,7 +179,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         eprintln!("warning: {notice}");
     }
 
-    log::info!("{}", report::balancing_line(reactor.links()));
+    log::info!("{balancing}");
 
     let live = !args.quiet && !debug && io::stdout().is_terminal();
     let mut reporter = Reporter::new(live);
@@ -406,8 +416,21 @@ impl Reporter {
     }
 }
 
+/// How the banner shows the balancing: each link's weight when weights
+/// are used, and the line saying from what.
+struct Balancing<'a> {
+    weighted: bool,
+    line: &'a str,
+}
+
 /// What `start` prints once listening; tests read the first line.
-fn banner(local: SocketAddr, targets: &[LinkSpec], every_iface: bool, log: &Destination) -> String {
+fn banner(
+    local: SocketAddr,
+    targets: &[LinkSpec],
+    every_iface: bool,
+    balancing: Balancing<'_>,
+    log: &Destination,
+) -> String {
     let mut out = format!("dispatch listening on {local}\n");
     let width = targets
         .iter()
@@ -417,7 +440,10 @@ fn banner(local: SocketAddr, targets: &[LinkSpec], every_iface: bool, log: &Dest
     for t in targets {
         let ip = t.ip.to_string();
         let family = iface::family(t.ip);
-        let _ = write!(out, "  {ip:<width$}  {family}  weight {}", t.weight);
+        let _ = write!(out, "  {ip:<width$}  {family}");
+        if balancing.weighted {
+            let _ = write!(out, "  weight {}", t.weight);
+        }
         if let Some(name) = &t.iface {
             let _ = write!(out, "  {name}");
         }
@@ -429,11 +455,14 @@ fn banner(local: SocketAddr, targets: &[LinkSpec], every_iface: bool, log: &Dest
         );
     }
     match log {
+        // The log, on stdout, says the balancing line itself.
         Destination::Stdout => {}
         Destination::File(path) => {
-            let _ = writeln!(out, "logging to {}", path.display());
+            let _ = writeln!(out, "{}\nlogging to {}", balancing.line, path.display());
         }
-        Destination::Stderr => out.push_str("logging to stderr\n"),
+        Destination::Stderr => {
+            let _ = writeln!(out, "{}\nlogging to stderr", balancing.line);
+        }
     }
     out
 }
@@ -552,6 +581,10 @@ mod tests {
                 target("2001:db8::5", 1, None),
             ],
             true,
+            Balancing {
+                weighted: true,
+                line: "balancing by the weights given",
+            },
             &Destination::File(PathBuf::from("/s/dispatch/dispatch.log")),
         );
         assert_eq!(
@@ -560,7 +593,34 @@ mod tests {
              \x20 192.168.1.5  IPv4  weight 3  eth0\n\
              \x20 2001:db8::5  IPv6  weight 1\n\
              dispatching over the uplinks, following them as they come and go (no address given)\n\
+             balancing by the weights given\n\
              logging to /s/dispatch/dispatch.log\n"
+        );
+    }
+
+    /// Learning, a weight would be a lie: the links are listed without.
+    #[test]
+    fn banner_when_learning_shows_no_weights() {
+        let text = banner(
+            "127.0.0.1:1080".parse().unwrap(),
+            &[
+                target("10.0.0.2", 1, Some("eth0")),
+                target("10.1.0.2", 1, None),
+            ],
+            false,
+            Balancing {
+                weighted: false,
+                line: "balancing by learned capacity (nothing learned yet)",
+            },
+            &Destination::Stderr,
+        );
+        assert_eq!(
+            text,
+            "dispatch listening on 127.0.0.1:1080\n\
+             \x20 10.0.0.2  IPv4  eth0\n\
+             \x20 10.1.0.2  IPv4\n\
+             balancing by learned capacity (nothing learned yet)\n\
+             logging to stderr\n"
         );
     }
 
@@ -570,6 +630,10 @@ mod tests {
             "[::1]:1080".parse().unwrap(),
             &[target("::1", 1, Some("lo"))],
             false,
+            Balancing {
+                weighted: true,
+                line: "balancing by the weights given",
+            },
             &Destination::Stdout,
         );
         assert_eq!(

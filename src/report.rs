@@ -54,19 +54,29 @@ pub fn count(n: u64, noun: &str) -> String {
     }
 }
 
-/// A byte rate for people: `0 B/s`, `12.3 kB/s`, `1.20 MB/s`, `2.50 GB/s`;
-/// the next unit where the rounded figure would reach 1000 (999,992 B/s is
-/// `1.00 MB/s`, not `1000.0 kB/s`).
+/// A byte rate for people: `0 B/s`, `12.3 kB/s`, `1.20 MB/s`, `2.50 GB/s`
+/// (units as [`bytes`]).
 pub fn rate(bytes: u64, over: Duration) -> String {
     let per_s = bytes as f64 / over.as_secs_f64().max(1e-9);
-    if per_s < 999.5 {
-        format!("{per_s:.0} B/s")
-    } else if per_s < 999_950.0 {
-        format!("{:.1} kB/s", per_s / 1e3)
-    } else if per_s < 999_995_000.0 {
-        format!("{:.2} MB/s", per_s / 1e6)
+    format!("{}/s", amount(per_s))
+}
+
+/// Bytes for people: `0 B`, `12.3 kB`, `1.20 MB`, `3.40 GB`; the next unit
+/// where the rounded figure would reach 1000 (999,992 B is `1.00 MB`, not
+/// `1000.0 kB`).
+pub fn bytes(n: u64) -> String {
+    amount(n as f64)
+}
+
+fn amount(n: f64) -> String {
+    if n < 999.5 {
+        format!("{n:.0} B")
+    } else if n < 999_950.0 {
+        format!("{:.1} kB", n / 1e3)
+    } else if n < 999_995_000.0 {
+        format!("{:.2} MB", n / 1e6)
     } else {
-        format!("{:.2} GB/s", per_s / 1e9)
+        format!("{:.2} GB", n / 1e9)
     }
 }
 

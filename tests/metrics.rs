@@ -440,6 +440,11 @@ fn status_prints_the_link_table() {
         "{}",
         run.stdout
     );
+    assert!(
+        lines[0].ends_with(", balancing by learned capacity"),
+        "{}",
+        run.stdout
+    );
     let header: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(
         header,

@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use crate::balance::Strategy;
 use crate::dns;
 use crate::links::{Links, State};
 use crate::socks::{Command, Reply, Version};
@@ -319,6 +320,8 @@ pub struct Snapshot {
     /// When the proxy started (wall clock), and how long ago.
     pub started: SystemTime,
     pub uptime: Duration,
+    /// How new connections are spread.
+    pub balance: Strategy,
     pub links: Vec<LinkRow>,
     pub connections_open: u64,
     pub connections_total: u64,
@@ -363,6 +366,7 @@ impl Snapshot {
             listen: view.listen,
             started: view.started,
             uptime: view.started.elapsed().unwrap_or_default(),
+            balance: view.links.strategy(),
             links,
             connections_open: view.connections_open as u64,
             connections_total: view.connections_total,

@@ -11,6 +11,7 @@ use std::fmt::{Display, Write as _};
 use serde_json::{json, Value};
 
 use super::{Snapshot, DNS_LIMIT};
+use crate::balance::Strategy;
 
 /// The content type of [`prometheus`]'s text.
 pub const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -379,6 +380,10 @@ pub fn json(s: &Snapshot) -> String {
         "version": s.version,
         "listen": s.listen.to_string(),
         "uptime_seconds": s.uptime.as_secs(),
+        "balance": match s.balance {
+            Strategy::Learn => "learn",
+            Strategy::Weights => "weights",
+        },
         "links": links,
         "totals": {
             "connections_open": s.connections_open,
@@ -445,6 +450,7 @@ mod tests {
             listen: "127.0.0.1:1080".parse().unwrap(),
             started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             uptime: Duration::from_secs(5),
+            balance: Strategy::Learn,
             links: vec![
                 row("eth0 10.0.0.2", false, "up"),
                 row("wl\"an\\0\n 10.0.1.2", false, "down"),

@@ -326,6 +326,7 @@ mod tests {
             listen: "127.0.0.1:1080".parse().unwrap(),
             started: SystemTime::now(),
             uptime: Duration::ZERO,
+            balance: crate::balance::Strategy::Learn,
             links: Vec::new(),
             connections_open: 0,
             connections_total: 0,

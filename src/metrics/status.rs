@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::report::{self, bytes};
+
 /// The endpoint `dispatch status` asks when not told (the port to give
 /// `start --metrics` for it to find the proxy).
 pub const DEFAULT_PORT: u16 = 9180;
@@ -82,28 +84,19 @@ fn parse_response(bytes: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(&bytes[split + 4..]).map_err(|e| format!("not JSON: {e}"))
 }
 
-/// Bytes for people: `0 B`, `12.3 kB`, `1.20 MB`, `3.40 GB`.
-fn bytes(n: u64) -> String {
-    let n = n as f64;
-    if n < 1e3 {
-        format!("{n:.0} B")
-    } else if n < 1e6 {
-        format!("{:.1} kB", n / 1e3)
-    } else if n < 1e9 {
-        format!("{:.2} MB", n / 1e6)
-    } else {
-        format!("{:.2} GB", n / 1e9)
-    }
-}
-
 /// The status as text: a line about the proxy, one row a link, the totals.
 pub fn table(status: &Value) -> String {
     let num = |v: &Value| v.as_u64().unwrap_or(0);
     let mut out = String::new();
     let uptime = num(&status["uptime_seconds"]);
+    let balancing = match status["balance"].as_str() {
+        Some("learn") => ", balancing by learned capacity",
+        Some("weights") => ", balancing by the weights given",
+        _ => "",
+    };
     let _ = writeln!(
         out,
-        "dispatch {} on {}, up {}",
+        "dispatch {} on {}, up {}{balancing}",
         status["version"].as_str().unwrap_or("?"),
         status["listen"].as_str().unwrap_or("?"),
         duration(uptime)
@@ -117,9 +110,7 @@ pub fn table(status: &Value) -> String {
         .unwrap_or_default()
         .iter()
         .map(|l| {
-            let learned = l["capacity_bytes_per_second"]
-                .as_f64()
-                .map_or_else(|| "-".to_string(), |c| format!("{}/s", bytes(c as u64)));
+            let learned = report::capacity(l["capacity_bytes_per_second"].as_f64());
             [
                 l["link"].as_str().unwrap_or("?").to_string(),
                 l["family"].as_str().unwrap_or("?").to_string(),
@@ -182,25 +173,26 @@ mod tests {
             "version": "0.1.0",
             "listen": "127.0.0.1:1080",
             "uptime_seconds": 3725,
+            "balance": "learn",
             "links": [
                 {"link": "eth0 10.0.0.2", "family": "ipv4", "state": "up",
                  "connections_open": 3, "connections_total": 41, "failures": 0,
-                 "bytes_up": 1200, "bytes_down": 34_000_000,
-                 "capacity_bytes_per_second": 1_200_000.0},
+                 "bytes_up": 1200, "bytes_down": 999_995,
+                 "capacity_bytes_per_second": 999_992.0},
                 {"link": "wlan0 -", "family": "ipv6", "state": "down",
                  "connections_open": 0, "connections_total": 2, "failures": 2,
                  "bytes_up": 0, "bytes_down": 0, "capacity_bytes_per_second": null},
             ],
             "totals": {"connections_open": 3, "connections_total": 43,
-                       "bytes_up": 1200, "bytes_down": 34_000_000},
+                       "bytes_up": 1200, "bytes_down": 999_995},
         });
         assert_eq!(
             table(&status),
-            "dispatch 0.1.0 on 127.0.0.1:1080, up 1 h 2 min\n\
-             LINK           FAMILY  STATE  OPEN  TOTAL  FAILED      UP      DOWN    LEARNED\n\
-             eth0 10.0.0.2  ipv4    up        3     41       0  1.2 kB  34.00 MB  1.20 MB/s\n\
-             wlan0 -        ipv6    down      0      2       2     0 B       0 B          -\n\
-             total: 3 open, 43 connections, up 1.2 kB, down 34.00 MB\n"
+            "dispatch 0.1.0 on 127.0.0.1:1080, up 1 h 2 min, balancing by learned capacity\n\
+             LINK           FAMILY  STATE  OPEN  TOTAL  FAILED      UP     DOWN    LEARNED\n\
+             eth0 10.0.0.2  ipv4    up        3     41       0  1.2 kB  1.00 MB  1.00 MB/s\n\
+             wlan0 -        ipv6    down      0      2       2     0 B      0 B          -\n\
+             total: 3 open, 43 connections, up 1.2 kB, down 1.00 MB\n"
         );
     }
 
