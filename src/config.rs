@@ -149,6 +149,8 @@ pub enum ConfigError {
     /// An interface whose addresses are all loopback: it reaches nothing
     /// beyond this machine.
     LoopbackInterface(String),
+    /// `--state-file` names the `--log-file`: each would overwrite the other.
+    StateFileIsLog(PathBuf),
 }
 
 const SEE_LIST: &str = "`dispatch list` shows the ones you can use";
@@ -207,6 +209,11 @@ impl fmt::Display for ConfigError {
                 f,
                 "{name} is a loopback interface: it reaches nothing beyond this machine; \
                  to use one of its addresses anyway, give it (as 127.0.0.2); {SEE_LIST}"
+            ),
+            ConfigError::StateFileIsLog(path) => write!(
+                f,
+                "--state-file and --log-file both name {}; give the state file another name",
+                path.display()
             ),
             ConfigError::TooMany(n) => write!(
                 f,
@@ -312,6 +319,9 @@ pub fn build(
     };
     let state_file = match (&args.state_file, args.no_state_file) {
         (_, true) => None,
+        (Some(path), false) if args.log_file.as_ref() == Some(path) => {
+            return Err(ConfigError::StateFileIsLog(path.clone()))
+        }
         (Some(path), false) => Some(path.clone()),
         (None, false) => learned::default_path(args.log_file.as_deref(), args.port),
     };
@@ -566,6 +576,9 @@ mod tests {
         a.state_file = Some(PathBuf::from("/x/caps"));
         let path = build(&a, &machine(), fake_bind).unwrap().state_file;
         assert_eq!(path, Some(PathBuf::from("/x/caps")));
+        a.log_file = Some(PathBuf::from("/x/caps"));
+        let e = build(&a, &machine(), fake_bind).unwrap_err();
+        assert!(matches!(e, ConfigError::StateFileIsLog(_)), "{e}");
         a.no_state_file = true;
         a.state_file = None;
         assert_eq!(build(&a, &machine(), fake_bind).unwrap().state_file, None);

@@ -156,7 +156,9 @@ pub fn merge(now: Vec<Entry>, earlier: &[Entry]) -> Vec<Entry> {
 /// The default place: beside the log file (`log_file`, or the platform's
 /// default one for `port`), named as the log is for the instance on
 /// `port` (`capacities`, or `capacities-PORT` off the default port), so
-/// that instances on different ports never share one.
+/// that instances on different ports never share one; a log itself named
+/// so (`--log-file dir/capacities`) gets `capacities.state` beside it.
+/// `None` when there is no place for the log either (no home directory).
 pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
     let log = match log_file {
         Some(file) => file.to_path_buf(),
@@ -167,7 +169,11 @@ pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
     } else {
         format!("capacities-{port}")
     };
-    Some(log.parent().unwrap_or(Path::new(".")).join(name))
+    let path = log.parent().unwrap_or(Path::new(".")).join(&name);
+    if path == log {
+        return Some(path.with_file_name(format!("{name}.state")));
+    }
+    Some(path)
 }
 
 /// Reads the state file (a missing one is `Read` with `NotFound`); only a
@@ -372,5 +378,17 @@ mod tests {
             "{missing:?}"
         );
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_default_place_is_beside_the_log_and_never_the_log() {
+        let at = |log: &str, port| default_path(Some(Path::new(log)), port).unwrap();
+        assert_eq!(at("/var/log/d.log", 1080), Path::new("/var/log/capacities"));
+        assert_eq!(
+            at("/var/log/d.log", 1081),
+            Path::new("/var/log/capacities-1081")
+        );
+        assert_eq!(at("/x/capacities", 1080), Path::new("/x/capacities.state"));
+        assert_eq!(at("capacities-9", 9), Path::new("capacities-9.state"));
     }
 }

@@ -78,6 +78,13 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     let destination = logging::init(debug, args.log_file.clone(), args.port);
     let mut state = StateFile::open(config.state_file.clone());
     config.learned = state.earlier.clone();
+    if config.state_file.is_none() && !args.no_state_file {
+        // No --state-file, and no home directory for the default one.
+        let notice = "no place for the state file (no home directory); learned capacities \
+                      will not be kept across restarts (give --state-file PATH)";
+        log::warn!("{notice}");
+        eprintln!("warning: {notice}");
+    }
     match sys::raise_nofile_limit() {
         Ok(Some(limit)) => log::info!("open file limit: {limit}"),
         Ok(None) => {}
@@ -282,6 +289,8 @@ struct StateFile {
     earlier: Vec<learned::Entry>,
     /// A failed write was said (the next ones are not).
     warned: bool,
+    /// The text last written: the same is not written again.
+    written: Option<String>,
 }
 
 impl StateFile {
@@ -327,23 +336,28 @@ impl StateFile {
         // a path that cannot be written is said now, not at the first save
         // a minute or a download later.
         let mut warned = false;
+        let mut written = None;
         if let Some(p) = &path {
-            if let Err(e) = learned::save(p, &earlier) {
-                let shown = given.as_deref().unwrap_or(p);
-                let notice = format!(
-                    "cannot write the state file {}: {e}; learned capacities will not be \
+            match learned::save(p, &earlier) {
+                Ok(()) => written = Some(learned::format(&earlier)),
+                Err(e) => {
+                    let shown = given.as_deref().unwrap_or(p);
+                    let notice = format!(
+                        "cannot write the state file {}: {e}; learned capacities will not be \
                      kept (name another with --state-file, or give --no-state-file)",
-                    shown.display()
-                );
-                log::warn!("{notice}");
-                eprintln!("warning: {notice}");
-                warned = true;
+                        shown.display()
+                    );
+                    log::warn!("{notice}");
+                    eprintln!("warning: {notice}");
+                    warned = true;
+                }
             }
         }
         StateFile {
             path,
             earlier,
             warned,
+            written,
         }
     }
 
@@ -357,8 +371,15 @@ impl StateFile {
             return;
         }
         let entries = learned::merge(now, &self.earlier);
+        let text = learned::format(&entries);
+        if self.written.as_ref() == Some(&text) {
+            return;
+        }
         match learned::save(path, &entries) {
-            Ok(()) => self.warned = false,
+            Ok(()) => {
+                self.warned = false;
+                self.written = Some(text);
+            }
             Err(e) if !std::mem::replace(&mut self.warned, true) => {
                 log::warn!("cannot keep learned capacities in {}: {e}", path.display());
             }

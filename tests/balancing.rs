@@ -498,3 +498,73 @@ fn capacities_from_the_state_file_split_a_burst() {
     drop(open);
     proxy.finish();
 }
+
+/// With no home directory (nor XDG_STATE_HOME) there is no default place
+/// for the state file: the proxy works and says once, on the terminal,
+/// that capacities will not be kept, and how to keep them.
+#[test]
+fn no_place_for_the_state_file_is_said() {
+    let server = Server::whoami("127.0.0.1:0");
+    let launch = Launch {
+        env: vec![("HOME", String::new()), ("XDG_STATE_HOME", String::new())],
+        ..Launch::default()
+    };
+    let proxy = Proxy::launch(&launch, &["127.0.0.2"]);
+    assert_eq!(source_of(proxy.addr, server.addr).to_string(), "127.0.0.2");
+    let out = proxy.finish();
+    assert_eq!(
+        out.stderr.matches("no place for the state file").count(),
+        1,
+        "stderr: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--state-file"), "{}", out.stderr);
+}
+
+/// A log file named as the state file would be (`--log-file dir/capacities`;
+/// `capacities-0` for the tests' `--port 0`) keeps both: the state goes to
+/// `capacities-0.state` beside it, and the log is not taken for a foreign
+/// state file.
+#[test]
+fn a_log_named_capacities_gets_its_state_file_beside_it() {
+    let server = ChunkServer::start();
+    let dir = TempDir::new();
+    let log = dir.path.join("capacities-0");
+    let launch = Launch {
+        debug: false,
+        ..Launch::default()
+    };
+    let proxy = Proxy::launch(&launch, &["--log-file", log.to_str().unwrap(), "127.0.0.2"]);
+    pull_chunks(proxy.addr, server.addr, 2, Duration::from_secs(4));
+    let out = proxy.finish();
+    assert!(!out.stderr.contains("leaving it alone"), "{}", out.stderr);
+    let kept = std::fs::read_to_string(dir.path.join("capacities-0.state"))
+        .expect("the state file beside the log");
+    assert!(kept.lines().any(|l| l.ends_with(" 127.0.0.2")), "{kept}");
+    let logged = std::fs::read_to_string(&log).expect("the log");
+    assert!(logged.contains("listening on"), "{logged}");
+}
+
+/// The same file for both is refused at start (exit 2), before either is
+/// written.
+#[test]
+fn the_state_file_cannot_be_the_log() {
+    let dir = TempDir::new();
+    let file = dir.path.join("both");
+    let both = file.to_str().unwrap();
+    let run = run_bin(
+        &[
+            "start",
+            "--port",
+            "0",
+            "--log-file",
+            both,
+            "--state-file",
+            both,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("both name"), "{}", run.stderr);
+    assert!(!file.exists(), "nothing written");
+}
