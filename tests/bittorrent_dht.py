@@ -38,6 +38,8 @@ import libtorrent as lt
 
 PIECE = 16 * 1024
 SEED_RATE = 400_000
+# After the download, the lookups past the cap must answer within this.
+LOOKUP_TIMEOUT = 120
 PORT = 6881
 T0 = time.monotonic()
 
@@ -271,7 +273,9 @@ def run(proxy_host, proxy_port, work, size, timeout, net, n_nodes, n_seeders, ca
 
     # Past the proxy's cap, the DHT still answers: more lookups until the
     # downloader has used more destinations than the cap, then the peers of
-    # the torrent and the item.
+    # the torrent and the item. A guard of its own: a slow download does
+    # not eat the time these lookups take.
+    deadline = time.monotonic() + LOOKUP_TIMEOUT
     while len(dests) <= cap:
         if time.monotonic() > deadline:
             raise Fail("only %d DHT destinations used, not more than %d" % (len(dests), cap))
