@@ -58,6 +58,31 @@ pub enum Strategy {
     Weights,
 }
 
+impl Strategy {
+    /// Its name, as `--balance` takes it and `/status` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Learn => "learn",
+            Strategy::Weights => "weights",
+        }
+    }
+
+    /// The one named so.
+    pub fn from_name(name: &str) -> Option<Strategy> {
+        [Strategy::Learn, Strategy::Weights]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+
+    /// How it is said to people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Strategy::Learn => "balancing by learned capacity",
+            Strategy::Weights => "balancing by the weights given",
+        }
+    }
+}
+
 /// A period carrying less than this says nothing of the link's capacity.
 pub const MIN_SAMPLE_BYTES: u64 = 32 * 1024;
 /// How far the estimate moves towards a higher sample.

@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::balance::Strategy;
 use crate::links::{Links, Stats};
 
 /// One link's summary: `link eth0 10.0.0.2: up, 41 connections, 0 failures, up 1200 B, down 34000 B`
@@ -91,10 +90,7 @@ pub fn capacity(bytes_per_s: Option<f64>) -> String {
 /// Said once at start: how connections are spread, and from what.
 /// `balancing by learned capacity (learned before: l1 10.1.0.2 1.20 MB/s)`.
 pub fn balancing_line(links: &Links) -> String {
-    let mut line = match links.strategy() {
-        Strategy::Learn => "balancing by learned capacity".to_string(),
-        Strategy::Weights => "balancing by the weights given".to_string(),
-    };
+    let mut line = links.strategy().describe().to_string();
     let known: Vec<String> = links
         .iter()
         .enumerate()
@@ -230,6 +226,7 @@ pub fn stats(links: &Links) -> Vec<Stats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::Strategy;
     use crate::links::LinkSpec;
     use std::num::NonZeroU32;
 

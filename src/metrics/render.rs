@@ -11,7 +11,6 @@ use std::fmt::{Display, Write as _};
 use serde_json::{json, Value};
 
 use super::{Snapshot, DNS_LIMIT};
-use crate::balance::Strategy;
 
 /// The content type of [`prometheus`]'s text.
 pub const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -92,9 +91,13 @@ pub fn prometheus(s: &Snapshot) -> String {
     t.family(
         "dispatch_info",
         "gauge",
-        "The running dispatch, by version (always 1).",
+        "The running dispatch, by version and how it balances (always 1).",
     );
-    t.sample("dispatch_info", &[("version", s.version)], 1);
+    t.sample(
+        "dispatch_info",
+        &[("version", s.version), ("balance", s.balance.name())],
+        1,
+    );
     let start = s
         .started
         .duration_since(std::time::UNIX_EPOCH)
@@ -380,10 +383,7 @@ pub fn json(s: &Snapshot) -> String {
         "version": s.version,
         "listen": s.listen.to_string(),
         "uptime_seconds": s.uptime.as_secs(),
-        "balance": match s.balance {
-            Strategy::Learn => "learn",
-            Strategy::Weights => "weights",
-        },
+        "balance": s.balance.name(),
         "links": links,
         "totals": {
             "connections_open": s.connections_open,
@@ -415,6 +415,7 @@ pub fn json(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::Strategy;
     use crate::links::Stats;
     use crate::metrics::{Counters, ErrorReply, LinkRow, Request};
     use crate::socks::Reply;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::balance::Strategy;
 use crate::report::{self, bytes};
 
 /// The endpoint `dispatch status` asks when not told (the port to give
@@ -89,11 +90,10 @@ pub fn table(status: &Value) -> String {
     let num = |v: &Value| v.as_u64().unwrap_or(0);
     let mut out = String::new();
     let uptime = num(&status["uptime_seconds"]);
-    let balancing = match status["balance"].as_str() {
-        Some("learn") => ", balancing by learned capacity",
-        Some("weights") => ", balancing by the weights given",
-        _ => "",
-    };
+    let balancing = status["balance"]
+        .as_str()
+        .and_then(Strategy::from_name)
+        .map_or(String::new(), |s| format!(", {}", s.describe()));
     let _ = writeln!(
         out,
         "dispatch {} on {}, up {}{balancing}",
