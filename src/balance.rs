@@ -5,7 +5,8 @@
 //!
 //! **Capacity.** Once a second ([`Balance::sample`]) each link's bytes (both
 //! ways) over the elapsed time make a sample. A sample counts only when the
-//! link was busy for the whole period: connections carried bytes through it
+//! link was busy for the whole period: connections were busy through it
+//! (each carried [`BUSY_BYTES`], or just answered)
 //! in the period before, in this one and in the next (so the slow start of a
 //! burst and its tail are left out), and it carried at least
 //! [`MIN_SAMPLE_BYTES`]. The estimate rises quickly towards a higher sample
@@ -16,7 +17,8 @@
 //! carry at least, not at most (a fast link that carried one slow transfer
 //! was learned as slow, kept so in the state file, and never chosen again):
 //! so a period in which fewer than [`MIN_FALL_CONNECTIONS`] connections
-//! carried bytes gives no first estimate, and lowers one only from a
+//! were busy (carried [`BUSY_BYTES`] in it: a keep-alive or a heartbeat is
+//! not) gives no first estimate, and lowers one only from a
 //! sample at least [`SOLO_FALL_FLOOR`] of it (the link's own noise, not a
 //! far end's pace). An idle link keeps its last estimate. (The kernel's own view,
 //! Linux `TCP_INFO` delivery rate, measures what this end sends: for a
@@ -24,7 +26,7 @@
 //!
 //! **Choice.** A new connection goes to the link with the lowest
 //! `(load + 1) / capacity`, where load counts the open connections (and UDP
-//! destinations) through it that carried bytes in this period or the last
+//! destinations) through it that were busy in this period or the last
 //! one, plus those placed on it lately that have not carried any yet: for
 //! one to two *answer windows*, about four of the link's connect times (a
 //! failed connect is taken back at once), and each weighed by the share of
@@ -85,12 +87,18 @@ impl Strategy {
 
 /// A period carrying less than this says nothing of the link's capacity.
 pub const MIN_SAMPLE_BYTES: u64 = 32 * 1024;
+/// A connection (or UDP destination) is busy in a period once it carried
+/// this much in it (both ways), or in the period it first answered: more
+/// than a keep-alive, a heartbeat or a DHT reply, which say nothing of the
+/// link's capacity and take none of it. A transfer carries this many times
+/// over, even one of fifty peers on a 400 kB/s link.
+pub const BUSY_BYTES: u32 = 2048;
 /// How far the estimate moves towards a higher sample.
 pub const RISE: f64 = 0.5;
 /// How far the estimate moves towards a lower sample.
 pub const FALL: f64 = 1.0 / 3.0;
-/// A period in which this many connections (or UDP destinations) carried
-/// bytes through the link gives a first estimate, or a lower one, whatever
+/// A period in which this many connections (or UDP destinations) were
+/// busy through the link ([`BUSY_BYTES`]) gives a first estimate, or a lower one, whatever
 /// its rate; with fewer, see [`SOLO_FALL_FLOOR`].
 pub const MIN_FALL_CONNECTIONS: u32 = 2;
 /// With fewer than [`MIN_FALL_CONNECTIONS`] busy, a lower sample counts
@@ -141,9 +149,14 @@ pub fn update(estimate: Option<f64>, rate: f64) -> f64 {
     }
 }
 
-/// Tags a connection with the period it last carried bytes in (`0`: never),
-/// so that each busy connection is counted once a period.
-pub type Seen = u8;
+/// What one connection (or UDP destination) carried lately, for its link's
+/// meter: the period it last carried bytes in (`0`: never) and how many in
+/// it, so that it counts as busy once a period, once past [`BUSY_BYTES`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    period: u32,
+    bytes: u32,
+}
 
 /// One link's meter.
 #[derive(Debug, Default, Clone, Copy)]
@@ -152,7 +165,7 @@ pub struct Meter {
     capacity: Option<f64>,
     /// The link's byte count at the last sample.
     bytes_at: Option<u64>,
-    /// Connections that carried bytes in this period, and in the last one.
+    /// Connections busy in this period, and in the last one.
     active: u32,
     active_before: u32,
     /// Placed and not carrying bytes yet: in the current answer window
@@ -169,7 +182,7 @@ pub struct Meter {
     /// (`None`: [`DEFAULT_WINDOW`]).
     window: Option<Duration>,
     /// The last period's rate, when the link was busy before it too, and
-    /// how many connections carried bytes in it: counted once the next
+    /// how many connections were busy in it: counted once the next
     /// period shows it busy still.
     pending: Option<(f64, u32)>,
     /// The link's failed connects, as last seen.
@@ -271,8 +284,9 @@ impl Meter {
 pub struct Balance {
     pub strategy: Strategy,
     meters: Vec<Meter>,
-    /// The current period, `1..=255` ([`Seen`] `0` is "never").
-    period: Seen,
+    /// The current period, from 1 (a [`Seen`] of period 0 never carried);
+    /// at one a second it does not wrap in 136 years.
+    period: u32,
     /// When the current period began.
     since: Option<Instant>,
     /// The share of recent placements that came to carry bytes (1: all,
@@ -366,14 +380,15 @@ impl Balance {
         self.outcomes(0, lapsed + failed);
     }
 
-    /// A connection tagged `seen` carried bytes through link `i`, `now`.
-    pub fn carried(&mut self, i: usize, seen: &mut Seen, now: Instant) {
-        if *seen == self.period {
-            return;
-        }
+    /// A connection tagged `seen` carried `bytes` through link `i`, `now`
+    /// (none: it connected, or an event moved nothing). The first call
+    /// makes it answered, and busy for that period (its transfer is about
+    /// to begin: a fresh connection, no longer counted as placed, must
+    /// still weigh on its link); later it is busy in a period once it
+    /// carried [`BUSY_BYTES`] in it.
+    pub fn carried(&mut self, i: usize, seen: &mut Seen, bytes: u64, now: Instant) {
         let meter = &mut self.meters[i];
-        meter.active = meter.active.saturating_add(1);
-        if *seen == 0 {
+        if seen.period == 0 {
             // Its own placement, the oldest still counting, or one that
             // lapsed (a late answer, counted unanswered then: live after
             // all). None on a link no placement reached (a proxy link's
@@ -384,8 +399,39 @@ impl Balance {
                 carried = 1 - meter.unlapse(1);
             }
             self.outcomes(carried, lapsed);
+            let meter = &mut self.meters[i];
+            meter.active = meter.active.saturating_add(1);
+            *seen = Seen {
+                period: self.period,
+                bytes: BUSY_BYTES,
+            };
         }
-        *seen = self.period;
+        self.add(i, seen, bytes);
+    }
+
+    /// `bytes` went out to a UDP destination tagged `seen` on link `i`:
+    /// they count towards its being busy once it has answered.
+    pub fn sent(&mut self, i: usize, seen: &mut Seen, bytes: u64) {
+        if seen.period != 0 {
+            self.add(i, seen, bytes);
+        }
+    }
+
+    /// Adds `bytes` to what `seen` carried this period through link `i`;
+    /// past [`BUSY_BYTES`] it is busy.
+    fn add(&mut self, i: usize, seen: &mut Seen, bytes: u64) {
+        if seen.period != self.period {
+            *seen = Seen {
+                period: self.period,
+                bytes: 0,
+            };
+        }
+        let before = seen.bytes;
+        seen.bytes = before.saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
+        if before < BUSY_BYTES && seen.bytes >= BUSY_BYTES {
+            let meter = &mut self.meters[i];
+            meter.active = meter.active.saturating_add(1);
+        }
     }
 
     /// The period ends `now` (call about once a second); `totals` gives

@@ -4,6 +4,8 @@ use super::*;
 use std::num::NonZeroU32;
 
 const SEC: Duration = Duration::from_secs(1);
+/// What a transferring connection carries at a step: past [`BUSY_BYTES`].
+const BULK: u64 = 64 * 1024;
 
 /// `n` links; `rates` says what each carries per second while busy
 /// (0: idle), through `conns` connections each (two, unless
@@ -30,7 +32,7 @@ impl Sim {
             b,
             now,
             totals: vec![0; n],
-            seen: vec![vec![0; conns]; n],
+            seen: vec![vec![Seen::default(); conns]; n],
         }
     }
 
@@ -38,8 +40,9 @@ impl Sim {
         for (i, &r) in rates.iter().enumerate() {
             if r > 0 {
                 self.totals[i] += r;
+                let each = r / self.seen[i].len() as u64;
                 for seen in &mut self.seen[i] {
-                    self.b.carried(i, seen, self.now);
+                    self.b.carried(i, seen, each, self.now);
                 }
             }
         }
@@ -113,9 +116,10 @@ fn the_tail_of_a_burst_is_not_a_sample() {
 
 #[test]
 fn trickles_say_nothing_of_capacity() {
+    // Two busy connections (10 kB each a second), under MIN_SAMPLE_BYTES.
     let mut s = Sim::new(1);
     for _ in 0..10 {
-        s.second(&[2_000]);
+        s.second(&[20_000]);
     }
     assert_eq!(s.b.meter(0).capacity(), None);
 }
@@ -271,26 +275,126 @@ fn an_idle_link_wins_within_the_estimates_noise() {
         let mut b = links(caps);
         for (i, n) in [5, 5, 1].into_iter().enumerate() {
             for _ in 0..n {
-                b.carried(i, &mut 0, t);
+                b.carried(i, &mut Seen::default(), BULK, t);
             }
         }
         assert_eq!(place(&mut b, 1, [5, 5, 1])[2], 0, "{caps:?}");
     }
 }
 
+/// A keep-alive or heartbeat beside one download is not a second busy
+/// connection: its link's lower sample stays solo (ignored below half the
+/// estimate), and it weighs nothing in the link's load. Bytes a period add
+/// up: small writes that make a transfer count, once.
+#[test]
+fn a_trickle_is_not_busy_and_small_writes_add_up() {
+    let mut b = Balance::new(Strategy::Learn);
+    b.resize(1);
+    let (mut bulk, mut trickle) = (Seen::default(), Seen::default());
+    let mut t = Instant::now();
+    b.sample([0].into_iter(), t);
+    let mut total = 0;
+    // Learned: 1 MB/s with two transfers; the trickle's connection opens
+    // (busy in the period it answers in, as any new one).
+    b.carried(0, &mut trickle, 0, t);
+    for _ in 0..4 {
+        let mut other = Seen::default();
+        b.carried(0, &mut bulk, BULK, t);
+        b.carried(0, &mut other, BULK, t);
+        total += 1_000_000;
+        t += SEC;
+        b.sample([total].into_iter(), t);
+    }
+    let learned = b.meter(0).capacity().unwrap();
+    // One download at a third of it (its server is slow), a trickle beside.
+    for _ in 0..6 {
+        b.carried(0, &mut bulk, BULK, t);
+        b.carried(0, &mut trickle, 60, t);
+        total += 330_000;
+        t += SEC;
+        b.sample([total].into_iter(), t);
+    }
+    assert_eq!(
+        b.meter(0).capacity(),
+        Some(learned),
+        "a solo fall below half"
+    );
+    assert_eq!(b.meter(0).busy(2), 1, "the trickle is not busy");
+    // Many small writes in one period: busy, counted once.
+    let mut small = Seen::default();
+    for _ in 0..100 {
+        b.carried(0, &mut small, 100, t);
+    }
+    t += SEC;
+    b.sample([total + 10_000].into_iter(), t);
+    assert_eq!(b.meter(0).busy(3), 1, "only the small writes' connection");
+    // Past u32 in one go: counted once.
+    let mut huge = Seen::default();
+    b.carried(0, &mut huge, 0, t);
+    t += SEC;
+    b.sample([total + 10_000].into_iter(), t);
+    b.carried(0, &mut huge, u64::MAX, t);
+    b.carried(0, &mut huge, u64::MAX, t);
+    t += SEC;
+    b.sample([total + 20_000].into_iter(), t);
+    assert_eq!(b.meter(0).busy(3), 1, "counted once");
+}
+
+/// A UDP destination we upload to answers with little: what goes to it
+/// counts too, once it answered (sending alone is no answer).
+#[test]
+fn what_goes_to_an_answering_destination_makes_it_busy() {
+    let mut b = Balance::new(Strategy::Learn);
+    b.resize(1);
+    let mut t = Instant::now();
+    b.sample([0].into_iter(), t);
+    let mut dest = Seen::default();
+    b.placed(0, t);
+    b.sent(0, &mut dest, BULK);
+    assert_eq!(b.meter(0).placed_at(t), 1, "no answer yet");
+    t += SEC;
+    b.sample([BULK].into_iter(), t);
+    assert_eq!(b.meter(0).busy(1), 0, "not busy before it answers");
+    b.carried(0, &mut dest, 60, t);
+    t += SEC;
+    b.sample([BULK].into_iter(), t);
+    // The period after its answer: small acknowledgements back, bulk out.
+    b.carried(0, &mut dest, 60, t);
+    b.sent(0, &mut dest, BULK);
+    t += SEC;
+    b.sample([2 * BULK].into_iter(), t);
+    assert_eq!(b.meter(0).busy(1), 1, "busy by what it was sent");
+}
+
+/// A connection that just connected (its first call carries nothing yet)
+/// is no longer counted as placed, and weighs as busy instead: a burst
+/// picked meanwhile does not see its link lighter.
+#[test]
+fn a_fresh_connection_weighs_before_it_carries() {
+    let mut b = Balance::new(Strategy::Learn);
+    b.resize(1);
+    let t = Instant::now();
+    b.sample([0].into_iter(), t);
+    b.placed(0, t);
+    assert_eq!(b.load(0, 1, t), 1.0, "placed");
+    b.carried(0, &mut Seen::default(), 0, t);
+    assert_eq!(b.meter(0).placed_at(t), 0, "answered");
+    assert_eq!(b.load(0, 1, t), 1.0, "busy now");
+}
+
 #[test]
 fn busy_connections_count_idle_ones_do_not() {
     let mut b = Balance::new(Strategy::Learn);
     b.resize(1);
-    let mut seen = [0 as Seen; 3];
+    let mut seen = [Seen::default(); 3];
     let t = Instant::now();
     for _ in 0..3 {
         b.placed(0, t);
     }
     assert_eq!(b.load(0, 0, t), 3.0, "placed, not carrying yet");
-    b.carried(0, &mut seen[0], t);
-    b.carried(0, &mut seen[0], t);
-    b.carried(0, &mut seen[1], t);
+    b.carried(0, &mut seen[0], BULK, t);
+    b.carried(0, &mut seen[0], BULK, t);
+    b.carried(0, &mut seen[1], BULK, t);
     assert_eq!(b.load(0, 3, t), 3.0, "two carry, one still to");
     // The third never carries: its answer windows pass.
     let t = t + SEC;
@@ -298,7 +402,7 @@ fn busy_connections_count_idle_ones_do_not() {
     assert_eq!(b.meter(0).busy(3), 2, "the last period's busy ones");
     assert_eq!(b.meter(0).busy(1), 1, "one of them closed since");
     assert_eq!(b.meter(0).placed_at(t), 0);
-    b.carried(0, &mut seen[0], t);
+    b.carried(0, &mut seen[0], BULK, t);
     b.sample([0].into_iter(), t + SEC);
     assert_eq!(b.load(0, 3, t + SEC), 1.0);
     b.sample([0].into_iter(), t + 2 * SEC);
@@ -350,7 +454,7 @@ fn an_unanswered_placement_counts_for_one_to_two_answer_windows() {
     // The first to carry takes the oldest placement's place.
     b.placed(0, t + w * 10);
     b.placed(0, t + w * 11);
-    b.carried(0, &mut 0, t + w * 11);
+    b.carried(0, &mut Seen::default(), BULK, t + w * 11);
     assert_eq!(placed(&b, 0, w * 11), 1);
     assert_eq!(placed(&b, 0, w * 12), 1, "the newer one still counts");
     // An answer after a window passed takes its own place, not that of
@@ -362,7 +466,7 @@ fn an_unanswered_placement_counts_for_one_to_two_answer_windows() {
     b.placed(0, t + w * 3 / 2);
     let now = t + w * 5 / 2;
     assert_eq!(b.meter(0).placed_at(now), 1);
-    b.carried(0, &mut 0, now);
+    b.carried(0, &mut Seen::default(), BULK, now);
     assert_eq!(b.load(0, 1, now), 1.0, "busy, and no longer placed");
 }
 
@@ -389,7 +493,7 @@ fn placements_weigh_the_share_that_answers() {
     // Then every one carries: back near 1 within a few dozen.
     for _ in 0..40 {
         b.placed(0, t);
-        b.carried(0, &mut 0, t);
+        b.carried(0, &mut Seen::default(), BULK, t);
         t += Duration::from_millis(33);
     }
     assert!(b.answering() > 0.9, "{}", b.answering());
@@ -453,7 +557,7 @@ impl Swarm {
     fn tick(&mut self) {
         self.now += Duration::from_millis(33);
         for (i, seen) in self.live.iter_mut() {
-            self.b.carried(*i, seen, self.now);
+            self.b.carried(*i, seen, BULK, self.now);
         }
         if self.now >= self.next_second {
             self.b.sample([0, 0, 0].into_iter(), self.now);
@@ -472,7 +576,7 @@ fn live_among_dead(period: usize, k: usize) -> [u64; 3] {
         let best = swarm.place(&open);
         if n % period == k {
             open[best] += 1;
-            swarm.live.push((best, 0));
+            swarm.live.push((best, Seen::default()));
         }
         swarm.tick();
     }
@@ -512,7 +616,7 @@ fn a_burst_after_a_swarm_is_still_spread() {
     for (busy, learned) in [([3, 5, 1], true), ([1, 2, 2], false), ([0, 0, 0], true)] {
         let mut swarm = Swarm::new(learned);
         swarm.live = (0..3)
-            .flat_map(|i| (0..busy[i]).map(move |_| (i, 0)))
+            .flat_map(|i| (0..busy[i]).map(move |_| (i, Seen::default())))
             .collect();
         for _ in 0..600 * 30 {
             swarm.place(&busy);

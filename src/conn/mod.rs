@@ -254,7 +254,7 @@ impl Conn {
             bytes_down: 0,
             failed: false,
             queued: false,
-            seen: 0,
+            seen: crate::balance::Seen::default(),
             reason: "",
             error: None,
         };

@@ -610,25 +610,34 @@ fn send_range(
     let Some(link) = route(assoc, ctx, conn, dest) else {
         return 0;
     };
-    if assoc.legs.has(link) {
+    let sent = if assoc.legs.has(link) {
         // Through an upstream: the header goes in front, where the
         // client's was (as long, or longer for an IPv4-mapped address).
         let at = range.start - socks::udp_header_len(dest);
         socks::emit_udp_header(dest, &mut ctx.udp_buf[at..range.start]);
-        return assoc.legs.send(ctx, link, at..range.end, range.len());
-    }
-    let Some(Some(out)) = assoc.outs.get(link) else {
-        return 0;
-    };
-    let payload = &ctx.udp_buf[range];
-    match attempt(|| out.socket.send_to(payload, dest)) {
-        Outcome::Continue(sent) => {
-            ctx.links.datagram_up(link, sent as u64);
-            sent
+        assoc.legs.send(ctx, link, at..range.end, range.len())
+    } else {
+        let Some(Some(out)) = assoc.outs.get(link) else {
+            return 0;
+        };
+        let payload = &ctx.udp_buf[range];
+        match attempt(|| out.socket.send_to(payload, dest)) {
+            Outcome::Continue(sent) => {
+                ctx.links.datagram_up(link, sent as u64);
+                sent
+            }
+            // A full send buffer or an ICMP error: UDP may drop.
+            _ => 0,
         }
-        // A full send buffer or an ICMP error: UDP may drop.
-        _ => 0,
+    };
+    // What goes to a destination that answered makes it busy too (a peer
+    // we upload to answers with small acknowledgements).
+    if sent > 0 {
+        if let Some(route) = assoc.routes.get_mut(&dest) {
+            ctx.links.sent(link, &mut route.seen, sent as u64);
+        }
     }
+    sent
 }
 
 /// Sends `payload` (not in the shared buffer, which is free then) to
@@ -665,7 +674,7 @@ fn route(assoc: &mut Assoc, ctx: &mut Ctx<'_>, conn: Handle, dest: SocketAddr) -
             } else {
                 place(ctx, dest).map(|link| Route {
                     link: link as u8,
-                    seen: 0,
+                    seen: Seen::default(),
                 })
             };
             match route {
@@ -715,7 +724,7 @@ fn route(assoc: &mut Assoc, ctx: &mut Ctx<'_>, conn: Handle, dest: SocketAddr) -
         // Room was checked above: an idle one at most gives way.
         let route = Route {
             link: link_index,
-            seen: 0,
+            seen: Seen::default(),
         };
         if let Ok(Some(gone)) = assoc.routes.insert(dest, route, ctx.now) {
             if gone.was_live {
@@ -829,7 +838,7 @@ fn to_client(
     // them live.
     match assoc.routes.touch_live(&from, ctx.now) {
         Some(route) if usize::from(route.link) == link => {
-            ctx.links.answered(link, &mut route.seen, ctx.now);
+            ctx.links.answered(link, &mut route.seen, n, ctx.now);
         }
         _ => return 0,
     }

@@ -139,14 +139,21 @@ impl Links {
     /// link `i`, `now`.
     pub fn carried(&mut self, i: usize, up: u64, down: u64, seen: &mut Seen, now: Instant) {
         self.add_bytes(i, up, down);
-        self.balance.carried(i, seen, now);
+        self.balance.carried(i, seen, up + down, now);
     }
 
-    /// A UDP destination tagged `seen`, placed on link `i`, answered: it
-    /// counts on the link as a busy connection does (the bytes are counted
-    /// by [`Links::datagram_down`]).
-    pub fn answered(&mut self, i: usize, seen: &mut Seen, now: Instant) {
-        self.balance.carried(i, seen, now);
+    /// A UDP destination tagged `seen`, placed on link `i`, answered with
+    /// `bytes`: it counts on the link as a busy connection does (the bytes
+    /// are counted by [`Links::datagram_down`]).
+    pub fn answered(&mut self, i: usize, seen: &mut Seen, bytes: usize, now: Instant) {
+        self.balance.carried(i, seen, bytes as u64, now);
+    }
+
+    /// `bytes` went to a UDP destination tagged `seen` on link `i`: they
+    /// count towards its being busy once it answered (not before: sending
+    /// is no answer).
+    pub fn sent(&mut self, i: usize, seen: &mut Seen, bytes: u64) {
+        self.balance.sent(i, seen, bytes);
     }
 
     /// Ends a measuring period (call about once a second).
@@ -267,7 +274,7 @@ mod tests {
                 let i = l.pick(target(), 0, now).unwrap();
                 if i == 0 {
                     // A short exchange, over before the next pick.
-                    let mut seen = 0;
+                    let mut seen = Seen::default();
                     l.connected(0);
                     l.carried(0, 10, 100, &mut seen, now);
                     l.closed(0);
@@ -308,14 +315,14 @@ mod tests {
             .map(|_| {
                 let i = l.pick_for_datagrams(target(), Instant::now()).unwrap();
                 l.pin(i, true);
-                (i, 0)
+                (i, Seen::default())
             })
             .collect();
         // Those on link 0 answer, in this period and the next; those on
         // link 1 are dead.
         for s in 1..=2u32 {
             for (i, seen) in dests.iter_mut().filter(|(i, _)| *i == 0) {
-                l.answered(*i, seen, t);
+                l.answered(*i, seen, 4096, t);
             }
             if s == 1 {
                 l.sample(t + Duration::from_secs(1));
@@ -333,7 +340,7 @@ mod tests {
     fn busy_links_are_learned_from_what_they_carry() {
         let mut l = links(&[("10.0.0.1", 1), ("10.0.0.2", 1)], Strategy::Learn, &[]);
         // Two connections a link (one alone gives no first estimate).
-        let mut seen: [[Seen; 2]; 2] = [[0; 2]; 2];
+        let mut seen = [[Seen::default(); 2]; 2];
         let t = Instant::now();
         l.sample(t);
         for s in 1..=4u32 {

@@ -125,7 +125,8 @@ pub(super) fn from_upstream(
         if let Dest::Addr(from) = h.dest {
             if let Some(route) = assoc.routes.touch_live(&net::canonical(from), ctx.now) {
                 if usize::from(route.link) == link {
-                    ctx.links.answered(link, &mut route.seen, ctx.now);
+                    ctx.links
+                        .answered(link, &mut route.seen, n - start, ctx.now);
                 }
             }
         }
