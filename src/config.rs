@@ -13,7 +13,7 @@ use crate::cli::{self, AddrSpec, StartArgs};
 use crate::iface::Interface;
 use crate::learned;
 use crate::links::{Follow, LinkSpec, ProxySpec, MAX_LINKS};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything the reactor needs to run.
 #[derive(Debug, Clone)]
@@ -319,7 +319,7 @@ pub fn build(
     };
     let state_file = match (&args.state_file, args.no_state_file) {
         (_, true) => None,
-        (Some(path), false) if args.log_file.as_ref() == Some(path) => {
+        (Some(path), false) if args.log_file.as_ref().is_some_and(|l| same_file(l, path)) => {
             return Err(ConfigError::StateFileIsLog(path.clone()))
         }
         (Some(path), false) => Some(path.clone()),
@@ -478,6 +478,16 @@ fn uplinks(ifaces: &[Interface], excluded: &[String]) -> Vec<LinkSpec> {
     targets
 }
 
+/// Whether two paths name one file: the same once made absolute, or, for
+/// files that exist, through links (`./log` and `log`, `a/../log`, a link
+/// to it).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,6 +587,11 @@ mod tests {
         let path = build(&a, &machine(), fake_bind).unwrap().state_file;
         assert_eq!(path, Some(PathBuf::from("/x/caps")));
         a.log_file = Some(PathBuf::from("/x/caps"));
+        let e = build(&a, &machine(), fake_bind).unwrap_err();
+        assert!(matches!(e, ConfigError::StateFileIsLog(_)), "{e}");
+        // Named differently, the same file.
+        a.log_file = Some(PathBuf::from("caps"));
+        a.state_file = Some(PathBuf::from("./caps"));
         let e = build(&a, &machine(), fake_bind).unwrap_err();
         assert!(matches!(e, ConfigError::StateFileIsLog(_)), "{e}");
         a.no_state_file = true;

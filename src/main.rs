@@ -150,7 +150,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     }
     let list: Vec<String> = targets
         .iter()
-        .map(|t| match weighted {
+        .map(|t| match weighted || t.weight.get() != 1 {
             true => format!("{} (weight {})", t.ip, t.weight),
             false => t.ip.to_string(),
         })
@@ -438,7 +438,7 @@ impl Reporter {
 }
 
 /// How the banner shows the balancing: each link's weight when weights
-/// are used, and the line saying from what.
+/// are used (else only those written), and the line saying from what.
 struct Balancing<'a> {
     weighted: bool,
     line: &'a str,
@@ -462,7 +462,8 @@ fn banner(
         let ip = t.ip.to_string();
         let family = iface::family(t.ip);
         let _ = write!(out, "  {ip:<width$}  {family}");
-        if balancing.weighted {
+        // Learning, a weight written still breaks ties: shown.
+        if balancing.weighted || t.weight.get() != 1 {
             let _ = write!(out, "  weight {}", t.weight);
         }
         if let Some(name) = &t.iface {
@@ -619,14 +620,15 @@ mod tests {
         );
     }
 
-    /// Learning, a weight would be a lie: the links are listed without.
+    /// Learning, weights of 1 would be a lie: links are listed without,
+    /// but a weight written (`--balance learn 10.1.0.2/2`) breaks ties.
     #[test]
-    fn banner_when_learning_shows_no_weights() {
+    fn banner_when_learning_shows_only_weights_written() {
         let text = banner(
             "127.0.0.1:1080".parse().unwrap(),
             &[
                 target("10.0.0.2", 1, Some("eth0")),
-                target("10.1.0.2", 1, None),
+                target("10.1.0.2", 2, None),
             ],
             false,
             Balancing {
@@ -639,7 +641,7 @@ mod tests {
             text,
             "dispatch listening on 127.0.0.1:1080\n\
              \x20 10.0.0.2  IPv4  eth0\n\
-             \x20 10.1.0.2  IPv4\n\
+             \x20 10.1.0.2  IPv4  weight 2\n\
              balancing by learned capacity (nothing learned yet)\n\
              logging to stderr\n"
         );

@@ -299,8 +299,9 @@ const DHT_SEEDERS: usize = 4;
 /// At 20 they take 45 to 60 s (2026-12-02, 2 cores).
 const DHT_CAP: usize = 20;
 /// A guard against a hang, not a figure, for the download; the lookups
-/// after it have their own (LOOKUP_TIMEOUT in the script, 120 s).
+/// after it have their own.
 const DHT_TIMEOUT: Duration = Duration::from_secs(300);
+const DHT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A real session finding its peers through the DHT (issue 15): libtorrent
 /// with the DHT on, everything through the proxy's UDP ASSOCIATE, against
@@ -351,6 +352,7 @@ fn libtorrent_dht_keeps_answering_past_the_destination_cap() {
             &DHT_NODES.to_string(),
             &DHT_SEEDERS.to_string(),
             &cap,
+            &DHT_LOOKUP_TIMEOUT.as_secs().to_string(),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -360,7 +362,7 @@ fn libtorrent_dht_keeps_answering_past_the_destination_cap() {
     // `ip netns exec` becomes the script: its PID is the script's.
     let pid = child.id();
     let (done, waited) = mpsc::channel::<()>();
-    let limit = DHT_TIMEOUT + Duration::from_secs(120 + 30);
+    let limit = DHT_TIMEOUT + DHT_LOOKUP_TIMEOUT + Duration::from_secs(30);
     let watchdog = thread::spawn(move || {
         if waited.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
             let _ = Command::new("kill")
