@@ -319,6 +319,9 @@ pub fn build(
     };
     let state_file = match (&args.state_file, args.no_state_file) {
         (_, true) => None,
+        // What weights place is learned under their split (a link given a
+        // small share looks slow): not kept, not to mislead a learning run.
+        _ if balance == Strategy::Weights => None,
         (Some(path), false) if args.log_file.as_ref().is_some_and(|l| same_file(l, path)) => {
             return Err(ConfigError::StateFileIsLog(path.clone()))
         }
@@ -414,6 +417,13 @@ fn resolve(
         AddrSpec::Name(name) if looks_like_ipv4(name) => {
             Err(ConfigError::NotAnAddress(name.clone()))
         }
+        // `fe80::1%eth0`: an address with a scope, not an interface's name.
+        AddrSpec::Name(name) if scoped_ipv6(name).is_some() => {
+            match scoped_ipv6(name).filter(|ip| ip.segments()[0] & 0xffc0 == 0xfe80) {
+                Some(ip) => Err(ConfigError::LinkLocal(IpAddr::V6(ip))),
+                None => Err(ConfigError::NotAnAddress(name.clone())),
+            }
+        }
         AddrSpec::Name(name) => {
             let Some(iface) = ifaces.iter().find(|i| &i.name == name) else {
                 return Ok(Vec::new());
@@ -448,6 +458,11 @@ fn looks_like_ipv4(text: &str) -> bool {
     text.contains('.') && text.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
+/// The address of `addr%scope` when `addr` is an IPv6 address.
+fn scoped_ipv6(text: &str) -> Option<std::net::Ipv6Addr> {
+    text.split_once('%')?.0.parse().ok()
+}
+
 fn targets_of(iface: &Interface, weight: NonZeroU32) -> Vec<LinkSpec> {
     iface
         .usable_addrs()
@@ -478,14 +493,23 @@ fn uplinks(ifaces: &[Interface], excluded: &[String]) -> Vec<LinkSpec> {
     targets
 }
 
-/// Whether two paths name one file: the same once made absolute, or, for
-/// files that exist, through links (`./log` and `log`, `a/../log`, a link
-/// to it).
+/// Whether two paths name one file, existing or not yet: the same file
+/// name in the same directory once symbolic links are followed (`./log`
+/// and `log`, `a/../log`, a link to it, even before it is created).
 fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    fn place(path: &Path) -> Option<PathBuf> {
+        let path = learned::resolve(path);
+        let name = path.file_name()?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = std::fs::canonicalize(dir)
+            .or_else(|_| std::path::absolute(dir))
+            .ok()?;
+        Some(dir.join(name))
     }
+    place(a).is_some_and(|x| Some(x) == place(b))
 }
 
 #[cfg(test)]
@@ -642,6 +666,34 @@ mod tests {
         }
         // A name with a dot and letters is still an interface name.
         assert!(build(&args(&["eth0.100"]), &machine(), fake_bind).is_ok());
+    }
+
+    /// One file by two names is seen before either exists: through `..`,
+    /// and through a symbolic link (dangling until the log is created).
+    #[test]
+    fn one_file_by_two_names_before_it_exists() {
+        let dir = std::env::temp_dir().join(format!("dispatch-same-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("x")).unwrap();
+        let log = dir.join("x/log");
+        assert!(same_file(&log, &dir.join("x/../x/log")));
+        let link = dir.join("link");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("x/log", &link).unwrap();
+            assert!(same_file(&link, &log));
+        }
+        assert!(!same_file(&log, &dir.join("x/state")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A scoped address is no interface name: link-local is refused as
+    /// such, a scope on another address is no address.
+    #[test]
+    fn a_scoped_address_is_not_taken_for_an_interface() {
+        let e = build(&args(&["fe80::1%eth0"]), &machine(), fake_bind).unwrap_err();
+        assert!(matches!(e, ConfigError::LinkLocal(_)), "{e}");
+        let e = build(&args(&["2001:db8::1%eth0"]), &machine(), fake_bind).unwrap_err();
+        assert!(matches!(e, ConfigError::NotAnAddress(_)), "{e}");
     }
 
     /// By default the state file is beside the log file, and an instance

@@ -176,6 +176,12 @@ pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
     Some(path)
 }
 
+/// Whether the file at `path` exists and is read-only (no write permission
+/// for anyone): the user froze it; its capacities are read, never replaced.
+pub fn is_frozen(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().readonly())
+}
+
 /// Reads the state file (a missing one is `Read` with `NotFound`); only a
 /// regular file is opened (a FIFO would block the start), and text that is
 /// not UTF-8 is not one.
@@ -221,6 +227,10 @@ pub fn save(path: &Path, entries: &[Entry]) -> io::Result<()> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     fs::write(&tmp, format(entries))?;
+    // The file replaced keeps its mode (a user's 600 stays 600).
+    if let Ok(old) = fs::metadata(path) {
+        let _ = fs::set_permissions(&tmp, old.permissions());
+    }
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
@@ -390,5 +400,23 @@ mod tests {
         );
         assert_eq!(at("/x/capacities", 1080), Path::new("/x/capacities.state"));
         assert_eq!(at("capacities-9", 9), Path::new("capacities-9.state"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_replaced_file_keeps_its_mode_and_a_read_only_one_is_frozen() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("dispatch-mode-{}", std::process::id()));
+        let path = dir.join("capacities");
+        save(&path, &[entry("a", 1.0)]).unwrap();
+        assert!(!is_frozen(&path));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        save(&path, &[entry("b", 2.0)]).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
+        assert!(is_frozen(&path));
+        assert!(!is_frozen(&dir.join("none")));
+        let _ = fs::remove_dir_all(&dir);
     }
 }

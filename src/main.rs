@@ -16,7 +16,7 @@ use dispatch::metrics;
 use dispatch::reactor::{Binding, Reactor, Summary};
 use dispatch::report;
 use dispatch::{cli_docs, iface, learned, sys};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Why `dispatch` stopped early; printed as `error: <message>`.
 enum Failure {
@@ -78,7 +78,12 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     let destination = logging::init(debug, args.log_file.clone(), args.port);
     let mut state = StateFile::open(config.state_file.clone());
     config.learned = state.earlier.clone();
-    if config.state_file.is_none() && !args.no_state_file {
+    if config.balance == Strategy::Weights && args.state_file.is_some() {
+        let notice = "--state-file is not used when balancing by weights (nothing learned \
+                      is kept then: it would be learned under the weights' split)";
+        log::warn!("{notice}");
+        eprintln!("warning: {notice}");
+    } else if config.state_file.is_none() && !args.no_state_file {
         // No --state-file, and no home directory for the default one.
         let notice = "no place for the state file (no home directory); learned capacities \
                       will not be kept across restarts (give --state-file PATH)";
@@ -332,6 +337,15 @@ impl StateFile {
                 }
             },
         };
+        // Read-only: the user froze it (said in the log, it is asked for).
+        if path.as_deref().is_some_and(learned::is_frozen) {
+            let shown = given.as_deref().unwrap_or(Path::new(""));
+            log::info!(
+                "state file {} is read-only: its capacities are used, and not rewritten",
+                shown.display()
+            );
+            path = None;
+        }
         // Written back at once (what it held, or its header alone), so that
         // a path that cannot be written is said now, not at the first save
         // a minute or a download later.

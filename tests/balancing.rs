@@ -568,3 +568,71 @@ fn the_state_file_cannot_be_the_log() {
     assert!(run.stderr.contains("both name"), "{}", run.stderr);
     assert!(!file.exists(), "nothing written");
 }
+
+/// A read-only state file is the user's freeze: its capacities are used,
+/// and it is never rewritten, whatever is learned meanwhile.
+#[test]
+fn a_read_only_state_file_is_used_and_kept_as_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = ChunkServer::start();
+    let state = TempDir::new();
+    let file = state.path.join("capacities");
+    let frozen = format!("{HEADER}\n1000000 127.0.0.2\n250000 127.0.0.3\n");
+    std::fs::write(&file, &frozen).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let proxy = Proxy::start(&[
+        "--state-file",
+        file.to_str().unwrap(),
+        "127.0.0.2",
+        "127.0.0.3",
+    ]);
+    said(
+        &proxy,
+        "balancing by learned capacity (learned before: 127.0.0.2 1.00 MB/s",
+    );
+    said(
+        &proxy,
+        "is read-only: its capacities are used, and not rewritten",
+    );
+    pull_chunks(proxy.addr, server.addr, 4, Duration::from_secs(4));
+    let out = proxy.finish();
+    assert!(
+        out.stdout.contains("link 127.0.0.2 learned: "),
+        "something was learned:\n{}",
+        tail(&out.stdout, 20)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), frozen);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o444);
+}
+
+/// Balancing by weights, nothing learned is kept (it would be learned
+/// under the weights' split: a link given a small share looks slow), and
+/// a --state-file given is said to be unused.
+#[test]
+fn weights_keep_no_state_file() {
+    let server = ChunkServer::start();
+    let state = TempDir::new();
+    let file = state.path.join("capacities");
+    let proxy = Proxy::start(&[
+        "--state-file",
+        file.to_str().unwrap(),
+        "127.0.0.2/3",
+        "127.0.0.3/1",
+    ]);
+    pull_chunks(proxy.addr, server.addr, 2, Duration::from_secs(3));
+    said(&proxy, "balancing by the weights given");
+    let out = proxy.finish();
+    assert!(!file.exists(), "no state file written");
+    assert_eq!(
+        out.stderr.matches("--state-file is not used").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("learned before") && !out.stdout.contains("nothing learned yet"),
+        "{}",
+        tail(&out.stdout, 20)
+    );
+}
