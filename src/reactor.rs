@@ -435,11 +435,14 @@ impl Reactor {
             // line and connects must be refused, not queued in a backlog.
             drop(listener);
             let busy = self.conns.iter().filter(|(_, c)| c.in_flight()).count();
-            log::info!(
-                "stopping: no new connections; {busy} still carrying a request have up to {} s \
-                 to finish (signal again to stop at once)",
-                self.drain_timeout.as_secs()
-            );
+            match busy {
+                0 => log::info!("stopping: no new connections, and none carrying a request"),
+                _ => log::info!(
+                    "stopping: no new connections; {busy} still carrying a request have up to \
+                     {} s to finish (signal again to stop at once)",
+                    self.drain_timeout.as_secs()
+                ),
+            }
         }
         let quiet: Vec<usize> = self
             .conns

@@ -405,6 +405,16 @@ fn sigterm_lets_a_transfer_finish_and_a_second_signal_cuts() {
         "{}",
         tail(&out.stdout, 5)
     );
+
+    // With nothing open, it says so (not "0 ... have up to 30 s").
+    let proxy = Proxy::start(&["--drain-timeout", "30", "127.0.0.1"]);
+    sigterm(proxy.pid);
+    wait_for(
+        &proxy,
+        "stopping: no new connections, and none carrying a request",
+    );
+    let out = proxy.wait_exit();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
 }
 
 /// Waits until the proxy's output has `text`.
