@@ -505,20 +505,25 @@ fn capacities_from_the_state_file_split_a_burst() {
 #[test]
 fn no_place_for_the_state_file_is_said() {
     let server = Server::whoami("127.0.0.1:0");
-    let launch = Launch {
-        env: vec![("HOME", String::new()), ("XDG_STATE_HOME", String::new())],
-        ..Launch::default()
-    };
-    let proxy = Proxy::launch(&launch, &["127.0.0.2"]);
-    assert_eq!(source_of(proxy.addr, server.addr).to_string(), "127.0.0.2");
-    let out = proxy.finish();
-    assert_eq!(
-        out.stderr.matches("no place for the state file").count(),
-        1,
-        "stderr: {}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("--state-file"), "{}", out.stderr);
+    // With -d (the log on stdout), and without (no place for a log file
+    // either: the log is stderr, where the warning is then said once).
+    for debug in [true, false] {
+        let launch = Launch {
+            env: vec![("HOME", String::new()), ("XDG_STATE_HOME", String::new())],
+            debug,
+            ..Launch::default()
+        };
+        let proxy = Proxy::launch(&launch, &["127.0.0.2"]);
+        assert_eq!(source_of(proxy.addr, server.addr).to_string(), "127.0.0.2");
+        let out = proxy.finish();
+        assert_eq!(
+            out.stderr.matches("no place for the state file").count(),
+            1,
+            "debug {debug}, stderr: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("--state-file"), "{}", out.stderr);
+    }
 }
 
 /// A log file named as the state file would be (`--log-file dir/capacities`;
@@ -571,6 +576,7 @@ fn the_state_file_cannot_be_the_log() {
 
 /// A read-only state file is the user's freeze: its capacities are used,
 /// and it is never rewritten, whatever is learned meanwhile.
+#[cfg(unix)]
 #[test]
 fn a_read_only_state_file_is_used_and_kept_as_it_is() {
     use std::os::unix::fs::PermissionsExt;
