@@ -2,6 +2,7 @@ use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::Parser;
@@ -76,19 +77,18 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     let mut config = config::build(args, &interfaces()?, config::test_bind)
         .map_err(|e| Failure::Usage(e.to_string()))?;
     let destination = logging::init(debug, args.log_file.clone(), args.port);
+    LOG_ON_STDERR.store(destination == Destination::Stderr, Ordering::Relaxed);
     let mut state = StateFile::open(config.state_file.clone());
     config.learned = state.earlier.clone();
     if config.balance == Strategy::Weights && args.state_file.is_some() {
         let notice = "--state-file is not used when balancing by weights (nothing learned \
                       is kept then: it would be learned under the weights' split)";
-        log::warn!("{notice}");
-        eprintln!("warning: {notice}");
+        warn(notice);
     } else if config.state_file.is_none() && !args.no_state_file {
         // No --state-file, and no home directory for the default one.
         let notice = "no place for the state file (no home directory); learned capacities \
                       will not be kept across restarts (give --state-file PATH)";
-        log::warn!("{notice}");
-        eprintln!("warning: {notice}");
+        warn(notice);
     }
     match sys::raise_nofile_limit() {
         Ok(Some(limit)) => log::info!("open file limit: {limit}"),
@@ -149,8 +149,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
                 "metrics are served beyond loopback, on {addr}, to anyone who reaches it \
                  (they show the links' addresses and traffic)"
             );
-            log::warn!("{notice}");
-            eprintln!("warning: {notice}");
+            warn(&notice);
         }
     }
     let list: Vec<String> = targets
@@ -178,8 +177,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         say(&format!("{notice}\n"));
     }
     if let Some(notice) = binding_notice(reactor.binding()) {
-        log::warn!("{notice}");
-        eprintln!("warning: {notice}");
+        warn(&notice);
     }
     let proxy_ifaces: Vec<(String, String)> = proxies
         .iter()
@@ -187,8 +185,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         .collect();
     let notices = waiting_notice(&targets, &waiting, args.addresses.is_empty(), &args.exclude);
     for notice in notices.into_iter().chain(proxy_iface_notice(&proxy_ifaces)) {
-        log::warn!("{notice}");
-        eprintln!("warning: {notice}");
+        warn(&notice);
     }
 
     log::info!("{balancing}");
@@ -214,6 +211,18 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         say(&format!("{}\n", lines.join("\n")));
     }
     Ok(())
+}
+
+/// The log goes to stderr (no place for a log file): warnings are there.
+static LOG_ON_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// A warning said at start: in the log, and on the terminal too, where
+/// whoever started dispatch sees it (once: not when the log is stderr).
+fn warn(notice: &str) {
+    log::warn!("{notice}");
+    if !LOG_ON_STDERR.load(Ordering::Relaxed) {
+        eprintln!("warning: {notice}");
+    }
 }
 
 /// Binds `--metrics` and has the reactor serve it; an address that cannot
@@ -323,8 +332,7 @@ impl StateFile {
                          --no-state-file)",
                         shown.display()
                     );
-                    log::warn!("{notice}");
-                    eprintln!("warning: {notice}");
+                    warn(&notice);
                     path = None;
                     Vec::new()
                 }
@@ -361,8 +369,7 @@ impl StateFile {
                      kept (name another with --state-file, or give --no-state-file)",
                         shown.display()
                     );
-                    log::warn!("{notice}");
-                    eprintln!("warning: {notice}");
+                    warn(&notice);
                     warned = true;
                 }
             }
