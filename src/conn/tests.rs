@@ -575,12 +575,14 @@ fn relaying_moves_its_idle_deadline_lazily_not_per_event() {
 /// A connection's size is what every idle connection costs (README: about
 /// 0.4 KiB each); it must not creep up unnoticed. (Sockets and addresses
 /// are other sizes elsewhere: checked where the figure was measured.)
-/// 416 bytes before splice; each direction's kernel pipe added a word.
+/// 416 bytes before splice; each direction's kernel pipe added a word;
+/// the balancer's per-period byte count (`Seen`, 8 bytes for a byte)
+/// another (440 in a debug build, where the layout differs).
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 #[test]
 fn a_connection_stays_small() {
     assert!(
-        std::mem::size_of::<Conn>() <= 432,
+        std::mem::size_of::<Conn>() <= 440,
         "{} bytes",
         std::mem::size_of::<Conn>()
     );
