@@ -139,7 +139,8 @@ fn banner_targets(proxy: &Proxy) -> Vec<String> {
         .stdout()
         .lines()
         .take_while(|l| !l.contains("dispatching over"))
-        .filter(|l| l.contains(" weight "))
+        // A target's line is indented: `  192.0.2.1  IPv4  u1`.
+        .filter(|l| l.starts_with("  "))
         .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
         .collect()
 }
