@@ -93,7 +93,9 @@ pub fn format(entries: &[Entry]) -> String {
 }
 
 /// The entries in a file's text, which begins with the header (or is
-/// blank); blank lines and `#` comments are skipped.
+/// blank); blank lines and `#` comments are skipped, as is a comment
+/// after an entry (`1200000 eth0 10.0.0.2  # the wired one`: a label
+/// never holds ` #`).
 pub fn parse(text: &str) -> Result<Vec<Entry>, LoadError> {
     let first = text.lines().map(str::trim).find(|l| !l.is_empty());
     if first.is_some_and(|l| !l.starts_with(HEADER_PREFIX)) {
@@ -101,7 +103,10 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, LoadError> {
     }
     let mut entries = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
+        let line = line
+            .split_once(" #")
+            .map_or(line, |(entry, _)| entry)
+            .trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -418,5 +423,17 @@ mod tests {
         assert!(is_frozen(&path));
         assert!(!is_frozen(&dir.join("none")));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_comment_after_an_entry_is_not_its_label() {
+        let text = format!("{HEADER}\n1200000 eth0 10.0.0.2  # the wired one\n400000 10.3.0.2 #\n");
+        assert_eq!(
+            parse(&text).unwrap(),
+            [
+                entry("eth0 10.0.0.2", 1_200_000.0),
+                entry("10.3.0.2", 400_000.0)
+            ]
+        );
     }
 }
