@@ -151,6 +151,8 @@ pub enum ConfigError {
     LoopbackInterface(String),
     /// `--state-file` names the `--log-file`: each would overwrite the other.
     StateFileIsLog(PathBuf),
+    /// `--log-file` names a state file: the log would be appended to it.
+    LogFileIsState(PathBuf),
 }
 
 const SEE_LIST: &str = "`dispatch list` shows the ones you can use";
@@ -213,6 +215,12 @@ impl fmt::Display for ConfigError {
             ConfigError::StateFileIsLog(path) => write!(
                 f,
                 "--state-file and --log-file both name {}; give the state file another name",
+                path.display()
+            ),
+            ConfigError::LogFileIsState(path) => write!(
+                f,
+                "--log-file {} is dispatch's state file (learned capacities); give the log \
+                 another name",
                 path.display()
             ),
             ConfigError::TooMany(n) => write!(
@@ -317,6 +325,13 @@ pub fn build(
         None if args.addresses.iter().any(|a| a.weighted) => Strategy::Weights,
         None => Strategy::Learn,
     };
+    if let Some(log) = args
+        .log_file
+        .as_deref()
+        .filter(|l| learned::is_state_file(l))
+    {
+        return Err(ConfigError::LogFileIsState(log.to_path_buf()));
+    }
     let state_file = match (&args.state_file, args.no_state_file) {
         (_, true) => None,
         // What weights place is learned under their split (a link given a

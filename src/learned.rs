@@ -181,6 +181,21 @@ pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
     Some(path)
 }
 
+/// Whether the file at `path` is a state file (a regular file whose first
+/// line is the header): never to be used as a log.
+pub fn is_state_file(path: &Path) -> bool {
+    use std::io::{BufRead, BufReader, Read};
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut first = String::new();
+    let _ = BufReader::new(file.take(256)).read_line(&mut first);
+    first.starts_with(HEADER_PREFIX)
+}
+
 /// Whether the file at `path` exists and is read-only (no write permission
 /// for anyone): the user froze it; its capacities are read, never replaced.
 pub fn is_frozen(path: &Path) -> bool {
@@ -435,5 +450,21 @@ mod tests {
                 entry("10.3.0.2", 400_000.0)
             ]
         );
+    }
+
+    #[test]
+    fn a_state_file_is_known_by_its_first_line() {
+        let dir = std::env::temp_dir().join(format!("dispatch-known-{}", std::process::id()));
+        let path = dir.join("capacities");
+        save(&path, &[entry("a", 1.0)]).unwrap();
+        assert!(is_state_file(&path));
+        let log = dir.join("log");
+        fs::write(&log, "2026-12-02T10:00:00Z INFO dispatch listening\n").unwrap();
+        assert!(!is_state_file(&log));
+        fs::write(&log, "").unwrap();
+        assert!(!is_state_file(&log), "an empty file may be a log");
+        assert!(!is_state_file(&dir.join("none")));
+        assert!(!is_state_file(&dir), "a directory");
+        let _ = fs::remove_dir_all(&dir);
     }
 }

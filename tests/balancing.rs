@@ -642,3 +642,24 @@ fn weights_keep_no_state_file() {
         tail(&out.stdout, 20)
     );
 }
+
+/// A --log-file that is a state file is refused at start (exit 2), and
+/// the state file is left as it was.
+#[test]
+fn the_log_cannot_be_a_state_file() {
+    let dir = TempDir::new();
+    let file = dir.path.join("caps");
+    let kept = format!("{HEADER}\n1000000 127.0.0.2\n");
+    std::fs::write(&file, &kept).unwrap();
+    let run = run_bin(
+        &["start", "--port", "0", "--log-file", file.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is dispatch's state file"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), kept);
+}
