@@ -433,12 +433,12 @@ fn resolve(
             Err(ConfigError::NotAnAddress(name.clone()))
         }
         // `fe80::1%eth0`: an address with a scope, not an interface's name.
-        AddrSpec::Name(name) if scoped_ipv6(name).is_some() => {
-            match scoped_ipv6(name).filter(|ip| ip.segments()[0] & 0xffc0 == 0xfe80) {
-                Some(ip) => Err(ConfigError::LinkLocal(IpAddr::V6(ip))),
-                None => Err(ConfigError::NotAnAddress(name.clone())),
+        AddrSpec::Name(name) if scoped_ipv6(name).is_some() => match scoped_ipv6(name) {
+            Some(ip) if ip.segments()[0] & 0xffc0 == 0xfe80 => {
+                Err(ConfigError::LinkLocal(IpAddr::V6(ip)))
             }
-        }
+            _ => Err(ConfigError::NotAnAddress(name.clone())),
+        },
         AddrSpec::Name(name) => {
             let Some(iface) = ifaces.iter().find(|i| &i.name == name) else {
                 return Ok(Vec::new());

@@ -97,16 +97,12 @@ pub fn format(entries: &[Entry]) -> String {
 /// after an entry (`1200000 eth0 10.0.0.2  # the wired one`: a label
 /// never holds ` #`).
 pub fn parse(text: &str) -> Result<Vec<Entry>, LoadError> {
-    let first = text.lines().map(str::trim).find(|l| !l.is_empty());
-    if first.is_some_and(|l| !l.starts_with(HEADER_PREFIX)) {
+    if first_line(text).is_some_and(|l| !l.starts_with(HEADER_PREFIX)) {
         return Err(LoadError::Foreign);
     }
     let mut entries = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let line = line
-            .split_once(" #")
-            .map_or(line, |(entry, _)| entry)
-            .trim();
+        let line = without_comment(line).trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -184,16 +180,31 @@ pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
 /// Whether the file at `path` is a state file (a regular file whose first
 /// line is the header): never to be used as a log.
 pub fn is_state_file(path: &Path) -> bool {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
+    // Only a regular file is opened: opening a FIFO would block.
+    if !fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let Ok(file) = fs::File::open(path) else {
         return false;
     };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return false;
-    }
-    let mut first = String::new();
-    let _ = BufReader::new(file.take(256)).read_line(&mut first);
-    first.starts_with(HEADER_PREFIX)
+    let mut head = Vec::new();
+    let _ = file.take(1024).read_to_end(&mut head);
+    first_line(&String::from_utf8_lossy(&head)).is_some_and(|l| l.starts_with(HEADER_PREFIX))
+}
+
+/// The first line with text, trimmed.
+fn first_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).find(|l| !l.is_empty())
+}
+
+/// `line` up to a `#` that follows a space or tab (a label never holds
+/// one).
+fn without_comment(line: &str) -> &str {
+    let at = line
+        .char_indices()
+        .find(|&(i, c)| c == '#' && line[..i].ends_with([' ', '\t']));
+    at.map_or(line, |(i, _)| &line[..i])
 }
 
 /// Whether the file at `path` exists and is read-only (no write permission
@@ -248,8 +259,11 @@ pub fn save(path: &Path, entries: &[Entry]) -> io::Result<()> {
     let tmp = PathBuf::from(tmp);
     fs::write(&tmp, format(entries))?;
     // The file replaced keeps its mode (a user's 600 stays 600).
+    #[cfg(unix)]
     if let Ok(old) = fs::metadata(path) {
-        let _ = fs::set_permissions(&tmp, old.permissions());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = old.permissions().mode() & 0o777;
+        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(mode));
     }
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
@@ -442,7 +456,8 @@ mod tests {
 
     #[test]
     fn a_comment_after_an_entry_is_not_its_label() {
-        let text = format!("{HEADER}\n1200000 eth0 10.0.0.2  # the wired one\n400000 10.3.0.2 #\n");
+        let text =
+            format!("{HEADER}\n1200000 eth0 10.0.0.2  # the wired one\n400000 10.3.0.2\t#\n");
         assert_eq!(
             parse(&text).unwrap(),
             [
@@ -465,6 +480,14 @@ mod tests {
         assert!(!is_state_file(&log), "an empty file may be a log");
         assert!(!is_state_file(&dir.join("none")));
         assert!(!is_state_file(&dir), "a directory");
+        // A FIFO is not opened (that would wait for a writer).
+        #[cfg(unix)]
+        {
+            let fifo = dir.join("fifo");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+            assert!(!is_state_file(&fifo));
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 }

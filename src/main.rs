@@ -84,7 +84,10 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         let notice = "--state-file is not used when balancing by weights (nothing learned \
                       is kept then: it would be learned under the weights' split)";
         warn(notice);
-    } else if config.state_file.is_none() && !args.no_state_file {
+    } else if config.balance == Strategy::Learn
+        && config.state_file.is_none()
+        && !args.no_state_file
+    {
         // No --state-file, and no home directory for the default one.
         let notice = "no place for the state file (no home directory); learned capacities \
                       will not be kept across restarts (give --state-file PATH)";
@@ -123,7 +126,12 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
         log::warn!("cannot catch signals ({e}); stopping will not print a summary");
     }
     let local = reactor.local_addr();
-    let balancing = report::balancing_line(reactor.links());
+    let balancing = if weighted && !args.addresses.iter().any(|a| a.weighted) {
+        // `--balance weights` with no /WEIGHT written: all weigh the same.
+        "balancing by weights (none written: each link in turn)".to_string()
+    } else {
+        report::balancing_line(reactor.links())
+    };
     say(&banner(
         local,
         &targets,
@@ -154,7 +162,7 @@ fn start(args: &StartArgs, debug: bool) -> Result<(), Failure> {
     }
     let list: Vec<String> = targets
         .iter()
-        .map(|t| match weighted || t.weight.get() != 1 {
+        .map(|t| match shows_weight(weighted, t) {
             true => format!("{} (weight {})", t.ip, t.weight),
             false => t.ip.to_string(),
         })
@@ -220,7 +228,7 @@ static LOG_ON_STDERR: AtomicBool = AtomicBool::new(false);
 /// whoever started dispatch sees it (once: not when the log is stderr).
 fn warn(notice: &str) {
     log::warn!("{notice}");
-    if !LOG_ON_STDERR.load(Ordering::Relaxed) {
+    if !LOG_ON_STDERR.load(Ordering::Relaxed) || !log::log_enabled!(log::Level::Warn) {
         eprintln!("warning: {notice}");
     }
 }
@@ -387,6 +395,15 @@ impl StateFile {
         let Some(path) = &self.path else {
             return;
         };
+        // Made read-only since start: frozen now.
+        if learned::is_frozen(path) {
+            log::info!(
+                "state file {} is read-only now: not rewritten",
+                path.display()
+            );
+            self.path = None;
+            return;
+        }
         let now = links.learned_entries();
         if now.is_empty() {
             return;
@@ -465,6 +482,12 @@ struct Balancing<'a> {
     line: &'a str,
 }
 
+/// Whether a target's weight is shown: always when weights place, and
+/// when learning only one written (it breaks ties).
+fn shows_weight(weighted: bool, target: &LinkSpec) -> bool {
+    weighted || target.weight.get() != 1
+}
+
 /// What `start` prints once listening; tests read the first line.
 fn banner(
     local: SocketAddr,
@@ -483,8 +506,7 @@ fn banner(
         let ip = t.ip.to_string();
         let family = iface::family(t.ip);
         let _ = write!(out, "  {ip:<width$}  {family}");
-        // Learning, a weight written still breaks ties: shown.
-        if balancing.weighted || t.weight.get() != 1 {
+        if shows_weight(balancing.weighted, t) {
             let _ = write!(out, "  weight {}", t.weight);
         }
         if let Some(name) = &t.iface {

@@ -366,6 +366,18 @@ fn written_weights_are_kept_whatever_is_learned() {
     pull_chunks(proxy.addr, server.addr, 2, Duration::from_secs(2));
     said(&proxy, "balancing by the weights given");
     let out = proxy.finish();
+    // Asked for weights and none written: said so.
+    let none = Proxy::start(&["--balance", "weights", "127.0.0.2", "127.0.0.3"]);
+    said(
+        &none,
+        "balancing by weights (none written: each link in turn)",
+    );
+    none.finish();
+    assert!(
+        !out.stderr.contains("no place for the state file"),
+        "by weights nothing is kept, so no place is missing: {}",
+        out.stderr
+    );
     let via = |ip: &str| out.stdout.matches(&format!(" via {ip}:")).count();
     let (a, b) = (via("127.0.0.2"), via("127.0.0.3"));
     assert!(a > 0 && a.abs_diff(b) <= 2, "{a} and {b} connections");
@@ -662,4 +674,31 @@ fn the_log_cannot_be_a_state_file() {
         run.stderr
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), kept);
+}
+
+/// Made read-only while dispatch runs, the state file is frozen from then
+/// on: the save at exit leaves it as it was.
+#[cfg(unix)]
+#[test]
+fn a_state_file_made_read_only_while_running_is_not_rewritten() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = ChunkServer::start();
+    let state = TempDir::new();
+    let file = state.path.join("capacities");
+    let proxy = Proxy::start(&["--state-file", file.to_str().unwrap(), "127.0.0.2"]);
+    pull_chunks(proxy.addr, server.addr, 2, Duration::from_secs(4));
+    let before = std::fs::read_to_string(&file).expect("written back at start");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let out = proxy.finish();
+    assert!(
+        out.stdout.contains("link 127.0.0.2 learned: "),
+        "something was learned:\n{}",
+        tail(&out.stdout, 20)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    assert!(
+        out.stdout.contains("is read-only now: not rewritten"),
+        "{}",
+        tail(&out.stdout, 20)
+    );
 }

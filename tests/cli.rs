@@ -406,8 +406,10 @@ fn sigterm_lets_a_transfer_finish_and_a_second_signal_cuts() {
         tail(&out.stdout, 5)
     );
 
-    // With nothing open, it says so (not "0 ... have up to 30 s").
+    // With nothing open, it says so (not "0 ... have up to 30 s"), and
+    // does not wait for the drain time.
     let proxy = Proxy::start(&["--drain-timeout", "30", "127.0.0.1"]);
+    let asked = std::time::Instant::now();
     sigterm(proxy.pid);
     wait_for(
         &proxy,
@@ -415,6 +417,11 @@ fn sigterm_lets_a_transfer_finish_and_a_second_signal_cuts() {
     );
     let out = proxy.wait_exit();
     assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(20),
+        "{:?} to stop",
+        asked.elapsed()
+    );
 }
 
 /// Waits until the proxy's output has `text`.
