@@ -432,9 +432,10 @@ fn resolve(
         AddrSpec::Name(name) if looks_like_ipv4(name) => {
             Err(ConfigError::NotAnAddress(name.clone()))
         }
-        // `fe80::1%eth0`: an address with a scope, not an interface's name.
-        AddrSpec::Name(name) if scoped_ipv6(name).is_some() => match scoped_ipv6(name) {
-            Some(ip) if ip.segments()[0] & 0xffc0 == 0xfe80 => {
+        // `fe80::1%eth0`: an address with a scope, not an interface's name
+        // (nor is `10.0.0.1%eth0`: a scope is for IPv6 link-local only).
+        AddrSpec::Name(name) if scoped_ip(name).is_some() => match scoped_ip(name) {
+            Some(IpAddr::V6(ip)) if ip.segments()[0] & 0xffc0 == 0xfe80 => {
                 Err(ConfigError::LinkLocal(IpAddr::V6(ip)))
             }
             _ => Err(ConfigError::NotAnAddress(name.clone())),
@@ -473,8 +474,8 @@ fn looks_like_ipv4(text: &str) -> bool {
     text.contains('.') && text.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
-/// The address of `addr%scope` when `addr` is an IPv6 address.
-fn scoped_ipv6(text: &str) -> Option<std::net::Ipv6Addr> {
+/// The address of `addr%scope` when `addr` is an IP address.
+fn scoped_ip(text: &str) -> Option<IpAddr> {
     text.split_once('%')?.0.parse().ok()
 }
 
@@ -707,8 +708,10 @@ mod tests {
     fn a_scoped_address_is_not_taken_for_an_interface() {
         let e = build(&args(&["fe80::1%eth0"]), &machine(), fake_bind).unwrap_err();
         assert!(matches!(e, ConfigError::LinkLocal(_)), "{e}");
-        let e = build(&args(&["2001:db8::1%eth0"]), &machine(), fake_bind).unwrap_err();
-        assert!(matches!(e, ConfigError::NotAnAddress(_)), "{e}");
+        for other in ["2001:db8::1%eth0", "10.0.0.1%eth0"] {
+            let e = build(&args(&[other]), &machine(), fake_bind).unwrap_err();
+            assert!(matches!(e, ConfigError::NotAnAddress(_)), "{other}: {e}");
+        }
     }
 
     /// By default the state file is beside the log file, and an instance
