@@ -249,6 +249,25 @@ pub fn resolve(path: &Path) -> PathBuf {
     at
 }
 
+/// Whether two paths name one file, existing or not yet: the same file
+/// name in the same directory once symbolic links are followed (`./log`
+/// and `log`, `a/../log`, a link to it, even before it is created).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    fn place(path: &Path) -> Option<PathBuf> {
+        let path = resolve(path);
+        let name = path.file_name()?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = fs::canonicalize(dir)
+            .or_else(|_| std::path::absolute(dir))
+            .ok()?;
+        Some(dir.join(name))
+    }
+    place(a).is_some_and(|x| Some(x) == place(b))
+}
+
 /// Writes the state file whole: to `<path>.tmp`, then renamed over it.
 pub fn save(path: &Path, entries: &[Entry]) -> io::Result<()> {
     if let Some(dir) = path.parent() {
@@ -488,6 +507,24 @@ mod tests {
             assert!(made.is_ok_and(|s| s.success()), "mkfifo");
             assert!(!is_state_file(&fifo));
         }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// One file by two names is seen before either exists: through `..`,
+    /// and through a symbolic link (dangling until the log is created).
+    #[test]
+    fn one_file_by_two_names_before_it_exists() {
+        let dir = std::env::temp_dir().join(format!("dispatch-same-{}", std::process::id()));
+        fs::create_dir_all(dir.join("x")).unwrap();
+        let log = dir.join("x/log");
+        assert!(same_file(&log, &dir.join("x/../x/log")));
+        #[cfg(unix)]
+        {
+            let link = dir.join("link");
+            std::os::unix::fs::symlink("x/log", &link).unwrap();
+            assert!(same_file(&link, &log));
+        }
+        assert!(!same_file(&log, &dir.join("x/state")));
         let _ = fs::remove_dir_all(&dir);
     }
 }
