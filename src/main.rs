@@ -285,11 +285,12 @@ fn catch_signals(reactor: &Reactor) -> io::Result<()> {
     Ok(())
 }
 
-/// Ctrl-C (and closing the console) stop the reactor.
+/// Ctrl-C drains, as SIGTERM does on Unix: it is how service wrappers
+/// (WinSW, NSSM) stop a console program. A second Ctrl-C stops at once.
 #[cfg(not(unix))]
 fn catch_signals(reactor: &Reactor) -> io::Result<()> {
     let shutdown = reactor.shutdown_handle();
-    ctrlc::set_handler(move || shutdown.trigger()).map_err(io::Error::other)
+    ctrlc::set_handler(move || shutdown.drain()).map_err(io::Error::other)
 }
 
 /// What is said once at start when sockets are bound to addresses only.
@@ -605,7 +606,7 @@ fn proxy_iface_notice(links: &[(String, String)]) -> Vec<String> {
 
 fn summary_line(s: &Summary) -> String {
     let mut line = format!(
-        "dispatch stopped: {}, {} bytes up, {} bytes down",
+        "dispatch stopped: {}, up {} B, down {} B",
         report::count(s.connections, "connection"),
         s.bytes_up,
         s.bytes_down
@@ -731,12 +732,12 @@ mod tests {
         };
         assert_eq!(
             summary_line(&s),
-            "dispatch stopped: 3 connections, 10 bytes up, 2048 bytes down"
+            "dispatch stopped: 3 connections, up 10 B, down 2048 B"
         );
         s.cut = 1;
         assert_eq!(
             summary_line(&s),
-            "dispatch stopped: 3 connections, 10 bytes up, 2048 bytes down, 1 cut"
+            "dispatch stopped: 3 connections, up 10 B, down 2048 B, 1 cut"
         );
     }
 }

@@ -160,7 +160,7 @@ fn live_table_on_a_terminal_and_quiet_turns_it_off() {
         );
         assert!(
             run.output
-                .contains("dispatch stopped: 0 connections, 0 bytes up, 0 bytes down"),
+                .contains("dispatch stopped: 0 connections, up 0 B, down 0 B"),
             "no 'dispatch stopped' line after SIGINT:\n{}",
             run.output
         );
