@@ -18,7 +18,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// At most this many links are kept (those seen last first).
 pub const MAX_ENTRIES: usize = 64;
@@ -158,8 +158,8 @@ pub fn merge(now: Vec<Entry>, earlier: &[Entry]) -> Vec<Entry> {
 /// default one for `port`), named as the log is for the instance on
 /// `port` (`capacities`, or `capacities-PORT` off the default port), so
 /// that instances on different ports never share one; a log itself named
-/// so (`--log-file dir/capacities`) gets `capacities.state` beside it.
-/// `None` when there is no place for the log either (no home directory).
+/// so (`--log-file dir/capacities`, or a link to it) gets `capacities.state`
+/// beside it. `None` when there is no place for the log either (no home directory).
 pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
     let log = match log_file {
         Some(file) => file.to_path_buf(),
@@ -171,7 +171,7 @@ pub fn default_path(log_file: Option<&Path>, port: u16) -> Option<PathBuf> {
         format!("capacities-{port}")
     };
     let path = log.parent().unwrap_or(Path::new(".")).join(&name);
-    if path == log {
+    if same_file(&path, &log) {
         return Some(path.with_file_name(format!("{name}.state")));
     }
     Some(path)
@@ -251,21 +251,48 @@ pub fn resolve(path: &Path) -> PathBuf {
 
 /// Whether two paths name one file, existing or not yet: the same file
 /// name in the same directory once symbolic links are followed (`./log`
-/// and `log`, `a/../log`, a link to it, even before it is created).
+/// and `log`, `a/../log`, a link to it, even before it or its directory
+/// is created), or, both existing, one file by two hard links.
 pub fn same_file(a: &Path, b: &Path) -> bool {
-    fn place(path: &Path) -> Option<PathBuf> {
-        let path = resolve(path);
-        let name = path.file_name()?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let dir = fs::canonicalize(dir)
-            .or_else(|_| std::path::absolute(dir))
-            .ok()?;
-        Some(dir.join(name))
+    place(a).is_some_and(|x| Some(x) == place(b)) || same_inode(a, b)
+}
+
+/// Where a file would be: its directory's real path (the part that exists
+/// canonicalized, the rest taken as written, `..` undoing the component
+/// before it), then its name.
+fn place(path: &Path) -> Option<PathBuf> {
+    let path = std::path::absolute(resolve(path)).ok()?;
+    let name = path.file_name()?;
+    let parts: Vec<_> = path.parent()?.components().collect();
+    let (mut real, rest) = (0..=parts.len()).rev().find_map(|k| {
+        let prefix: PathBuf = parts[..k].iter().collect();
+        Some((fs::canonicalize(prefix).ok()?, &parts[k..]))
+    })?;
+    // Components that do not exist yet cannot be links: `..` is lexical.
+    for part in rest {
+        match part {
+            Component::ParentDir => {
+                real.pop();
+            }
+            Component::CurDir => {}
+            part => real.push(part),
+        }
     }
-    place(a).is_some_and(|x| Some(x) == place(b))
+    Some(real.join(name))
+}
+
+#[cfg(unix)]
+fn same_inode(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_inode(_: &Path, _: &Path) -> bool {
+    false
 }
 
 /// Writes the state file whole: to `<path>.tmp`, then renamed over it.
@@ -455,6 +482,20 @@ mod tests {
         assert_eq!(at("capacities-9", 9), Path::new("capacities-9.state"));
     }
 
+    /// A log that is a symbolic link to a file named as the state file
+    /// would be does not get that file as its state file.
+    #[cfg(unix)]
+    #[test]
+    fn a_log_linked_to_capacities_keeps_its_state_elsewhere() {
+        let dir = std::env::temp_dir().join(format!("dispatch-linked-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("dispatch.log");
+        std::os::unix::fs::symlink("capacities", &log).unwrap();
+        let state = default_path(Some(&log), 1080).unwrap();
+        assert_eq!(state, dir.join("capacities.state"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_replaced_file_keeps_its_mode_and_a_read_only_one_is_frozen() {
@@ -510,14 +551,21 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
-    /// One file by two names is seen before either exists: through `..`,
-    /// and through a symbolic link (dangling until the log is created).
+    /// One file by two names is seen before either exists: through `..`
+    /// (also in a directory not made yet), and through a symbolic link
+    /// (dangling until the log is created); once it exists, through a hard
+    /// link too.
     #[test]
     fn one_file_by_two_names_before_it_exists() {
         let dir = std::env::temp_dir().join(format!("dispatch-same-{}", std::process::id()));
         fs::create_dir_all(dir.join("x")).unwrap();
         let log = dir.join("x/log");
         assert!(same_file(&log, &dir.join("x/../x/log")));
+        assert!(same_file(&dir.join("new/log"), &dir.join("new/../new/log")));
+        assert!(same_file(&dir.join("new/a/../log"), &dir.join("new/log")));
+        assert!(same_file(&dir.join("new/../x/log"), &log));
+        assert!(!same_file(&dir.join("new/log"), &dir.join("new/a/log")));
+        assert!(!same_file(&dir.join("new/log"), &log));
         #[cfg(unix)]
         {
             let link = dir.join("link");
@@ -525,6 +573,14 @@ mod tests {
             assert!(same_file(&link, &log));
         }
         assert!(!same_file(&log, &dir.join("x/state")));
+        #[cfg(unix)]
+        {
+            fs::write(&log, "").unwrap();
+            fs::hard_link(&log, dir.join("hard")).unwrap();
+            assert!(same_file(&dir.join("hard"), &log));
+            fs::write(dir.join("x/state"), "").unwrap();
+            assert!(!same_file(&log, &dir.join("x/state")));
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 }
