@@ -82,6 +82,9 @@
 #                      the live seeders' connections, downloader and seeders
 #                      (tens of MB a run; with LOGS=dir)
 #   TIMEOUT=90         torrent modes: a download's limit in seconds
+#   LATE=SECS          torrent modes: seeders 4 to 6 are given to libtorrent
+#                      SECS after the others (a control for DEAD=N, among
+#                      whose dead connects libtorrent finds them 3 s late)
 #
 # A fresh dispatch is started for each run, so that every run starts alike
 # (the round robin would otherwise carry on where the last run stopped).
@@ -105,6 +108,8 @@ restart=${RESTART:-0}
 dead=${DEAD:-0}
 dispatch_args=${DISPATCH_ARGS:-}
 [ "${PEER_LOG:-0}" = 1 ] && export AGG_PEER_LOG=1
+late=${LATE:-}
+[ -z "$late" ] || export AGG_LATE=$late
 out=${OUT:-}
 logs=${LOGS:-}
 [ -z "$logs" ] || mkdir -p "$logs"
@@ -522,6 +527,7 @@ wlabel=${wlabel// /,}
 tags="mode=$mode weights=$wlabel"
 [ "$direct" = 1 ] && tags+=" direct=1"
 [ "$dead" != 0 ] && tags+=" dead=$dead"
+[ -n "$late" ] && tags+=" late=$late"
 [ "$restart" = 1 ] && tags+=" restart=1"
 [ "$restart" != 1 ] && [ "$warmup" = 1 ] && tags+=" warmup=1"
 [ -n "$dispatch_args" ] && tags+=" args=${dispatch_args// /,}"

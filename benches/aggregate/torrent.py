@@ -57,6 +57,11 @@ POLL = 0.05
 # log, for the live seeders' connections only (their addresses and the
 # links'), on both ends: what each end sent and received.
 PEER_LOG = os.environ.get("AGG_PEER_LOG") == "1"
+# AGG_LATE=SECS (aggregate.sh LATE=SECS): the second half of the live
+# seeders (4 to 6) is given SECS after add_torrent, the others at once: the
+# late discovery a swarm of dead peers causes (libtorrent finds seeders 4 to 6
+# there a uTP connect timeout, 3 s, after the others), without dead peers.
+LATE = float(os.environ.get("AGG_LATE") or 0)
 LIVE = re.compile(r"\b10\.[1238]\.\d+\.2\b")
 
 
@@ -229,8 +234,10 @@ def download(work, settings, peers, live, timeout, want):
         t_add = time.monotonic()
         h = ses.add_torrent({"ti": info, "save_path": down})
         log("add_torrent")
+        late = set(live[len(live) // 2:]) if LATE > 0 else set()
         for p in peers:
-            h.connect_peer(p)
+            if p not in late:
+                h.connect_peer(p)
         last_add = t_add
         readds = 0
         t_first = None
@@ -252,6 +259,11 @@ def download(work, settings, peers, live, timeout, want):
                 print("FAIL timed out after %.0f s: %d of %d bytes, %d peers"
                       % (timeout, st.total_wanted_done, size, st.num_peers), flush=True)
                 return 1
+            if late and now - t_add >= LATE:
+                for p in late:
+                    h.connect_peer(p)
+                log("late seeders given")
+                late = set()
             if now - last_add > 5:
                 connected = {p.ip[0] for p in h.get_peer_info()}
                 for p in live:
