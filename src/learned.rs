@@ -252,23 +252,28 @@ pub fn resolve(path: &Path) -> PathBuf {
 /// Whether two paths name one file, existing or not yet: the same file
 /// name in the same directory once symbolic links are followed (`./log`
 /// and `log`, `a/../log`, a link to it, even before it or its directory
-/// is created), or, both existing, one file by two hard links.
+/// is created), or, both existing, one file by two hard links (Unix).
 pub fn same_file(a: &Path, b: &Path) -> bool {
-    place(a).is_some_and(|x| Some(x) == place(b)) || same_inode(a, b)
+    place(a, 0).is_some_and(|x| Some(x) == place(b, 0)) || same_inode(a, b)
 }
 
-/// Where a file would be: its directory's real path (the part that exists
-/// canonicalized, the rest taken as written, `..` undoing the component
-/// before it), then its name.
-fn place(path: &Path) -> Option<PathBuf> {
+/// Where a file would be: its directory's real path (what exists
+/// canonicalized, what does not taken as written, `..` undoing the
+/// component before it), then its name, followed if it is a link. `depth`
+/// bounds the links followed through a `..` out of a directory not made
+/// yet into existing ones.
+fn place(path: &Path, depth: u32) -> Option<PathBuf> {
     let path = std::path::absolute(resolve(path)).ok()?;
     let name = path.file_name()?;
     let parts: Vec<_> = path.parent()?.components().collect();
-    let (mut real, rest) = (0..=parts.len()).rev().find_map(|k| {
-        let prefix: PathBuf = parts[..k].iter().collect();
-        Some((fs::canonicalize(prefix).ok()?, &parts[k..]))
-    })?;
-    // Components that do not exist yet cannot be links: `..` is lexical.
+    let (mut real, rest) = (0..=parts.len())
+        .rev()
+        .find_map(|k| {
+            let prefix: PathBuf = parts[..k].iter().collect();
+            Some((fs::canonicalize(prefix).ok()?, &parts[k..]))
+        })
+        // Nothing exists (a drive not there): all as written.
+        .unwrap_or((PathBuf::new(), &parts[..]));
     for part in rest {
         match part {
             Component::ParentDir => {
@@ -277,8 +282,17 @@ fn place(path: &Path) -> Option<PathBuf> {
             Component::CurDir => {}
             part => real.push(part),
         }
+        // Back in a directory that exists (`new/../dir`): it may be a link.
+        if let Ok(existing) = fs::canonicalize(&real) {
+            real = existing;
+        }
     }
-    Some(real.join(name))
+    let file = real.join(name);
+    let followed = resolve(&file);
+    if followed != file && depth < 8 {
+        return place(&followed, depth + 1);
+    }
+    Some(file)
 }
 
 #[cfg(unix)]
@@ -564,6 +578,14 @@ mod tests {
         assert!(same_file(&dir.join("new/log"), &dir.join("new/../new/log")));
         assert!(same_file(&dir.join("new/a/../log"), &dir.join("new/log")));
         assert!(same_file(&dir.join("new/../x/log"), &log));
+        #[cfg(unix)]
+        {
+            // Out of a directory not made yet, back through links.
+            std::os::unix::fs::symlink("x", dir.join("lnkdir")).unwrap();
+            assert!(same_file(&dir.join("new/../lnkdir/log"), &log));
+            std::os::unix::fs::symlink("log", dir.join("x/other")).unwrap();
+            assert!(same_file(&dir.join("new/../x/other"), &log));
+        }
         assert!(!same_file(&dir.join("new/log"), &dir.join("new/a/log")));
         assert!(!same_file(&dir.join("new/log"), &log));
         #[cfg(unix)]
