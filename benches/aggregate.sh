@@ -527,7 +527,7 @@ wlabel=${wlabel// /,}
 tags="mode=$mode weights=$wlabel"
 [ "$direct" = 1 ] && tags+=" direct=1"
 [ "$dead" != 0 ] && tags+=" dead=$dead"
-[ -n "$late" ] && tags+=" late=$late"
+[ "${late:-0}" != 0 ] && tags+=" late=$late"
 [ "$restart" = 1 ] && tags+=" restart=1"
 [ "$restart" != 1 ] && [ "$warmup" = 1 ] && tags+=" warmup=1"
 [ -n "$dispatch_args" ] && tags+=" args=${dispatch_args// /,}"

@@ -96,8 +96,9 @@ pub struct StartArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_client_associations: u32,
 
-    /// On SIGTERM, how long transfers under way may take to finish before
-    /// they are cut, in seconds (a second signal stops at once)
+    /// On SIGTERM (Ctrl-C on Windows), how long transfers under way may
+    /// take to finish before they are cut, in seconds (a second signal
+    /// stops at once)
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     pub drain_timeout: Duration,
 

@@ -267,7 +267,7 @@ def download(work, settings, peers, live, timeout, want):
             if now - last_add > 5:
                 connected = {p.ip[0] for p in h.get_peer_info()}
                 for p in live:
-                    if p[0] not in connected:
+                    if p[0] not in connected and p not in late:
                         h.connect_peer(p)
                         readds += 1
                 last_add = now
